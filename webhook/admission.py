@@ -1,0 +1,176 @@
+"""The admission decision, as pure functions: review → plan → (secrets ensured) → response.
+
+``plan`` says which pull secrets a pod needs (or why it is left alone);
+``respond`` turns the plan and the outcome of ensuring those secrets into an
+AdmissionResponse with a JSONPatch computed by diffing with ``jsonpatch``.
+Where secrets come from is the ``SecretSource`` protocol: the server passes one in.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import jsonpatch
+
+from webhook.config import Config
+from webhook.needs import PullNeed, pull_needs
+from webhook.reviews import AdmissionRequest, AdmissionResponse, allow, allow_with_patch, deny
+
+OPT_OUT_LABEL = "pull-secret-webhook/inject"
+OPT_OUT_VALUE = "disabled"
+EPHEMERAL_SUBRESOURCE = "ephemeralcontainers"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The request is allowed untouched; ``reason`` is for logs and metrics."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pod that needs pull secrets in ``namespace``."""
+
+    uid: str
+    namespace: str
+    pod_name: str
+    pod: Mapping[str, Any]
+    needs: tuple[PullNeed, ...]
+    dry_run: bool = False
+
+
+NeedState = Literal["ready", "pending", "foreign"]
+
+
+@dataclass(frozen=True)
+class NeedStatus:
+    """What became of one needed secret within the admission budget."""
+
+    state: NeedState
+    """ready: exists and fresh; pending: not (yet) made — retried in the background;
+    foreign: a Secret of that name exists that the webhook did not create."""
+    message: str = ""
+    """Why not ready: short, safe to show users (no credentials)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    statuses: Mapping[str, NeedStatus] = field(default_factory=dict)
+    """By secret name; a missing name counts as ready."""
+
+    def status(self, name: str) -> NeedStatus:
+        return self.statuses.get(name, READY)
+
+
+READY = NeedStatus("ready")
+
+
+class SecretSource(Protocol):
+    """Makes sure the needed secrets exist and are fresh; never raises for a credential."""
+
+    async def ensure(
+        self, namespace: str, needs: Sequence[PullNeed], *, budget: float, dry_run: bool
+    ) -> Outcome: ...
+
+
+def pod_display_name(pod: Mapping[str, Any], request: AdmissionRequest) -> str:
+    meta = pod.get("metadata") or {}
+    name = meta.get("name") or request.get("name")
+    if name:
+        return str(name)
+    generate = meta.get("generateName")
+    return f"{generate}<generated>" if generate else "<unnamed>"
+
+
+def plan(request: AdmissionRequest, config: Config) -> Skip | Plan:
+    """Decide whether a request concerns us and which pull secrets the pod needs."""
+    kind = request["kind"]
+    resource = request["resource"]
+    if kind.get("kind") != "Pod" or kind.get("group", "") != "" or resource.get("resource") != "pods":
+        return Skip("not a pod")
+    sub = request.get("subResource", "") or ""
+    op = request["operation"]
+    if not ((op == "CREATE" and not sub) or (op == "UPDATE" and sub == EPHEMERAL_SUBRESOURCE)):
+        return Skip(f"operation {op}{'/' + sub if sub else ''} is not handled")
+    pod = request.get("object")
+    if not isinstance(pod, Mapping):
+        return Skip("request has no pod object")
+    meta = pod.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    if isinstance(labels, Mapping) and labels.get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
+        return Skip("pod opted out")
+    namespace = request.get("namespace") or (
+        meta.get("namespace") if isinstance(meta, Mapping) else ""
+    )
+    if not namespace:
+        return Skip("request has no namespace")
+    needs = pull_needs(config, pod)
+    if not needs:
+        return Skip("no image from a configured registry")
+    return Plan(
+        uid=request["uid"],
+        namespace=str(namespace),
+        pod_name=pod_display_name(pod, request),
+        pod=pod,
+        needs=tuple(needs),
+        dry_run=bool(request.get("dryRun", False)),
+    )
+
+
+def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """JSONPatch adding ``names`` to ``spec.imagePullSecrets``: created when missing,
+    appended after the user's own entries, never duplicated."""
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return []
+    current = spec.get("imagePullSecrets")
+    existing = current if isinstance(current, list) else []
+    present = {e.get("name") for e in existing if isinstance(e, Mapping)}
+    missing = [n for n in dict.fromkeys(names) if n not in present]
+    if not missing:
+        return []
+    # Diff only the field we change: the paths are the same as on the whole pod,
+    # and the pod's other fields are never copied.
+    before = {"spec": {"imagePullSecrets": current}} if "imagePullSecrets" in spec else {"spec": {}}
+    after = {
+        "spec": {"imagePullSecrets": [*copy.deepcopy(existing), *({"name": n} for n in missing)]}
+    }
+    ops: list[dict[str, Any]] = jsonpatch.make_patch(before, after).patch
+    return ops
+
+
+def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResponse:
+    """The response for a planned pod, given what became of each needed secret."""
+    warnings: list[str] = []
+    names: list[str] = []
+    failed: list[str] = []
+    for need in plan.needs:
+        status = outcome.status(need.secret_name)
+        if status.state == "foreign":
+            warnings.append(
+                f"pull-secret-webhook: Secret {need.secret_name} exists but is not managed "
+                f"by the webhook; not used for {need.host}"
+            )
+            continue
+        names.append(need.secret_name)
+        if status.state == "pending":
+            failed.append(f"{need.host} ({need.entry.name}): {status.message}")
+            warnings.append(
+                f"pull-secret-webhook: pull secret for {need.host} not ready "
+                f"({status.message}); retrying in background"
+            )
+    if failed and fail_closed:
+        return deny(
+            plan.uid,
+            "pull-secret-webhook: cannot provide registry credentials for "
+            + "; ".join(failed),
+        )
+    return allow_with_patch(plan.uid, image_pull_secrets_patch(plan.pod, names), warnings)
+
+
+def allowed_untouched(uid: str) -> AdmissionResponse:
+    return allow(uid)

@@ -1,0 +1,608 @@
+"""Settings: frozen dataclasses, loaded from YAML and validated all at once.
+
+A broken config is refused at start with every problem listed, each naming the
+key, the value found and what was expected (``ConfigError.problems``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import yaml
+
+from webhook.registries import (
+    ACR_DEFAULT_SUFFIXES,
+    ECR_ACCOUNT_RE,
+    HostRule,
+    valid_host,
+)
+
+Kind: TypeAlias = Literal["acr", "ecr", "generic"]
+AcrAuthMode: TypeAlias = Literal[
+    "workloadIdentity", "managedIdentity", "servicePrincipal", "podServiceAccount"
+]
+EcrAuthMode: TypeAlias = Literal["default", "staticKeys", "assumeRole", "podServiceAccount"]
+
+ACR_MODES: tuple[str, ...] = (
+    "workloadIdentity",
+    "managedIdentity",
+    "servicePrincipal",
+    "podServiceAccount",
+)
+ECR_MODES: tuple[str, ...] = ("default", "staticKeys", "assumeRole", "podServiceAccount")
+
+#: Entra ID scopes an ACR token may be requested for. ``containerregistry`` is
+#: the documented audience; ``arm`` is for registries created before ACR
+#: accepted it (the ARM audience is still honoured by every registry).
+ACR_AUDIENCES: dict[str, str] = {
+    "containerregistry": "https://containerregistry.azure.net/.default",
+    "arm": "https://management.azure.com/.default",
+}
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
+_K8S_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+_SCOPE_RE = re.compile(r"^repository:[a-z0-9._/-]+:(pull|\*|metadata_read)(,[a-z_*]+)*$")
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: Sequence[str], source: str = "config") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key of a Kubernetes Secret the webhook reads (never writes)."""
+
+    name: str
+    """Secret name. Required."""
+    namespace: str = ""
+    """Namespace. Default: the webhook's own namespace."""
+    key: str = ""
+    """Key inside the Secret; empty means the mode's documented default keys."""
+
+
+@dataclass(frozen=True)
+class AcrAuth:
+    """How an ``acr`` entry gets an Entra ID token."""
+
+    mode: AcrAuthMode = "workloadIdentity"
+    """workloadIdentity (default) | managedIdentity | servicePrincipal | podServiceAccount."""
+    client_id: str = ""
+    """App or managed identity client id. Default: AZURE_CLIENT_ID / the node's identity."""
+    tenant_id: str = ""
+    """Tenant. Default: AZURE_TENANT_ID (workload identity) or required (servicePrincipal)."""
+    resource_id: str = ""
+    """managedIdentity only: select the user-assigned identity by ARM resource id."""
+    client_secret: SecretRef | None = None
+    """servicePrincipal: Secret holding the client secret (default key ``clientSecret``)."""
+    client_secret_file: str = ""
+    """servicePrincipal: file holding the client secret."""
+    certificate: SecretRef | None = None
+    """servicePrincipal: Secret holding a PEM certificate+key (default key ``tls.pem``)."""
+    certificate_file: str = ""
+    """servicePrincipal: PEM file with certificate and private key."""
+    token_file: str = ""
+    """workloadIdentity: federated token file. Default: AZURE_FEDERATED_TOKEN_FILE."""
+    authority_host: str = ""
+    """Entra ID authority. Default: AZURE_AUTHORITY_HOST or login.microsoftonline.com."""
+    audience: str = "containerregistry"
+    """Token audience: ``containerregistry`` (default) or ``arm`` for old registries."""
+
+    @property
+    def scope(self) -> str:
+        return ACR_AUDIENCES[self.audience]
+
+    def identity(self) -> str:
+        """A stable, non-secret label of the identity (secret names derive from it)."""
+        if self.mode == "managedIdentity":
+            return f"mi:{self.client_id or self.resource_id or 'system'}"
+        if self.mode == "servicePrincipal":
+            return f"sp:{self.tenant_id}/{self.client_id}"
+        if self.mode == "workloadIdentity":
+            return f"wi:{self.client_id or 'env'}"
+        return "pod-sa"
+
+
+@dataclass(frozen=True)
+class EcrAuth:
+    """How an ``ecr`` entry gets AWS credentials."""
+
+    mode: EcrAuthMode = "default"
+    """default (AWS chain: IRSA, Pod Identity, instance profile) | staticKeys | assumeRole |
+    podServiceAccount."""
+    access_keys: SecretRef | None = None
+    """staticKeys: Secret with ``accessKeyId`` and ``secretAccessKey`` keys."""
+    role_arn: str = ""
+    """assumeRole: role to assume (cross-account) on top of the default chain."""
+    external_id: str = ""
+    """assumeRole: optional external id the role's trust policy requires."""
+    session_name: str = "pull-secret-webhook"
+    """assumeRole / podServiceAccount: role session name."""
+
+    def identity(self) -> str:
+        if self.mode == "assumeRole":
+            return f"role:{self.role_arn}"
+        if self.mode == "staticKeys" and self.access_keys is not None:
+            return f"keys:{self.access_keys.namespace}/{self.access_keys.name}"
+        if self.mode == "podServiceAccount":
+            return "pod-sa"
+        return "default"
+
+
+@dataclass(frozen=True)
+class GenericAuth:
+    """Static credentials for a ``generic`` entry."""
+
+    secret: SecretRef
+    """Secret with ``username`` and ``password`` keys, or a ``.dockerconfigjson``."""
+
+    def identity(self) -> str:
+        return f"secret:{self.secret.namespace}/{self.secret.name}"
+
+
+Auth: TypeAlias = AcrAuth | EcrAuth | GenericAuth
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One configured registry (or family of registries) and its credentials."""
+
+    name: str
+    """Unique, DNS-label-like name; appears in secret names, logs and metrics."""
+    kind: Kind
+    """acr | ecr | generic."""
+    rule: HostRule
+    """Which image hosts this entry serves (exact hosts and/or the kind's family)."""
+    auth: Auth
+    """How credentials are obtained."""
+    scope: str = ""
+    """acr: space-separated ``repository:NAME:pull`` list for a scoped token. Default: none."""
+    region: str = ""
+    """ecr: region override. Default: read from the host."""
+    endpoint_url: str = ""
+    """ecr: ECR API endpoint override (VPC endpoints, tests). Default: AWS's."""
+    sts_endpoint_url: str = ""
+    """ecr: STS endpoint override. Default: AWS's regional endpoint."""
+
+    @property
+    def per_pod_identity(self) -> bool:
+        return getattr(self.auth, "mode", "") == "podServiceAccount"
+
+    def identity(self) -> str:
+        return self.auth.identity()
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """How admissions behave when credentials are slow or failing."""
+
+    timeout_seconds: int = 10
+    """The MutatingWebhookConfiguration's ``timeoutSeconds``. Default 10."""
+    budget_fraction: float = 0.6
+    """Share of ``timeout_seconds`` an admission may spend minting secrets. Default 0.6."""
+    fail_closed: bool = False
+    """Deny the pod when its pull secret cannot be made in time. Default false (admit,
+    warn, and make the secret in the background)."""
+
+    @property
+    def budget_seconds(self) -> float:
+        return self.timeout_seconds * self.budget_fraction
+
+
+@dataclass(frozen=True)
+class RefreshSettings:
+    """Background refresh and garbage collection (leader only)."""
+
+    fraction: float = 0.5
+    """Renew a credential once this share of its lifetime has passed. Default 0.5."""
+    interval_seconds: float = 60.0
+    """How often the refresher scans managed secrets. Default 60."""
+    gc_grace_seconds: float = 3600.0
+    """Delete a managed secret no pod has referenced for this long. Default 3600."""
+    lease_name: str = "pull-secret-webhook"
+    """coordination.k8s.io Lease used for leader election. Default pull-secret-webhook."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    registries: tuple[RegistryEntry, ...] = ()
+    """Registry entries, matched in order; the first match wins."""
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    refresh: RefreshSettings = field(default_factory=RefreshSettings)
+    namespace: str = "pull-secret-webhook"
+    """The webhook's own namespace (default Secret namespace, Lease namespace)."""
+    secret_prefix: str = "psw"
+    """Prefix of generated pull secret names. Default ``psw``."""
+    ca_file: str = ""
+    """Extra CA bundle to trust for outbound TLS (Entra ID, ACR). Default: system CAs."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"cannot read {p}: {e.strerror or e}"], source=str(p)) from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"], source=str(p)) from e
+    return parse_config(data if data is not None else {}, source=str(p))
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate a decoded config document; raise ConfigError listing every problem."""
+    v = _Validator()
+    cfg = v.config(data)
+    if v.problems or cfg is None:
+        raise ConfigError(v.problems, source=source)
+    return cfg
+
+
+class _Validator:
+    """Walks the document once, collecting every problem instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.namespace = "pull-secret-webhook"
+
+    def bad(self, key: str, value: Any, expected: str) -> None:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        self.problems.append(f"{key}: got {shown}, expected {expected}")
+
+    # -- typed getters -----------------------------------------------------------
+
+    def mapping(self, data: Any, key: str) -> Mapping[str, Any]:
+        if isinstance(data, Mapping):
+            return data
+        self.bad(key, data, "a mapping")
+        return {}
+
+    def unknown(self, data: Mapping[str, Any], key: str, allowed: Sequence[str]) -> None:
+        for k in data:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else str(k)
+                self.bad(where, data[k], f"no such key (known: {', '.join(allowed)})")
+
+    def string(self, data: Mapping[str, Any], key: str, prefix: str, default: str = "") -> str:
+        value = data.get(key, default)
+        if isinstance(value, str):
+            return value
+        self.bad(f"{prefix}.{key}" if prefix else key, value, "a string")
+        return default
+
+    def number(
+        self, data: Mapping[str, Any], key: str, prefix: str, default: float, lo: float, hi: float
+    ) -> float:
+        value = data.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not lo <= value <= hi
+        ):
+            self.bad(f"{prefix}.{key}", value, f"a number from {lo:g} to {hi:g}")
+            return default
+        return float(value)
+
+    def boolean(self, data: Mapping[str, Any], key: str, prefix: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if isinstance(value, bool):
+            return value
+        self.bad(f"{prefix}.{key}", value, "true or false")
+        return default
+
+    def string_list(self, data: Mapping[str, Any], key: str, prefix: str) -> list[str]:
+        value = data.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            self.bad(f"{prefix}.{key}", value, "a list of strings")
+            return []
+        return list(value)
+
+    def secret_ref(self, data: Mapping[str, Any], key: str, prefix: str) -> SecretRef | None:
+        if key not in data:
+            return None
+        ref = self.mapping(data[key], f"{prefix}.{key}")
+        where = f"{prefix}.{key}"
+        self.unknown(ref, where, ("name", "namespace", "key"))
+        name = self.string(ref, "name", where)
+        if not _K8S_NAME_RE.match(name):
+            self.bad(f"{where}.name", name, "a Kubernetes object name")
+        namespace = self.string(ref, "namespace", where)
+        if namespace and not _NAME_RE.match(namespace) and not _K8S_NAME_RE.match(namespace):
+            self.bad(f"{where}.namespace", namespace, "a namespace name")
+        return SecretRef(
+            name=name, namespace=namespace or self.namespace, key=self.string(ref, "key", where)
+        )
+
+    # -- sections ----------------------------------------------------------------
+
+    def config(self, data: Any) -> Config | None:
+        top = self.mapping(data, "(top level)")
+        self.unknown(
+            top,
+            "",
+            ("registries", "admission", "refresh", "namespace", "secretPrefix", "caFile"),
+        )
+        namespace = self.string(top, "namespace", "", "pull-secret-webhook")
+        if not _K8S_NAME_RE.match(namespace):
+            self.bad("namespace", namespace, "a namespace name")
+        self.namespace = namespace
+        prefix = self.string(top, "secretPrefix", "", "psw")
+        if not _NAME_RE.match(prefix) or len(prefix) > 20:
+            self.bad("secretPrefix", prefix, "1-20 lowercase letters, digits or '-'")
+        ca_file = self.string(top, "caFile", "")
+        if ca_file and not Path(ca_file).is_file():
+            self.bad("caFile", ca_file, "a readable PEM file")
+
+        raw_entries = top.get("registries", [])
+        entries: list[RegistryEntry] = []
+        if not isinstance(raw_entries, list):
+            self.bad("registries", raw_entries, "a list of registry entries")
+            raw_entries = []
+        if not raw_entries:
+            self.problems.append("registries: no registry entries; nothing would ever match")
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(raw_entries):
+            entry = self.entry(raw, f"registries[{i}]")
+            if entry is None:
+                continue
+            if entry.name in seen:
+                self.bad(
+                    f"registries[{i}].name",
+                    entry.name,
+                    f"a unique name (registries[{seen[entry.name]}] has it)",
+                )
+            seen[entry.name] = i
+            entries.append(entry)
+        return Config(
+            registries=tuple(entries),
+            admission=self.admission(top.get("admission", {})),
+            refresh=self.refresh(top.get("refresh", {})),
+            namespace=namespace,
+            secret_prefix=prefix,
+            ca_file=ca_file,
+        )
+
+    def admission(self, data: Any) -> AdmissionSettings:
+        m = self.mapping(data, "admission")
+        self.unknown(m, "admission", ("timeoutSeconds", "budgetFraction", "failClosed"))
+        # The API server caps a webhook's timeoutSeconds at 30 (admissionregistration/v1).
+        timeout = self.number(m, "timeoutSeconds", "admission", 10, 1, 30)
+        if timeout != int(timeout):
+            self.bad("admission.timeoutSeconds", timeout, "a whole number of seconds")
+        return AdmissionSettings(
+            timeout_seconds=int(timeout),
+            budget_fraction=self.number(m, "budgetFraction", "admission", 0.6, 0.05, 0.95),
+            fail_closed=self.boolean(m, "failClosed", "admission", False),
+        )
+
+    def refresh(self, data: Any) -> RefreshSettings:
+        m = self.mapping(data, "refresh")
+        self.unknown(m, "refresh", ("fraction", "intervalSeconds", "gcGraceSeconds", "leaseName"))
+        lease = self.string(m, "leaseName", "refresh", "pull-secret-webhook")
+        if not _K8S_NAME_RE.match(lease):
+            self.bad("refresh.leaseName", lease, "a Kubernetes object name")
+        return RefreshSettings(
+            fraction=self.number(m, "fraction", "refresh", 0.5, 0.1, 0.9),
+            interval_seconds=self.number(m, "intervalSeconds", "refresh", 60, 1, 86400),
+            gc_grace_seconds=self.number(m, "gcGraceSeconds", "refresh", 3600, 0, 30 * 86400),
+            lease_name=lease,
+        )
+
+    def entry(self, data: Any, where: str) -> RegistryEntry | None:
+        m = self.mapping(data, where)
+        if not m:
+            return None
+        name = self.string(m, "name", where)
+        if not _NAME_RE.match(name):
+            self.bad(f"{where}.name", name, "1-42 lowercase letters, digits or '-'")
+        kind = m.get("kind")
+        if kind not in ("acr", "ecr", "generic"):
+            self.bad(f"{where}.kind", kind, "one of acr, ecr, generic")
+            return None
+        common = ("name", "kind", "hosts", "anyRegistry", "auth")
+        extra = {
+            "acr": ("suffixes", "scope"),
+            "ecr": ("accounts", "region", "endpointUrl", "stsEndpointUrl"),
+            "generic": (),
+        }[kind]
+        self.unknown(m, where, common + extra)
+        rule = self.host_rule(m, where, kind)
+        auth_data = self.mapping(m.get("auth", {}), f"{where}.auth")
+        auth: Auth | None
+        if kind == "acr":
+            auth = self.acr_auth(auth_data, f"{where}.auth")
+        elif kind == "ecr":
+            auth = self.ecr_auth(auth_data, f"{where}.auth")
+        else:
+            auth = self.generic_auth(auth_data, f"{where}.auth")
+        scope = self.string(m, "scope", where)
+        for part in scope.split():
+            if not _SCOPE_RE.match(part):
+                self.bad(f"{where}.scope", part, "repository:NAME:pull (space-separated list)")
+        region = self.string(m, "region", where)
+        if region and not _REGION_RE.match(region):
+            self.bad(f"{where}.region", region, "an AWS region such as us-east-1")
+        endpoint = self.string(m, "endpointUrl", where)
+        sts_endpoint = self.string(m, "stsEndpointUrl", where)
+        for key, url in (("endpointUrl", endpoint), ("stsEndpointUrl", sts_endpoint)):
+            if url and not re.match(r"^https?://[^\s/]+", url):
+                self.bad(f"{where}.{key}", url, "an http(s) URL")
+        if rule is None or auth is None:
+            return None
+        return RegistryEntry(
+            name=name,
+            kind=kind,
+            rule=rule,
+            auth=auth,
+            scope=" ".join(scope.split()),
+            region=region,
+            endpoint_url=endpoint,
+            sts_endpoint_url=sts_endpoint,
+        )
+
+    def host_rule(self, m: Mapping[str, Any], where: str, kind: str) -> HostRule | None:
+        hosts = [h.lower() for h in self.string_list(m, "hosts", where)]
+        for h in hosts:
+            if not valid_host(h):
+                self.bad(f"{where}.hosts", h, "a registry host such as reg.example.com[:port]")
+        family = self.boolean(m, "anyRegistry", where, False)
+        suffixes = [s.lower().lstrip(".") for s in self.string_list(m, "suffixes", where)]
+        for s in suffixes:
+            if not valid_host(s) or ":" in s:
+                self.bad(f"{where}.suffixes", s, "a DNS suffix such as azurecr.example.com")
+        accounts = self.string_list(m, "accounts", where)
+        for a in accounts:
+            if not ECR_ACCOUNT_RE.match(a):
+                self.bad(f"{where}.accounts", a, "a 12-digit AWS account id")
+        if family and kind == "generic":
+            self.bad(f"{where}.anyRegistry", True, "false for kind generic (list its hosts)")
+            family = False
+        if not hosts and not family:
+            self.bad(f"{where}.hosts", [], "at least one host, or anyRegistry: true")
+            return None
+        return HostRule(
+            kind=kind,
+            hosts=frozenset(hosts),
+            family=family,
+            suffixes=tuple(dict.fromkeys((*ACR_DEFAULT_SUFFIXES, *suffixes)))
+            if kind == "acr"
+            else (),
+            accounts=frozenset(accounts),
+        )
+
+    def acr_auth(self, m: Mapping[str, Any], where: str) -> AcrAuth | None:
+        self.unknown(
+            m,
+            where,
+            (
+                "mode",
+                "clientId",
+                "tenantId",
+                "resourceId",
+                "clientSecretRef",
+                "clientSecretFile",
+                "certificateRef",
+                "certificateFile",
+                "tokenFile",
+                "authorityHost",
+                "audience",
+            ),
+        )
+        mode = m.get("mode", "workloadIdentity")
+        if mode not in ACR_MODES:
+            self.bad(f"{where}.mode", mode, f"one of {', '.join(ACR_MODES)}")
+            return None
+        client_id = self.string(m, "clientId", where)
+        tenant_id = self.string(m, "tenantId", where)
+        for key, value in (("clientId", client_id), ("tenantId", tenant_id)):
+            if value and not _UUID_RE.match(value) and not (key == "tenantId" and "." in value):
+                self.bad(f"{where}.{key}", value, "a GUID")
+        resource_id = self.string(m, "resourceId", where)
+        if resource_id and not resource_id.lower().startswith("/subscriptions/"):
+            self.bad(f"{where}.resourceId", resource_id, "an ARM id /subscriptions/…")
+        if mode != "managedIdentity" and resource_id:
+            self.bad(f"{where}.resourceId", resource_id, "only with mode managedIdentity")
+        if client_id and resource_id:
+            self.bad(f"{where}.resourceId", resource_id, "either clientId or resourceId, not both")
+        secret = self.secret_ref(m, "clientSecretRef", where)
+        secret_file = self.string(m, "clientSecretFile", where)
+        cert = self.secret_ref(m, "certificateRef", where)
+        cert_file = self.string(m, "certificateFile", where)
+        given = [x for x in (secret, secret_file, cert, cert_file) if x]
+        if mode == "servicePrincipal":
+            if not client_id or not tenant_id:
+                self.bad(where, dict(m), "clientId and tenantId for mode servicePrincipal")
+            if len(given) != 1:
+                self.bad(
+                    where,
+                    sorted(m),
+                    "exactly one of clientSecretRef, clientSecretFile, certificateRef, "
+                    "certificateFile for mode servicePrincipal",
+                )
+        elif given:
+            self.bad(where, sorted(m), f"no service principal secret for mode {mode}")
+        authority = self.string(m, "authorityHost", where)
+        if authority and not authority.startswith("https://"):
+            self.bad(f"{where}.authorityHost", authority, "an https:// URL (Entra ID needs TLS)")
+        audience = self.string(m, "audience", where, "containerregistry")
+        if audience not in ACR_AUDIENCES:
+            self.bad(f"{where}.audience", audience, f"one of {', '.join(ACR_AUDIENCES)}")
+            audience = "containerregistry"
+        return AcrAuth(
+            mode=mode,
+            client_id=client_id,
+            tenant_id=tenant_id,
+            resource_id=resource_id,
+            client_secret=secret,
+            client_secret_file=secret_file,
+            certificate=cert,
+            certificate_file=cert_file,
+            token_file=self.string(m, "tokenFile", where),
+            authority_host=authority.rstrip("/"),
+            audience=audience,
+        )
+
+    def ecr_auth(self, m: Mapping[str, Any], where: str) -> EcrAuth | None:
+        self.unknown(
+            m, where, ("mode", "accessKeysRef", "roleArn", "externalId", "sessionName")
+        )
+        mode = m.get("mode", "default")
+        if mode not in ECR_MODES:
+            self.bad(f"{where}.mode", mode, f"one of {', '.join(ECR_MODES)}")
+            return None
+        keys = self.secret_ref(m, "accessKeysRef", where)
+        role_arn = self.string(m, "roleArn", where)
+        if mode == "staticKeys" and keys is None:
+            self.bad(f"{where}.accessKeysRef", None, "a Secret reference for mode staticKeys")
+        if mode != "staticKeys" and keys is not None:
+            self.bad(f"{where}.accessKeysRef", keys.name, "only with mode staticKeys")
+        if mode == "assumeRole" and not role_arn:
+            self.bad(f"{where}.roleArn", role_arn, "a role ARN for mode assumeRole")
+        if role_arn and not _ROLE_ARN_RE.match(role_arn):
+            self.bad(f"{where}.roleArn", role_arn, "arn:aws:iam::ACCOUNT:role/NAME")
+        if role_arn and mode != "assumeRole":
+            self.bad(f"{where}.roleArn", role_arn, "only with mode assumeRole")
+        session = self.string(m, "sessionName", where, "pull-secret-webhook")
+        if not re.match(r"^[\w+=,.@-]{2,64}$", session):
+            self.bad(f"{where}.sessionName", session, "2-64 characters of [A-Za-z0-9+=,.@_-]")
+        return EcrAuth(
+            mode=mode,
+            access_keys=keys,
+            role_arn=role_arn,
+            external_id=self.string(m, "externalId", where),
+            session_name=session,
+        )
+
+    def generic_auth(self, m: Mapping[str, Any], where: str) -> GenericAuth | None:
+        self.unknown(m, where, ("secretRef",))
+        ref = self.secret_ref(m, "secretRef", where)
+        if ref is None:
+            self.bad(f"{where}.secretRef", None, "a Secret reference with username/password")
+            return None
+        return GenericAuth(secret=ref)

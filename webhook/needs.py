@@ -1,0 +1,148 @@
+"""What a pod needs: its images → (registry entry, host, identity) → a deterministic secret name.
+
+Pure: no I/O. The same (entry, host, identity) always yields the same secret
+name, so every replica, every retry and the refresher agree on it without
+talking to each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.config import Config, RegistryEntry
+from webhook.images import ImageRef, InvalidReference, parse_image
+from webhook.registries import match_entry
+
+CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+#: Secret names are DNS subdomains (253); we stay within a DNS label (63) so the name
+#: also fits label values and stays readable in `kubectl get secrets`.
+SECRET_NAME_MAX = 63
+_HASH_LEN = 10
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the credential is minted as: the entry's own identity or the pod's service account."""
+
+    key: str
+    """Stable label: e.g. ``wi:<client id>``, ``role:<arn>``, ``sa:<service account>``."""
+    service_account: str = ""
+    """Per-pod mode: the pod's service account (in the pod's namespace)."""
+
+
+@dataclass(frozen=True)
+class PullNeed:
+    """One pull secret a pod needs in its namespace."""
+
+    entry: RegistryEntry
+    host: str
+    identity: Identity
+    secret_name: str
+    images: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """How one image string was understood (for `explain` and logs)."""
+
+    image: str
+    ref: ImageRef | None
+    error: str = ""
+    need: PullNeed | None = None
+
+
+def pod_images(pod: Mapping[str, Any]) -> list[str]:
+    """Every image of a pod's init, regular and ephemeral containers, in spec order."""
+    spec = pod.get("spec")
+    images: list[str] = []
+    if not isinstance(spec, Mapping):
+        return images
+    for fld in CONTAINER_FIELDS:
+        containers = spec.get(fld)
+        if not isinstance(containers, list):
+            continue
+        for c in containers:
+            image = c.get("image") if isinstance(c, Mapping) else None
+            if isinstance(image, str) and image:
+                images.append(image)
+    return images
+
+
+def pod_service_account(pod: Mapping[str, Any]) -> str:
+    spec = pod.get("spec")
+    if isinstance(spec, Mapping):
+        for key in ("serviceAccountName", "serviceAccount"):
+            sa = spec.get(key)
+            if isinstance(sa, str) and sa:
+                return sa
+    return "default"
+
+
+def identity_for(entry: RegistryEntry, service_account: str) -> Identity:
+    if entry.per_pod_identity:
+        return Identity(key=f"sa:{service_account}", service_account=service_account)
+    return Identity(key=entry.identity())
+
+
+def secret_name(prefix: str, entry: RegistryEntry, host: str, identity: Identity) -> str:
+    """``<prefix>-<readable host>-<hash of entry, host, identity>``, at most 63 characters."""
+    digest = hashlib.sha256(f"{entry.name}\0{host}\0{identity.key}".encode()).hexdigest()
+    slug = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-")
+    room = SECRET_NAME_MAX - len(prefix) - _HASH_LEN - 2
+    slug = slug[:room].rstrip("-") or "registry"
+    return f"{prefix}-{slug}-{digest[:_HASH_LEN]}"
+
+
+def match_images(
+    config: Config, images: Iterable[str], service_account: str = "default"
+) -> list[ImageMatch]:
+    """Parse each image and find the entry, identity and secret name it would get."""
+    out: list[ImageMatch] = []
+    for image in images:
+        try:
+            ref = parse_image(image)
+        except InvalidReference as e:
+            out.append(ImageMatch(image=image, ref=None, error=str(e)))
+            continue
+        entry = match_entry(config.registries, ref.domain)
+        if entry is None:
+            out.append(ImageMatch(image=image, ref=ref, error="no registry entry matches"))
+            continue
+        identity = identity_for(entry, service_account)
+        need = PullNeed(
+            entry=entry,
+            host=ref.domain,
+            identity=identity,
+            secret_name=secret_name(config.secret_prefix, entry, ref.domain, identity),
+            images=(image,),
+        )
+        out.append(ImageMatch(image=image, ref=ref, need=need))
+    return out
+
+
+def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
+    """The distinct secrets a pod needs, in first-seen image order."""
+    by_name: dict[str, PullNeed] = {}
+    for m in match_images(config, pod_images(pod), pod_service_account(pod)):
+        if m.need is None:
+            continue
+        seen = by_name.get(m.need.secret_name)
+        if seen is None:
+            by_name[m.need.secret_name] = m.need
+        elif m.image not in seen.images:
+            by_name[m.need.secret_name] = PullNeed(
+                entry=seen.entry,
+                host=seen.host,
+                identity=seen.identity,
+                secret_name=seen.secret_name,
+                images=(*seen.images, m.image),
+            )
+    return list(by_name.values())
+
+
+def secret_names(needs: Sequence[PullNeed]) -> list[str]:
+    return [n.secret_name for n in needs]

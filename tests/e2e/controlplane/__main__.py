@@ -1,12 +1,19 @@
-"""Command line: ``python -m tests.e2e.controlplane {build,up}``."""
+"""Command line: ``python -m tests.e2e.controlplane {build,up}``.
+
+``build`` makes sure every binary exists (building Kubernetes once, then a no-op);
+``up`` runs a control plane until Ctrl-C or SIGTERM and removes it afterwards.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
+from types import FrameType
 
 from tests.e2e.controlplane.build import BuildError, MissingBinariesError, locate
+from tests.e2e.controlplane.cluster import ControlPlane, ControlPlaneError
 
 
 def _build() -> int:
@@ -22,14 +29,60 @@ def _build() -> int:
     return 0
 
 
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _up(verbosity: int) -> int:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
+    try:
+        binaries = locate()
+    except MissingBinariesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    control_plane = ControlPlane(binaries, verbosity=verbosity)
+    try:
+        control_plane.start()
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        return 130
+    try:
+        print(f"# control plane ready in {control_plane.startup_seconds:.1f}s")
+        print(f"# server {control_plane.server}, logs in {control_plane.workdir / 'logs'}")
+        print(f"export KUBECONFIG={control_plane.kubeconfig}", flush=True)
+        print("# Ctrl-C or SIGTERM stops it and removes its files", file=sys.stderr, flush=True)
+        while True:
+            control_plane.check_alive()
+            time.sleep(1)
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        control_plane.stop()
+        print("# control plane stopped", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.controlplane")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build or find kube-apiserver, kube-controller-manager, etcd")
+    sub.add_parser(
+        "build", help="build kube-apiserver/kube-controller-manager once; find etcd, kubectl"
+    )
+    up = sub.add_parser("up", help="run a control plane until Ctrl-C/SIGTERM")
+    up.add_argument("-v", "--verbosity", type=int, default=1, help="klog -v for components")
     args = parser.parse_args(argv)
     if args.command == "build":
         return _build()
-    return 2
+    return _up(args.verbosity)
 
 
 if __name__ == "__main__":

@@ -182,11 +182,11 @@ def locate(*, allow_build: bool = False, log: TextIO | None = None) -> Binaries:
             else:
                 missing[name] = f"{override} is not an executable file"
             continue
-        path, why = default()
-        if path is not None and _is_executable(path):
-            found[name] = path
+        candidate, why = default()
+        if candidate is not None and _is_executable(candidate):
+            found[name] = candidate
         else:
-            missing[name] = why or f"{path} is not executable"
+            missing[name] = why or f"{candidate} is not executable"
 
     if missing:
         raise MissingBinariesError(missing)
@@ -244,7 +244,9 @@ def staging_modules(kubernetes_go_mod: str) -> list[str]:
     which do not apply when k8s.io/kubernetes is a dependency: a wrapper must replace them
     with the published tags itself.
     """
-    found = re.findall(r"^\s*(?:require\s+)?(k8s\.io/[\w./-]+)\s+v0\.0\.0\s*$", kubernetes_go_mod, re.M)
+    found = re.findall(
+        r"^\s*(?:require\s+)?(k8s\.io/[\w./-]+)\s+v0\.0\.0\s*$", kubernetes_go_mod, re.M
+    )
     return sorted(set(found))
 
 

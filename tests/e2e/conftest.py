@@ -1,0 +1,68 @@
+"""Session fixtures for end-to-end tests against a local Kubernetes control plane."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from tests.e2e.controlplane import Binaries, ControlPlane, MissingBinariesError, locate
+
+# A warm start takes well under 15 s. The session fixture's setup counts against the
+# pytest-timeout budget (120 s) of the first test that uses it, so startup gives up well
+# before that and fails with the component logs rather than a bare timeout traceback.
+STARTUP_TIMEOUT_SECONDS = 60.0
+# How many log lines per component a failing test's report shows.
+LOG_TAIL_LINES = 60
+
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item; attach control-plane logs to failures."""
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    if report.failed:
+        control_plane = getattr(item, "funcargs", {}).get("controlplane")
+        if isinstance(control_plane, ControlPlane) and control_plane.running:
+            report.sections.append(
+                ("control plane logs (last lines)", control_plane.log_tails(LOG_TAIL_LINES))
+            )
+    return report
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+@pytest.fixture(scope="session")
+def controlplane_binaries() -> Binaries:
+    """The binaries; skips (fails under CI=true) when they have not been built."""
+    try:
+        return locate()
+    except MissingBinariesError as exc:
+        if _in_ci():
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
+    """A running etcd + kube-apiserver + kube-controller-manager shared by the session."""
+    with ControlPlane(controlplane_binaries, startup_timeout=STARTUP_TIMEOUT_SECONDS) as cp:
+        yield cp
+
+
+@pytest.fixture
+def namespace(controlplane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace whose default ServiceAccount exists (so pods can be created)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    controlplane.kubectl("create", "namespace", name)
+    controlplane.wait_for_service_account(name)
+    yield name
+    controlplane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -130,7 +130,9 @@ def libtrust_kid(key: PublicKey) -> str:
     SHA-256 of the DER SubjectPublicKeyInfo, first 240 bits, base32 without
     padding, in 12 groups of 4 characters joined by ':'.
     """
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     # 30 bytes = 240 bits = exactly 48 base32 characters, so no padding appears.
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii")
     return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))

@@ -90,7 +90,11 @@ def plan(request: AdmissionRequest, config: Config) -> Skip | Plan:
     """Decide whether a request concerns us and which pull secrets the pod needs."""
     kind = request["kind"]
     resource = request["resource"]
-    if kind.get("kind") != "Pod" or kind.get("group", "") != "" or resource.get("resource") != "pods":
+    if (
+        kind.get("kind") != "Pod"
+        or kind.get("group", "") != ""
+        or resource.get("resource") != "pods"
+    ):
         return Skip("not a pod")
     sub = request.get("subResource", "") or ""
     op = request["operation"]
@@ -166,8 +170,7 @@ def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResp
     if failed and fail_closed:
         return deny(
             plan.uid,
-            "pull-secret-webhook: cannot provide registry credentials for "
-            + "; ".join(failed),
+            "pull-secret-webhook: cannot provide registry credentials for " + "; ".join(failed),
         )
     return allow_with_patch(plan.uid, image_pull_secrets_patch(plan.pod, names), warnings)
 

@@ -569,9 +569,7 @@ class _Validator:
         )
 
     def ecr_auth(self, m: Mapping[str, Any], where: str) -> EcrAuth | None:
-        self.unknown(
-            m, where, ("mode", "accessKeysRef", "roleArn", "externalId", "sessionName")
-        )
+        self.unknown(m, where, ("mode", "accessKeysRef", "roleArn", "externalId", "sessionName"))
         mode = m.get("mode", "default")
         if mode not in ECR_MODES:
             self.bad(f"{where}.mode", mode, f"one of {', '.join(ECR_MODES)}")

@@ -78,9 +78,7 @@ class ImageRef:
 def split_domain(name: str) -> tuple[str, str]:
     """Split a repository name into (domain, path) following Docker's rules."""
     first, sep, rest = name.partition("/")
-    if sep and (
-        "." in first or ":" in first or first == "localhost" or first.lower() != first
-    ):
+    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
         domain, path = first, rest
     else:
         domain, path = DEFAULT_DOMAIN, name

@@ -122,7 +122,7 @@ def decode_review(body: bytes) -> tuple[str, AdmissionRequest]:
 
 
 def review(api_version: str, response: AdmissionResponse) -> AdmissionReview:
-    return {"apiVersion": api_version, "kind": KIND, "response": response}
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
 
 
 def allow(uid: str, warnings: list[str] | None = None) -> AdmissionResponse:
@@ -154,9 +154,7 @@ def deny(uid: str, message: str, code: int = 403, reason: str = "Forbidden") -> 
 
 def bad_request(error: BadReview) -> AdmissionReview:
     """The 400 body: still an AdmissionReview, denying with the reason."""
-    return review(
-        error.api_version, deny(error.uid, str(error), code=400, reason="BadRequest")
-    )
+    return review(error.api_version, deny(error.uid, str(error), code=400, reason="BadRequest"))
 
 
 def clip_warning(text: str) -> str:

@@ -1,0 +1,13 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.configs import sample_config
+from webhook.config import Config
+
+
+@pytest.fixture
+def config() -> Config:
+    return sample_config()

@@ -1,0 +1,201 @@
+"""The admission decision: which pods are patched, and the JSONPatch applied to them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from tests.support.reviews import make_pod, make_review
+from webhook import admission
+from webhook.admission import NeedStatus, Outcome, Plan, Skip
+from webhook.config import Config
+from webhook.reviews import AdmissionRequest, AdmissionResponse
+
+ACR = "contoso.azurecr.io/app:1"
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:2"
+
+
+def request_for(pod: dict[str, Any] | None, **kw: Any) -> AdmissionRequest:
+    req: AdmissionRequest = make_review(pod, **kw)["request"]
+    return req
+
+
+def planned(config: Config, pod: dict[str, Any], **kw: Any) -> Plan:
+    decision = admission.plan(request_for(pod, **kw), config)
+    assert isinstance(decision, Plan), decision
+    return decision
+
+
+def patched(pod: dict[str, Any], response: AdmissionResponse) -> dict[str, Any]:
+    assert response["allowed"]
+    if "patch" not in response:
+        assert "patchType" not in response
+        return pod
+    assert response["patchType"] == "JSONPatch"
+    ops = json.loads(base64.b64decode(response["patch"]))
+    result: dict[str, Any] = jsonpatch.apply_patch(pod, ops)
+    return result
+
+
+def pull_secret_names(pod: dict[str, Any]) -> list[str]:
+    return [e.get("name") for e in pod["spec"].get("imagePullSecrets", [])]
+
+
+def test_missing_list_is_created_with_one_secret_per_registry(config: Config) -> None:
+    pod = make_pod(ACR, ECR, "nginx:1.27", generate_name="web-")
+    plan = planned(config, pod)
+    out = patched(pod, admission.respond(plan, Outcome(), fail_closed=False))
+    names = pull_secret_names(out)
+    assert names == [n.secret_name for n in plan.needs]
+    assert len(names) == 2
+    assert names[0].startswith("psw-contoso-azurecr-io-")
+    assert names[1].startswith("psw-123456789012-dkr-ecr-us-east-1-amazonaws-com-")
+
+
+def test_existing_entries_stay_first_and_new_ones_are_appended(config: Config) -> None:
+    pod = make_pod(ACR, pull_secrets=[{"name": "team-own"}])
+    out = patched(pod, admission.respond(planned(config, pod), Outcome(), fail_closed=False))
+    names = pull_secret_names(out)
+    assert names[0] == "team-own"
+    assert len(names) == 2
+
+
+def test_secret_already_listed_is_not_duplicated(config: Config) -> None:
+    pod = make_pod(ACR)
+    plan = planned(config, pod)
+    pod["spec"]["imagePullSecrets"] = [{"name": plan.needs[0].secret_name}]
+    response = admission.respond(plan, Outcome(), fail_closed=False)
+    assert "patch" not in response
+    assert "patchType" not in response
+
+
+def test_null_list_is_replaced(config: Config) -> None:
+    pod = make_pod(ACR)
+    pod["spec"]["imagePullSecrets"] = None
+    out = patched(pod, admission.respond(planned(config, pod), Outcome(), fail_closed=False))
+    assert len(pull_secret_names(out)) == 1
+
+
+def test_images_of_init_and_ephemeral_containers_count(config: Config) -> None:
+    pod = make_pod("nginx", init_images=(ACR,), ephemeral_images=(ECR,))
+    plan = planned(config, pod)
+    assert [n.entry.name for n in plan.needs] == ["contoso", "aws"]
+
+
+def test_many_images_of_one_registry_need_one_secret(config: Config) -> None:
+    pod = make_pod(ACR, "contoso.azurecr.io/other:2", init_images=("contoso.azurecr.io/init",))
+    plan = planned(config, pod)
+    assert len(plan.needs) == 1
+    assert len(plan.needs[0].images) == 3
+
+
+def test_pod_service_account_identity_gives_each_account_its_own_secret(config: Config) -> None:
+    image = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/app"
+    a = planned(config, make_pod(image, service_account="builder")).needs[0]
+    b = planned(config, make_pod(image)).needs[0]
+    assert a.identity.service_account == "builder"
+    assert b.identity.service_account == "default"
+    assert a.secret_name != b.secret_name
+
+
+def test_secret_names_are_deterministic_dns_labels(config: Config) -> None:
+    first = planned(config, make_pod(ACR)).needs[0].secret_name
+    again = planned(config, make_pod(ACR, name="other")).needs[0].secret_name
+    assert first == again
+    assert len(first) <= 63
+    assert first.replace("-", "").isalnum()
+    assert first == first.lower()
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "pod", "reason"),
+    [
+        pytest.param({}, make_pod("nginx"), "no image", id="no-configured-registry"),
+        pytest.param(
+            {},
+            make_pod(ACR, labels={"pull-secret-webhook/inject": "disabled"}),
+            "opted out",
+            id="opt-out-label",
+        ),
+        pytest.param({"operation": "UPDATE"}, make_pod(ACR), "UPDATE", id="plain-update"),
+        pytest.param({"operation": "DELETE"}, make_pod(ACR), "DELETE", id="delete"),
+        pytest.param(
+            {"sub_resource": "status", "operation": "UPDATE"},
+            make_pod(ACR),
+            "status",
+            id="status-subresource",
+        ),
+        pytest.param({"sub_resource": "binding"}, make_pod(ACR), "binding", id="binding"),
+        pytest.param(
+            {
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            },
+            make_pod(ACR),
+            "not a pod",
+            id="not-a-pod",
+        ),
+        pytest.param({}, None, "no pod object", id="no-object"),
+        pytest.param({"namespace": ""}, make_pod(ACR), "namespace", id="no-namespace"),
+    ],
+)
+def test_requests_we_do_not_handle_are_skipped(
+    config: Config, request_kwargs: dict[str, Any], pod: dict[str, Any] | None, reason: str
+) -> None:
+    decision = admission.plan(request_for(pod, **request_kwargs), config)
+    assert isinstance(decision, Skip)
+    assert reason in decision.reason
+
+
+def test_ephemeral_container_update_is_handled(config: Config) -> None:
+    pod = make_pod("nginx", ephemeral_images=(ACR,), name="web-0")
+    plan = planned(config, pod, operation="UPDATE", sub_resource="ephemeralcontainers")
+    assert plan.pod_name == "web-0"
+    assert len(plan.needs) == 1
+
+
+def test_namespace_comes_from_the_request_when_the_pod_has_none(config: Config) -> None:
+    pod = make_pod(ACR, generate_name="web-7d9c-")
+    plan = planned(config, pod, namespace="team-b")
+    assert plan.namespace == "team-b"
+    assert plan.pod_name == "web-7d9c-<generated>"
+
+
+def test_dry_run_is_carried_to_the_plan(config: Config) -> None:
+    assert planned(config, make_pod(ACR), dry_run=True).dry_run
+
+
+def test_pending_secret_is_still_patched_with_a_warning(config: Config) -> None:
+    pod = make_pod(ACR, ECR)
+    plan = planned(config, pod)
+    acr = plan.needs[0].secret_name
+    outcome = Outcome({acr: NeedStatus("pending", "ACR 401 UNAUTHORIZED")})
+    response = admission.respond(plan, outcome, fail_closed=False)
+    assert len(pull_secret_names(patched(pod, response))) == 2
+    [warning] = response["warnings"]
+    assert "contoso.azurecr.io" in warning
+    assert "ACR 401" in warning
+    assert len(warning) <= 120
+
+
+def test_pending_secret_denies_when_fail_closed(config: Config) -> None:
+    pod = make_pod(ACR)
+    plan = planned(config, pod)
+    outcome = Outcome({plan.needs[0].secret_name: NeedStatus("pending", "timed out")})
+    response = admission.respond(plan, outcome, fail_closed=True)
+    assert not response["allowed"]
+    assert "contoso.azurecr.io (contoso): timed out" in response["status"]["message"]
+
+
+def test_foreign_secret_of_the_same_name_is_not_used(config: Config) -> None:
+    pod = make_pod(ACR)
+    plan = planned(config, pod)
+    name = plan.needs[0].secret_name
+    response = admission.respond(plan, Outcome({name: NeedStatus("foreign")}), fail_closed=True)
+    assert response["allowed"]
+    assert "patch" not in response
+    assert "not managed" in response["warnings"][0]

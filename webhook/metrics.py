@@ -1,0 +1,82 @@
+"""Prometheus metrics. One registry per process (per app in tests), never the global one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+#: Admission latency buckets: the hot path is sub-millisecond; the slow path is
+#: bounded by the admission budget (a fraction of timeoutSeconds, at most 30 s).
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.admissions = Counter(
+            "pull_secret_webhook_admissions",
+            "Admission reviews answered, by result "
+            "(patched, unchanged, skipped, warned, denied, bad_request, error).",
+            ["result"],
+            registry=r,
+        )
+        self.admission_seconds = Histogram(
+            "pull_secret_webhook_admission_duration_seconds",
+            "Time to answer an admission review.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.exchanges = Counter(
+            "pull_secret_webhook_credential_exchanges",
+            "Registry credential exchanges, by registry entry and result (ok, error).",
+            ["entry", "result"],
+            registry=r,
+        )
+        self.secret_writes = Counter(
+            "pull_secret_webhook_secret_writes",
+            "Pull secret writes, by operation (create, update, delete) and result.",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.managed_secrets = Gauge(
+            "pull_secret_webhook_managed_secrets",
+            "Pull secrets this replica knows to be fresh.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "pull_secret_webhook_leader",
+            "1 when this replica holds the refresher Lease.",
+            registry=r,
+        )
+        self.cert_reloads = Counter(
+            "pull_secret_webhook_certificate_reloads",
+            "Serving certificate reloads from disk, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,319 @@
+"""HTTP: ``POST /mutate`` over TLS; ``/healthz``, ``/readyz``, ``/metrics`` on a plain port.
+
+Transport hardening follows controller-runtime's webhook ``http.go``: a body
+size limit, a content-type check, JSON errors answered with HTTP 400 whose body
+is still an AdmissionReview, and the request's uid and apiVersion echoed on
+every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from webhook import admission
+from webhook.admission import Outcome, Plan, SecretSource, Skip
+from webhook.config import Config
+from webhook.logs import log_context
+from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
+from webhook.needs import PullNeed
+from webhook.reviews import (
+    AdmissionRequest,
+    AdmissionResponse,
+    BadReview,
+    allow,
+    bad_request,
+    decode_review,
+    deny,
+    review,
+)
+from webhook.tlsreload import ReloadingTLS
+
+log = logging.getLogger(__name__)
+
+#: The API server stores objects of at most ~1.5 MiB (etcd's request limit) and accepts
+#: request bodies of 3 MiB; a review carries object and oldObject. controller-runtime
+#: sizes its limit the same way: 2 x 3 MiB plus room for the review envelope.
+MAX_BODY_BYTES = 7 * 1024 * 1024
+#: A client that has not sent its whole body after this long is dropped (slow-client guard).
+BODY_READ_TIMEOUT = 10.0
+#: After refusing a body early, aiohttp reads and drops what the client still sends so the
+#: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
+LINGERING_SECONDS = 2.0
+#: In-flight admissions get this long to finish after SIGTERM (below the pod's default
+#: 30 s terminationGracePeriodSeconds, leaving room for the process to exit).
+SHUTDOWN_TIMEOUT = 20.0
+
+CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
+SOURCE: web.AppKey[SecretSource] = web.AppKey("source")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+STATE: web.AppKey[ServerState] = web.AppKey("state")
+
+
+@dataclass
+class ServerState:
+    """Liveness/readiness inputs shared by the two apps."""
+
+    ready_checks: list[Callable[[], str | None]] = field(default_factory=list)
+    """Each returns None when fine, or why the replica is not ready."""
+    shutting_down: bool = False
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = ["shutting down"] if self.shutting_down else []
+        for check in self.ready_checks:
+            why = check()
+            if why:
+                reasons.append(why)
+        return reasons
+
+
+class NamesOnlySource:
+    """A SecretSource that makes no secrets: every needed name counts as ready.
+
+    Used for ``serve --names-only`` (patch preview without Kubernetes access) and for
+    transport tests. It does not put a secret in the cluster.
+    """
+
+    async def ensure(
+        self, namespace: str, needs: Sequence[PullNeed], *, budget: float, dry_run: bool
+    ) -> Outcome:
+        return Outcome()
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(doc).encode(), content_type="application/json"
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise BadReview(
+            f"request body of {request.content_length} bytes exceeds the limit "
+            f"of {MAX_BODY_BYTES} bytes"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(BODY_READ_TIMEOUT):
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise BadReview(f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def handle_mutate(request: web.Request) -> web.Response:
+    app = request.app
+    metrics = app[METRICS]
+    started = time.perf_counter()
+    try:
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            raise BadReview(f"Content-Type is {ctype!r}, expected application/json")
+        try:
+            body = await _read_body(request)
+        except TimeoutError as e:
+            raise BadReview("timed out reading the request body") from e
+        api_version, req = decode_review(body)
+    except BadReview as e:
+        log.warning("bad admission request: %s", e)
+        metrics.admissions.labels("bad_request").inc()
+        resp = _json(bad_request(e), status=400)
+        resp.force_close()  # a refused body is not worth keeping the connection for
+        return resp
+
+    uid = req["uid"]
+    with log_context(uid=uid, op=req["operation"], namespace=req.get("namespace", "")):
+        try:
+            response, result = await _admit(app, req)
+        except Exception:  # a bug of ours must not turn into an API server error
+            log.exception("admission failed unexpectedly")
+            fail_closed = app[CONFIG].admission.fail_closed
+            response = (
+                deny(uid, "pull-secret-webhook: internal error; see the webhook's logs")
+                if fail_closed
+                else allow(uid, ["pull-secret-webhook: internal error, pod admitted unchanged"])
+            )
+            result = "error"
+    metrics.admissions.labels(result).inc()
+    metrics.admission_seconds.observe(time.perf_counter() - started)
+    return _json(review(api_version, response))
+
+
+async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[AdmissionResponse, str]:
+    config = app[CONFIG]
+    decision = admission.plan(req, config)
+    if isinstance(decision, Skip):
+        log.debug("allowed unchanged: %s", decision.reason)
+        return allow(req["uid"]), "skipped"
+    plan: Plan = decision
+    with log_context(pod=plan.pod_name):
+        outcome = await _ensure(app, plan)
+        response = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
+        if not response["allowed"]:
+            log.warning("denied: %s", response.get("status", {}).get("message", ""))
+            return response, "denied"
+        if response.get("warnings"):
+            for w in response["warnings"]:
+                log.warning("%s", w)
+            return response, "warned"
+        if "patch" in response:
+            log.debug("patched imagePullSecrets with %d secret(s)", len(plan.needs))
+            return response, "patched"
+        return response, "unchanged"
+
+
+async def _ensure(app: web.Application, plan: Plan) -> Outcome:
+    budget = app[CONFIG].admission.budget_seconds
+    try:
+        return await app[SOURCE].ensure(
+            plan.namespace, plan.needs, budget=budget, dry_run=plan.dry_run
+        )
+    except Exception as e:  # the source promises not to raise; stay safe if it does
+        log.exception("secret source failed")
+        status = admission.NeedStatus("pending", f"internal error ({type(e).__name__})")
+        return Outcome({n.secret_name: status for n in plan.needs})
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    reasons = request.app[STATE].not_ready_reasons()
+    if reasons:
+        return web.Response(status=503, text="not ready: " + "; ".join(reasons))
+    return web.Response(text="ok")
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_webhook_app(
+    config: Config, source: SecretSource, metrics: Metrics, state: ServerState
+) -> web.Application:
+    # client_max_size is aiohttp's own cap; ours is enforced while streaming the body.
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    app[CONFIG] = config
+    app[SOURCE] = source
+    app[METRICS] = metrics
+    app[STATE] = state
+    app.router.add_post("/mutate", handle_mutate)
+    return app
+
+
+def create_health_app(metrics: Metrics, state: ServerState) -> web.Application:
+    app = web.Application()
+    app[METRICS] = metrics
+    app[STATE] = state
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/livez", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    return app
+
+
+@dataclass
+class ServeOptions:
+    cert_file: str
+    key_file: str
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook serves the cluster network
+    port: int = 8443
+    health_host: str = "0.0.0.0"  # noqa: S104
+    health_port: int = 8080
+
+
+@dataclass
+class RunningServer:
+    """Handles of a started server, for tests and the CLI."""
+
+    runners: list[web.AppRunner]
+    tls: ReloadingTLS
+    state: ServerState
+    port: int
+    health_port: int
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        self.state.shutting_down = True
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def start_server(
+    config: Config,
+    source: SecretSource,
+    options: ServeOptions,
+    metrics: Metrics | None = None,
+    state: ServerState | None = None,
+) -> RunningServer:
+    metrics = metrics or Metrics()
+    state = state or ServerState()
+    tls = ReloadingTLS(
+        options.cert_file,
+        options.key_file,
+        on_reload=lambda ok: metrics.cert_reloads.labels("ok" if ok else "error").inc(),
+    )
+    hook = web.AppRunner(
+        create_webhook_app(config, source, metrics, state),
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        access_log=None,
+        lingering_time=LINGERING_SECONDS,
+    )
+    health = web.AppRunner(create_health_app(metrics, state), access_log=None)
+    await hook.setup()
+    await health.setup()
+    site = web.TCPSite(hook, options.host, options.port, ssl_context=tls.context)
+    health_site = web.TCPSite(health, options.health_host, options.health_port)
+    await site.start()
+    await health_site.start()
+    running = RunningServer(
+        runners=[hook, health],
+        tls=tls,
+        state=state,
+        port=_bound_port(hook),
+        health_port=_bound_port(health),
+    )
+    running.tasks.append(asyncio.create_task(tls.watch()))
+    return running
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            return int(addr[1])
+    raise RuntimeError("server is not listening")
+
+
+async def serve_forever(
+    running: RunningServer, stop: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    log.info(
+        "serving /mutate on :%d (TLS), health and metrics on :%d", running.port, running.health_port
+    )
+    await stopping.wait()
+    log.info("shutting down: finishing in-flight admissions")
+    await running.stop()
+    if stop is not None:
+        await stop()

@@ -104,7 +104,7 @@ def test_generic_entries_cannot_claim_a_whole_family() -> None:
 def test_entra_authority_must_use_tls() -> None:
     doc = sample_document()
     doc["registries"][0]["auth"]["authorityHost"] = "http://login.example.com"
-    with pytest.raises(ConfigError, match="authorityHost.*https"):
+    with pytest.raises(ConfigError, match=r"authorityHost.*https"):
         parse_config(doc)
 
 

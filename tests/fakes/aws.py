@@ -1,0 +1,82 @@
+"""moto in server mode on loopback: ECR and STS over real HTTP for boto3.
+
+A server (rather than moto's in-process mocks) lets the code under test build
+its own boto3 clients exactly as in production, only with ``endpoint_url``
+pointed here. State lives in the server process; ``reset()`` clears it.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from types import TracebackType
+from typing import Any, Self
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from tests.fakes.registry import free_port
+
+DEFAULT_REGION = "us-east-1"
+# moto accepts any credentials; these only have to look like keys to botocore.
+TEST_CREDENTIALS = {
+    "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+}
+
+
+class MotoServer:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._running = False
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        if not self._running:
+            self._server.start()
+            self._running = True
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._server.stop()
+        self._running = False
+        # ThreadedMotoServer.stop() shuts the loop down but leaves the listening
+        # socket open; close it so no ResourceWarning escapes into the tests.
+        server = getattr(self._server, "_server", None)
+        if server is not None:
+            server.server_close()
+
+    def reset(self) -> None:
+        """Forgets every resource moto holds (its documented reset endpoint)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback URL
+            response.read()
+
+    def client(self, service: str, region: str = DEFAULT_REGION) -> Any:
+        return aws_client(service, self.endpoint_url, region)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def aws_client(service: str, endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
+    return boto3.client(service, region_name=region, endpoint_url=endpoint_url, **TEST_CREDENTIALS)
+
+
+def ecr_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
+    """A boto3 ECR client that talks to the moto server at ``endpoint_url``."""
+    return aws_client("ecr", endpoint_url, region)

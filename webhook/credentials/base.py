@@ -1,0 +1,238 @@
+"""What every credential provider shares: the Credential, the error type, and the
+small interfaces the providers need from Kubernetes.
+
+Providers turn an identity into registry credentials in one attempt
+(``Provider.fetch``); retries, caching and single-flight live in ``cache.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from webhook.needs import PullNeed
+
+#: The Docker username ACR expects with a token obtained from ``/oauth2/exchange``
+#: (documented in the ACR authentication guide: the null GUID).
+ACR_USERNAME = "00000000-0000-0000-0000-000000000000"
+
+#: Remote error text is cut to this many characters before it reaches a message:
+#: enough for an AADSTS description or an AWS message, never a whole HTML page.
+MESSAGE_LIMIT = 240
+
+# Anything shaped like a JWT (three base64url parts, the first a JSON header) or a
+# long opaque token is replaced before a remote message is shown. '/' is left out
+# of the opaque pattern so ARM resource ids in IMDS messages stay readable.
+_JWT_RE = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+_OPAQUE_RE = re.compile(r"[A-Za-z0-9+_=-]{64,}")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A registry username/password pair and when it stops working."""
+
+    username: str
+    password: str = field(repr=False)
+    hosts: tuple[str, ...]
+    """The registry host(s) the credential was asked for."""
+    expires_at: float
+    """Unix seconds after which the registry refuses it."""
+    issued_at: float
+    """Unix seconds when it was obtained (by the local clock)."""
+
+    @property
+    def lifetime(self) -> float:
+        return self.expires_at - self.issued_at
+
+    def refresh_at(self, fraction: float) -> float:
+        """When ``fraction`` of the lifetime has passed and a new one should be made."""
+        return self.issued_at + fraction * max(self.lifetime, 0.0)
+
+
+def scrub(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """One line of remote text with anything token-like removed, cut to ``limit``."""
+    text = _JWT_RE.sub("<token>", text)
+    text = _OPAQUE_RE.sub("<redacted>", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class RegistryAuthError(Exception):
+    """An identity could not be exchanged for registry credentials.
+
+    ``step`` names the protocol step that failed (``entra-token``, ``imds``,
+    ``acr-exchange``, ``acr-scoped-token``, ``ecr-get-authorization-token``,
+    ``sts-assume-role``, ``sts-assume-role-with-web-identity``, ``read-secret``,
+    ``service-account``, ``service-account-token``); ``code`` is what the remote
+    side said (HTTP status, AADSTS code, AWS error code) or ``timeout`` /
+    ``connection``. ``transient`` errors are worth retrying; the others need a
+    change of configuration or permissions, which ``hint`` suggests.
+    """
+
+    def __init__(
+        self,
+        *,
+        entry: str,
+        identity: str,
+        step: str,
+        code: str,
+        message: str = "",
+        hint: str = "",
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.entry = entry
+        self.identity = identity
+        self.step = step
+        self.code = code
+        self.message = scrub(message)
+        self.hint = hint
+        self.transient = transient
+        self.retry_after = retry_after
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        kind = "transient" if self.transient else "permanent"
+        text = f"registry entry {self.entry} as {self.identity}: {self.step} failed ({kind}): "
+        text += self.code
+        if self.message:
+            text += f" {self.message}"
+        if self.hint:
+            text += f" — hint: {self.hint}"
+        return text
+
+    def copy(self) -> RegistryAuthError:
+        """A fresh instance to raise again (one instance raised from many tasks would
+        share and grow one traceback)."""
+        return RegistryAuthError(
+            entry=self.entry,
+            identity=self.identity,
+            step=self.step,
+            code=self.code,
+            message=self.message,
+            hint=self.hint,
+            transient=self.transient,
+            retry_after=self.retry_after,
+        )
+
+
+@dataclass
+class Attempt:
+    """One try at an exchange: who it is for, its deadline, and the step in progress."""
+
+    entry: str
+    identity: str
+    deadline: float
+    """Absolute ``time.monotonic()`` by which the attempt must be over."""
+    step: str = "start"
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def error(
+        self,
+        code: str,
+        message: str = "",
+        *,
+        hint: str = "",
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> RegistryAuthError:
+        return RegistryAuthError(
+            entry=self.entry,
+            identity=self.identity,
+            step=self.step,
+            code=code,
+            message=message,
+            hint=hint,
+            transient=transient,
+            retry_after=retry_after,
+        )
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """The decoded ``data`` of a Secret and its resourceVersion (to notice changes)."""
+
+    data: Mapping[str, bytes]
+    resource_version: str = ""
+
+
+class SecretReader(Protocol):
+    """Reads Secrets the webhook is told about (credentials, never pull secrets).
+
+    Return None when the Secret does not exist. API failures raise an exception
+    whose ``status`` attribute is the HTTP status (none: the API was unreachable).
+    """
+
+    async def read_secret(self, namespace: str, name: str) -> SecretData | None: ...
+
+
+class ServiceAccountTokens(Protocol):
+    """TokenRequest and ServiceAccount reads, for per-pod identities.
+
+    Errors follow the SecretReader convention (an exception with ``status``).
+    """
+
+    async def token(
+        self, namespace: str, service_account: str, audience: str, expiration_seconds: int
+    ) -> str: ...
+
+    async def service_account_annotations(
+        self, namespace: str, name: str
+    ) -> Mapping[str, str] | None:
+        """The ServiceAccount's annotations, or None when it does not exist."""
+        ...
+
+
+class Provider(Protocol):
+    """Makes credentials of one registry kind, one attempt at a time."""
+
+    recheck_seconds: float | None
+    """Re-run ``fetch`` at least this often even when the credential is fresh
+    (for sources that can change without notice); None: only near expiry."""
+
+    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+        """What makes two needs share one credential."""
+        ...
+
+    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+        """One exchange; raises RegistryAuthError (built with ``attempt.error``)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def api_error_code(exc: BaseException) -> tuple[str, bool]:
+    """(code, transient) of a failed Kubernetes call, following the protocols' convention."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status > 0:
+        return str(status), status == 429 or status >= 500
+    return type(exc).__name__, True
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, not verified: only to read ``exp``/``iat`` of a token we
+    were just handed over TLS by its issuer. Empty when it is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, binascii.Error):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def principal_for(need: PullNeed, namespace: str) -> str:
+    """Who the credential is minted as: the entry identity, or ``ns/sa`` per pod."""
+    if need.identity.service_account:
+        return f"{namespace}/{need.identity.service_account}"
+    return need.identity.key

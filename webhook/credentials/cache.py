@@ -1,0 +1,247 @@
+"""The expiry-aware credential cache: one exchange per key at a time, refresh ahead
+of expiry, retries inside a deadline, and a short memory of failures.
+
+Keys come from the providers: ACR per (entry, identity, host, scope), ECR per
+(entry, principal, region) because one ECR token serves every ECR registry the
+principal may read, generic per (entry, host). Per-pod identities add the pod's
+namespace, so one namespace never receives another's credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+
+from webhook.config import Config
+from webhook.credentials.base import (
+    Credential,
+    Provider,
+    RegistryAuthError,
+    SecretReader,
+    ServiceAccountTokens,
+    principal_for,
+)
+from webhook.credentials.retry import RetryPolicy, with_retries
+from webhook.needs import PullNeed
+
+log = logging.getLogger(__name__)
+
+#: After a transient failure (outage, throttling) callers get the same error for
+#: 5 s instead of a new exchange: a Deployment scaling to hundreds of pods during an
+#: outage then costs the cloud one attempt per 5 s per key, not one per pod.
+NEGATIVE_TTL_TRANSIENT = 5.0
+#: A permanent failure (missing role, wrong secret) needs a human fix; 15 s keeps
+#: the cloud quiet meanwhile yet picks the fix up quickly.
+NEGATIVE_TTL_PERMANENT = 15.0
+#: An exchange keeps retrying in the background for up to 30 s even when the
+#: admission that started it gave up earlier (its budget is ~6 s): the secret is
+#: then made for the kubelet's next pull retry. 30 s is the API server's maximum
+#: webhook timeout, so a new admission never waits on an older, longer attempt.
+EXCHANGE_BUDGET = 30.0
+#: A cached credential is handed out only while it has a minute left: a pull that
+#: starts with it must still be able to authenticate its last layer request.
+EXPIRY_MARGIN = 60.0
+
+
+@dataclass
+class _Slot:
+    credential: Credential | None = None
+    refresh_at: float = 0.0
+    error: RegistryAuthError | None = None
+    error_until: float = 0.0
+    task: asyncio.Task[Credential | RegistryAuthError] | None = None
+
+
+class CredentialCache:
+    """Credentials for pull needs, exchanged at most once per key at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        secrets: SecretReader | None = None,
+        tokens: ServiceAccountTokens | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        fraction: float | None = None,
+        retry: RetryPolicy | None = None,
+        exchange_budget: float = EXCHANGE_BUDGET,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self._config = config
+        self._secrets = secrets
+        self._tokens = tokens
+        self._clock = clock
+        self._fraction = config.refresh.fraction if fraction is None else fraction
+        self._retry = retry or RetryPolicy()
+        self._budget = exchange_budget
+        self._providers: dict[str, Provider] = dict(providers or {})
+        self._slots: dict[Hashable, _Slot] = {}
+        self._closed = False
+        self.exchanges = 0
+        """Exchanges started (successful or not), for metrics and tests."""
+
+    # -- providers ---------------------------------------------------------------
+
+    def provider(self, kind: str) -> Provider:
+        found = self._providers.get(kind)
+        if found is not None:
+            return found
+        made: Provider
+        if kind == "acr":
+            from webhook.credentials.acr import AcrProvider
+
+            made = AcrProvider(self._config, self._secrets, self._tokens, clock=self._clock)
+        elif kind == "ecr":
+            from webhook.credentials.ecr import EcrProvider
+
+            made = EcrProvider(self._config, self._secrets, self._tokens, clock=self._clock)
+        elif kind == "generic":
+            from webhook.credentials.generic import GenericProvider
+
+            made = GenericProvider(self._secrets, clock=self._clock)
+        else:
+            raise ValueError(f"unknown registry kind {kind!r}")
+        self._providers[kind] = made
+        return made
+
+    def _key(self, need: PullNeed, namespace: str) -> Hashable:
+        return self.provider(need.entry.kind).cache_key(need, namespace)
+
+    # -- reading -----------------------------------------------------------------
+
+    def _usable(self, credential: Credential | None) -> Credential | None:
+        if credential is not None and credential.expires_at - EXPIRY_MARGIN > self._clock():
+            return credential
+        return None
+
+    def peek(self, need: PullNeed, namespace: str) -> Credential | None:
+        """The cached credential for ``need`` if it can still be used; no I/O."""
+        slot = self._slots.get(self._key(need, namespace))
+        usable = self._usable(slot.credential) if slot else None
+        return _for_host(usable, need) if usable else None
+
+    def fresh_until(self, need: PullNeed, namespace: str) -> float | None:
+        """When the cached credential for ``need`` is due for refresh (None: not cached)."""
+        slot = self._slots.get(self._key(need, namespace))
+        if slot is None or slot.credential is None:
+            return None
+        return slot.refresh_at
+
+    def invalidate(self, need: PullNeed, namespace: str) -> None:
+        """Forget the credential (e.g. a registry refused it); the next get exchanges."""
+        slot = self._slots.get(self._key(need, namespace))
+        if slot is not None:
+            slot.credential = None
+            slot.error = None
+
+    async def get(
+        self, need: PullNeed, namespace: str, *, deadline: float | None = None
+    ) -> Credential:
+        """A credential for ``need`` in ``namespace``, exchanging only when the cached
+        one is past its refresh point. ``deadline`` is an absolute ``time.monotonic()``;
+        past it RegistryAuthError(code="timeout", transient=True) is raised, unless a
+        still-valid older credential can be returned instead."""
+        if self._closed:
+            raise RuntimeError("CredentialCache is closed")
+        key = self._key(need, namespace)
+        slot = self._slots.setdefault(key, _Slot())
+        now = self._clock()
+        if slot.credential is not None and now < slot.refresh_at:
+            return _for_host(slot.credential, need)
+        fallback = self._usable(slot.credential)
+        if slot.task is None:
+            if slot.error is not None and now < slot.error_until:
+                if fallback is not None:
+                    return _for_host(fallback, need)
+                raise slot.error.copy()
+            slot.task = asyncio.create_task(self._exchange(slot, need, namespace))
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(slot.task), timeout)
+        except TimeoutError:
+            if fallback is not None:
+                return _for_host(fallback, need)
+            raise RegistryAuthError(
+                entry=need.entry.name,
+                identity=principal_for(need, namespace),
+                step="exchange",
+                code="timeout",
+                message="no credential before the admission deadline; still trying",
+                transient=True,
+            ) from None
+        if isinstance(result, RegistryAuthError):
+            if result.transient and fallback is not None:
+                return _for_host(fallback, need)
+            raise result.copy()
+        return _for_host(result, need)
+
+    # -- exchanging --------------------------------------------------------------
+
+    async def _exchange(
+        self, slot: _Slot, need: PullNeed, namespace: str
+    ) -> Credential | RegistryAuthError:
+        """The single in-flight exchange of a key; its outcome is stored in ``slot``."""
+        provider = self.provider(need.entry.kind)
+        identity = principal_for(need, namespace)
+        self.exchanges += 1
+        try:
+            credential = await with_retries(
+                lambda attempt: provider.fetch(need, namespace, attempt),
+                entry=need.entry.name,
+                identity=identity,
+                deadline=time.monotonic() + self._budget,
+                policy=self._retry,
+            )
+            if credential.expires_at <= self._clock():
+                raise RegistryAuthError(
+                    entry=need.entry.name,
+                    identity=identity,
+                    step="expiry",
+                    code="expired-on-arrival",
+                    message="the new credential's expiry is already past by the local clock",
+                    hint="check the node's clock (NTP); tokens are dated by the issuer's",
+                )
+        except RegistryAuthError as e:
+            ttl = NEGATIVE_TTL_TRANSIENT if e.transient else NEGATIVE_TTL_PERMANENT
+            slot.error, slot.error_until = e, self._clock() + ttl
+            if not e.transient:
+                # Revoked or misconfigured: stop handing out what we had.
+                slot.credential = None
+            log.warning("%s", e)
+            return e
+        finally:
+            slot.task = None
+        slot.credential, slot.error = credential, None
+        slot.refresh_at = credential.refresh_at(self._fraction)
+        if provider.recheck_seconds is not None:
+            slot.refresh_at = min(slot.refresh_at, self._clock() + provider.recheck_seconds)
+        log.info(
+            "credential for entry %s as %s (%s) valid for %.0fs",
+            need.entry.name,
+            identity,
+            need.host,
+            credential.expires_at - self._clock(),
+        )
+        return credential
+
+    async def aclose(self) -> None:
+        """Stop in-flight exchanges and close every provider's sessions."""
+        self._closed = True
+        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for provider in self._providers.values():
+            await provider.aclose()
+
+
+def _for_host(credential: Credential, need: PullNeed) -> Credential:
+    """The credential labelled with the host it was asked for (an ECR token is shared
+    by every host of its principal and region)."""
+    if credential.hosts == (need.host,):
+        return credential
+    return dataclasses.replace(credential, hosts=(need.host,))

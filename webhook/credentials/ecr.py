@@ -1,0 +1,286 @@
+"""Amazon ECR: AWS credentials → ``GetAuthorizationToken`` → ``AWS`` / password.
+
+boto3 is synchronous; every call runs in a worker thread so the event loop never
+blocks. One ECR token serves every ECR registry its principal may read, so
+tokens are cached per (entry, principal, region), and the deprecated
+``registryIds`` parameter is never sent. ``public.ecr.aws`` uses ECR Public's
+own ``GetAuthorizationToken`` in us-east-1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+
+from webhook.config import Config, EcrAuth, RegistryEntry
+from webhook.credentials.base import (
+    Attempt,
+    Credential,
+    SecretReader,
+    ServiceAccountTokens,
+    principal_for,
+)
+from webhook.credentials.ecr_errors import map_boto_error
+from webhook.credentials.kubeio import (
+    read_secret,
+    service_account_annotations,
+    service_account_token,
+)
+from webhook.needs import PullNeed
+from webhook.registries import ECR_PUBLIC_HOST, parse_ecr_host
+
+#: ECR Public's API exists only in us-east-1 (its authorization token works everywhere).
+ECR_PUBLIC_REGION = "us-east-1"
+#: The audience EKS's IRSA webhook puts on projected tokens, and what IAM's OIDC
+#: provider for the cluster is normally configured to accept.
+WEB_IDENTITY_AUDIENCE = "sts.amazonaws.com"
+ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
+AUDIENCE_ANNOTATION = "eks.amazonaws.com/audience"
+#: The pod token lives only for one AssumeRoleWithWebIdentity call; 600 s is the
+#: shortest lifetime TokenRequest accepts.
+SA_TOKEN_SECONDS = 600
+#: Per-request bounds inside botocore; retries are ours (retry.py), so botocore
+#: makes one attempt. 3 s to connect covers a cross-region TLS handshake; 10 s to
+#: read covers STS/ECR under load while still fitting the exchange budget.
+_BOTO_CONFIG = BotoConfig(
+    connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 1, "mode": "standard"}
+)
+
+
+@dataclass(frozen=True)
+class _Target:
+    region: str
+    public: bool = False
+    fips: bool = False
+
+
+@dataclass(frozen=True)
+class _Keys:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:  # keys must never reach a log
+        return f"_Keys({self.access_key_id[:4]}…)"
+
+
+@dataclass(frozen=True)
+class _ClientKey:
+    service: str
+    target: _Target
+    endpoint_url: str
+    principal: str
+    keys: _Keys | None
+    unsigned: bool = False
+
+
+class EcrProvider:
+    """Makes ECR credentials for ``ecr`` entries."""
+
+    recheck_seconds: float | None = None
+
+    def __init__(
+        self,
+        config: Config,
+        secrets: SecretReader | None = None,
+        tokens: ServiceAccountTokens | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secrets = secrets
+        self._tokens = tokens
+        self._clock = clock
+        self._lock = threading.Lock()
+        # One client per (service, region, endpoint, principal); a principal's client is
+        # replaced when its keys change (rotated static keys, new session credentials).
+        self._clients: dict[Hashable, tuple[_Keys | None, Any]] = {}
+
+    # -- keys ----------------------------------------------------------------------
+
+    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+        target = _target(need.entry, need.host)
+        return ("ecr", need.entry.name, principal_for(need, namespace), target)
+
+    def target(self, entry: RegistryEntry, host: str) -> tuple[str, bool]:
+        """(region, public) an exchange for ``host`` would use; for `doctor`."""
+        t = _target(entry, host)
+        return t.region, t.public
+
+    # -- exchange ------------------------------------------------------------------
+
+    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+        entry = need.entry
+        auth = entry.auth
+        assert isinstance(auth, EcrAuth)
+        target = _target(entry, need.host)
+        if not target.region:
+            attempt.step = "ecr-region"
+            raise attempt.error(
+                "unknown-region",
+                f"{need.host} is not an ECR host name",
+                hint="set region on the registry entry",
+            )
+        principal = principal_for(need, namespace)
+        keys: _Keys | None = None
+        if auth.mode == "staticKeys":
+            keys = await self._static_keys(auth, attempt)
+        elif auth.mode == "assumeRole":
+            keys = await self._assume_role(entry, auth, target, attempt)
+        elif auth.mode == "podServiceAccount":
+            keys = await self._web_identity(entry, need, namespace, target, attempt)
+        service = "ecr-public" if target.public else "ecr"
+        attempt.step = f"{service}-get-authorization-token"
+        client = _ClientKey(service, target, entry.endpoint_url, principal, keys)
+        answer = await self._call(attempt, client, "get_authorization_token")
+        data = answer["authorizationData"]
+        if isinstance(data, list):
+            data = data[0]
+        try:
+            decoded = base64.b64decode(data["authorizationToken"]).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, KeyError) as e:
+            raise attempt.error("bad-token", "authorizationToken is not base64 user:pass") from e
+        username, _, password = decoded.partition(":")
+        return Credential(
+            username=username,
+            password=password,
+            hosts=(need.host,),
+            expires_at=data["expiresAt"].timestamp(),
+            issued_at=self._clock(),
+        )
+
+    async def _call(
+        self, attempt: Attempt, client: _ClientKey, operation: str, **kwargs: Any
+    ) -> Any:
+        """``operation`` on the cached client, in a worker thread (making a client
+        reads files and builds endpoint rules: tens of milliseconds)."""
+
+        def call() -> Any:
+            return getattr(self._client(client), operation)(**kwargs)
+
+        try:
+            return await asyncio.to_thread(call)
+        except Exception as e:  # mapped to RegistryAuthError right here
+            raise map_boto_error(attempt, e) from e
+
+    def _client(self, c: _ClientKey) -> Any:
+        key = (c.service, c.target, c.endpoint_url, c.principal, c.unsigned)
+        keys, target, endpoint_url = c.keys, c.target, c.endpoint_url
+        with self._lock:
+            cached = self._clients.get(key)
+            if cached is not None and cached[0] == keys:
+                return cached[1]
+            session = boto3.session.Session(
+                aws_access_key_id=keys.access_key_id if keys else None,
+                aws_secret_access_key=keys.secret_access_key if keys else None,
+                aws_session_token=keys.session_token if keys else None,
+                region_name=target.region,
+            )
+            config = _BOTO_CONFIG
+            if c.unsigned:
+                config = config.merge(BotoConfig(signature_version=UNSIGNED))
+            if target.fips and not endpoint_url:
+                config = config.merge(BotoConfig(use_fips_endpoint=True))
+            client = session.client(c.service, endpoint_url=endpoint_url or None, config=config)
+            self._clients[key] = (keys, client)
+            return client
+
+    async def _static_keys(self, auth: EcrAuth, attempt: Attempt) -> _Keys:
+        ref = auth.access_keys
+        assert ref is not None
+        secret = await read_secret(
+            self._secrets, ref, attempt, "keys accessKeyId and secretAccessKey"
+        )
+        data = secret.data
+        access = data.get("accessKeyId") or data.get("AWS_ACCESS_KEY_ID")
+        secret_key = data.get("secretAccessKey") or data.get("AWS_SECRET_ACCESS_KEY")
+        token = data.get("sessionToken") or data.get("AWS_SESSION_TOKEN")
+        if not access or not secret_key:
+            raise attempt.error(
+                "missing-keys",
+                f"Secret {ref.namespace}/{ref.name} lacks accessKeyId/secretAccessKey",
+                hint="use keys accessKeyId and secretAccessKey (or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY)",
+            )
+        return _Keys(
+            access.decode().strip(),
+            secret_key.decode().strip(),
+            token.decode().strip() if token else None,
+        )
+
+    async def _assume_role(
+        self, entry: RegistryEntry, auth: EcrAuth, target: _Target, attempt: Attempt
+    ) -> _Keys:
+        attempt.step = "sts-assume-role"
+        sts = _ClientKey("sts", target, entry.sts_endpoint_url, "default", None)
+        params: dict[str, Any] = {"RoleArn": auth.role_arn, "RoleSessionName": auth.session_name}
+        if auth.external_id:
+            params["ExternalId"] = auth.external_id
+        answer = await self._call(attempt, sts, "assume_role", **params)
+        return _session_keys(answer)
+
+    async def _web_identity(
+        self,
+        entry: RegistryEntry,
+        need: PullNeed,
+        namespace: str,
+        target: _Target,
+        attempt: Attempt,
+    ) -> _Keys:
+        auth = entry.auth
+        assert isinstance(auth, EcrAuth)
+        sa = need.identity.service_account
+        annotations = await service_account_annotations(self._tokens, namespace, sa, attempt)
+        role_arn = annotations.get(ROLE_ARN_ANNOTATION, "")
+        if not role_arn:
+            raise attempt.error(
+                "no-role-annotation",
+                f"ServiceAccount {namespace}/{sa} has no {ROLE_ARN_ANNOTATION} annotation",
+                hint=f"annotate it: kubectl annotate sa -n {namespace} {sa} "
+                f"{ROLE_ARN_ANNOTATION}=arn:aws:iam::ACCOUNT:role/NAME",
+            )
+        audience = annotations.get(AUDIENCE_ANNOTATION, WEB_IDENTITY_AUDIENCE)
+        token = await service_account_token(
+            self._tokens, namespace, sa, audience, SA_TOKEN_SECONDS, attempt
+        )
+        attempt.step = "sts-assume-role-with-web-identity"
+        # AssumeRoleWithWebIdentity is authenticated by the token alone: no signature.
+        sts = _ClientKey("sts", target, entry.sts_endpoint_url, "", None, unsigned=True)
+        answer = await self._call(
+            attempt,
+            sts,
+            "assume_role_with_web_identity",
+            RoleArn=role_arn,
+            RoleSessionName=auth.session_name,
+            WebIdentityToken=token,
+        )
+        return _session_keys(answer)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            clients = [client for _, client in self._clients.values()]
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+
+def _session_keys(answer: Mapping[str, Any]) -> _Keys:
+    c = answer["Credentials"]
+    return _Keys(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+
+
+def _target(entry: RegistryEntry, host: str) -> _Target:
+    if host == ECR_PUBLIC_HOST:
+        return _Target(ECR_PUBLIC_REGION, public=True)
+    parsed = parse_ecr_host(host)
+    region = entry.region or (parsed.region if parsed else "")
+    return _Target(region, fips=bool(parsed and parsed.fips))

@@ -31,7 +31,7 @@ from tests.fakes.directory import (
     Directory,
     TokenRejected,
 )
-from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, ACR_V2
+from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, ACR_V2, parse_basic_auth
 
 ACR_ISSUER = "Azure Container Registry"
 TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
@@ -286,15 +286,14 @@ class AcrRegistry:
             elif grant_type is not None:
                 return _error(400, "UNSUPPORTED", f"unsupported grant_type {grant_type!r}")
             else:
-                header = request.headers.get("Authorization", "")
-                if not header.lower().startswith("basic "):
+                basic = parse_basic_auth(request.headers.get("Authorization", ""))
+                if basic is None:
                     raise Unauthorized(
                         "authentication required, visit https://aka.ms/acr/authorization for more "
                         "information."
                     )
-                basic = aiohttp.BasicAuth.decode(header)
-                subject, grants = self._grants_for_password(basic.login, basic.password)
-        except (Unauthorized, ValueError) as exc:
+                subject, grants = self._grants_for_password(*basic)
+        except Unauthorized as exc:
             return self._unauthorized(str(exc))
         token = self.mint_access_token(subject, scopes, grants)
         if grant_type is not None:

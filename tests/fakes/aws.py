@@ -53,8 +53,9 @@ class MotoServer:
 
     def reset(self) -> None:
         """Forgets every resource moto holds (its documented reset endpoint)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback URL
+        url = f"{self.endpoint_url}/moto-api/reset"
+        request = urllib.request.Request(url, method="POST")  # noqa: S310 - an http:// loopback URL
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             response.read()
 
     def client(self, service: str, region: str = DEFAULT_REGION) -> Any:

@@ -17,33 +17,32 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
+from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME
 from tests.fakes.aws import MotoServer
 from tests.fakes.azure import AzureEmulator
 from tests.fakes.oci import (
-    OciImage,
     build_oci_layout,
     dockerconfigjson,
     skopeo_push,
     write_authfile,
 )
 from tests.fakes.registry import (
+    ECR_USERNAME,
     REGISTRY_BINARY,
+    SEED_REPOSITORY,
+    SEED_TAG,
     SKOPEO_BINARY,
+    BasicRegistry,
     DockerRegistry,
+    TokenRegistry,
     missing_binaries,
 )
 from tests.fakes.tls import CertificateAuthority
-
-SEED_REPOSITORY = "demo/hello"
-SEED_TAG = "v1"
-ECR_USERNAME = "AWS"
 
 
 def require_binaries(*names: str) -> None:
@@ -67,48 +66,6 @@ async def azure_emulator(
 ) -> AsyncIterator[AzureEmulator]:
     async with AzureEmulator(tmp_path / "azure", ca=test_ca) as emulator:
         yield emulator
-
-
-@dataclass
-class TokenRegistry:
-    emulator: AzureEmulator
-    acr: AcrRegistry
-    registry: DockerRegistry
-    image: OciImage
-
-    @property
-    def login_server(self) -> str:
-        return self.acr.login_server
-
-    @property
-    def image_ref(self) -> str:
-        """The pushed image, as a pod would name it."""
-        return f"{self.acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}"
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.emulator.cert_dir
-
-
-@dataclass
-class BasicRegistry:
-    registry: DockerRegistry
-    username: str
-    password: str
-    image: OciImage
-
-    @property
-    def host(self) -> str:
-        return self.registry.host
-
-    @property
-    def image_ref(self) -> str:
-        return f"{self.registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
-
-    def set_password(self, password: str) -> None:
-        """Accept a different password from now on (e.g. the one moto's ECR issues)."""
-        self.password = password
-        self.registry.set_users({self.username: password})
 
 
 @pytest_asyncio.fixture

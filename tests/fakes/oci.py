@@ -129,7 +129,7 @@ class SkopeoResult:
         return json.loads(self.stdout)
 
 
-async def run_skopeo(*args: str, timeout: float = SKOPEO_TIMEOUT) -> SkopeoResult:
+async def run_skopeo(*args: str, time_limit: float = SKOPEO_TIMEOUT) -> SkopeoResult:
     # Credentials come only from --authfile: drop variables that name other files.
     env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG")}
     process = await asyncio.create_subprocess_exec(
@@ -141,7 +141,7 @@ async def run_skopeo(*args: str, timeout: float = SKOPEO_TIMEOUT) -> SkopeoResul
         env=env,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), time_limit)
     except TimeoutError:
         process.kill()
         await process.communicate()

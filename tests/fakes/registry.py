@@ -22,9 +22,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from tests.fakes.acr import AcrRegistry
+    from tests.fakes.azure import AzureEmulator
+    from tests.fakes.oci import OciImage
 
 REGISTRY_BINARY = "docker-registry"
 SKOPEO_BINARY = "skopeo"
@@ -33,6 +39,10 @@ SKOPEO_BINARY = "skopeo"
 _BCRYPT_COST = 5
 _READY_TIMEOUT = 10.0  # seconds; it is ready in well under 0.1 s on an idle machine
 _STOP_TIMEOUT = 5.0
+# What the registry fixtures push, and the user name ECR credentials carry.
+SEED_REPOSITORY = "demo/hello"
+SEED_TAG = "v1"
+ECR_USERNAME = "AWS"
 
 
 def missing_binaries(*names: str) -> list[str]:
@@ -209,3 +219,45 @@ class DockerRegistry:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@dataclass
+class TokenRegistry:
+    emulator: AzureEmulator
+    acr: AcrRegistry
+    registry: DockerRegistry
+    image: OciImage
+
+    @property
+    def login_server(self) -> str:
+        return self.acr.login_server
+
+    @property
+    def image_ref(self) -> str:
+        """The pushed image, as a pod would name it."""
+        return f"{self.acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.emulator.cert_dir
+
+
+@dataclass
+class BasicRegistry:
+    registry: DockerRegistry
+    username: str
+    password: str
+    image: OciImage
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    def set_password(self, password: str) -> None:
+        """Accept a different password from now on (e.g. the one moto's ECR issues)."""
+        self.password = password
+        self.registry.set_users({self.username: password})

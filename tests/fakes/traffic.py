@@ -10,12 +10,14 @@ unverified claims are kept (they say who and what, not how to prove it).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from tests.fakes.jws import JwtError, decode_unverified
 
@@ -64,16 +66,32 @@ class Fault:
     body: Mapping[str, Any] | None = field(default=None)
 
 
+def basic_auth_header(username: str, password: str) -> str:
+    """An ``Authorization`` value for HTTP Basic (aiohttp 3.14 deprecates its BasicAuth)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+def parse_basic_auth(header: str) -> tuple[str, str] | None:
+    """(username, password) of an HTTP Basic ``Authorization`` value, or None."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else None
+
+
 def _describe_auth(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header is None:
         return None
     scheme = header.split(" ", 1)[0]
     if scheme.lower() == "basic":
-        try:
-            return f"Basic {BasicAuth.decode(header).login}"
-        except ValueError:
-            return "Basic <malformed>"
+        parsed = parse_basic_auth(header)
+        return f"Basic {parsed[0]}" if parsed else "Basic <malformed>"
     return scheme
 
 

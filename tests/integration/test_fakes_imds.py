@@ -63,7 +63,10 @@ async def test_an_identity_selected_by_resource_id_or_object_id_gets_its_own_tok
     imds_env: AzureEmulator,
 ) -> None:
     tenant = imds_env.add_tenant()
-    resource_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
+    resource_id = (
+        "/subscriptions/s/resourceGroups/rg/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/pull"
+    )
     by_resource = imds_env.add_managed_identity(tenant, resource_id=resource_id)
     by_object = imds_env.add_managed_identity(tenant)
     async with ManagedIdentityCredential(
@@ -140,11 +143,11 @@ async def test_several_user_assigned_identities_and_no_selector_is_a_bad_request
     azure_emulator.add_managed_identity(tenant)
     azure_emulator.add_managed_identity(tenant)
     params = {"api-version": "2018-02-01", "resource": CONTAINER_REGISTRY_RESOURCE}
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            azure_emulator.imds_host + TOKEN_PATH, params=params, headers={"Metadata": "true"}
-        ) as response:
-            assert response.status == 400
-            assert (
-                "Multiple user assigned identities" in (await response.json())["error_description"]
-            )
+    url = azure_emulator.imds_host + TOKEN_PATH
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, params=params, headers={"Metadata": "true"}) as response,
+    ):
+        assert response.status == 400
+        body = await response.json()
+    assert "Multiple user assigned identities" in body["error_description"]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 from contextlib import AsyncExitStack
 
 from webhook.admission import SecretSource
 from webhook.config import Config
+from webhook.credentials.cache import CredentialCache
+from webhook.kube import Kube, connect
 from webhook.metrics import Metrics
+from webhook.pullsecrets import PullSecretManager
+from webhook.refresher import Refresher
 from webhook.server import NamesOnlySource, ServeOptions, ServerState, serve_forever, start_server
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,6 @@ async def run_server(config: Config, args: argparse.Namespace) -> int:
             log.warning("--names-only: secret names are patched but no secret is created")
             source = NamesOnlySource()
         else:
-            from webhook.pullsecrets import start_manager
-
             source = await start_manager(
                 config,
                 stack,
@@ -44,3 +48,29 @@ async def run_server(config: Config, args: argparse.Namespace) -> int:
         running = await start_server(config, source, options, metrics=metrics, state=state)
         await serve_forever(running)
     return 0
+
+
+async def start_manager(
+    config: Config,
+    stack: AsyncExitStack,
+    *,
+    metrics: Metrics,
+    state: ServerState,
+    kubeconfig: str | None,
+    pod_name: str,
+) -> PullSecretManager:
+    """Connect to the cluster; start the secret manager and the refresher (under a Lease)."""
+    kube = Kube(await connect(kubeconfig))
+    stack.push_async_callback(kube.close)
+    cache = CredentialCache(config, secrets=kube, tokens=kube)
+    stack.push_async_callback(cache.aclose)
+    manager = PullSecretManager(config, kube, cache, metrics)
+    await manager.start()
+    stack.push_async_callback(manager.close)
+    state.ready_checks.append(manager.not_ready_reason)
+    refresher = Refresher(
+        config, manager, holder=pod_name or f"{socket.gethostname()}-{os.getpid()}"
+    )
+    refresher.start()
+    stack.push_async_callback(refresher.close)
+    return manager

@@ -1,0 +1,244 @@
+"""Background upkeep, on one replica at a time: renew secrets before their credentials
+expire, and delete managed secrets no pod has referenced for a grace period.
+
+Leadership is a ``coordination.k8s.io/v1`` Lease in the webhook's namespace, the
+same protocol client-go's leader election uses: the holder renews it every few
+seconds; another replica takes over once ``leaseDurationSeconds`` pass without a
+renewal. Every replica keeps serving admissions whatever the Lease says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from webhook.config import Config
+from webhook.kube import Kube, KubeAPIError, from_rfc3339, to_rfc3339
+from webhook.needs import PullNeed, identity_for, secret_name
+from webhook.pullsecrets import ANN_UNREFERENCED, PullSecretManager, SecretRecord
+
+log = logging.getLogger(__name__)
+
+#: client-go's defaults for leader election: a 15 s lease renewed every few seconds
+#: (LeaseDuration 15 s, RenewDeadline 10 s, RetryPeriod 2 s). A crashed leader is
+#: replaced within ~15 s, far below any credential's refresh margin.
+LEASE_SECONDS = 15
+RENEW_SECONDS = 5.0
+
+
+def _micro_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        holder: str,
+        *,
+        lease_seconds: int = LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+
+    async def try_acquire(self) -> bool:
+        """Acquire or renew the Lease; False when another replica holds it."""
+        now = self.clock()
+        lease = await self.kube.get_lease(self.namespace, self.name)
+        spec: dict[str, Any] = {
+            "holderIdentity": self.holder,
+            "leaseDurationSeconds": self.lease_seconds,
+            "renewTime": _micro_time(now),
+        }
+        try:
+            if lease is None:
+                spec.update(acquireTime=_micro_time(now), leaseTransitions=0)
+                await self.kube.create_lease(
+                    self.namespace,
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": spec,
+                    },
+                )
+                return True
+            current = lease.get("spec") or {}
+            holder = current.get("holderIdentity") or ""
+            renewed = from_rfc3339(current.get("renewTime") or "") or 0.0
+            duration = float(current.get("leaseDurationSeconds") or self.lease_seconds)
+            if holder and holder != self.holder and renewed + duration > now:
+                return False
+            transitions = int(current.get("leaseTransitions") or 0)
+            if holder != self.holder:
+                spec.update(acquireTime=_micro_time(now), leaseTransitions=transitions + 1)
+                log.info("taking the refresher lease over from %r", holder or "nobody")
+            else:
+                spec.update(
+                    acquireTime=current.get("acquireTime") or _micro_time(now),
+                    leaseTransitions=transitions,
+                )
+            lease["spec"] = spec
+            await self.kube.replace_lease(self.namespace, self.name, lease)
+            return True
+        except KubeAPIError as e:
+            if e.status == 409:  # another replica created or renewed it first
+                return False
+            raise
+
+
+@dataclass
+class PassReport:
+    """What one refresher pass did (for logs and tests)."""
+
+    refreshed: list[str] = field(default_factory=list)
+    marked: list[str] = field(default_factory=list)
+    collected: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class Refresher:
+    def __init__(
+        self,
+        config: Config,
+        manager: PullSecretManager,
+        holder: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.manager = manager
+        self.clock = clock
+        self.elector = LeaderElector(
+            manager.kube, config.namespace, config.refresh.lease_name, holder, clock=clock
+        )
+        self.entries = {e.name: e for e in config.registries}
+        self._task: asyncio.Task[None] | None = None
+        self.leader = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        last_pass = 0.0
+        while True:
+            try:
+                self.leader = await self.elector.try_acquire()
+            except KubeAPIError as e:
+                log.warning("refresher lease not renewed: %s", e)
+                self.leader = False
+            self.manager.metrics.leader.set(1 if self.leader else 0)
+            if self.leader and time.monotonic() - last_pass >= self.config.refresh.interval_seconds:
+                last_pass = time.monotonic()
+                try:
+                    await self.manager.wait_synced()
+                    report = await self.run_once()
+                    if report.refreshed or report.collected or report.failed:
+                        log.info(
+                            "refresher: %d refreshed, %d collected, %d failed",
+                            len(report.refreshed),
+                            len(report.collected),
+                            len(report.failed),
+                        )
+                except Exception:
+                    log.exception("refresher pass failed")
+            await asyncio.sleep(RENEW_SECONDS)
+
+    def need_for(self, record: SecretRecord) -> PullNeed | None:
+        """Rebuild the need a managed secret was made for; None if the config changed."""
+        entry = self.entries.get(record.entry)
+        if entry is None or not record.host:
+            return None
+        identity = identity_for(entry, record.service_account or "default")
+        name = secret_name(self.config.secret_prefix, entry, record.host, identity)
+        if name != record.name:
+            return None
+        return PullNeed(entry=entry, host=record.host, identity=identity, secret_name=name)
+
+    async def run_once(self) -> PassReport:
+        report = PassReport()
+        by_namespace: dict[str, list[SecretRecord]] = defaultdict(list)
+        for record in self.manager.index.records():
+            if record.managed:
+                by_namespace[record.namespace].append(record)
+        for namespace, records in by_namespace.items():
+            try:
+                referenced = _referenced(await self.manager.kube.list_pods(namespace))
+            except KubeAPIError as e:
+                log.warning("cannot list pods in %s, skipping it this pass: %s", namespace, e)
+                continue
+            for record in records:
+                where = f"{namespace}/{record.name}"
+                try:
+                    if record.name in referenced:
+                        await self._keep(record, report)
+                    else:
+                        await self._collect(record, report)
+                except KubeAPIError as e:
+                    log.warning("refresher could not handle %s: %s", where, e)
+                    report.failed.append(where)
+        return report
+
+    async def _keep(self, record: SecretRecord, report: PassReport) -> None:
+        where = f"{record.namespace}/{record.name}"
+        kube = self.manager.kube
+        if record.unreferenced_since is not None:
+            await kube.patch_secret_metadata(
+                record.namespace, record.name, {ANN_UNREFERENCED: None}
+            )
+        if self.clock() < record.refresh_at:
+            return
+        need = self.need_for(record)
+        if need is None:
+            log.info("%s no longer matches the config; left to expire", where)
+            return
+        status = await self.manager.refresh(record.namespace, need)
+        (report.refreshed if status.state == "ready" else report.failed).append(where)
+
+    async def _collect(self, record: SecretRecord, report: PassReport) -> None:
+        where = f"{record.namespace}/{record.name}"
+        now = self.clock()
+        kube = self.manager.kube
+        if record.unreferenced_since is None:
+            await kube.patch_secret_metadata(
+                record.namespace, record.name, {ANN_UNREFERENCED: to_rfc3339(now)}
+            )
+            report.marked.append(where)
+        elif now - record.unreferenced_since >= self.config.refresh.gc_grace_seconds:
+            try:
+                await kube.delete_secret(record.namespace, record.name, record.resource_version)
+            except KubeAPIError as e:
+                if e.status != 409:  # 409: changed since we looked; next pass decides again
+                    raise
+                return
+            self.manager.index.remove(record.namespace, record.name)
+            self.manager.metrics.secret_writes.labels("delete", "ok").inc()
+            log.info("deleted unreferenced pull secret %s", where)
+            report.collected.append(where)
+
+
+def _referenced(pods: Sequence[Mapping[str, Any]]) -> set[str]:
+    names: set[str] = set()
+    for pod in pods:
+        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            if isinstance(ref, Mapping) and ref.get("name"):
+                names.add(str(ref["name"]))
+    return names

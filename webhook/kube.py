@@ -69,7 +69,7 @@ async def connect(kubeconfig: str | None = None) -> client.ApiClient:
     if kubeconfig:
         return await config.new_client_from_config(config_file=kubeconfig)
     configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)
+    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration)
 
 

@@ -54,6 +54,13 @@ WRITE_ATTEMPTS = 5
 EVENT_INTERVAL = 60.0
 #: Back-off after the managed-secret watch fails, before listing again.
 WATCH_RETRY_SECONDS = 2.0
+#: A secret that could not be made at admission is retried in the background, first
+#: after 5 s (the kubelet's first image pull retry comes ~10 s after the failure) and
+#: then backing off to every 5 minutes (the kubelet's own maximum pull back-off), for
+#: an hour; a new pod needing it starts the cycle again.
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+RETRY_GIVE_UP_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +208,7 @@ class PullSecretManager:
         self._inflight: dict[tuple[str, str], asyncio.Task[NeedStatus]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._last_event: dict[tuple[str, str], float] = {}
+        self._retrying: set[tuple[str, str]] = set()
         self._synced = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -268,12 +276,37 @@ class PullSecretManager:
         if task is None or task.done():
             task = self._spawn(self._ensure_one(namespace, need))
             self._inflight[key] = task
-            task.add_done_callback(lambda t: self._forget(key, t))
+            task.add_done_callback(lambda t: self._finished(key, need, t))
         return task
 
-    def _forget(self, key: tuple[str, str], task: asyncio.Task[NeedStatus]) -> None:
+    def _finished(
+        self, key: tuple[str, str], need: PullNeed, task: asyncio.Task[NeedStatus]
+    ) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
+        if task.cancelled() or task.exception() is not None:
+            return
+        if task.result().state == "pending" and key not in self._retrying:
+            self._retrying.add(key)
+            self._spawn(self._retry(key, need))
+
+    async def _retry(self, key: tuple[str, str], need: PullNeed) -> None:
+        """Keep trying to make a secret an admission could not, so the kubelet's next
+        pull retry finds it."""
+        namespace = key[0]
+        delay = RETRY_FIRST_SECONDS
+        give_up = time.monotonic() + RETRY_GIVE_UP_SECONDS
+        try:
+            while time.monotonic() < give_up:
+                await asyncio.sleep(delay)
+                status = await self._start(namespace, need)
+                if status.state != "pending":
+                    log.info("pull secret %s/%s made after a retry", namespace, need.secret_name)
+                    return
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            log.warning("gave up making %s/%s for now", namespace, need.secret_name)
+        finally:
+            self._retrying.discard(key)
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -160,3 +161,26 @@ async def test_a_new_password_takes_effect_without_restarting_the_registry(
 
     assert (await skopeo_inspect(reg.image_ref, new, tls_verify=False)).ok
     assert not (await skopeo_inspect(reg.image_ref, old, tls_verify=False)).ok
+
+
+async def test_skopeo_given_an_identitytoken_posts_the_refresh_token_grant_and_pulls(
+    oci_registry_token: TokenRegistry, tmp_path: Path
+) -> None:
+    reg = oci_registry_token
+    refresh_token = await _refresh_token_for_new_identity(reg, "AcrPull")
+    # As `az acr login` writes it: containers/image skips an entry without a
+    # decodable "user:" auth, identitytoken or not.
+    auth = base64.b64encode(f"{TOKEN_USERNAME}:".encode()).decode()
+    config = {"auths": {reg.login_server: {"auth": auth, "identitytoken": refresh_token}}}
+    authfile = write_authfile(tmp_path / "config.json", config)
+
+    result = await skopeo_inspect(reg.image_ref, authfile, cert_dir=reg.cert_dir)
+
+    assert result.ok, result.stderr
+    token_requests = reg.emulator.traffic.requests(ACR_TOKEN)
+    assert token_requests
+    for request in token_requests:
+        assert request.method == "POST"
+        assert request.form["grant_type"] == "refresh_token"
+        assert request.form["refresh_token"] == "<redacted>"
+        assert request.form["scope"] == "repository:demo/hello:pull"

@@ -25,6 +25,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +33,9 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 
+from tests.fakes import jws
 from tests.fakes.acr import AcrRegistry, TokenSigner
 from tests.fakes.directory import WORKLOAD_IDENTITY_AUDIENCE, Directory, Principal
 from tests.fakes.entra import EntraTokenEndpoint
@@ -75,7 +78,8 @@ class AzureEmulator:
         self.state_dir = state_dir or Path(self._tempdir.name)  # type: ignore[union-attr]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.ca = ca or CertificateAuthority(self.state_dir / "tls")
-        self._server_cert = self.ca.issue_server_cert("azure-emulator")
+        # Unique file names: several emulators may share one CA directory.
+        self._server_cert = self.ca.issue_server_cert(f"azure-emulator-{uuid.uuid4().hex[:8]}")
         self.directory = Directory(clock)
         self.imds = ImdsHost(self.directory)
         self.traffic = Traffic(clock)
@@ -227,6 +231,16 @@ class AzureEmulator:
     def register_issuer_keys(self, issuer: str, keys: Mapping[str, Any] | Iterable[Any]) -> None:
         self.directory.register_issuer_keys(issuer, keys)
 
+    @property
+    def entra_public_key(self) -> jws.PublicKey:
+        """Verifies every Entra access token the emulator issues (RS256)."""
+        return self.directory.signing_key.public_key()
+
+    @property
+    def acr_public_key(self) -> jws.PublicKey:
+        """Verifies every ACR refresh and access token the emulator issues (ES256)."""
+        return self.acr_signer.key.public_key()
+
     def environment(self) -> dict[str, str]:
         """Variables that point azure-identity at this emulator."""
         return {
@@ -252,8 +266,6 @@ class AzureEmulator:
         for app in config.get("apps", []):
             certificate = None
             if app.get("certificate"):
-                from cryptography import x509
-
                 pem = await asyncio.to_thread(Path(app["certificate"]).read_bytes)
                 certificate = x509.load_pem_x509_certificate(pem)
             self.register_app(

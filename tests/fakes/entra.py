@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tests.fakes import jws
 from tests.fakes.directory import CLOCK_SKEW, Directory, Principal
-from tests.fakes.traffic import ENTRA_TOKEN
+from tests.fakes.traffic import ENTRA_KEYS, ENTRA_TOKEN
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _DEFAULT_SUFFIX = "/.default"
@@ -84,6 +84,11 @@ class EntraTokenEndpoint:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self.handle, name=ENTRA_TOKEN)
+        app.router.add_get("/{tenant}/discovery/v2.0/keys", self.keys, name=ENTRA_KEYS)
+
+    async def keys(self, request: web.Request) -> web.Response:
+        """The signing keys, as Entra publishes them for token validators."""
+        return web.json_response(self.directory.jwks())
 
     async def handle(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}

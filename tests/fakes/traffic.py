@@ -22,6 +22,7 @@ from aiohttp import web
 from tests.fakes.jws import JwtError, decode_unverified
 
 ENTRA_TOKEN = "entra.token"
+ENTRA_KEYS = "entra.keys"
 IMDS_TOKEN = "imds.token"
 ACR_EXCHANGE = "acr.exchange"
 ACR_TOKEN = "acr.token"

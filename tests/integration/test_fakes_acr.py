@@ -1,5 +1,6 @@
 """The ACR token service of the emulator: exchange, scoped tokens, errors, faults."""
 
+# ruff: noqa: F811 - tests take the imported fixtures as parameters
 from __future__ import annotations
 
 import time
@@ -16,9 +17,9 @@ from tests.fakes import jws
 from tests.fakes.acr import TOKEN_USERNAME, AcrRegistry
 from tests.fakes.azure import AzureEmulator
 from tests.fakes.directory import CONTAINER_REGISTRY_RESOURCE, Principal
+from tests.fakes.fixtures import azure_emulator, test_ca  # noqa: F401 - fixtures
+from tests.fakes.tls import new_ec_key
 from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, REDACTED, basic_auth_header
-
-pytest_plugins = ["tests.fakes.fixtures"]
 
 ACR_SCOPE = f"{CONTAINER_REGISTRY_RESOURCE}/.default"
 
@@ -263,7 +264,7 @@ async def test_the_token_endpoint_refuses_credentials_it_did_not_issue(
     forged = jws.sign(
         {"alg": "ES256", "kid": setup.emulator.acr_signer.kid},
         {"iss": "Azure Container Registry", "aud": setup.acr.login_server, "exp": 2**31},
-        jws_key(),
+        new_ec_key(),  # right kid, wrong key
     )
     form = {
         "grant_type": grant_type,
@@ -278,9 +279,3 @@ async def test_the_token_endpoint_refuses_credentials_it_did_not_issue(
     assert status == 401
     assert body["errors"][0]["code"] == "UNAUTHORIZED"
     assert challenge
-
-
-def jws_key() -> jws.PrivateKey:
-    from tests.fakes.tls import new_ec_key
-
-    return new_ec_key()

@@ -1,12 +1,12 @@
 """moto's ECR, served over HTTP on loopback, through a real boto3 client."""
 
+# ruff: noqa: F811 - tests take the imported fixtures as parameters
 from __future__ import annotations
 
 import base64
 
 from tests.fakes.aws import ecr_client
-
-pytest_plugins = ["tests.fakes.fixtures"]
+from tests.fakes.fixtures import moto_process, moto_server  # noqa: F401 - fixtures
 
 
 def test_get_authorization_token_returns_an_aws_user_password_pair(moto_server: str) -> None:

@@ -1,10 +1,12 @@
 """azure-identity's real async credentials against the Entra ID emulator."""
 
+# ruff: noqa: F811 - tests take the imported fixtures as parameters
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import (
@@ -16,10 +18,9 @@ from azure.identity.aio import (
 from tests.fakes import jws
 from tests.fakes.azure import AzureEmulator
 from tests.fakes.directory import CONTAINER_REGISTRY_RESOURCE, WORKLOAD_IDENTITY_AUDIENCE
+from tests.fakes.fixtures import azure_emulator, test_ca  # noqa: F401 - fixtures
 from tests.fakes.tls import ClientCertificate, new_rsa_key
 from tests.fakes.traffic import ENTRA_TOKEN, REDACTED
-
-pytest_plugins = ["tests.fakes.fixtures"]
 
 ACR_SCOPE = f"{CONTAINER_REGISTRY_RESOURCE}/.default"
 KUBE_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -243,3 +244,21 @@ async def test_an_injected_entra_outage_reaches_the_client_as_an_authentication_
         token = await cred.get_token(ACR_SCOPE)
     assert token.token
     assert [r.status for r in azure_emulator.traffic.requests(ENTRA_TOKEN)] == [400, 200]
+
+
+async def test_tokens_verify_with_the_keys_published_at_the_discovery_endpoint(
+    azure_emulator: AzureEmulator,
+) -> None:
+    tenant = azure_emulator.add_tenant()
+    app = azure_emulator.register_app(tenant, secret="s")
+    async with _secret_credential(azure_emulator, tenant, app.client_id, "s") as cred:
+        token = await cred.get_token(ACR_SCOPE)
+    connector = aiohttp.TCPConnector(ssl=azure_emulator.ca.client_ssl_context())
+    url = f"{azure_emulator.authority_host}/{tenant}/discovery/v2.0/keys"
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url) as response,
+    ):
+        keys = dict(jws.jwks_keys(await response.json()))
+    decoded = jws.decode_unverified(token.token)
+    assert jws.verify_signature(decoded, keys[decoded.header["kid"]])

@@ -1,5 +1,6 @@
 """azure-identity's ManagedIdentityCredential against the emulated IMDS."""
 
+# ruff: noqa: F811 - tests take the imported fixtures as parameters
 from __future__ import annotations
 
 import aiohttp
@@ -11,10 +12,9 @@ from azure.identity.aio import ManagedIdentityCredential
 from tests.fakes import jws
 from tests.fakes.azure import AzureEmulator
 from tests.fakes.directory import CONTAINER_REGISTRY_RESOURCE
+from tests.fakes.fixtures import azure_emulator, test_ca  # noqa: F401 - fixtures
 from tests.fakes.imds import TOKEN_PATH
 from tests.fakes.traffic import IMDS_TOKEN
-
-pytest_plugins = ["tests.fakes.fixtures"]
 
 ACR_SCOPE = f"{CONTAINER_REGISTRY_RESOURCE}/.default"
 # Variables that would make ManagedIdentityCredential pick another source than IMDS.

@@ -1,5 +1,6 @@
 """Real pulls with skopeo through the ACR emulator and from the htpasswd registry."""
 
+# ruff: noqa: F811 - tests take the imported fixtures as parameters
 from __future__ import annotations
 
 import base64
@@ -10,13 +11,13 @@ import aiohttp
 import pytest
 from azure.identity.aio import ClientSecretCredential
 
-from tests.fakes.acr import TOKEN_USERNAME
+from tests.fakes.acr import TOKEN_USERNAME, Scope
 from tests.fakes.directory import CONTAINER_REGISTRY_RESOURCE
+from tests.fakes.fixtures import azure_emulator, oci_registry_basic, oci_registry_token, test_ca  # noqa: F401 - fixtures
 from tests.fakes.oci import dockerconfigjson, skopeo_copy_to_dir, skopeo_inspect, write_authfile
 from tests.fakes.registry import BasicRegistry, TokenRegistry
 from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, ACR_V2
 
-pytest_plugins = ["tests.fakes.fixtures"]
 pytestmark = pytest.mark.registry
 
 
@@ -100,8 +101,6 @@ async def test_a_token_scoped_to_another_repository_cannot_pull_the_image(
     reg = oci_registry_token
     reg.acr.assign_role("scoped-user", "AcrPull")
     # An access token for another repository, used as the password.
-    from tests.fakes.acr import Scope
-
     scoped = reg.acr.mint_access_token(
         "scoped-user",
         Scope.parse_all(["repository:demo/other:pull"]),

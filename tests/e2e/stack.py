@@ -1,0 +1,517 @@
+"""The whole product on a real local control plane, for end-to-end tests and the playground.
+
+``Stack`` starts, around a running ``ControlPlane``: the Azure emulator (Entra ID,
+an ACR login server in front of a real docker-registry with token auth), a
+docker-registry with basic auth standing in for an ECR registry, moto for the
+ECR API, the webhook's RBAC and MutatingWebhookConfiguration from
+``manifests/`` (pointed at a local URL with its caBundle), and webhook replicas
+as separate processes running under the webhook's own ServiceAccount token,
+behind a round-robin TCP balancer like a Service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
+from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
+from tests.fakes.aws import MotoServer, ecr_client
+from tests.fakes.azure import AzureEmulator, EmulatorThread
+from tests.fakes.oci import build_oci_layout, dockerconfigjson, skopeo_push, write_authfile
+from tests.fakes.registry import ECR_USERNAME, SEED_REPOSITORY, SEED_TAG, DockerRegistry
+from tests.fakes.tls import CertificateAuthority
+from webhook.pki import KeyPair, make_ca, make_serving_cert
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "pull-secret-webhook"
+SERVICE_ACCOUNT = "pull-secret-webhook"
+WEBHOOK_CONFIGURATION = "pull-secret-webhook"
+INJECT_LABEL = "pull-secret-webhook/inject"
+ECR_REGION = "us-east-1"
+#: Manifests kinds that make sense without a kubelet: identity, RBAC and registration.
+CLUSTER_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "MutatingWebhookConfiguration",
+}
+#: The webhook's ServiceAccount token lifetime for the test run (TokenRequest minimum
+#: is 10 minutes; a test session is shorter than 2 hours).
+TOKEN_SECONDS = 7200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class Balancer:
+    """A TCP round-robin balancer in a thread: what a Service does for the replicas."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self.backends = backends
+        self.port = free_port()
+        self._next = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop
+        )
+        self._server = fut.result(10)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = self.backends[self._next % len(self.backends)]
+        self._next += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                with contextlib.suppress(OSError, RuntimeError):
+                    dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server = self._server
+
+            async def close() -> None:
+                server.close()
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    health_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\n".join(text)
+
+
+@dataclass
+class Stack:
+    controlplane: ControlPlane
+    workdir: Path
+    replicas_wanted: int = 2
+    refresh_interval: float = 1.0
+    gc_grace: float = 3.0
+    failure_policy: str = "Fail"
+    emulator_thread: EmulatorThread | None = None
+    emulator: AzureEmulator | None = None
+    acr: AcrRegistry | None = None
+    acr_slow: AcrRegistry | None = None
+    acr_denied: AcrRegistry | None = None
+    acr_backend: DockerRegistry | None = None
+    ecr_registry: DockerRegistry | None = None
+    moto: MotoServer | None = None
+    balancer: Balancer | None = None
+    replicas: list[Replica] = field(default_factory=list)
+    tenant: str = ""
+    client_id: str = ""
+    object_id: str = ""
+    config_path: Path | None = None
+    webhook_ca: KeyPair | None = None
+
+    # -- set-up ------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_emulator()
+            self._start_registries()
+            self._install_manifests()
+            self._write_config()
+            self._start_replicas()
+            self._register()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_emulator(self) -> None:
+        ca = CertificateAuthority(self.workdir / "azure-ca")
+        self.emulator = AzureEmulator(self.workdir / "azure", ca=ca)
+        self.emulator_thread = EmulatorThread(self.emulator)
+        self.emulator_thread.start()
+        em = self.emulator
+        self.tenant = em.add_tenant()
+        app = em.register_app(self.tenant)
+        self.client_id, self.object_id = app.client_id, app.object_id
+        em.add_federated_credential(
+            self.tenant,
+            self.client_id,
+            issuer=SERVICE_ACCOUNT_ISSUER,
+            subject=f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}",
+        )
+        # Let the emulator verify the federated tokens with the API server's own keys.
+        jwks = self.controlplane.api("GET", "/openid/v1/jwks").body
+        em.register_issuer_keys(SERVICE_ACCOUNT_ISSUER, jwks)
+
+    def _start_registries(self) -> None:
+        assert self.emulator_thread is not None and self.emulator is not None
+        em = self.emulator
+        self.acr = self.emulator_thread.call(em.add_registry("e2eacr"))
+        acr = self.acr
+        self.acr_backend = DockerRegistry.token_auth(
+            self.workdir / "registry-acr",
+            realm=acr.realm,
+            service=acr.login_server,
+            issuer=ACR_ISSUER,
+            rootcertbundle=em.acr_signing_cert_path,
+        )
+        self.acr_backend.start()
+        acr.upstream = self.acr_backend.url
+        image = build_oci_layout(self.workdir / "image", SEED_TAG)
+        acr.assign_role("seed-pusher", "AcrPush")
+        auth = write_authfile(
+            self.workdir / "seed-acr.json",
+            dockerconfigjson(
+                acr.login_server, TOKEN_USERNAME, acr.mint_refresh_token("seed-pusher")
+            ),
+        )
+        pushed = run_async(
+            skopeo_push(
+                image,
+                f"{acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}",
+                auth,
+                cert_dir=em.cert_dir,
+            )
+        )
+        acr.remove_role("seed-pusher")
+        auth.unlink()
+        assert pushed.ok, pushed.stderr
+        acr.assign_role(self.object_id, "AcrPull")
+        # Two more login servers for failure tests: one whose token service will be
+        # slowed down, one where the identity has no role yet.
+        self.acr_slow = self.emulator_thread.call(em.add_registry("e2eslow"))
+        self.acr_slow.upstream = self.acr_backend.url
+        self.acr_slow.assign_role(self.object_id, "AcrPull")
+        self.acr_denied = self.emulator_thread.call(em.add_registry("e2edenied"))
+        self.acr_denied.upstream = self.acr_backend.url
+
+        self.moto = MotoServer()
+        self.moto.start()
+        token = ecr_client(self.moto.endpoint_url, ECR_REGION).get_authorization_token()
+        user, password = (
+            base64.b64decode(token["authorizationData"][0]["authorizationToken"])
+            .decode()
+            .split(":", 1)
+        )
+        assert user == ECR_USERNAME
+        self.ecr_registry = DockerRegistry.htpasswd_auth(
+            self.workdir / "registry-ecr", {ECR_USERNAME: password}
+        )
+        self.ecr_registry.start()
+        auth = write_authfile(
+            self.workdir / "seed-ecr.json",
+            dockerconfigjson(self.ecr_registry.host, ECR_USERNAME, password),
+        )
+        pushed = run_async(
+            skopeo_push(
+                image,
+                f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}",
+                auth,
+                tls_verify=False,
+            )
+        )
+        auth.unlink()
+        assert pushed.ok, pushed.stderr
+        em.traffic.clear()
+
+    def manifest_objects(self) -> list[dict[str, Any]]:
+        out = self.controlplane.kubectl("kustomize", str(REPO / "manifests")).stdout
+        return [d for d in yaml.safe_load_all(out) if d and d.get("kind") in CLUSTER_KINDS]
+
+    def _install_manifests(self) -> None:
+        docs = [d for d in self.manifest_objects() if d["kind"] != "MutatingWebhookConfiguration"]
+        self.controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        self.controlplane.wait_for_service_account(NAMESPACE, SERVICE_ACCOUNT)
+
+    def _write_config(self) -> None:
+        assert self.emulator and self.acr and self.ecr_registry and self.moto
+        assert self.acr_slow and self.acr_denied
+        azure_auth = {
+            "mode": "workloadIdentity",
+            "clientId": self.client_id,
+            "tenantId": self.tenant,
+            "authorityHost": self.emulator.authority_host,
+        }
+        config = {
+            "namespace": NAMESPACE,
+            "caFile": str(self.emulator.ca_path),
+            "admission": {"timeoutSeconds": 10},
+            "refresh": {"intervalSeconds": self.refresh_interval, "gcGraceSeconds": self.gc_grace},
+            "registries": [
+                {
+                    "name": "acr",
+                    "kind": "acr",
+                    "hosts": [self.acr.login_server],
+                    "auth": azure_auth,
+                },
+                {
+                    "name": "acr-slow",
+                    "kind": "acr",
+                    "hosts": [self.acr_slow.login_server],
+                    "auth": azure_auth,
+                },
+                {
+                    "name": "acr-denied",
+                    "kind": "acr",
+                    "hosts": [self.acr_denied.login_server],
+                    "auth": azure_auth,
+                },
+                {
+                    "name": "ecr",
+                    "kind": "ecr",
+                    "hosts": [self.ecr_registry.host],
+                    "region": ECR_REGION,
+                    "endpointUrl": self.moto.endpoint_url,
+                    "stsEndpointUrl": self.moto.endpoint_url,
+                },
+            ],
+        }
+        self.config_path = self.workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def _token(self, audience: str | None = None) -> str:
+        args = ["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={TOKEN_SECONDS}s"]
+        if audience:
+            args.append(f"--audience={audience}")
+        return self.controlplane.kubectl(*args).stdout.strip()
+
+    def _start_replicas(self) -> None:
+        assert self.emulator is not None and self.config_path is not None
+        ca = make_ca("e2e-webhook-ca")
+        self.webhook_ca = ca
+        serving = make_serving_cert(ca, ["localhost"], ["127.0.0.1"])
+        cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
+        serving.write(cert, key)
+        kubeconfig = self.workdir / "webhook-kubeconfig.yaml"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": self.controlplane.server,
+                                "certificate-authority": str(self.controlplane.ca_cert),
+                            },
+                        }
+                    ],
+                    "users": [{"name": SERVICE_ACCOUNT, "user": {"token": self._token()}}],
+                    "contexts": [
+                        {
+                            "name": "webhook",
+                            "context": {"cluster": "local", "user": SERVICE_ACCOUNT},
+                        }
+                    ],
+                    "current-context": "webhook",
+                }
+            )
+        )
+        federated = self.workdir / "azure-federated-token"
+        federated.write_text(self._token("api://AzureADTokenExchange"))
+        env = {
+            **os.environ,
+            "AZURE_FEDERATED_TOKEN_FILE": str(federated),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": ECR_REGION,
+            "PYTHONUNBUFFERED": "1",
+        }
+        for i in range(self.replicas_wanted):
+            port, health = free_port(), free_port()
+            log = self.workdir / f"webhook-{i}.log"
+            handle = log.open("wb")
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "webhook",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--cert-file",
+                    str(cert),
+                    "--key-file",
+                    str(key),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--health-bind",
+                    "127.0.0.1",
+                    "--health-port",
+                    str(health),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--pod-name",
+                    f"webhook-{i}",
+                    "--log-level",
+                    "debug",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+            handle.close()
+            self.replicas.append(Replica(f"webhook-{i}", port, health, process, log))
+        deadline = time.monotonic() + 30
+        for replica in self.replicas:
+            while not replica.ready():
+                if replica.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{replica.name} did not become ready:\n{replica.log_tail()}"
+                    )
+                time.sleep(0.1)
+        self.balancer = Balancer([r.port for r in self.replicas])
+        self.balancer.start()
+
+    def _register(self) -> None:
+        assert self.balancer is not None and self.webhook_ca is not None
+        [config] = [
+            d for d in self.manifest_objects() if d["kind"] == "MutatingWebhookConfiguration"
+        ]
+        ca_bundle = base64.b64encode(self.webhook_ca.cert_pem).decode()
+        for hook in config["webhooks"]:
+            hook["clientConfig"] = {
+                "url": f"https://127.0.0.1:{self.balancer.port}/mutate",
+                "caBundle": ca_bundle,
+            }
+            hook["failurePolicy"] = self.failure_policy
+        config["metadata"].pop("annotations", None)
+        self.controlplane.kubectl("apply", "-f", "-", input=json.dumps(config))
+
+    # -- helpers for tests -------------------------------------------------------
+
+    def labelled_namespace(self, name: str, *, inject: bool = True) -> str:
+        self.controlplane.kubectl("create", "namespace", name)
+        if inject:
+            self.controlplane.kubectl("label", "namespace", name, f"{INJECT_LABEL}=enabled")
+        self.controlplane.wait_for_service_account(name)
+        return name
+
+    @property
+    def acr_image(self) -> str:
+        assert self.acr is not None
+        return f"{self.acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    @property
+    def ecr_image(self) -> str:
+        assert self.ecr_registry is not None
+        return f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r.name}\n{r.log_tail()}" for r in self.replicas)
+
+    # -- tear-down ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.controlplane.kubectl(
+                "delete",
+                "mutatingwebhookconfiguration",
+                WEBHOOK_CONFIGURATION,
+                "--ignore-not-found",
+                check=False,
+            )
+        for replica in self.replicas:
+            if replica.process.poll() is None:
+                replica.process.terminate()
+        for replica in self.replicas:
+            try:
+                replica.process.wait(30)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait()
+        if self.balancer is not None:
+            self.balancer.stop()
+        for registry in (self.acr_backend, self.ecr_registry):
+            if registry is not None:
+                registry.stop()
+        if self.moto is not None:
+            self.moto.stop()
+        if self.emulator_thread is not None:
+            self.emulator_thread.stop()
+
+
+@contextlib.contextmanager
+def running_stack(controlplane: ControlPlane, workdir: Path, **kwargs: Any) -> Iterator[Stack]:
+    stack = Stack(controlplane, workdir, **kwargs).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

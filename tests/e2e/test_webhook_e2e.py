@@ -1,0 +1,347 @@
+"""The webhook end to end on a real control plane: registered from manifests/, running
+under its own ServiceAccount, minting real credentials that a real client pulls with."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.e2e.conftest import PHASE_REPORTS
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.stack import Stack, running_stack
+from tests.fakes.fixtures import require_binaries
+from tests.fakes.oci import skopeo_copy_to_dir, write_authfile
+from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY
+from webhook.kube import from_rfc3339, to_rfc3339
+from webhook.pullsecrets import ANN_EXPIRES, ANN_REFRESH, ANN_UNREFERENCED, MANAGED_SELECTOR
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_binaries(REGISTRY_BINARY, SKOPEO_BINARY)
+    with running_stack(controlplane, tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _webhook_logs_on_failure(request: pytest.FixtureRequest, stack: Stack) -> Iterator[None]:
+    """Print the webhook replicas' logs when a test fails (pytest shows captured output)."""
+    yield
+    reports = request.node.stash.get(PHASE_REPORTS, {})
+    if any(r.failed for r in reports.values()):
+        print(stack.logs())
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def ns_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def pod_manifest(name: str, *images: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {"app": name}},
+        "spec": {"containers": [{"name": f"c{i}", "image": img} for i, img in enumerate(images)]},
+    }
+
+
+def get_json(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+def managed_secrets(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(cp, "secrets", "-n", namespace, "-l", MANAGED_SELECTOR)[
+        "items"
+    ]
+    return items
+
+
+def pull_secret_names(pod: dict[str, Any]) -> list[str]:
+    return [r["name"] for r in pod["spec"].get("imagePullSecrets") or []]
+
+
+def secret_for(secrets: list[dict[str, Any]], host: str) -> dict[str, Any]:
+    [found] = [
+        s for s in secrets if s["metadata"]["annotations"]["pull-secret-webhook/host"] == host
+    ]
+    return found
+
+
+def pull_with(stack: Stack, secret: dict[str, Any], image: str, tmp_path: Path) -> None:
+    """skopeo reads the whole image using exactly the secret's .dockerconfigjson."""
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    authfile = write_authfile(tmp_path / f"{secret['metadata']['name']}.json", config)
+    assert stack.emulator is not None
+    secure = image.startswith(stack.acr_image.split("/")[0])
+    result = asyncio.run(
+        skopeo_copy_to_dir(
+            image,
+            authfile,
+            tmp_path / f"pulled-{uuid.uuid4().hex[:6]}",
+            cert_dir=stack.emulator.cert_dir if secure else None,
+            tls_verify=secure,
+        )
+    )
+    assert result.ok, result.stderr
+
+
+def test_deployment_pods_get_both_pull_secrets_and_the_secrets_really_pull(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("team-a"))
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {"name": "a", "image": stack.acr_image},
+                        {"name": "e", "image": stack.ecr_image},
+                    ]
+                },
+            },
+        },
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(deployment))
+    pods = wait_for(
+        "two pods of the Deployment",
+        lambda: (items := get_json(cp, "pods", "-n", ns)["items"]) and len(items) == 2 and items,
+    )
+    secrets = managed_secrets(cp, ns)
+    assert len(secrets) == 2
+    names = {s["metadata"]["name"] for s in secrets}
+    for pod in pods:
+        assert set(pull_secret_names(pod)) == names
+        assert pod["metadata"]["generateName"].startswith("web-")
+    acr_secret = secret_for(secrets, stack.acr_image.split("/")[0])
+    ecr_secret = secret_for(secrets, stack.ecr_image.split("/")[0])
+    for secret in (acr_secret, ecr_secret):
+        assert secret["type"] == "kubernetes.io/dockerconfigjson"
+        meta = secret["metadata"]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "pull-secret-webhook"
+        expires = from_rfc3339(meta["annotations"][ANN_EXPIRES])
+        assert expires is not None
+        assert expires > time.time() + 60
+    assert acr_secret["metadata"]["labels"]["pull-secret-webhook/registry"] == "acr"
+    pull_with(stack, acr_secret, stack.acr_image, tmp_path)
+    pull_with(stack, ecr_secret, stack.ecr_image, tmp_path)
+    # The exchange went through the real protocol: Entra ID with the federated
+    # ServiceAccount token, then ACR's /oauth2/exchange.
+    assert stack.emulator is not None
+    exchanges = stack.emulator.traffic.requests("acr-exchange")
+    assert exchanges and all(r.status == 200 for r in exchanges)
+
+
+def test_server_side_dry_run_creates_no_secret(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("dry"))
+    out = cp.kubectl(
+        "apply",
+        "-n",
+        ns,
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=json.dumps(pod_manifest("p", stack.acr_image)),
+    ).stdout
+    pod = json.loads(out)
+    assert len(pull_secret_names(pod)) == 1
+    time.sleep(1)
+    assert managed_secrets(cp, ns) == []
+    assert get_json(cp, "pods", "-n", ns)["items"] == []
+
+
+def test_pod_that_opts_out_is_left_alone(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("optout"))
+    pod = pod_manifest("p", stack.acr_image, labels={"pull-secret-webhook/inject": "disabled"})
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == []
+    assert managed_secrets(cp, ns) == []
+
+
+def test_namespace_without_the_label_is_untouched(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("plain"), inject=False)
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.acr_image)))
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == []
+    assert managed_secrets(cp, ns) == []
+
+
+def test_secret_about_to_expire_is_refreshed(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("refresh"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.acr_image)))
+    [secret] = managed_secrets(cp, ns)
+    name = secret["metadata"]["name"]
+    old_data = secret["data"][".dockerconfigjson"]
+    # Make the secret look 2 minutes from expiry and past its refresh point.
+    soon = to_rfc3339(time.time() + 120)
+    cp.kubectl(
+        "annotate",
+        "secret",
+        name,
+        "-n",
+        ns,
+        "--overwrite",
+        f"{ANN_EXPIRES}={soon}",
+        f"{ANN_REFRESH}={to_rfc3339(time.time() - 1)}",
+    )
+
+    def refreshed() -> dict[str, Any] | None:
+        current = get_json(cp, "secret", name, "-n", ns)
+        expires = from_rfc3339(current["metadata"]["annotations"][ANN_EXPIRES]) or 0
+        return current if expires > time.time() + 600 else None
+
+    current = wait_for("the refresher to renew the secret", refreshed)
+    assert current["data"][".dockerconfigjson"] != old_data
+    refresh_at = from_rfc3339(current["metadata"]["annotations"][ANN_REFRESH])
+    assert refresh_at is not None and refresh_at > time.time()
+
+
+def test_unreferenced_secret_is_collected_after_the_grace_period(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("gc"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image)))
+    [secret] = managed_secrets(cp, ns)
+    name = secret["metadata"]["name"]
+    cp.kubectl("delete", "pod", "p", "-n", ns, "--grace-period=0", "--force", check=False)
+    marked = wait_for(
+        "the secret to be marked unreferenced",
+        lambda: (
+            ANN_UNREFERENCED
+            in (get_json(cp, "secret", name, "-n", ns)["metadata"].get("annotations") or {})
+        ),
+    )
+    assert marked
+    wait_for("the secret to be deleted", lambda: managed_secrets(cp, ns) == [])
+
+
+def test_foreign_secret_of_the_same_name_is_never_modified(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("foreign"))
+    # Learn the name the webhook would use, then take it first.
+    preview = json.loads(
+        cp.kubectl(
+            "apply",
+            "-n",
+            ns,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(pod_manifest("p", stack.ecr_image)),
+        ).stdout
+    )
+    [name] = pull_secret_names(preview)
+    cp.kubectl("create", "secret", "generic", name, "-n", ns, "--from-literal=owner=team")
+    result = cp.kubectl(
+        "apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image))
+    )
+    assert "not managed by the webhook" in result.stderr
+    secret = get_json(cp, "secret", name, "-n", ns)
+    assert base64.b64decode(secret["data"]["owner"]) == b"team"
+    assert "labels" not in secret["metadata"] or not secret["metadata"]["labels"]
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == []
+
+
+def test_slow_credential_admits_the_pod_with_a_warning_and_the_secret_follows(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    assert stack.emulator is not None and stack.acr_slow is not None
+    ns = stack.labelled_namespace(ns_name("slow"))
+    # The token service stalls past the admission budget (6 s of timeoutSeconds 10)
+    # for whichever replica asks first.
+    stack.emulator.traffic.inject_fault(
+        "acr-exchange", status=None, delay=8.0, count=2, listener=stack.acr_slow.login_server
+    )
+    image = f"{stack.acr_slow.login_server}/demo/hello:v1"
+    started = time.monotonic()
+    result = cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", image)))
+    assert time.monotonic() - started < 10, "admission must finish inside its budget"
+    assert "not ready" in result.stderr
+    [name] = pull_secret_names(get_json(cp, "pod", "p", "-n", ns))
+    wait_for(
+        "the secret to be made in the background",
+        lambda: [s for s in managed_secrets(cp, ns) if s["metadata"]["name"] == name],
+    )
+
+
+def test_permanent_failure_warns_records_an_event_and_recovers_once_fixed(stack: Stack) -> None:
+    cp = stack.controlplane
+    assert stack.acr_denied is not None
+    ns = stack.labelled_namespace(ns_name("denied"))
+    image = f"{stack.acr_denied.login_server}/demo/hello:v1"
+    result = cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", image)))
+    assert "Warning: pull-secret-webhook: pull secret for" in result.stderr
+    assert "acr-exchange 401" in result.stderr
+    assert len(pull_secret_names(get_json(cp, "pod", "p", "-n", ns))) == 1
+    events = wait_for(
+        "a PullSecretNotReady event",
+        lambda: [
+            e
+            for e in get_json(cp, "events", "-n", ns)["items"]
+            if e["reason"] == "PullSecretNotReady"
+        ],
+    )
+    assert "not ready at admission" in events[0]["message"]
+    assert managed_secrets(cp, ns) == []
+    # The operator grants AcrPull; the background retry makes the secret.
+    stack.acr_denied.assign_role(stack.object_id, "AcrPull")
+    wait_for("the secret once the role is granted", lambda: managed_secrets(cp, ns), timeout=90)
+
+
+def test_two_replicas_under_a_burst_of_200_pods_leave_one_secret_per_namespace_and_registry(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    namespaces = [stack.labelled_namespace(ns_name(f"burst{i}")) for i in range(20)]
+
+    def create(i: int) -> int:
+        ns = namespaces[i % len(namespaces)]
+        pod = pod_manifest(f"p{i}", stack.acr_image, stack.ecr_image)
+        return cp.api("POST", f"/api/v1/namespaces/{ns}/pods", pod, timeout=30).status
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(create, range(200)))
+    assert statuses == [201] * 200
+    for ns in namespaces:
+        secrets = managed_secrets(cp, ns)
+        hosts = sorted(s["metadata"]["annotations"]["pull-secret-webhook/host"] for s in secrets)
+        assert hosts == sorted([stack.acr_image.split("/")[0], stack.ecr_image.split("/")[0]])
+        for pod in get_json(cp, "pods", "-n", ns)["items"]:
+            assert sorted(pull_secret_names(pod)) == sorted(s["metadata"]["name"] for s in secrets)
+    served = [r.metrics() for r in stack.replicas]
+    assert all('result="error"' not in m for m in served)

@@ -44,9 +44,10 @@ BUILT_COMPONENTS = ("kube-apiserver", "kube-controller-manager")
 WRAPPER_MODULE = "pull-secret-webhook.local/k8s-binaries"
 
 GO_HELP = (
-    "install Go 1.26 or newer from https://go.dev/dl/ and put its bin/ on PATH "
-    "(or, with an older go already installed, export GOTOOLCHAIN=go1.26.8 to let it fetch one); "
-    "alternatively point KUBEBUILDER_ASSETS at a directory with prebuilt binaries"
+    "get it from https://go.dev/dl/ and put its bin/ first on PATH (with Go >= 1.21 already "
+    "installed, `export GOTOOLCHAIN=go1.26.8` makes go download 1.26 itself); or set "
+    "KUBEBUILDER_ASSETS to a directory holding prebuilt kube-apiserver, "
+    "kube-controller-manager, etcd and kubectl"
 )
 
 
@@ -320,6 +321,8 @@ def build(*, log: TextIO | None = None) -> Path:
             return target  # another process finished the build while we waited
         go = check_go()
         started = time.monotonic()
+        for stale in version_dir().glob(".bin-*"):  # left by a build that was SIGKILLed
+            shutil.rmtree(stale, ignore_errors=True)
         env = _go_env(go_env_dirs())
         src = version_dir() / "src"
         src.mkdir(parents=True, exist_ok=True)
@@ -366,6 +369,7 @@ def build(*, log: TextIO | None = None) -> Path:
             for name in BUILT_COMPONENTS:
                 if not _is_executable(tmp / name):
                     raise BuildError(f"go build did not produce {tmp / name}")
+            tmp.chmod(0o755)  # mkdtemp makes it private; the binaries are not secret
             if target.exists():  # a partial bin/ put there by hand: replace it
                 shutil.rmtree(target)
             tmp.rename(target)

@@ -60,6 +60,10 @@ POLL_INTERVAL_SECONDS = 0.1
 # A stolen port (picked free, bound by someone else before the component) is retried.
 PORT_CONFLICT_ATTEMPTS = 3
 
+# Long log lines (e.g. a namespace deletion listing every resource) are cut in failure
+# reports; the full log stays in the file.
+MAX_LOG_LINE = 1000
+
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -329,7 +333,10 @@ def _tail(path: Path, lines: int) -> str:
             text = handle.read().decode("utf-8", "replace")
     except OSError as exc:
         return f"(cannot read {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(
+        line if len(line) <= MAX_LOG_LINE else line[:MAX_LOG_LINE] + " [...]"
+        for line in text.splitlines()[-lines:]
+    )
 
 
 def _etcd_supports(etcd: Path, flag: str) -> bool:
@@ -685,6 +692,9 @@ class ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's Endpoints may not hold a loopback address, and
+            # nothing runs in-cluster to use them: do not reconcile them.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={ports.apiserver}",
             f"--cert-dir={workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
@@ -711,6 +721,13 @@ class ControlPlane:
             "--secure-port=0",
             "--leader-elect=false",
             "--controllers=*",
+            # Each controller acts as its own ServiceAccount (system:controller:*), the only
+            # identities the bootstrap RBAC policy grants what the controllers need.
+            "--use-service-account-credentials=true",
+            # The default client rate limit (20 QPS, burst 30) throttles the serial start of
+            # ~40 controllers, each fetching its ServiceAccount token: seconds of startup.
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
             f"--service-account-private-key-file={pki.service_account_key}",
             f"--root-ca-file={pki.ca_cert}",
             f"--cluster-signing-cert-file={pki.ca_cert}",

@@ -49,7 +49,7 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
     | {"proxy-authenticate", "proxy-authorization", "date", "server"}
 )
-_CHUNK = 64 * 1024
+_CHUNK = 64 * 1024  # proxy copy buffer: large enough for few writes, small enough to stream
 
 
 class Unauthorized(Exception):
@@ -314,13 +314,18 @@ class AcrRegistry:
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         )
-        async with self.proxy_session.request(
-            request.method,
-            URL(self.upstream + request.raw_path, encoded=True),
-            headers=headers,
-            data=request.content if request.body_exists else None,
-            allow_redirects=False,
-        ) as upstream:
+        try:
+            upstream = await self.proxy_session.request(
+                request.method,
+                URL(self.upstream + request.raw_path, encoded=True),
+                headers=headers,
+                data=request.content if request.body_exists else None,
+                allow_redirects=False,
+            )
+        except aiohttp.ClientError as exc:
+            # What a login server answers when its storage backend is unreachable.
+            return _error(502, "UNAVAILABLE", f"backing registry unreachable: {exc}")
+        async with upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_BY_HOP:

@@ -55,6 +55,7 @@ class MotoServer:
         """Forgets every resource moto holds (its documented reset endpoint)."""
         url = f"{self.endpoint_url}/moto-api/reset"
         request = urllib.request.Request(url, method="POST")  # noqa: S310 - an http:// loopback URL
+        # A loopback call that answers in milliseconds; 10 s only bounds a wedged server.
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             response.read()
 

@@ -182,11 +182,12 @@ class DockerRegistry:
             if self._process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"docker-registry exited early:\n{self.log_tail()}")
+            # Accepting connections means it is serving: it binds only after loading config.
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
-                time.sleep(0.02)
+                time.sleep(0.02)  # poll often: startup takes tens of milliseconds
         self.stop()
         raise RuntimeError(f"docker-registry not ready after {_READY_TIMEOUT}s:\n{self.log_tail()}")
 

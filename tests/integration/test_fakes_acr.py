@@ -279,3 +279,13 @@ async def test_the_token_endpoint_refuses_credentials_it_did_not_issue(
     assert status == 401
     assert body["errors"][0]["code"] == "UNAUTHORIZED"
     assert challenge
+
+
+async def test_the_login_server_answers_502_when_its_backing_registry_is_down(
+    setup: Setup,
+) -> None:
+    # Port 1 (tcpmux) is never served on these machines: the connection is refused.
+    setup.acr.upstream = "http://127.0.0.1:1"
+    async with setup.session.get(f"https://{setup.acr.login_server}/v2/") as response:
+        assert response.status == 502
+        assert (await response.json())["errors"][0]["code"] == "UNAVAILABLE"

@@ -13,7 +13,13 @@ from azure.identity.aio import ClientSecretCredential
 
 from tests.fakes.acr import TOKEN_USERNAME, Scope
 from tests.fakes.directory import CONTAINER_REGISTRY_RESOURCE
-from tests.fakes.fixtures import azure_emulator, oci_registry_basic, oci_registry_token, test_ca  # noqa: F401 - fixtures
+from tests.fakes.fixtures import (  # noqa: F401 - fixtures
+    azure_emulator,
+    oci_registry_basic,
+    oci_registry_token,
+    require_binaries,
+    test_ca,
+)
 from tests.fakes.oci import dockerconfigjson, skopeo_copy_to_dir, skopeo_inspect, write_authfile
 from tests.fakes.registry import BasicRegistry, TokenRegistry
 from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, ACR_V2
@@ -183,3 +189,14 @@ async def test_skopeo_given_an_identitytoken_posts_the_refresh_token_grant_and_p
         assert request.form["grant_type"] == "refresh_token"
         assert request.form["refresh_token"] == "<redacted>"
         assert request.form["scope"] == "repository:demo/hello:pull"
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_a_missing_binary_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match=r"no-such-registry-binary.*make system-deps"):
+        require_binaries("no-such-registry-binary")

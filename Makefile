@@ -40,7 +40,7 @@ test: $(STAMP) system-deps controlplane lint typecheck
 	$(VENV)/bin/pytest
 
 run: $(STAMP) system-deps controlplane
-	$(PY) -m webhook.playground
+	$(PY) -m tests.e2e.playground $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.admission

@@ -62,8 +62,10 @@ class AcrProvider:
         tokens: ServiceAccountTokens | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self._ca_file = config.ca_file
+        self._timeout = request_timeout
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self.entra = EntraTokens(secrets, tokens, self._transport)
@@ -80,7 +82,10 @@ class AcrProvider:
     def _transport(self) -> AsyncHttpTransport[Any, Any]:
         # The SDK's requests share our session: same trust, same connection pool.
         transport: AsyncHttpTransport[Any, Any] = AioHttpTransport(
-            session=self._http(), session_owner=False
+            session=self._http(),
+            session_owner=False,
+            connection_timeout=self._timeout,
+            read_timeout=self._timeout,
         )
         return transport
 
@@ -115,7 +120,7 @@ class AcrProvider:
     async def _post(
         self, url: str, form: list[tuple[str, str]], field: str, attempt: Attempt
     ) -> str:
-        timeout = aiohttp.ClientTimeout(total=min(REQUEST_TIMEOUT, max(attempt.remaining(), 0.1)))
+        timeout = aiohttp.ClientTimeout(total=min(self._timeout, max(attempt.remaining(), 0.1)))
         try:
             async with self._http().post(url, data=form, timeout=timeout) as response:
                 body = await response.content.read(MAX_BODY)

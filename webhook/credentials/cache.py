@@ -228,6 +228,12 @@ class CredentialCache:
         )
         return credential
 
+    async def __aenter__(self) -> CredentialCache:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Stop in-flight exchanges and close every provider's sessions."""
         self._closed = True

@@ -52,9 +52,8 @@ SA_TOKEN_SECONDS = 600
 #: Per-request bounds inside botocore; retries are ours (retry.py), so botocore
 #: makes one attempt. 3 s to connect covers a cross-region TLS handshake; 10 s to
 #: read covers STS/ECR under load while still fitting the exchange budget.
-_BOTO_CONFIG = BotoConfig(
-    connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 1, "mode": "standard"}
-)
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,13 @@ class EcrProvider:
         tokens: ServiceAccountTokens | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
+        self._boto_config = BotoConfig(
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        )
         self._secrets = secrets
         self._tokens = tokens
         self._clock = clock
@@ -185,7 +190,7 @@ class EcrProvider:
                 aws_session_token=keys.session_token if keys else None,
                 region_name=target.region,
             )
-            config = _BOTO_CONFIG
+            config = self._boto_config
             if c.unsigned:
                 config = config.merge(BotoConfig(signature_version=UNSIGNED))
             if target.fips and not endpoint_url:

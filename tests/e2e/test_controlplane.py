@@ -7,7 +7,10 @@ import dataclasses
 import json
 import shutil
 import textwrap
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from tests.e2e.controlplane import (
     ControlPlaneError,
 )
 from tests.e2e.controlplane.cluster import wait_until
+from tests.fakes.tls import CertificateAuthority
 
 pytestmark = pytest.mark.controlplane
 
@@ -28,6 +32,9 @@ REPLICAS = 2
 TOKEN_SECONDS = 600
 # Deployment -> ReplicaSet -> Pods is two controller hops; seconds on an idle machine.
 PODS_TIMEOUT_SECONDS = 60.0
+# The API server loads new webhook configurations from an informer: well under a second.
+WEBHOOK_REGISTRATION_TIMEOUT_SECONDS = 30.0
+MUTATED_ANNOTATION = "e2e.example.com/mutated-by"
 
 
 def jwt_part(token: str, index: int) -> dict[str, Any]:
@@ -155,6 +162,127 @@ def test_the_api_server_issues_and_accepts_token_request_tokens(
     assert review.body["status"]["user"]["username"] == (
         f"system:serviceaccount:{namespace}:default"
     )
+
+
+class MutatingWebhook(ThreadingHTTPServer):
+    """A tiny HTTPS admission webhook that annotates every object it is asked about."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        super().__init__(("127.0.0.1", 0), _WebhookHandler)
+        self.reviewed: list[str] = []  # uid of every AdmissionReview received
+        serving = ca.issue_server_cert("webhook")
+        self.socket = serving.server_ssl_context().wrap_socket(self.socket, server_side=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}/mutate"
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    server: MutatingWebhook
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        uid = review["request"]["uid"]
+        self.server.reviewed.append(uid)
+        patch = [
+            {"op": "add", "path": "/metadata/annotations", "value": {MUTATED_ANNOTATION: "e2e"}}
+        ]
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": uid,
+                    "allowed": True,
+                    "patchType": "JSONPatch",
+                    "patch": base64.b64encode(json.dumps(patch).encode()).decode(),
+                },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+
+@pytest.fixture
+def loopback_webhook(tmp_path: Path) -> Iterator[tuple[MutatingWebhook, CertificateAuthority]]:
+    ca = CertificateAuthority(tmp_path / "webhook-ca")
+    server = MutatingWebhook(ca)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, ca
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_api_server_calls_a_mutating_webhook_served_on_loopback(
+    controlplane: ControlPlane,
+    namespace: str,
+    loopback_webhook: tuple[MutatingWebhook, CertificateAuthority],
+) -> None:
+    server, ca = loopback_webhook
+    name = f"{namespace}.e2e.example.com"
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": name,
+                "clientConfig": {
+                    "url": server.url,
+                    "caBundle": base64.b64encode(ca.ca_path.read_bytes()).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                # Only this test's namespace: other tests' pods never reach this webhook.
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail",
+            }
+        ],
+    }
+    controlplane.kubectl("apply", "-f", "-", input=json.dumps(config))
+    try:
+        pod = ["run", "web", "-n", namespace, "--image=registry.example.com/team/web:1.0"]
+
+        # Server-side dry runs reach webhooks without side effects (sideEffects: None):
+        # retry them until the API server has loaded the new configuration.
+        def webhook_called() -> bool:
+            controlplane.kubectl(*pod, "--dry-run=server")
+            return bool(server.reviewed)
+
+        wait_until(
+            webhook_called,
+            timeout=WEBHOOK_REGISTRATION_TIMEOUT_SECONDS,
+            what="the API server to call the webhook",
+        )
+        reviewed_before = len(server.reviewed)
+        controlplane.kubectl(*pod)
+
+        created = json.loads(
+            controlplane.kubectl("get", "pod", "web", "-n", namespace, "-o", "json").stdout
+        )
+        assert created["metadata"]["annotations"][MUTATED_ANNOTATION] == "e2e"
+        assert len(server.reviewed) == reviewed_before + 1
+    finally:
+        controlplane.kubectl("delete", "mutatingwebhookconfiguration", name, check=False)
 
 
 def test_a_control_plane_that_fails_to_start_leaves_no_processes_or_files(

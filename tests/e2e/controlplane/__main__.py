@@ -40,6 +40,9 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 def _up(verbosity: int) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stop)
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
+    # for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         binaries = locate()
     except MissingBinariesError as exc:

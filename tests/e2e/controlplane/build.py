@@ -61,10 +61,10 @@ class MissingBinariesError(RuntimeError):
     def __init__(self, missing: Mapping[str, str]) -> None:
         self.missing = dict(missing)
         details = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
-        super().__init__(
-            f"control-plane binaries missing ({details}); run `make controlplane` "
-            f"(python -m tests.e2e.controlplane build) to build them"
-        )
+        hint = "run `make controlplane` (python -m tests.e2e.controlplane build) to build them"
+        if os.environ.get("KUBEBUILDER_ASSETS"):
+            hint = "fix or unset KUBEBUILDER_ASSETS, then " + hint
+        super().__init__(f"control-plane binaries missing ({details}); {hint}")
 
 
 @dataclass(frozen=True)

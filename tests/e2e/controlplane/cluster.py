@@ -315,12 +315,14 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Have the kernel SIGTERM the child if the Python process dies without cleaning up.
+    """Have the kernel SIGKILL the child if the Python process dies without cleaning up.
 
-    (The signal fires when the thread that started the child exits, so start the control
-    plane from a long-lived thread such as the main one.)
+    SIGKILL, not SIGTERM: all three die together, and a kube-apiserver shutting down
+    gracefully with its etcd gone waits forever. The data is throw-away anyway. (The signal
+    fires when the thread that started the child exits, so start the control plane from a
+    long-lived thread such as the main one.)
     """
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -386,6 +388,10 @@ class ControlPlane:
         self.service_account_issuer = SERVICE_ACCOUNT_ISSUER
         self.startup_seconds: float | None = None
         self._running: _Running | None = None
+
+    def __repr__(self) -> str:
+        where = self.server if self._running is not None else "not running"
+        return f"<ControlPlane {where}>"
 
     # --- public attributes -----------------------------------------------------------
 

@@ -21,13 +21,34 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.fakes import jws
 from tests.fakes.fixtures import azure_emulator, moto_process, moto_server, test_ca
 from tests.fakes.tls import new_rsa_key
+from webhook.config import Config
 from webhook.credentials.base import SecretData
+from webhook.needs import PullNeed, identity_for, secret_name
+from webhook.registries import match_entry
 
 __all__ = ["azure_emulator", "moto_process", "moto_server", "test_ca"]
 
 #: The issuer a cluster's service account tokens carry (what federated
 #: credentials and IAM OIDC providers are configured with).
 CLUSTER_ISSUER = "https://oidc.cluster.example"
+
+
+class Clock:
+    """A settable wall clock for the credential cache."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pull_need(config: Config, host: str, service_account: str = "default") -> PullNeed:
+    """What the admission path would ask the cache for, for an image on ``host``."""
+    entry = match_entry(config.registries, host)
+    assert entry is not None, f"no entry for {host}"
+    identity = identity_for(entry, service_account)
+    return PullNeed(entry, host, identity, secret_name(config.secret_prefix, entry, host, identity))
 
 
 class KubeApiError(Exception):

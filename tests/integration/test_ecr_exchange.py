@@ -13,11 +13,11 @@ import pytest
 
 from tests.fakes import jws
 from tests.fakes.aws import TEST_CREDENTIALS
-from tests.integration.conftest import AwsProxy, MemoryKube
+from tests.integration import conftest
+from tests.integration.conftest import AwsProxy, Clock, MemoryKube
 from webhook.config import Config, parse_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
-from webhook.needs import PullNeed, identity_for, secret_name
-from webhook.registries import match_entry
+from webhook.needs import PullNeed
 
 #: moto's GetAuthorizationToken always answers expiresAt = 2015-01-01T00:00:00Z.
 MOTO_EXPIRES_AT = datetime.datetime(2015, 1, 1, tzinfo=datetime.UTC).timestamp()
@@ -29,19 +29,10 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/puller"
 FAST = RetryPolicy(first_delay=0.01, max_delay=0.05)
 
 
-class Clock:
-    """A settable clock: moto's tokens expired in 2015, so time starts 12 h before."""
-
-    def __init__(self) -> None:
-        self.now = MOTO_EXPIRES_AT - 12 * 3600
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    # moto's tokens expired in 2015: time starts 12 h before that.
+    return Clock(MOTO_EXPIRES_AT - 12 * 3600)
 
 
 @pytest.fixture(autouse=True)
@@ -84,10 +75,7 @@ def ecr_config(aws: AwsProxy, auth: dict[str, Any], hosts: list[str] | None = No
 
 
 def pull_need(config: Config, host: str = HOST, service_account: str = "default") -> PullNeed:
-    entry = match_entry(config.registries, host)
-    assert entry is not None
-    identity = identity_for(entry, service_account)
-    return PullNeed(entry, host, identity, secret_name("psw", entry, host, identity))
+    return conftest.pull_need(config, host, service_account)
 
 
 def new_cache(config: Config, kube: MemoryKube, clock: Clock, **kwargs: Any) -> CredentialCache:

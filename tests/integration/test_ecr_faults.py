@@ -13,11 +13,10 @@ import boto3
 import pytest
 
 from tests.fakes.aws import TEST_CREDENTIALS
-from tests.integration.conftest import AwsProxy, MemoryKube
+from tests.integration.conftest import AwsProxy, Clock, MemoryKube
 from tests.integration.test_ecr_exchange import (
     MOTO_EXPIRES_AT,
     ROLE_ARN,
-    Clock,
     aws_env,
     clock,
     ecr_config,

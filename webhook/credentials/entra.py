@@ -49,6 +49,8 @@ TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
 SA_TOKEN_SECONDS = 600
 
 _AADSTS_RE = re.compile(r"AADSTS(\d+)")
+# The SDK quotes IMDS's JSON body as a Python dict: "{'error_description': '...'}".
+_DESCRIPTION_RE = re.compile(r"error_description['\"]?:\s*['\"]([^'\"]+)")
 #: What the AADSTS codes people actually hit mean for this webhook's setup.
 AADSTS_HINTS: dict[str, str] = {
     "700016": "the application (client id) was not found in this tenant: check clientId "
@@ -255,7 +257,8 @@ def map_azure_error(attempt: Attempt, exc: Exception) -> Exception:
     cause = exc.__cause__
     if isinstance(exc, CredentialUnavailableError):
         if isinstance(cause, HttpResponseError) and cause.status_code == 400:
-            text = "Identity not found" if "Identity not found" in message else message
+            described = _DESCRIPTION_RE.search(message)
+            text = described.group(1) if described else message
             return attempt.error("400", text, hint=IMDS_NOT_FOUND_HINT)
         if "no response from the IMDS endpoint" in message:
             return attempt.error(

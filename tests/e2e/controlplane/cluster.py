@@ -14,6 +14,7 @@ import base64
 import contextlib
 import ctypes
 import datetime
+import functools
 import http.client
 import ipaddress
 import json
@@ -341,6 +342,7 @@ def _tail(path: Path, lines: int) -> str:
     )
 
 
+@functools.cache
 def _etcd_supports(etcd: Path, flag: str) -> bool:
     help_text = subprocess.run(
         [str(etcd), "--help"], capture_output=True, text=True, check=False, timeout=30
@@ -503,7 +505,7 @@ class ControlPlane:
         try:
             self._spawn("etcd", self._etcd_args(workdir, ports))
             self._wait("etcd /health", deadline, self._etcd_healthy)
-            self._spawn("kube-apiserver", self._apiserver_args(workdir, ports, pki))
+            self._spawn("kube-apiserver", self._apiserver_args(ports, pki))
             self._wait("kube-apiserver /readyz", deadline, self._apiserver_ready)
             self._spawn(
                 "kube-controller-manager", self._controller_manager_args(kcm_kubeconfig, pki)
@@ -535,6 +537,11 @@ class ControlPlane:
             for name in reversed(list(running.processes)):
                 _terminate(running.processes[name])
         finally:
+            # Interrupted (e.g. a second Ctrl-C) while stopping gracefully: no more grace.
+            for process in running.processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
             for handle in running.log_handles:
                 handle.close()
             shutil.rmtree(running.workdir, ignore_errors=True)
@@ -692,7 +699,7 @@ class ControlPlane:
             args.append("--unsafe-no-fsync")
         return args
 
-    def _apiserver_args(self, workdir: Path, ports: Ports, pki: _Pki) -> list[str]:
+    def _apiserver_args(self, ports: Ports, pki: _Pki) -> list[str]:
         return [
             str(self.binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
@@ -702,7 +709,6 @@ class ControlPlane:
             # nothing runs in-cluster to use them: do not reconcile them.
             "--endpoint-reconciler-type=none",
             f"--secure-port={ports.apiserver}",
-            f"--cert-dir={workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",

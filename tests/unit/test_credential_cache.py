@@ -1,0 +1,303 @@
+"""The credential cache's rules, with a scripted provider: single-flight, refresh
+ahead of expiry, failures remembered briefly, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.support.configs import sample_config
+from webhook.config import Config
+from webhook.credentials import Credential, CredentialCache, RegistryAuthError, RetryPolicy
+from webhook.credentials.acr import AcrProvider
+from webhook.credentials.base import Attempt
+from webhook.credentials.cache import (
+    EXPIRY_MARGIN,
+    NEGATIVE_TTL_PERMANENT,
+    NEGATIVE_TTL_TRANSIENT,
+)
+from webhook.credentials.ecr import EcrProvider
+from webhook.credentials.generic import GenericProvider
+from webhook.needs import PullNeed, match_images
+
+FAST = RetryPolicy(first_delay=0.001, max_delay=0.005)
+LIFETIME = 3600.0
+HOST = "harbor.example.com"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class ScriptedProvider:
+    """Answers each fetch with the next scripted outcome (default: a new credential)."""
+
+    clock: Clock
+    outcomes: list[Exception | float] = field(default_factory=list)
+    """An exception to raise, or a lifetime for the credential to return."""
+    gate: asyncio.Event | None = None
+    fetches: int = 0
+    closed: bool = False
+    recheck_seconds: float | None = None
+
+    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+        return (need.entry.name, need.identity.key)
+
+    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+        self.fetches += 1
+        attempt.step = "scripted"
+        if self.gate is not None:
+            await self.gate.wait()
+        outcome = self.outcomes.pop(0) if self.outcomes else LIFETIME
+        if isinstance(outcome, Exception):
+            raise outcome
+        now = self.clock()
+        return Credential("user", f"password-{self.fetches}", (need.host,), now + outcome, now)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def failure(*, transient: bool, code: str = "503") -> RegistryAuthError:
+    return RegistryAuthError(
+        entry="harbor", identity="x", step="scripted", code=code, transient=transient
+    )
+
+
+@pytest.fixture
+def config() -> Config:
+    return sample_config()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def provider(clock: Clock) -> ScriptedProvider:
+    return ScriptedProvider(clock)
+
+
+def need(config: Config, host: str = HOST) -> PullNeed:
+    found = match_images(config, [f"{host}/app:1"])[0].need
+    assert found is not None
+    return found
+
+
+def cache_for(config: Config, clock: Clock, provider: ScriptedProvider) -> CredentialCache:
+    return CredentialCache(config, clock=clock, retry=FAST, providers={"generic": provider})
+
+
+async def test_two_hundred_concurrent_gets_share_one_exchange(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    provider.gate = asyncio.Event()
+    async with cache_for(config, clock, provider) as cache:
+        waiting = [asyncio.create_task(cache.get(need(config), "team-a")) for _ in range(200)]
+        await asyncio.sleep(0)
+        provider.gate.set()
+        results = await asyncio.gather(*waiting)
+    assert provider.fetches == 1
+    assert cache.exchanges == 1
+    assert {r.password for r in results} == {"password-1"}
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8], ids=["half", "four-fifths"])
+async def test_a_credential_is_reused_until_the_refresh_fraction_of_its_life(
+    config: Config, clock: Clock, provider: ScriptedProvider, fraction: float
+) -> None:
+    async with CredentialCache(
+        config, clock=clock, fraction=fraction, providers={"generic": provider}
+    ) as cache:
+        first = await cache.get(need(config), "team-a")
+        assert cache.fresh_until(need(config), "team-a") == first.issued_at + fraction * LIFETIME
+        clock.now += fraction * LIFETIME - 1
+        assert await cache.get(need(config), "team-a") == first
+        assert provider.fetches == 1
+        clock.now += 2
+        second = await cache.get(need(config), "team-a")
+    assert provider.fetches == 2
+    assert second.password == "password-2"
+
+
+async def test_the_configured_refresh_fraction_is_the_default(
+    clock: Clock, provider: ScriptedProvider
+) -> None:
+    config = sample_config()
+    async with cache_for(config, clock, provider) as cache:
+        first = await cache.get(need(config), "team-a")
+        assert cache.fresh_until(need(config), "team-a") == first.refresh_at(
+            config.refresh.fraction
+        )
+
+
+async def test_a_provider_recheck_interval_brings_the_refresh_forward(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    provider.recheck_seconds = 30.0
+    async with cache_for(config, clock, provider) as cache:
+        await cache.get(need(config), "team-a")
+        assert cache.fresh_until(need(config), "team-a") == clock.now + 30.0
+
+
+async def test_peek_and_fresh_until_never_exchange(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    async with cache_for(config, clock, provider) as cache:
+        assert cache.peek(need(config), "team-a") is None
+        assert cache.fresh_until(need(config), "team-a") is None
+        credential = await cache.get(need(config), "team-a")
+        assert cache.peek(need(config), "team-a") == credential
+        clock.now = credential.expires_at - EXPIRY_MARGIN
+        assert cache.peek(need(config), "team-a") is None
+    assert provider.fetches == 1
+
+
+async def test_a_transient_failure_is_retried_inside_one_get(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    provider.outcomes = [failure(transient=True), failure(transient=True)]
+    async with cache_for(config, clock, provider) as cache:
+        credential = await cache.get(need(config), "team-a")
+    assert provider.fetches == 3
+    assert credential.password == "password-3"
+
+
+@pytest.mark.parametrize(
+    ("transient", "ttl"),
+    [(True, NEGATIVE_TTL_TRANSIENT), (False, NEGATIVE_TTL_PERMANENT)],
+    ids=["transient", "permanent"],
+)
+async def test_a_failure_is_remembered_for_its_negative_ttl_only(
+    config: Config, clock: Clock, provider: ScriptedProvider, transient: bool, ttl: float
+) -> None:
+    # A transient failure is tried max_attempts times, a permanent one once.
+    provider.outcomes = [failure(transient=transient)] * (FAST.max_attempts if transient else 1)
+    async with cache_for(config, clock, provider) as cache:
+        with pytest.raises(RegistryAuthError) as first:
+            await cache.get(need(config), "team-a")
+        fetched = provider.fetches
+        clock.now += ttl - 0.1
+        with pytest.raises(RegistryAuthError) as again:
+            await cache.get(need(config), "team-a")
+        assert provider.fetches == fetched
+        assert again.value is not first.value
+        assert (again.value.code, again.value.transient) == ("503", transient)
+        clock.now += 0.2
+        await cache.get(need(config), "team-a")
+    assert provider.fetches == fetched + 1
+
+
+async def test_a_transient_refresh_failure_serves_the_still_valid_credential(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    async with cache_for(config, clock, provider) as cache:
+        first = await cache.get(need(config), "team-a")
+        clock.now += 0.9 * LIFETIME
+        provider.outcomes = [failure(transient=True)] * FAST.max_attempts
+        assert await cache.get(need(config), "team-a") == first
+
+
+async def test_a_permanent_refresh_failure_stops_serving_the_old_credential(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    async with cache_for(config, clock, provider) as cache:
+        await cache.get(need(config), "team-a")
+        clock.now += 0.9 * LIFETIME
+        provider.outcomes = [failure(transient=False, code="401")]
+        with pytest.raises(RegistryAuthError):
+            await cache.get(need(config), "team-a")
+        assert cache.peek(need(config), "team-a") is None
+    assert provider.fetches == 2
+
+
+async def test_a_credential_expired_on_arrival_is_blamed_on_the_clock(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    provider.outcomes = [-10.0]
+    async with cache_for(config, clock, provider) as cache:
+        with pytest.raises(RegistryAuthError) as caught:
+            await cache.get(need(config), "team-a")
+    assert (caught.value.code, caught.value.transient) == ("expired-on-arrival", False)
+    assert "clock" in caught.value.hint
+
+
+async def test_a_deadline_bounds_the_wait_but_not_the_exchange(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    provider.gate = asyncio.Event()
+    async with cache_for(config, clock, provider) as cache:
+        with pytest.raises(RegistryAuthError) as caught:
+            await cache.get(need(config), "team-a", deadline=time.monotonic() + 0.05)
+        assert (caught.value.step, caught.value.code) == ("exchange", "timeout")
+        assert caught.value.transient
+        provider.gate.set()
+        credential = await cache.get(need(config), "team-a")
+    assert credential.password == "password-1"
+    assert provider.fetches == 1
+
+
+async def test_a_deadline_already_past_still_returns_a_fresh_credential(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    async with cache_for(config, clock, provider) as cache:
+        first = await cache.get(need(config), "team-a")
+        assert await cache.get(need(config), "team-a", deadline=time.monotonic() - 1) == first
+
+
+async def test_an_unexpected_provider_error_is_reported_without_its_text(
+    config: Config, clock: Clock, provider: ScriptedProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider.outcomes = [KeyError("password=hunter2")]
+    async with cache_for(config, clock, provider) as cache:
+        with pytest.raises(RegistryAuthError) as caught:
+            await cache.get(need(config), "team-a")
+    assert (caught.value.code, caught.value.message) == ("internal-error", "KeyError")
+    assert not caught.value.transient
+    assert provider.fetches == 1
+    assert "hunter2" not in caplog.text and "hunter2" not in str(caught.value)
+
+
+async def test_closing_cancels_exchanges_and_closes_providers(
+    config: Config, clock: Clock, provider: ScriptedProvider
+) -> None:
+    provider.gate = asyncio.Event()
+    cache = cache_for(config, clock, provider)
+    waiter = asyncio.create_task(cache.get(need(config), "team-a"))
+    await asyncio.sleep(0)
+    await cache.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert provider.closed
+    with pytest.raises(RuntimeError):
+        await cache.get(need(config), "team-a")
+
+
+async def test_each_kind_gets_its_own_provider(config: Config) -> None:
+    async with CredentialCache(config) as cache:
+        assert isinstance(cache.provider("acr"), AcrProvider)
+        assert isinstance(cache.provider("ecr"), EcrProvider)
+        assert isinstance(cache.provider("generic"), GenericProvider)
+        assert cache.provider("ecr") is cache.provider("ecr")
+
+
+async def test_exchanges_are_logged_without_the_password(
+    config: Config, clock: Clock, provider: ScriptedProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with cache_for(config, clock, provider) as cache:
+        credential = await cache.get(need(config), "team-a")
+    assert "valid for 3600s" in caplog.text
+    assert credential.password not in caplog.text
+    assert credential.password not in repr(credential)

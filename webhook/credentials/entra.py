@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -74,9 +74,10 @@ IMDS_NOT_FOUND_HINT = (
 
 @dataclass(frozen=True)
 class EntraToken:
-    token: str
+    token: str = field(repr=False)
     tenant: str
     """The token's tenant (``tid``), sent along to ACR's exchange."""
+    expires_on: float
 
 
 class EntraTokens:
@@ -248,7 +249,9 @@ async def _get_token(
     except Exception as e:  # mapped right here; SDK messages carry no token
         raise map_azure_error(attempt, e) from e
     tid = jwt_claims(access.token).get("tid")
-    return EntraToken(access.token, tenant or (tid if isinstance(tid, str) else ""))
+    return EntraToken(
+        access.token, tenant or (tid if isinstance(tid, str) else ""), access.expires_on
+    )
 
 
 def map_azure_error(attempt: Attempt, exc: Exception) -> Exception:

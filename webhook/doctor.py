@@ -1,0 +1,263 @@
+"""``python -m webhook doctor``: try every registry entry's exchange from here.
+
+One line per registry: ``ok``, ``FAIL`` (with the step, the remote code and a
+hint) or ``SKIP`` (what could not be checked from here, and why). The exit code
+is 1 when anything failed, 2 for unusable arguments or config, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO, cast
+
+from webhook.config import Config, ConfigError, RegistryEntry, load_config
+from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
+from webhook.credentials.acr import AcrProvider
+from webhook.credentials.base import (
+    Credential,
+    SecretReader,
+    ServiceAccountTokens,
+    jwt_claims,
+    principal_for,
+)
+from webhook.credentials.retry import with_retries
+from webhook.needs import PullNeed, identity_for, secret_name
+from webhook.registries import match_entry
+
+#: How long one registry may take: room for two or three attempts at a slow
+#: endpoint, short enough that a broken setup answers within a minute.
+DOCTOR_TIMEOUT = 20.0
+#: Three quick attempts: enough to ride out one blip, few enough to report fast.
+DOCTOR_RETRY = RetryPolicy(first_delay=0.5, max_delay=2.0, max_attempts=3)
+#: Tokens are dated by their issuer; beyond 5 minutes of difference (the usual
+#: validator tolerance, and what AWS SigV4 allows) renewals land early or late.
+SKEW_WARNING = 300.0
+
+
+class KubeReads(SecretReader, ServiceAccountTokens, Protocol):
+    """What doctor needs from Kubernetes: both credential interfaces."""
+
+
+@dataclass(frozen=True)
+class Target:
+    entry: RegistryEntry
+    host: str
+    """A concrete registry host, or ``*`` when only the identity step can be tried."""
+
+
+def duration(seconds: float) -> str:
+    """``2h59m``, ``45m``, ``30s``; negative means already past."""
+    if seconds < 0:
+        return "-" + duration(-seconds)
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def targets(config: Config, hosts: Mapping[str, Sequence[str]]) -> list[Target]:
+    """Each entry's exact hosts plus those given on the command line; a family entry
+    without any gets a stand-in (an ECR host in its region, or ``*``)."""
+    found: list[Target] = []
+    for entry in config.registries:
+        names = sorted(entry.rule.hosts) + [h for h in hosts.get(entry.name, ()) if h]
+        if not names and entry.kind == "ecr" and entry.region:
+            account = min(entry.rule.accounts) if entry.rule.accounts else "000000000000"
+            # One ECR token serves every host of a region: any host there tests it.
+            names = [f"{account}.dkr.ecr.{entry.region}.amazonaws.com"]
+        for host in dict.fromkeys(names) or ["*"]:
+            found.append(Target(entry, host))
+    return found
+
+
+def _skew_note(token: str, issued_at: float) -> str:
+    iat = jwt_claims(token).get("iat")
+    if isinstance(iat, int | float) and abs(iat - issued_at) > SKEW_WARNING:
+        return f"; WARNING clock differs from the issuer's by {duration(abs(iat - issued_at))}"
+    return ""
+
+
+def _describe(entry: RegistryEntry) -> str:
+    mode = getattr(entry.auth, "mode", "secret")
+    scope = f", scope {entry.scope}" if entry.scope else ""
+    return f"{entry.kind} {mode}{scope}"
+
+
+class Doctor:
+    def __init__(
+        self,
+        config: Config,
+        cache: CredentialCache,
+        out: TextIO,
+        service_account: str,
+        clock: Callable[[], float],
+        timeout: float,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.out = out
+        self.namespace, _, self.service_account = service_account.partition("/")
+        self.clock = clock
+        self.timeout = timeout
+
+    def line(self, status: str, target: Target, identity: str, text: str) -> None:
+        print(f"{status:<4} {target.entry.name} {target.host} {identity} {text}", file=self.out)
+
+    async def check(self, target: Target) -> bool:
+        """Prints the target's line; False when it failed."""
+        entry = target.entry
+        per_pod = entry.per_pod_identity
+        if per_pod and not self.service_account:
+            self.line(
+                "SKIP",
+                target,
+                "pod-sa",
+                "needs a pod's service account: pass --service-account NAMESPACE/NAME "
+                "(with a kubeconfig, or run in the cluster)",
+            )
+            return True
+        identity = identity_for(entry, self.service_account or "default")
+        namespace = self.namespace if per_pod else self.config.namespace
+        host = target.host
+        need = PullNeed(entry, host, identity, secret_name("doctor", entry, host, identity))
+        who = principal_for(need, namespace)
+        try:
+            if target.host == "*":
+                text = await self._identity_only(need, namespace)
+            else:
+                credential = await self.cache.get(
+                    need, namespace, deadline=time.monotonic() + self.timeout
+                )
+                text = self._ok_text(entry, credential)
+        except RegistryAuthError as e:
+            hint = f" — hint: {e.hint}" if e.hint else ""
+            message = f" {e.message}" if e.message else ""
+            self.line("FAIL", target, who, f"{e.step}: {e.code}{message}{hint}")
+            return False
+        self.line("ok", target, who, text)
+        return True
+
+    def _ok_text(self, entry: RegistryEntry, credential: Credential) -> str:
+        left = duration(credential.expires_at - self.clock())
+        skew = _skew_note(credential.password, credential.issued_at) if entry.kind == "acr" else ""
+        return f"expires in {left} ({_describe(entry)}{skew})"
+
+    async def _identity_only(self, need: PullNeed, namespace: str) -> str:
+        """For a family entry without a host: the steps that do not need one."""
+        entry = need.entry
+        if entry.kind != "acr":
+            raise RegistryAuthError(
+                entry=entry.name,
+                identity=principal_for(need, namespace),
+                step="choose-host",
+                code="no-host",
+                message="an ECR family entry needs a region to try",
+                hint=f"pass --host {entry.name}=ACCOUNT.dkr.ecr.REGION.amazonaws.com "
+                "or set region on the entry",
+            )
+        provider = cast(AcrProvider, self.cache.provider("acr"))
+        token = await with_retries(
+            lambda attempt: provider.entra.token(
+                entry, namespace, need.identity.service_account, attempt
+            ),
+            entry=entry.name,
+            identity=principal_for(need, namespace),
+            deadline=time.monotonic() + self.timeout,
+            policy=DOCTOR_RETRY,
+        )
+        left = duration(token.expires_on - self.clock())
+        skew = _skew_note(token.token, self.clock())
+        return (
+            f"Entra token only, expires in {left} ({_describe(entry)}{skew}); "
+            f"pass --host {entry.name}=REGISTRY.azurecr.io to try the ACR exchange"
+        )
+
+
+async def run(
+    config: Config,
+    *,
+    out: TextIO,
+    hosts: Mapping[str, Sequence[str]] | None = None,
+    service_account: str = "",
+    kube: KubeReads | None = None,
+    clock: Callable[[], float] = time.time,
+    per_registry_seconds: float = DOCTOR_TIMEOUT,
+) -> int:
+    """Try every entry (each of its hosts) and print one line each; 1 if any failed."""
+    async with CredentialCache(
+        config, kube, kube, clock=clock, retry=DOCTOR_RETRY, exchange_budget=per_registry_seconds
+    ) as cache:
+        doctor = Doctor(config, cache, out, service_account, clock, per_registry_seconds)
+        results = [await doctor.check(t) for t in targets(config, hosts or {})]
+    return 0 if all(results) else 1
+
+
+def parse_hosts(config: Config, values: Sequence[str]) -> dict[str, list[str]]:
+    """``ENTRY=HOST`` or a bare ``HOST`` (given to the entry that matches it)."""
+    hosts: dict[str, list[str]] = {}
+    names = {e.name for e in config.registries}
+    for value in values:
+        name, sep, host = value.partition("=")
+        if not sep:
+            entry = match_entry(config.registries, value.lower())
+            if entry is None:
+                raise ValueError(f"--host {value}: no registry entry matches this host")
+            name, host = entry.name, value
+        if name not in names:
+            raise ValueError(f"--host {value}: no registry entry named {name}")
+        hosts.setdefault(name, []).append(host.lower())
+    return hosts
+
+
+async def _with_kube(
+    config: Config, args: Any, hosts: dict[str, list[str]], out: TextIO, err: TextIO
+) -> int:
+    """Runs with Kubernetes access when a kubeconfig is given or we run in a cluster."""
+    kubeconfig = getattr(args, "kubeconfig", None)
+    service_account = getattr(args, "service_account", "") or ""
+    if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return await run(config, out=out, hosts=hosts, service_account=service_account)
+    from webhook.kube import Kube, connect
+
+    try:
+        kube = Kube(await connect(kubeconfig))
+    except Exception as e:  # any kubeconfig or in-cluster setup problem
+        print(f"error: cannot reach Kubernetes: {type(e).__name__}: {e}", file=err)
+        return 2
+    try:
+        return await run(config, out=out, hosts=hosts, service_account=service_account, kube=kube)
+    finally:
+        await kube.close()
+
+
+def main(
+    config_path: str | None,
+    args: argparse.Namespace | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Entry point of ``python -m webhook doctor`` (args: host, service_account, kubeconfig)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        config = load_config(config_path or "/etc/pull-secret-webhook/config.yaml")
+    except ConfigError as e:
+        print(f"error: invalid configuration {e}", file=err)
+        return 2
+    service_account = getattr(args, "service_account", "") or ""
+    if service_account and service_account.count("/") != 1:
+        print(f"error: --service-account {service_account}: expected NAMESPACE/NAME", file=err)
+        return 2
+    try:
+        hosts = parse_hosts(config, getattr(args, "host", None) or [])
+    except ValueError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    return asyncio.run(_with_kube(config, args, hosts, out, err))

@@ -64,14 +64,17 @@ def duration(seconds: float) -> str:
 
 def targets(config: Config, hosts: Mapping[str, Sequence[str]]) -> list[Target]:
     """Each entry's exact hosts plus those given on the command line; a family entry
-    without any gets a stand-in (an ECR host in its region, or ``*``)."""
+    without any gets a stand-in (an ECR host in its region, else AWS_REGION's; or ``*``)."""
     found: list[Target] = []
+    default_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
     for entry in config.registries:
         names = sorted(entry.rule.hosts) + [h for h in hosts.get(entry.name, ()) if h]
-        if not names and entry.kind == "ecr" and entry.region:
+        region = entry.region or default_region
+        if not names and entry.kind == "ecr" and region:
+            # One ECR token serves every host of a region: any host there tests it, and
+            # the account in the name is never sent (no registryIds).
             account = min(entry.rule.accounts) if entry.rule.accounts else "000000000000"
-            # One ECR token serves every host of a region: any host there tests it.
-            names = [f"{account}.dkr.ecr.{entry.region}.amazonaws.com"]
+            names = [f"{account}.dkr.ecr.{region}.amazonaws.com"]
         for host in dict.fromkeys(names) or ["*"]:
             found.append(Target(entry, host))
     return found
@@ -128,6 +131,15 @@ class Doctor:
         host = target.host
         need = PullNeed(entry, host, identity, secret_name("doctor", entry, host, identity))
         who = principal_for(need, namespace)
+        if target.host == "*" and entry.kind != "acr":
+            self.line(
+                "SKIP",
+                target,
+                who,
+                f"an ECR family entry needs a region: pass --host {entry.name}="
+                "ACCOUNT.dkr.ecr.REGION.amazonaws.com, set region, or set AWS_REGION",
+            )
+            return True
         try:
             if target.host == "*":
                 text = await self._identity_only(need, namespace)
@@ -137,6 +149,9 @@ class Doctor:
                 )
                 text = self._ok_text(entry, credential)
         except RegistryAuthError as e:
+            if e.code == "no-kubernetes":
+                self.line("SKIP", target, who, f"{e.step}: {e.message} — {e.hint}")
+                return True
             hint = f" — hint: {e.hint}" if e.hint else ""
             message = f" {e.message}" if e.message else ""
             self.line("FAIL", target, who, f"{e.step}: {e.code}{message}{hint}")
@@ -150,18 +165,8 @@ class Doctor:
         return f"expires in {left} ({_describe(entry)}{skew})"
 
     async def _identity_only(self, need: PullNeed, namespace: str) -> str:
-        """For a family entry without a host: the steps that do not need one."""
+        """For an ACR family entry without a host: the Entra ID step alone."""
         entry = need.entry
-        if entry.kind != "acr":
-            raise RegistryAuthError(
-                entry=entry.name,
-                identity=principal_for(need, namespace),
-                step="choose-host",
-                code="no-host",
-                message="an ECR family entry needs a region to try",
-                hint=f"pass --host {entry.name}=ACCOUNT.dkr.ecr.REGION.amazonaws.com "
-                "or set region on the entry",
-            )
         provider = cast(AcrProvider, self.cache.provider("acr"))
         token = await with_retries(
             lambda attempt: provider.entra.token(

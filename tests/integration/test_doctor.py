@@ -22,7 +22,7 @@ __all__ = ["aws_env", "azure", "azure_env"]
 
 
 async def run_doctor(
-    config_document: dict[str, Any], kube: MemoryKube, **kwargs: Any
+    config_document: dict[str, Any], kube: MemoryKube | None, **kwargs: Any
 ) -> tuple[int, list[str]]:
     out = io.StringIO()
     code = await doctor.run(parse_config(config_document), out=out, kube=kube, **kwargs)
@@ -168,13 +168,50 @@ async def test_an_ecr_family_entry_with_a_region_is_checked_in_that_region(
         ]
     }
     code, lines = await run_doctor(document, kube, clock=Clock(MOTO_EXPIRES_AT - 12 * 3600))
-    assert code == 1
+    assert code == 0
     assert lines[0] == (
         "ok   aws 123456789012.dkr.ecr.eu-central-1.amazonaws.com default expires in 12h00m"
         " (ecr default)"
     )
-    assert lines[1].startswith("FAIL aws-anywhere * default choose-host: no-host")
+    assert lines[1].startswith("SKIP aws-anywhere * default an ECR family entry needs a region")
     assert [c.region for c in aws.calls] == ["eu-central-1"]
+
+
+async def test_an_ecr_family_entry_takes_the_region_from_the_aws_environment(
+    aws: AwsProxy, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    document = {
+        "registries": [
+            {"name": "aws", "kind": "ecr", "anyRegistry": True, "endpointUrl": aws.url},
+        ]
+    }
+    code, lines = await run_doctor(document, kube, clock=Clock(MOTO_EXPIRES_AT - 3600))
+    assert code == 0
+    assert lines == [
+        "ok   aws 000000000000.dkr.ecr.ap-south-1.amazonaws.com default expires in 1h00m"
+        " (ecr default)"
+    ]
+
+
+async def test_secrets_outside_a_cluster_are_skipped_not_failed() -> None:
+    document = {
+        "registries": [
+            {
+                "name": "harbor",
+                "kind": "generic",
+                "hosts": ["harbor.example.com"],
+                "auth": {"secretRef": {"name": "harbor-creds"}},
+            }
+        ]
+    }
+    code, lines = await run_doctor(document, None)
+    assert code == 0
+    assert lines == [
+        "SKIP harbor harbor.example.com secret:pull-secret-webhook/harbor-creds read-secret: "
+        "cannot read Secret pull-secret-webhook/harbor-creds — run inside the cluster, or give "
+        "doctor a kubeconfig"
+    ]
 
 
 def test_main_reads_the_config_file_and_runs_without_kubernetes(

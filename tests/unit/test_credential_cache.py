@@ -20,6 +20,7 @@ from webhook.credentials.cache import (
     EXPIRY_MARGIN,
     NEGATIVE_TTL_PERMANENT,
     NEGATIVE_TTL_TRANSIENT,
+    PRUNE_EVERY,
 )
 from webhook.credentials.ecr import EcrProvider
 from webhook.credentials.generic import GenericProvider
@@ -301,3 +302,23 @@ async def test_exchanges_are_logged_without_the_password(
     assert "valid for 3600s" in caplog.text
     assert credential.password not in caplog.text
     assert credential.password not in repr(credential)
+
+
+@dataclass
+class PerNamespaceProvider(ScriptedProvider):
+    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+        return namespace
+
+
+async def test_keys_of_expired_credentials_are_pruned_as_exchanges_go_on(
+    config: Config, clock: Clock
+) -> None:
+    provider = PerNamespaceProvider(clock)
+    async with cache_for(config, clock, provider) as cache:
+        await cache.get(need(config), "old-namespace")
+        clock.now += LIFETIME
+        for i in range(PRUNE_EVERY - 1):
+            await cache.get(need(config), f"ns-{i}")
+        assert cache.peek(need(config), "ns-0") is not None
+        assert cache.fresh_until(need(config), "old-namespace") is None
+        assert cache.prune() == 0

@@ -120,6 +120,8 @@ class AcrProvider:
     async def _post(
         self, url: str, form: list[tuple[str, str]], field: str, attempt: Attempt
     ) -> str:
+        # A floor of 0.1 s: total=0 would mean "no timeout" to aiohttp, and the
+        # attempt's own deadline ends the request anyway.
         timeout = aiohttp.ClientTimeout(total=min(self._timeout, max(attempt.remaining(), 0.1)))
         try:
             async with self._http().post(url, data=form, timeout=timeout) as response:
@@ -143,7 +145,8 @@ class AcrProvider:
             if isinstance(value, str) and value:
                 return value
             raise attempt.error("bad-response", f"200 without {field}")
-        message = _acr_message(document) or body[:200].decode("utf-8", "replace")
+        # Not JSON (a proxy's HTML page): the error keeps a scrubbed, cut-down excerpt.
+        message = _acr_message(document) or body.decode("utf-8", "replace")
         transient = status == 429 or status >= 500
         hint = ""
         if status in (401, 403):

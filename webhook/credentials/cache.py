@@ -45,6 +45,10 @@ EXCHANGE_BUDGET = 30.0
 #: A cached credential is handed out only while it has a minute left: a pull that
 #: starts with it must still be able to authenticate its last layer request.
 EXPIRY_MARGIN = 60.0
+#: Per-pod identities make a key per (namespace, service account). Every 256
+#: exchanges, keys whose credential has expired and whose failure is forgotten are
+#: dropped, so the cache follows the live workloads instead of all past ones.
+PRUNE_EVERY = 256
 
 
 @dataclass
@@ -215,6 +219,9 @@ class CredentialCache:
             return e
         finally:
             slot.task = None
+            # Safe here: nothing awaits between a get() taking a slot and starting its task.
+            if self.exchanges % PRUNE_EVERY == 0:
+                self.prune()
         slot.credential, slot.error = credential, None
         slot.refresh_at = credential.refresh_at(self._fraction)
         if provider.recheck_seconds is not None:
@@ -227,6 +234,20 @@ class CredentialCache:
             credential.expires_at - self._clock(),
         )
         return credential
+
+    def prune(self) -> int:
+        """Drop keys with nothing usable or remembered; returns how many."""
+        now = self._clock()
+        stale = [
+            key
+            for key, slot in self._slots.items()
+            if slot.task is None
+            and self._usable(slot.credential) is None
+            and now >= slot.error_until
+        ]
+        for key in stale:
+            del self._slots[key]
+        return len(stale)
 
     async def __aenter__(self) -> CredentialCache:
         return self

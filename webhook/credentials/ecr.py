@@ -116,11 +116,6 @@ class EcrProvider:
         target = _target(need.entry, need.host)
         return ("ecr", need.entry.name, principal_for(need, namespace), target)
 
-    def target(self, entry: RegistryEntry, host: str) -> tuple[str, bool]:
-        """(region, public) an exchange for ``host`` would use; for `doctor`."""
-        t = _target(entry, host)
-        return t.region, t.public
-
     # -- exchange ------------------------------------------------------------------
 
     async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:

@@ -126,9 +126,24 @@ def test_kubectl_create_token_returns_a_jwt_for_the_service_account(
     token = controlplane.kubectl("create", "token", "default", "-n", namespace).stdout.strip()
 
     claims = jwt_part(token, 1)
+    # RS256 like real clusters: what Entra ID accepts from federated issuers.
+    assert jwt_part(token, 0)["alg"] == "RS256"
     assert claims["sub"] == f"system:serviceaccount:{namespace}:default"
     assert audiences(claims) == [controlplane.service_account_issuer]
     assert claims["iss"] == controlplane.service_account_issuer
+
+
+def test_the_api_server_publishes_the_service_account_signing_key_as_jwks(
+    controlplane: ControlPlane, namespace: str
+) -> None:
+    token = controlplane.kubectl("create", "token", "default", "-n", namespace).stdout.strip()
+
+    jwks = controlplane.api("GET", "/openid/v1/jwks")
+
+    assert jwks.status == 200, jwks.body
+    (key,) = jwks.body["keys"]
+    assert (key["kty"], key["alg"]) == ("RSA", "RS256")
+    assert key["kid"] == jwt_part(token, 0)["kid"]
 
 
 def test_the_api_server_issues_and_accepts_token_request_tokens(

@@ -35,7 +35,7 @@ from typing import IO, Any, Self
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e.controlplane.build import Binaries, locate
@@ -46,6 +46,8 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Any private range works; the first address is the `kubernetes` Service's ClusterIP.
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
+# The smallest RSA size every token consumer accepts.
+SERVICE_ACCOUNT_KEY_BITS = 2048
 ADMIN_USER = "admin"
 ADMIN_GROUP = "system:masters"
 # The identity the bootstrap RBAC policy grants kube-controller-manager's permissions to.
@@ -121,12 +123,17 @@ class _Running:
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
-    # P-256: generated in microseconds (RSA-2048 takes ~0.1 s each) and accepted everywhere,
-    # including as the service-account token signing key (ES256).
+    # P-256 for certificates: generated in microseconds, where RSA-2048 takes ~0.1 s each.
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _new_service_account_key() -> rsa.RSAPrivateKey:
+    # RSA, so tokens are RS256 as on kubeadm, AKS and EKS clusters: Entra ID workload
+    # identity federation (and most OIDC relying parties) accept only RS256 issuer keys.
+    return rsa.generate_private_key(public_exponent=65537, key_size=SERVICE_ACCOUNT_KEY_BITS)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -240,7 +247,7 @@ def _generate_pki(directory: Path) -> _Pki:
     admin = _certificate(_name(ADMIN_USER, [ADMIN_GROUP]), admin_key, issuer, client=True)
     kcm_key = _new_key()
     kcm = _certificate(_name(CONTROLLER_MANAGER_USER), kcm_key, issuer, client=True)
-    sa_key = _new_key()
+    sa_key = _new_service_account_key()
 
     return _Pki(
         ca_cert=_write(directory / "ca.crt", _pem(ca), 0o644),
@@ -604,7 +611,9 @@ class ControlPlane:
         )
         try:
             payload = None if body is None else json.dumps(body).encode()
-            headers = {"Accept": "application/json"}
+            # JSON preferred, anything else accepted: some endpoints only offer their own
+            # JSON media type (/openid/v1/jwks serves only application/jwk-set+json).
+            headers = {"Accept": "application/json, */*;q=0.5"}
             if payload is not None:
                 headers["Content-Type"] = "application/json"
             conn.request(method, path, body=payload, headers=headers)

@@ -1,0 +1,60 @@
+{{/* Chart name, overridable. */}}
+{{- define "psw.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Object names. A release called pull-secret-webhook (the documented install) gets exactly
+the names of manifests/: pull-secret-webhook, pull-secret-webhook-tls, -config.
+*/}}
+{{- define "psw.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "psw.tlsSecret" -}}{{ include "psw.fullname" . }}-tls{{- end -}}
+{{- define "psw.configMap" -}}{{ include "psw.fullname" . }}-config{{- end -}}
+{{- define "psw.certsJob" -}}{{ include "psw.fullname" . | trunc 57 | trimSuffix "-" }}-certs{{- end -}}
+
+{{- define "psw.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "psw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "psw.labels" -}}
+{{ include "psw.selectorLabels" . }}
+app.kubernetes.io/part-of: pull-secret-webhook
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "psw.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/*
+config.yaml: the `config` values plus what the chart knows better than the user: the
+release namespace (Lease, default Secret namespace) and the webhook's timeoutSeconds.
+*/}}
+{{- define "psw.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $_ := set $cfg "namespace" .Release.Namespace -}}
+{{- $admission := deepCopy (default dict $cfg.admission) -}}
+{{- $_ := set $admission "timeoutSeconds" (int .Values.webhook.timeoutSeconds) -}}
+{{- $_ := set $cfg "admission" $admission -}}
+{{- $refresh := deepCopy (default dict $cfg.refresh) -}}
+{{- if not (hasKey $refresh "leaseName") -}}
+{{- $_ := set $refresh "leaseName" (include "psw.fullname" .) -}}
+{{- end -}}
+{{- $_ := set $cfg "refresh" $refresh -}}
+{{- toYaml $cfg -}}
+{{- end -}}

@@ -1,13 +1,15 @@
-"""Command line: ``python -m tests.e2e.controlplane {build,up}``.
+"""Command line: ``python -m tests.e2e.controlplane {build,up,measure}``.
 
 ``build`` makes sure every binary exists (building Kubernetes once, then a no-op);
-``up`` runs a control plane until Ctrl-C or SIGTERM and removes it afterwards.
+``up`` runs a control plane until Ctrl-C or SIGTERM and removes it afterwards;
+``measure`` times start-to-ready and stop over a few runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import sys
 import time
 from types import FrameType
@@ -74,6 +76,33 @@ def _up(verbosity: int) -> int:
         print("# control plane stopped", file=sys.stderr)
 
 
+def _measure(runs: int) -> int:
+    """Start and stop a control plane ``runs`` times; print each start and stop time."""
+    try:
+        binaries = locate()
+    except MissingBinariesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    starts: list[float] = []
+    stops: list[float] = []
+    for run in range(1, runs + 1):
+        control_plane = ControlPlane(binaries)
+        try:
+            control_plane.start()
+            assert control_plane.startup_seconds is not None
+            starts.append(control_plane.startup_seconds)
+        finally:
+            stopping = time.monotonic()
+            control_plane.stop()
+            stops.append(time.monotonic() - stopping)
+        print(f"run {run}: ready in {starts[-1]:.2f}s, stopped in {stops[-1]:.2f}s", flush=True)
+    print(
+        f"start to ready: median {statistics.median(starts):.2f}s, max {max(starts):.2f}s; "
+        f"stop: median {statistics.median(stops):.2f}s ({runs} runs)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.controlplane")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     up = sub.add_parser("up", help="run a control plane until Ctrl-C/SIGTERM")
     up.add_argument("-v", "--verbosity", type=int, default=1, help="klog -v for components")
+    measure = sub.add_parser("measure", help="time control-plane start and stop")
+    measure.add_argument("-n", "--runs", type=int, default=5)
     args = parser.parse_args(argv)
     if args.command == "build":
         return _build()
+    if args.command == "measure":
+        return _measure(args.runs)
     return _up(args.verbosity)
 
 

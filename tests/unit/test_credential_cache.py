@@ -322,3 +322,18 @@ async def test_keys_of_expired_credentials_are_pruned_as_exchanges_go_on(
         assert cache.peek(need(config), "ns-0") is not None
         assert cache.fresh_until(need(config), "old-namespace") is None
         assert cache.prune() == 0
+
+
+async def test_a_timeout_names_the_step_and_code_the_exchange_is_retrying(
+    config: Config, clock: Clock
+) -> None:
+    provider = ScriptedProvider(clock, outcomes=[failure(transient=True)] * 100)
+    slow = RetryPolicy(first_delay=0.2, max_delay=0.2, max_attempts=100)
+    async with CredentialCache(
+        config, clock=clock, retry=slow, providers={"generic": provider}
+    ) as cache:
+        with pytest.raises(RegistryAuthError) as caught:
+            await cache.get(need(config), "team-a", deadline=time.monotonic() + 0.1)
+    error = caught.value
+    assert (error.step, error.code, error.transient) == ("scripted", "timeout", True)
+    assert "last attempt: 503" in error.message

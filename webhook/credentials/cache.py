@@ -58,6 +58,8 @@ class _Slot:
     error: RegistryAuthError | None = None
     error_until: float = 0.0
     task: asyncio.Task[Credential | RegistryAuthError] | None = None
+    retrying: RegistryAuthError | None = None
+    """The in-flight exchange's last transient failure (for timeout messages)."""
 
 
 class CredentialCache:
@@ -169,14 +171,7 @@ class CredentialCache:
         except TimeoutError:
             if fallback is not None:
                 return _for_host(fallback, need)
-            raise RegistryAuthError(
-                entry=need.entry.name,
-                identity=principal_for(need, namespace),
-                step="exchange",
-                code="timeout",
-                message="no credential before the admission deadline; still trying",
-                transient=True,
-            ) from None
+            raise _timeout(need, namespace, slot.retrying) from None
         if isinstance(result, RegistryAuthError):
             if result.transient and fallback is not None:
                 return _for_host(fallback, need)
@@ -199,6 +194,7 @@ class CredentialCache:
                 identity=identity,
                 deadline=time.monotonic() + self._budget,
                 policy=self._retry,
+                on_retry=lambda error: setattr(slot, "retrying", error),
             )
             if credential.expires_at <= self._clock():
                 raise RegistryAuthError(
@@ -218,7 +214,7 @@ class CredentialCache:
             log.warning("%s", e)
             return e
         finally:
-            slot.task = None
+            slot.task, slot.retrying = None, None
             # Safe here: nothing awaits between a get() taking a slot and starting its task.
             if self.exchanges % PRUNE_EVERY == 0:
                 self.prune()
@@ -264,6 +260,22 @@ class CredentialCache:
         await asyncio.gather(*tasks, return_exceptions=True)
         for provider in self._providers.values():
             await provider.aclose()
+
+
+def _timeout(need: PullNeed, namespace: str, last: RegistryAuthError | None) -> RegistryAuthError:
+    """The caller's deadline passed; say what the exchange is struggling with, if known."""
+    message = "no credential before the deadline; still trying"
+    if last is not None:
+        message += f" (last attempt: {' '.join(filter(None, (last.code, last.message)))})"
+    return RegistryAuthError(
+        entry=need.entry.name,
+        identity=principal_for(need, namespace),
+        step=last.step if last else "exchange",
+        code="timeout",
+        message=message,
+        hint=last.hint if last else "",
+        transient=True,
+    )
 
 
 def _for_host(credential: Credential, need: PullNeed) -> Credential:

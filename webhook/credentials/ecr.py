@@ -147,14 +147,17 @@ class EcrProvider:
             data = data[0]
         try:
             decoded = base64.b64decode(data["authorizationToken"]).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, KeyError) as e:
-            raise attempt.error("bad-token", "authorizationToken is not base64 user:pass") from e
+            expires_at = data["expiresAt"].timestamp()
+        except (binascii.Error, UnicodeDecodeError, KeyError, AttributeError) as e:
+            raise attempt.error(
+                "bad-response", "authorizationData lacks a base64 token or its expiry"
+            ) from e
         username, _, password = decoded.partition(":")
         return Credential(
             username=username,
             password=password,
             hosts=(need.host,),
-            expires_at=data["expiresAt"].timestamp(),
+            expires_at=expires_at,
             issued_at=self._clock(),
         )
 
@@ -179,6 +182,8 @@ class EcrProvider:
             cached = self._clients.get(key)
             if cached is not None and cached[0] == keys:
                 return cached[1]
+            if cached is not None:
+                cached[1].close()  # superseded keys: release its connection pool
             session = boto3.session.Session(
                 aws_access_key_id=keys.access_key_id if keys else None,
                 aws_secret_access_key=keys.secret_access_key if keys else None,

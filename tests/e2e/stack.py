@@ -32,7 +32,7 @@ import yaml
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
 from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
-from tests.fakes.aws import MotoServer, ecr_client
+from tests.fakes.aws import EcrExpiryProxy, MotoServer, ecr_client
 from tests.fakes.azure import AzureEmulator, EmulatorThread
 from tests.fakes.oci import build_oci_layout, dockerconfigjson, skopeo_push, write_authfile
 from tests.fakes.registry import ECR_USERNAME, SEED_REPOSITORY, SEED_TAG, DockerRegistry
@@ -59,6 +59,10 @@ CLUSTER_KINDS = {
 #: The webhook's ServiceAccount token lifetime for the test run (TokenRequest minimum
 #: is 10 minutes; a test session is shorter than 2 hours).
 TOKEN_SECONDS = 7200
+#: Lifetime of the short-lived registry's tokens: long enough to stay usable (the
+#: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
+#: renewal comes due 15 s after issue.
+SHORT_TOKEN_SECONDS = 150
 
 
 def free_port() -> int:
@@ -164,15 +168,18 @@ class Stack:
     replicas_wanted: int = 2
     refresh_interval: float = 1.0
     gc_grace: float = 3.0
+    refresh_fraction: float = 0.5
     failure_policy: str = "Fail"
     emulator_thread: EmulatorThread | None = None
     emulator: AzureEmulator | None = None
     acr: AcrRegistry | None = None
     acr_slow: AcrRegistry | None = None
     acr_denied: AcrRegistry | None = None
+    acr_short: AcrRegistry | None = None
     acr_backend: DockerRegistry | None = None
     ecr_registry: DockerRegistry | None = None
     moto: MotoServer | None = None
+    ecr_api: EcrExpiryProxy | None = None
     balancer: Balancer | None = None
     replicas: list[Replica] = field(default_factory=list)
     tenant: str = ""
@@ -257,9 +264,16 @@ class Stack:
         self.acr_slow.assign_role(self.object_id, "AcrPull")
         self.acr_denied = self.emulator_thread.call(em.add_registry("e2edenied"))
         self.acr_denied.upstream = self.acr_backend.url
+        # And one whose tokens live 150 s, to watch a real renewal happen.
+        self.acr_short = self.emulator_thread.call(em.add_registry("e2eshort"))
+        self.acr_short.upstream = self.acr_backend.url
+        self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
+        self.acr_short.assign_role(self.object_id, "AcrPull")
 
         self.moto = MotoServer()
         self.moto.start()
+        self.ecr_api = EcrExpiryProxy(self.moto.endpoint_url)
+        self.ecr_api.start()
         token = ecr_client(self.moto.endpoint_url, ECR_REGION).get_authorization_token()
         user, password = (
             base64.b64decode(token["authorizationData"][0]["authorizationToken"])
@@ -297,47 +311,41 @@ class Stack:
         self.controlplane.wait_for_service_account(NAMESPACE, SERVICE_ACCOUNT)
 
     def _write_config(self) -> None:
-        assert self.emulator and self.acr and self.ecr_registry and self.moto
-        assert self.acr_slow and self.acr_denied
+        assert self.emulator and self.acr and self.ecr_registry and self.ecr_api
+        assert self.acr_slow and self.acr_denied and self.acr_short
         azure_auth = {
             "mode": "workloadIdentity",
             "clientId": self.client_id,
             "tenantId": self.tenant,
             "authorityHost": self.emulator.authority_host,
         }
+        acr_entries = [
+            {"name": name, "kind": "acr", "hosts": [registry.login_server], "auth": azure_auth}
+            for name, registry in (
+                ("acr", self.acr),
+                ("acr-slow", self.acr_slow),
+                ("acr-denied", self.acr_denied),
+                ("acr-short", self.acr_short),
+            )
+        ]
+        ecr_entry = {
+            "name": "ecr",
+            "kind": "ecr",
+            "hosts": [self.ecr_registry.host],
+            "region": ECR_REGION,
+            "endpointUrl": self.ecr_api.endpoint_url,
+            "stsEndpointUrl": self.ecr_api.endpoint_url,
+        }
         config = {
             "namespace": NAMESPACE,
             "caFile": str(self.emulator.ca_path),
             "admission": {"timeoutSeconds": 10},
-            "refresh": {"intervalSeconds": self.refresh_interval, "gcGraceSeconds": self.gc_grace},
-            "registries": [
-                {
-                    "name": "acr",
-                    "kind": "acr",
-                    "hosts": [self.acr.login_server],
-                    "auth": azure_auth,
-                },
-                {
-                    "name": "acr-slow",
-                    "kind": "acr",
-                    "hosts": [self.acr_slow.login_server],
-                    "auth": azure_auth,
-                },
-                {
-                    "name": "acr-denied",
-                    "kind": "acr",
-                    "hosts": [self.acr_denied.login_server],
-                    "auth": azure_auth,
-                },
-                {
-                    "name": "ecr",
-                    "kind": "ecr",
-                    "hosts": [self.ecr_registry.host],
-                    "region": ECR_REGION,
-                    "endpointUrl": self.moto.endpoint_url,
-                    "stsEndpointUrl": self.moto.endpoint_url,
-                },
-            ],
+            "refresh": {
+                "intervalSeconds": self.refresh_interval,
+                "gcGraceSeconds": self.gc_grace,
+                "fraction": self.refresh_fraction,
+            },
+            "registries": [*acr_entries, ecr_entry],
         }
         self.config_path = self.workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -502,6 +510,8 @@ class Stack:
         for registry in (self.acr_backend, self.ecr_registry):
             if registry is not None:
                 registry.stop()
+        if self.ecr_api is not None:
+            self.ecr_api.stop()
         if self.moto is not None:
             self.moto.stop()
         if self.emulator_thread is not None:

@@ -7,11 +7,17 @@ pointed here. State lives in the server process; ``reset()`` clears it.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+import time
 import urllib.request
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 import boto3
+from aiohttp import web
 from moto.server import ThreadedMotoServer
 
 from tests.fakes.registry import free_port
@@ -82,3 +88,78 @@ def aws_client(service: str, endpoint_url: str, region: str = DEFAULT_REGION) ->
 def ecr_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
     """A boto3 ECR client that talks to the moto server at ``endpoint_url``."""
     return aws_client("ecr", endpoint_url, region)
+
+
+#: ECR tokens are valid for 12 hours (GetAuthorizationToken API reference).
+ECR_TOKEN_SECONDS = 12 * 3600
+
+
+class EcrExpiryProxy:
+    """Forwards to moto and dates ECR tokens as ECR does: 12 hours from now.
+
+    moto answers every GetAuthorizationToken with ``expiresAt`` fixed in 2015, which
+    any expiry-aware client must refuse as already expired. Only that field is
+    rewritten; everything else is moto's own answer. Runs on its own loop in a thread
+    so that synchronous callers (the end-to-end stack) can use it.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as upstream:
+            payload = await upstream.read()
+            out_headers = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
+            }
+            status = upstream.status
+        if request.headers.get("X-Amz-Target", "").endswith(".GetAuthorizationToken") and (
+            status == 200
+        ):
+            doc = json.loads(payload)
+            for item in doc.get("authorizationData", []):
+                item["expiresAt"] = time.time() + ECR_TOKEN_SECONDS
+            payload = json.dumps(doc).encode()
+        return web.Response(status=status, body=payload, headers=out_headers)
+
+    async def _start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    def start(self) -> str:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()

@@ -338,6 +338,7 @@ def test_two_replicas_under_a_burst_of_200_pods_leave_one_secret_per_namespace_a
 ) -> None:
     cp = stack.controlplane
     namespaces = [stack.labelled_namespace(ns_name(f"burst{i}")) for i in range(20)]
+    before = [admission_results(r.metrics()) for r in stack.replicas]
 
     def create(i: int) -> int:
         ns = namespaces[i % len(namespaces)]
@@ -353,9 +354,12 @@ def test_two_replicas_under_a_burst_of_200_pods_leave_one_secret_per_namespace_a
         assert hosts == sorted([stack.acr_image.split("/")[0], stack.ecr_image.split("/")[0]])
         for pod in get_json(cp, "pods", "-n", ns)["items"]:
             assert sorted(pull_secret_names(pod)) == sorted(s["metadata"]["name"] for s in secrets)
-    # Every admission of the burst was answered normally by one replica or the other.
-    for replica in stack.replicas:
-        results = admission_results(replica.metrics())
-        assert results.get("error", 0) == 0, results
-        assert results.get("denied", 0) == 0, results
-    assert sum(admission_results(r.metrics()).get("patched", 0) for r in stack.replicas) >= 200
+    # Every admission of the burst was patched cleanly (no warning, error or denial),
+    # and both replicas took part.
+    after = [admission_results(r.metrics()) for r in stack.replicas]
+    delta = [
+        {k: a.get(k, 0) - b.get(k, 0) for k in a if a.get(k, 0) != b.get(k, 0)}
+        for a, b in zip(after, before, strict=True)
+    ]
+    assert all(set(d) == {"patched"} for d in delta), delta
+    assert sum(d["patched"] for d in delta) >= 200

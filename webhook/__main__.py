@@ -106,7 +106,6 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from webhook.logs import setup_logging
     from webhook.runtime import run_server
 
-    setup_logging(args.log_level, args.log_format)
     config = _load(_config_path(args.config), err)
     if config is None:
         return 2
@@ -118,6 +117,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 file=err,
             )
             return 2
+    setup_logging(args.log_level, args.log_format)
     return asyncio.run(run_server(config, args))
 
 

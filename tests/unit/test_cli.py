@@ -1,0 +1,137 @@
+"""The command line: `explain` shows how images resolve; `serve` refuses a broken config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.configs import sample_document
+from webhook.__main__ import main
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(sample_document()))
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_explain_shows_reference_entry_identity_and_secret(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys, "explain", "--config", str(config_file), "contoso.azurecr.io/team/app:2.0"
+    )
+    assert code == 0
+    assert "domain:   contoso.azurecr.io" in out
+    assert "path:     team/app" in out
+    assert "tag:      2.0" in out
+    assert "registry: contoso (kind acr" in out
+    assert "identity: wi:11111111-2222-3333-4444-555555555555" in out
+    assert "scope:    repository:app:pull" in out
+    assert "secret:   psw-contoso-azurecr-io-" in out
+
+
+def test_explain_says_why_nothing_matches(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "explain",
+        "--config",
+        str(config_file),
+        "nginx",
+        "contoso.azurecr.io.evil.com/app",
+        "999999999999.dkr.ecr.us-east-1.amazonaws.com/app",
+    )
+    assert code == 0
+    assert "domain:   docker.io" in out
+    assert "path:     library/nginx" in out
+    assert "no registry entry matches docker.io" in out
+    assert "no registry entry matches contoso.azurecr.io.evil.com" in out
+    assert "it is an ECR host" in out
+
+
+def test_explain_fails_on_an_invalid_reference(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "explain", "--config", str(config_file), "x.azurecr.io@evil")
+    assert code == 1
+    assert "invalid reference: invalid digest 'evil'" in out
+
+
+def test_explain_json_output_is_machine_readable(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "explain",
+        "--config",
+        str(config_file),
+        "-o",
+        "json",
+        "--service-account",
+        "builder",
+        "210987654321.dkr.ecr.eu-west-1.amazonaws.com/app:1",
+    )
+    assert code == 0
+    [item] = json.loads(out)
+    assert item["registry"] == "tenant-ecr"
+    assert item["identity"] == "sa:builder"
+    assert item["tag"] == "1"
+
+
+def test_serve_refuses_a_broken_config_listing_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        yaml.safe_dump(
+            {
+                "registries": [{"name": "a", "kind": "acr", "auth": {"mode": "x"}}],
+                "admission": {"timeoutSeconds": 99},
+            }
+        )
+    )
+    code, _, err = run_cli(
+        capsys, "serve", "--config", str(broken), "--cert-file", "/nonexistent", "--names-only"
+    )
+    assert code == 2
+    assert "3 problem(s)" in err
+    assert "registries[0].hosts" in err
+    assert "registries[0].auth.mode: got 'x'" in err
+    assert "admission.timeoutSeconds: got 99" in err
+
+
+def test_serve_explains_a_missing_certificate(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(
+        capsys,
+        "serve",
+        "--config",
+        str(config_file),
+        "--cert-file",
+        "/nonexistent/tls.crt",
+        "--names-only",
+    )
+    assert code == 2
+    assert "TLS file /nonexistent/tls.crt not found" in err
+    assert "python -m webhook certs" in err
+
+
+def test_unknown_config_file_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, "explain", "--config", str(tmp_path / "none.yaml"), "nginx")
+    assert code == 2
+    assert "cannot read" in err

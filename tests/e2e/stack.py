@@ -176,6 +176,7 @@ class Stack:
     acr_slow: AcrRegistry | None = None
     acr_denied: AcrRegistry | None = None
     acr_short: AcrRegistry | None = None
+    acr_tenant: AcrRegistry | None = None
     acr_backend: DockerRegistry | None = None
     ecr_registry: DockerRegistry | None = None
     moto: MotoServer | None = None
@@ -269,6 +270,9 @@ class Stack:
         self.acr_short.upstream = self.acr_backend.url
         self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
         self.acr_short.assign_role(self.object_id, "AcrPull")
+        # And one that only pods' own service accounts can pull from (per-pod identity).
+        self.acr_tenant = self.emulator_thread.call(em.add_registry("e2etenant"))
+        self.acr_tenant.upstream = self.acr_backend.url
 
         self.moto = MotoServer()
         self.moto.start()
@@ -312,7 +316,7 @@ class Stack:
 
     def _write_config(self) -> None:
         assert self.emulator and self.acr and self.ecr_registry and self.ecr_api
-        assert self.acr_slow and self.acr_denied and self.acr_short
+        assert self.acr_slow and self.acr_denied and self.acr_short and self.acr_tenant
         azure_auth = {
             "mode": "workloadIdentity",
             "clientId": self.client_id,
@@ -328,6 +332,12 @@ class Stack:
                 ("acr-short", self.acr_short),
             )
         ]
+        per_pod = {
+            "name": "acr-tenant",
+            "kind": "acr",
+            "hosts": [self.acr_tenant.login_server],
+            "auth": {"mode": "podServiceAccount", "authorityHost": self.emulator.authority_host},
+        }
         ecr_entry = {
             "name": "ecr",
             "kind": "ecr",
@@ -345,7 +355,7 @@ class Stack:
                 "gcGraceSeconds": self.gc_grace,
                 "fraction": self.refresh_fraction,
             },
-            "registries": [*acr_entries, ecr_entry],
+            "registries": [*acr_entries, per_pod, ecr_entry],
         }
         self.config_path = self.workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -464,6 +474,18 @@ class Stack:
         self.controlplane.kubectl("apply", "-f", "-", input=json.dumps(config))
 
     # -- helpers for tests -------------------------------------------------------
+
+    def tenant_identity(self, namespace: str, service_account: str) -> tuple[str, str]:
+        """An Entra app federated with ``namespace/service_account``; (client id, object id)."""
+        assert self.emulator is not None
+        app = self.emulator.register_app(self.tenant)
+        self.emulator.add_federated_credential(
+            self.tenant,
+            app.client_id,
+            issuer=SERVICE_ACCOUNT_ISSUER,
+            subject=f"system:serviceaccount:{namespace}:{service_account}",
+        )
+        return app.client_id, app.object_id
 
     def labelled_namespace(self, name: str, *, inject: bool = True) -> str:
         self.controlplane.kubectl("create", "namespace", name)

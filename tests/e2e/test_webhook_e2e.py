@@ -333,6 +333,45 @@ def test_permanent_failure_warns_records_an_event_and_recovers_once_fixed(stack:
     wait_for("the secret once the role is granted", lambda: managed_secrets(cp, ns), timeout=90)
 
 
+def test_each_pod_pulls_with_its_own_service_accounts_identity(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cp = stack.controlplane
+    assert stack.emulator is not None and stack.acr_tenant is not None
+    ns = stack.labelled_namespace(ns_name("tenant"))
+    client_id, object_id = stack.tenant_identity(ns, "builder")
+    stack.acr_tenant.assign_role(object_id, "AcrPull")
+    cp.kubectl("create", "serviceaccount", "builder", "-n", ns)
+    cp.kubectl(
+        "annotate",
+        "serviceaccount",
+        "builder",
+        "-n",
+        ns,
+        f"azure.workload.identity/client-id={client_id}",
+        f"azure.workload.identity/tenant-id={stack.tenant}",
+    )
+    image = f"{stack.acr_tenant.login_server}/demo/hello:v1"
+    pod = pod_manifest("p", image)
+    pod["spec"]["serviceAccountName"] = "builder"
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
+    [secret] = managed_secrets(cp, ns)
+    assert secret["metadata"]["annotations"]["pull-secret-webhook/service-account"] == "builder"
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == [secret["metadata"]["name"]]
+    # Entra ID saw a token of the pod's own service account, minted by TokenRequest.
+    assertions = [
+        r.token_claims["client_assertion"]["sub"]
+        for r in stack.emulator.traffic.requests(ENTRA_TOKEN)
+        if r.form.get("client_id") == client_id
+    ]
+    assert assertions == [f"system:serviceaccount:{ns}:builder"]
+    # A pod under a service account with no identity gets no credential: it is warned.
+    other = pod_manifest("q", image)
+    result = cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(other))
+    assert "not ready" in result.stderr
+    assert [s["metadata"]["name"] for s in managed_secrets(cp, ns)] == [secret["metadata"]["name"]]
+
+
 def test_two_replicas_under_a_burst_of_200_pods_leave_one_secret_per_namespace_and_registry(
     stack: Stack,
 ) -> None:

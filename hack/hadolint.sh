@@ -33,8 +33,7 @@ if [[ "${1:-}" == "--install" ]]; then
   echo "$hadolint"
   exit 0
 fi
-cd "$(dirname "$0")/.."
 if [[ $# -eq 0 ]]; then
-  set -- Dockerfile
+  set -- "$(dirname "$0")/../Dockerfile"
 fi
 exec "$hadolint" "$@"

@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ip", action="append", default=[], help="extra IP SAN (repeatable)")
     p.add_argument("--dns", action="append", default=[], help="extra DNS SAN (repeatable)")
     p.add_argument("--days", type=int, default=365, help="serving certificate lifetime")
+    p.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="also make a new CA; the caBundle trusts old and new until the new pair is in use",
+    )
     p.add_argument("--kubeconfig")
     p.set_defaults(func=cmd_certs)
     return parser

@@ -1,0 +1,99 @@
+"""`python -m webhook serve` as a process: it serves, and SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.support.configs import sample_document
+from tests.support.reviews import make_pod, make_review
+from webhook.pki import make_ca, make_serving_cert
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_serve_answers_over_tls_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(sample_document()))
+    ca = make_ca()
+    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
+        tmp_path / "tls.crt", tmp_path / "tls.key"
+    )
+    port, health = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--names-only",
+            "--config",
+            str(config),
+            "--cert-file",
+            str(tmp_path / "tls.crt"),
+            "--key-file",
+            str(tmp_path / "tls.key"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--health-bind",
+            "127.0.0.1",
+            "--health-port",
+            str(health),
+            "--log-format",
+            "json",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20  # a cold interpreter imports aiohttp, azure, boto3
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, "serve exited early"
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.1)
+        context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        review = json.dumps(make_review(make_pod("contoso.azurecr.io/app:1"))).encode()
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/mutate",
+            data=review,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=5) as r:  # noqa: S310
+            body = json.loads(r.read())
+        assert body["response"]["patchType"] == "JSONPatch"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    messages = [line["msg"] for line in lines]
+    assert any("shutting down" in m for m in messages)
+    assert all(line["level"] in ("info", "warning", "debug") for line in lines)

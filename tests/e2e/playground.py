@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -112,6 +113,8 @@ def _wait_for_interrupt() -> None:
 
 
 def playground(workdir: Path) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     try:
         binaries = locate()
     except MissingBinariesError as e:
@@ -154,9 +157,12 @@ def playground(workdir: Path) -> int:
                 failed |= not outcome.startswith("ok")
                 _say(f"  {container['image']}\n    with {secret}: {outcome}")
             _say("\nThe playground stays up. In another shell:")
+            kubectl = cp.binaries.kubectl
             _say(f"  export KUBECONFIG={cp.kubeconfig}")
-            _say(f"  kubectl get pods,secrets -n {DEMO_NAMESPACE}")
-            _say(f"  kubectl run t -n {DEMO_NAMESPACE} --image={stack.acr_image}")
+            _say(f"  {kubectl} get pods,secrets -n {DEMO_NAMESPACE}")
+            _say(f"  {kubectl} run t -n {DEMO_NAMESPACE} --image={stack.acr_image}")
+            jsonpath = "-o jsonpath='{.spec.imagePullSecrets}'"
+            _say(f"  {kubectl} get pod t -n {DEMO_NAMESPACE} {jsonpath}")
             _say(f"webhook log: {stack.replicas[0].log}")
             _say("Press Ctrl-C to stop and clean up.")
             if os.environ.get("PLAYGROUND_EXIT") == "1":  # for scripted smoke runs

@@ -70,5 +70,8 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # The SDKs log request/response details (azure-core logs headers at INFO):
     # keep them at WARNING so nothing resembling a credential reaches the log.
-    for noisy in ("azure", "msal", "botocore", "boto3", "urllib3", "aiohttp.access"):
+    for noisy in ("msal", "botocore", "boto3", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # azure-identity also logs every failed token request at WARNING; the webhook logs
+    # the same failure once, with the registry entry and a hint.
+    logging.getLogger("azure").setLevel(logging.ERROR)

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +34,13 @@ from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
 from tests.fakes.aws import EcrExpiryProxy, MotoServer, ecr_client
 from tests.fakes.azure import AzureEmulator, EmulatorThread
 from tests.fakes.oci import build_oci_layout, dockerconfigjson, skopeo_push, write_authfile
-from tests.fakes.registry import ECR_USERNAME, SEED_REPOSITORY, SEED_TAG, DockerRegistry
+from tests.fakes.registry import (
+    ECR_USERNAME,
+    SEED_REPOSITORY,
+    SEED_TAG,
+    DockerRegistry,
+    free_port,
+)
 from tests.fakes.tls import CertificateAuthority
 from webhook.pki import KeyPair, make_ca, make_serving_cert
 
@@ -63,13 +68,6 @@ TOKEN_SECONDS = 7200
 #: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
 #: renewal comes due 15 s after issue.
 SHORT_TOKEN_SECONDS = 150
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_async(coro: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,18 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from tests.fakes.registry import free_port
 from tests.support.configs import sample_document
 from tests.support.reviews import make_pod, make_review
 from webhook.pki import make_ca, make_serving_cert
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_serve_answers_over_tls_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:

@@ -68,6 +68,12 @@ lock: $(STAMP)
 image:
 	docker build -t pull-secret-webhook:dev .
 
+# The end-to-end suite against a kind cluster: needs a Docker engine and Go, so it is not
+# part of `make test`. KIND_KEEP=1 keeps the cluster, KIND_RECREATE=1 starts a new one;
+# ARGS go to pytest (e.g. ARGS="-k dry_run").
+kind-e2e: $(STAMP)
+	bash hack/kind-e2e.sh $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 

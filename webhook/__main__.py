@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="this replica's name, the Lease holder identity ($POD_NAME)",
     )
     p.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=5.0,
+        help="seconds to keep serving, while not ready, after SIGTERM (5)",
+    )
+    p.add_argument(
         "--log-level",
         default=os.environ.get("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],

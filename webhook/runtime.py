@@ -46,7 +46,7 @@ async def run_server(config: Config, args: argparse.Namespace) -> int:
                 pod_name=args.pod_name,
             )
         running = await start_server(config, source, options, metrics=metrics, state=state)
-        await serve_forever(running)
+        await serve_forever(running, shutdown_delay=args.shutdown_delay)
     return 0
 
 

@@ -301,8 +301,16 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("server is not listening")
 
 
+#: After SIGTERM a replica keeps serving, while /readyz says "not ready", for this long:
+#: endpoints controllers and kube-proxy need a few seconds to stop sending it new
+#: connections, and an admission refused in that window would go unpatched.
+SHUTDOWN_DELAY = 5.0
+
+
 async def serve_forever(
-    running: RunningServer, stop: Callable[[], Awaitable[None]] | None = None
+    running: RunningServer,
+    stop: Callable[[], Awaitable[None]] | None = None,
+    shutdown_delay: float = SHUTDOWN_DELAY,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop."""
     loop = asyncio.get_running_loop()
@@ -313,6 +321,9 @@ async def serve_forever(
         "serving /mutate on :%d (TLS), health and metrics on :%d", running.port, running.health_port
     )
     await stopping.wait()
+    running.state.shutting_down = True
+    log.info("shutting down: not ready, still serving for %gs", shutdown_delay)
+    await asyncio.sleep(shutdown_delay)
     log.info("shutting down: finishing in-flight admissions")
     await running.stop()
     if stop is not None:

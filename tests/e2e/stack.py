@@ -437,6 +437,9 @@ class Stack:
                     f"webhook-{i}",
                     "--log-level",
                     "debug",
+                    # Nothing routes by readiness here: no need to linger after SIGTERM.
+                    "--shutdown-delay",
+                    "0",
                 ],
                 cwd=REPO,
                 env=env,

@@ -52,6 +52,8 @@ def test_serve_answers_over_tls_and_exits_cleanly_on_sigterm(tmp_path: Path) -> 
             str(health),
             "--log-format",
             "json",
+            "--shutdown-delay",
+            "0.5",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -41,6 +41,9 @@ class Plan:
     pod: Mapping[str, Any]
     needs: tuple[PullNeed, ...]
     dry_run: bool = False
+    ephemeral_update: bool = False
+    """An ephemeralcontainers update: the API server keeps only the ephemeral containers
+    of such an update, so secrets the pod does not already list cannot be added."""
 
 
 NeedState = Literal["ready", "pending", "foreign"]
@@ -122,7 +125,16 @@ def plan(request: AdmissionRequest, config: Config) -> Skip | Plan:
         pod=pod,
         needs=tuple(needs),
         dry_run=bool(request.get("dryRun", False)),
+        ephemeral_update=sub == EPHEMERAL_SUBRESOURCE,
     )
+
+
+def _listed_secrets(pod: Mapping[str, Any]) -> set[str]:
+    spec = pod.get("spec")
+    current = spec.get("imagePullSecrets") if isinstance(spec, Mapping) else None
+    if not isinstance(current, list):
+        return set()
+    return {str(e.get("name")) for e in current if isinstance(e, Mapping)}
 
 
 def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
@@ -133,7 +145,7 @@ def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> li
         return []
     current = spec.get("imagePullSecrets")
     existing = current if isinstance(current, list) else []
-    present = {e.get("name") for e in existing if isinstance(e, Mapping)}
+    present = _listed_secrets(pod)
     missing = [n for n in dict.fromkeys(names) if n not in present]
     if not missing:
         return []
@@ -167,12 +179,21 @@ def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResp
                 f"pull-secret-webhook: pull secret for {need.host} not ready "
                 f"({status.message}); retrying in background"
             )
+    patch = image_pull_secrets_patch(plan.pod, names)
+    if plan.ephemeral_update and patch:
+        listed = _listed_secrets(plan.pod)
+        for need in plan.needs:
+            if need.secret_name in names and need.secret_name not in listed:
+                warnings.append(
+                    "pull-secret-webhook: an ephemeral container update cannot add pull "
+                    f"secret {need.secret_name} for {need.host}"
+                )
     if failed and fail_closed:
         return deny(
             plan.uid,
             "pull-secret-webhook: cannot provide registry credentials for " + "; ".join(failed),
         )
-    return allow_with_patch(plan.uid, image_pull_secrets_patch(plan.pod, names), warnings)
+    return allow_with_patch(plan.uid, patch, warnings)
 
 
 def allowed_untouched(uid: str) -> AdmissionResponse:

@@ -402,3 +402,40 @@ def test_two_replicas_under_a_burst_of_200_pods_leave_one_secret_per_namespace_a
     ]
     assert all(set(d) == {"patched"} for d in delta), delta
     assert sum(d["patched"] for d in delta) >= 200
+
+
+def test_ephemeral_container_from_a_new_registry_gets_a_secret_and_a_clear_warning(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("debug"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", "busybox:1")))
+    assert managed_secrets(cp, ns) == []
+    pod = get_json(cp, "pod", "p", "-n", ns)
+    pod["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": stack.ecr_image}]
+    result = cp.kubectl(
+        "replace", "--subresource=ephemeralcontainers", "-f", "-", input=json.dumps(pod)
+    )
+    # The secret is made, but the API server keeps only the ephemeral containers of
+    # this update: the pod cannot be given a new pull secret, and the user is told so.
+    [secret] = managed_secrets(cp, ns)
+    assert f"cannot add pull secret {secret['metadata']['name']}" in result.stderr
+    updated = get_json(cp, "pod", "p", "-n", ns)
+    assert [c["image"] for c in updated["spec"]["ephemeralContainers"]] == [stack.ecr_image]
+    assert pull_secret_names(updated) == []
+
+
+def test_ephemeral_container_from_a_registry_the_pod_uses_needs_nothing_new(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("debug"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image)))
+    pod = get_json(cp, "pod", "p", "-n", ns)
+    listed = pull_secret_names(pod)
+    pod["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": stack.ecr_image}]
+    result = cp.kubectl(
+        "replace", "--subresource=ephemeralcontainers", "-f", "-", input=json.dumps(pod)
+    )
+    assert "pull-secret-webhook" not in result.stderr
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == listed

@@ -158,6 +158,24 @@ def test_ephemeral_container_update_is_handled(config: Config) -> None:
     assert len(plan.needs) == 1
 
 
+def test_ephemeral_update_warns_when_the_pod_lacks_the_secret(config: Config) -> None:
+    pod = make_pod("nginx", ephemeral_images=(ACR,), name="web-0")
+    plan = planned(config, pod, operation="UPDATE", sub_resource="ephemeralcontainers")
+    response = admission.respond(plan, Outcome(), fail_closed=False)
+    [warning] = response["warnings"]
+    assert warning.startswith("pull-secret-webhook: an ephemeral container update cannot add")
+    assert len(warning) <= 120
+    # Once the pod lists it (say, for a regular container), there is nothing to add.
+    pod["spec"]["imagePullSecrets"] = [{"name": plan.needs[0].secret_name}]
+    again = admission.respond(
+        planned(config, pod, operation="UPDATE", sub_resource="ephemeralcontainers"),
+        Outcome(),
+        fail_closed=False,
+    )
+    assert "warnings" not in again
+    assert "patch" not in again
+
+
 def test_namespace_comes_from_the_request_when_the_pod_has_none(config: Config) -> None:
     pod = make_pod(ACR, generate_name="web-7d9c-")
     plan = planned(config, pod, namespace="team-b")

@@ -312,7 +312,6 @@ class PullSecretManager:
         try:
             credential = await self.cache.get(need, namespace)
         except RegistryAuthError as e:
-            self.metrics.exchanges.labels(need.entry.name, "error").inc()
             log.warning("no credential for %s in %s: %s", need.host, namespace, e)
             return NeedStatus("pending", f"{e.step} {e.code}".strip())
         try:

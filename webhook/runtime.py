@@ -62,7 +62,14 @@ async def start_manager(
     """Connect to the cluster; start the secret manager and the refresher (under a Lease)."""
     kube = Kube(await connect(kubeconfig))
     stack.push_async_callback(kube.close)
-    cache = CredentialCache(config, secrets=kube, tokens=kube)
+    cache = CredentialCache(
+        config,
+        secrets=kube,
+        tokens=kube,
+        on_exchange=lambda entry, ok: metrics.exchanges.labels(
+            entry, "ok" if ok else "error"
+        ).inc(),
+    )
     stack.push_async_callback(cache.aclose)
     manager = PullSecretManager(config, kube, cache, metrics)
     await manager.start()

@@ -175,6 +175,10 @@ def test_deployment_pods_get_both_pull_secrets_and_the_secrets_really_pull(
     )
     exchanges = stack.emulator.traffic.requests(ACR_EXCHANGE)
     assert exchanges and all(r.status == 200 for r in exchanges)
+    # ... and the replicas count what they did.
+    counted = "".join(r.metrics() for r in stack.replicas)
+    assert 'pull_secret_webhook_credential_exchanges_total{entry="acr",result="ok"} 1.0' in counted
+    assert 'pull_secret_webhook_secret_writes_total{operation="create",result="ok"}' in counted
 
 
 def test_server_side_dry_run_creates_no_secret(stack: Stack) -> None:

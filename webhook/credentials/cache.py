@@ -76,6 +76,7 @@ class CredentialCache:
         retry: RetryPolicy | None = None,
         exchange_budget: float = EXCHANGE_BUDGET,
         providers: Mapping[str, Provider] | None = None,
+        on_exchange: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._config = config
         self._secrets = secrets
@@ -87,6 +88,8 @@ class CredentialCache:
         self._providers: dict[str, Provider] = dict(providers or {})
         self._slots: dict[Hashable, _Slot] = {}
         self._closed = False
+        self._on_exchange = on_exchange
+        """Told (entry name, succeeded) after each exchange, for metrics."""
         self.exchanges = 0
         """Exchanges started (successful or not), for metrics and tests."""
 
@@ -212,6 +215,8 @@ class CredentialCache:
                 # Revoked or misconfigured: stop handing out what we had.
                 slot.credential = None
             log.warning("%s", e)
+            if self._on_exchange is not None:
+                self._on_exchange(need.entry.name, False)
             return e
         finally:
             slot.task, slot.retrying = None, None
@@ -220,6 +225,8 @@ class CredentialCache:
                 self.prune()
         slot.credential, slot.error = credential, None
         slot.refresh_at = credential.refresh_at(self._fraction)
+        if self._on_exchange is not None:
+            self._on_exchange(need.entry.name, True)
         if provider.recheck_seconds is not None:
             slot.refresh_at = min(slot.refresh_at, self._clock() + provider.recheck_seconds)
         log.info(

@@ -443,3 +443,12 @@ def test_ephemeral_container_from_a_registry_the_pod_uses_needs_nothing_new(
     )
     assert "pull-secret-webhook" not in result.stderr
     assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == listed
+
+
+def test_exactly_one_replica_holds_the_refresher_lease(stack: Stack) -> None:
+    cp = stack.controlplane
+    lease = get_json(cp, "lease", "pull-secret-webhook", "-n", "pull-secret-webhook")
+    holder = lease["spec"]["holderIdentity"]
+    assert holder in {r.name for r in stack.replicas}
+    leaders = [r.name for r in stack.replicas if "pull_secret_webhook_leader 1.0" in r.metrics()]
+    assert leaders == [holder]

@@ -186,6 +186,8 @@ class Stack:
     object_id: str = ""
     config_path: Path | None = None
     webhook_ca: KeyPair | None = None
+    webhook_env: dict[str, str] = field(default_factory=dict)
+    webhook_kubeconfig: Path | None = None
 
     # -- set-up ------------------------------------------------------------------
 
@@ -399,7 +401,8 @@ class Stack:
         )
         federated = self.workdir / "azure-federated-token"
         federated.write_text(self._token("api://AzureADTokenExchange"))
-        env = {
+        self.webhook_kubeconfig = kubeconfig
+        self.webhook_env = env = {
             **os.environ,
             "AZURE_FEDERATED_TOKEN_FILE": str(federated),
             "AWS_ACCESS_KEY_ID": "testing",
@@ -504,6 +507,28 @@ class Stack:
     def ecr_image(self) -> str:
         assert self.ecr_registry is not None
         return f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    def webhook_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m webhook ARGS`` with the replicas' environment, config and identity."""
+        assert self.config_path is not None and self.webhook_kubeconfig is not None
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                *args,
+                "--config",
+                str(self.config_path),
+                "--kubeconfig",
+                str(self.webhook_kubeconfig),
+            ],
+            cwd=REPO,
+            env=self.webhook_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     def logs(self) -> str:
         return "\n".join(f"--- {r.name}\n{r.log_tail()}" for r in self.replicas)

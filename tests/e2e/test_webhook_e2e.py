@@ -452,3 +452,36 @@ def test_exactly_one_replica_holds_the_refresher_lease(stack: Stack) -> None:
     assert holder in {r.name for r in stack.replicas}
     leaders = [r.name for r in stack.replicas if "pull_secret_webhook_leader 1.0" in r.metrics()]
     assert leaders == [holder]
+
+
+def test_doctor_reports_each_registry_from_the_webhooks_own_identity(stack: Stack) -> None:
+    cp = stack.controlplane
+    assert stack.acr_tenant is not None and stack.acr_denied is not None
+    ns = stack.labelled_namespace(ns_name("doctor"))
+    client_id, object_id = stack.tenant_identity(ns, "app")
+    stack.acr_tenant.assign_role(object_id, "AcrPull")
+    cp.kubectl("create", "serviceaccount", "app", "-n", ns)
+    cp.kubectl(
+        "annotate",
+        "serviceaccount",
+        "app",
+        "-n",
+        ns,
+        f"azure.workload.identity/client-id={client_id}",
+        f"azure.workload.identity/tenant-id={stack.tenant}",
+    )
+    # Whatever earlier tests granted, this identity has no role on acr-denied now.
+    stack.acr_denied.remove_role(stack.object_id)
+    try:
+        result = stack.webhook_cli("doctor", "--service-account", f"{ns}/app")
+    finally:
+        stack.acr_denied.assign_role(stack.object_id, "AcrPull")
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.strip()}
+    assert lines["acr"].startswith("ok"), result.stdout
+    assert lines["ecr"].startswith("ok"), result.stdout
+    assert lines["acr-tenant"].startswith("ok"), result.stdout
+    denied = lines["acr-denied"]
+    assert denied.startswith("FAIL") and "acr-exchange" in denied and "401" in denied, denied
+    assert "AcrPull" in denied
+    assert result.returncode == 1
+    assert "eyJ" not in result.stdout + result.stderr  # no token, ever

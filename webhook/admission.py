@@ -17,7 +17,7 @@ import jsonpatch
 
 from webhook.config import Config
 from webhook.needs import PullNeed, pull_needs
-from webhook.reviews import AdmissionRequest, AdmissionResponse, allow, allow_with_patch, deny
+from webhook.reviews import AdmissionRequest, AdmissionResponse, allow_with_patch, deny
 
 OPT_OUT_LABEL = "pull-secret-webhook/inject"
 OPT_OUT_VALUE = "disabled"
@@ -194,7 +194,3 @@ def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResp
             "pull-secret-webhook: cannot provide registry credentials for " + "; ".join(failed),
         )
     return allow_with_patch(plan.uid, patch, warnings)
-
-
-def allowed_untouched(uid: str) -> AdmissionResponse:
-    return allow(uid)

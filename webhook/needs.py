@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +142,3 @@ def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
                 images=(*seen.images, m.image),
             )
     return list(by_name.values())
-
-
-def secret_names(needs: Sequence[PullNeed]) -> list[str]:
-    return [n.secret_name for n in needs]

@@ -284,7 +284,11 @@ class PullSecretManager:
     ) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("making %s/%s failed unexpectedly", *key, exc_info=error)
             return
         if task.result().state == "pending" and key not in self._retrying:
             self._retrying.add(key)

@@ -479,17 +479,29 @@ class Stack:
 
     # -- helpers for tests -------------------------------------------------------
 
-    def tenant_identity(self, namespace: str, service_account: str) -> tuple[str, str]:
-        """An Entra app federated with ``namespace/service_account``; (client id, object id)."""
-        assert self.emulator is not None
+    def tenant_service_account(self, namespace: str, name: str) -> str:
+        """A ServiceAccount with its own Entra app (federated with it, annotated as AKS
+        workload identity does, AcrPull on the per-pod registry); returns the client id."""
+        assert self.emulator is not None and self.acr_tenant is not None
         app = self.emulator.register_app(self.tenant)
         self.emulator.add_federated_credential(
             self.tenant,
             app.client_id,
             issuer=SERVICE_ACCOUNT_ISSUER,
-            subject=f"system:serviceaccount:{namespace}:{service_account}",
+            subject=f"system:serviceaccount:{namespace}:{name}",
         )
-        return app.client_id, app.object_id
+        self.acr_tenant.assign_role(app.object_id, "AcrPull")
+        self.controlplane.kubectl("create", "serviceaccount", name, "-n", namespace)
+        self.controlplane.kubectl(
+            "annotate",
+            "serviceaccount",
+            name,
+            "-n",
+            namespace,
+            f"azure.workload.identity/client-id={app.client_id}",
+            f"azure.workload.identity/tenant-id={self.tenant}",
+        )
+        return app.client_id
 
     def labelled_namespace(self, name: str, *, inject: bool = True) -> str:
         self.controlplane.kubectl("create", "namespace", name)

@@ -343,18 +343,7 @@ def test_each_pod_pulls_with_its_own_service_accounts_identity(
     cp = stack.controlplane
     assert stack.emulator is not None and stack.acr_tenant is not None
     ns = stack.labelled_namespace(ns_name("tenant"))
-    client_id, object_id = stack.tenant_identity(ns, "builder")
-    stack.acr_tenant.assign_role(object_id, "AcrPull")
-    cp.kubectl("create", "serviceaccount", "builder", "-n", ns)
-    cp.kubectl(
-        "annotate",
-        "serviceaccount",
-        "builder",
-        "-n",
-        ns,
-        f"azure.workload.identity/client-id={client_id}",
-        f"azure.workload.identity/tenant-id={stack.tenant}",
-    )
+    client_id = stack.tenant_service_account(ns, "builder")
     image = f"{stack.acr_tenant.login_server}/demo/hello:v1"
     pod = pod_manifest("p", image)
     pod["spec"]["serviceAccountName"] = "builder"
@@ -455,21 +444,9 @@ def test_exactly_one_replica_holds_the_refresher_lease(stack: Stack) -> None:
 
 
 def test_doctor_reports_each_registry_from_the_webhooks_own_identity(stack: Stack) -> None:
-    cp = stack.controlplane
     assert stack.acr_tenant is not None and stack.acr_denied is not None
     ns = stack.labelled_namespace(ns_name("doctor"))
-    client_id, object_id = stack.tenant_identity(ns, "app")
-    stack.acr_tenant.assign_role(object_id, "AcrPull")
-    cp.kubectl("create", "serviceaccount", "app", "-n", ns)
-    cp.kubectl(
-        "annotate",
-        "serviceaccount",
-        "app",
-        "-n",
-        ns,
-        f"azure.workload.identity/client-id={client_id}",
-        f"azure.workload.identity/tenant-id={stack.tenant}",
-    )
+    stack.tenant_service_account(ns, "app")
     # Whatever earlier tests granted, this identity has no role on acr-denied now.
     stack.acr_denied.remove_role(stack.object_id)
     try:

@@ -462,3 +462,13 @@ def test_doctor_reports_each_registry_from_the_webhooks_own_identity(stack: Stac
     assert "AcrPull" in denied
     assert result.returncode == 1
     assert "eyJ" not in result.stdout + result.stderr  # no token, ever
+
+
+def test_no_token_or_password_reaches_the_webhook_logs(stack: Stack) -> None:
+    """Runs last in this module: by now the replicas have minted, written, refreshed and
+    failed many credentials, at debug level."""
+    logs = "\n".join(r.log.read_text(errors="replace") for r in stack.replicas)
+    assert "created pull secret" in logs  # the logs are the real ones
+    assert "eyJ" not in logs  # the start of every JWT (ACR and Entra tokens, SA tokens)
+    assert "-auth-token" not in logs  # moto's ECR password
+    assert ".dockerconfigjson" not in logs

@@ -219,6 +219,30 @@ def test_namespace_without_the_label_is_untouched(stack: Stack) -> None:
     assert managed_secrets(cp, ns) == []
 
 
+def test_kube_system_and_the_webhooks_namespace_are_never_injected(stack: Stack) -> None:
+    cp = stack.controlplane
+    for ns in ("kube-system", "pull-secret-webhook"):
+        cp.kubectl("label", "namespace", ns, "pull-secret-webhook/inject=enabled", "--overwrite")
+        try:
+            name = ns_name("p")
+            pod = pod_manifest(name, stack.acr_image)
+            # The webhook's namespace enforces Pod Security "restricted".
+            pod["spec"]["securityContext"] = {
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            }
+            pod["spec"]["containers"][0]["securityContext"] = {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+            cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
+            assert pull_secret_names(get_json(cp, "pod", name, "-n", ns)) == []
+            assert managed_secrets(cp, ns) == []
+            cp.kubectl("delete", "pod", name, "-n", ns, "--grace-period=0", "--force")
+        finally:
+            cp.kubectl("label", "namespace", ns, "pull-secret-webhook/inject-")
+
+
 def test_secret_is_renewed_before_its_credential_expires(stack: Stack) -> None:
     cp = stack.controlplane
     assert stack.acr_short is not None

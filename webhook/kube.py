@@ -46,6 +46,18 @@ def _error(e: BaseException) -> KubeAPIError:
     return KubeAPIError(0, type(e).__name__, str(e))
 
 
+def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
+    """Without ``_preload_content`` the client hands back every response as is, errors
+    included: the status is ours to check."""
+    if 200 <= status < 300:
+        return
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body[:_BODY_LIMIT].decode("utf-8", "replace")
+    raise KubeAPIError(status, str(reason or ""), message)
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -92,15 +104,7 @@ class Kube:
             raise _error(e) from e
         except (TimeoutError, OSError) as e:
             raise _error(e) from e
-        # Without _preload_content the client hands back every response as is, errors
-        # included: the status is ours to check.
-        if not 200 <= resp.status < 300:
-            message = ""
-            try:
-                message = json.loads(body).get("message", "")
-            except (ValueError, AttributeError):
-                message = body[:_BODY_LIMIT].decode("utf-8", "replace")
-            raise KubeAPIError(resp.status, str(resp.reason or ""), message)
+        _raise_for_status(resp.status, resp.reason, body)
         return json.loads(body) if body else {}
 
     async def _optional(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -171,7 +175,7 @@ class Kube:
         if not 200 <= resp.status < 300:
             body = await resp.read()
             resp.release()
-            raise KubeAPIError(resp.status, str(resp.reason or ""), body[:_BODY_LIMIT].decode())
+            _raise_for_status(resp.status, resp.reason, body)
         try:
             async for line in resp.content:
                 if line.strip():

@@ -147,7 +147,6 @@ class SecretIndex:
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], SecretRecord] = {}
-        self._versions: dict[tuple[str, str], int] = {}
 
     def get(self, namespace: str, name: str) -> SecretRecord | None:
         return self._records.get((namespace, name))

@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -309,7 +309,6 @@ SHUTDOWN_DELAY = 5.0
 
 async def serve_forever(
     running: RunningServer,
-    stop: Callable[[], Awaitable[None]] | None = None,
     shutdown_delay: float = SHUTDOWN_DELAY,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop."""
@@ -326,5 +325,3 @@ async def serve_forever(
     await asyncio.sleep(shutdown_delay)
     log.info("shutting down: finishing in-flight admissions")
     await running.stop()
-    if stop is not None:
-        await stop()

@@ -15,8 +15,6 @@ With ``--no-playground`` it runs the webhook locally against the cluster
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
 import logging
 import os
@@ -31,7 +29,6 @@ from typing import Any
 
 from tests.e2e.controlplane import ControlPlane, MissingBinariesError, locate
 from tests.e2e.stack import Stack, running_stack
-from tests.fakes.oci import skopeo_copy_to_dir, write_authfile
 from webhook.pki import make_ca, make_serving_cert
 from webhook.pullsecrets import ANN_HOST, MANAGED_SELECTOR
 
@@ -76,20 +73,7 @@ def _wait_for_pod(cp: ControlPlane, timeout: float = 60.0) -> dict[str, Any]:
 
 def _pull(stack: Stack, cp: ControlPlane, secret: str, image: str, workdir: Path) -> str:
     doc = json.loads(cp.kubectl("get", "secret", secret, "-n", DEMO_NAMESPACE, "-o", "json").stdout)
-    config = json.loads(base64.b64decode(doc["data"][".dockerconfigjson"]))
-    authfile = write_authfile(workdir / f"{secret}.json", config)
-    secure = image.startswith(stack.acr_image.split("/")[0])
-    assert stack.emulator is not None
-    result = asyncio.run(
-        skopeo_copy_to_dir(
-            image,
-            authfile,
-            workdir / f"pulled-{secret}",
-            cert_dir=stack.emulator.cert_dir if secure else None,
-            tls_verify=secure,
-        )
-    )
-    authfile.unlink()
+    result = stack.pull_with_secret(doc, image, workdir)
     if result.ok:
         return "ok (manifest, config and layers read)"
     return f"FAILED: {result.stderr.strip()[:300]}"

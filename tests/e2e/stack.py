@@ -33,7 +33,14 @@ from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
 from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
 from tests.fakes.aws import EcrExpiryProxy, MotoServer, ecr_client
 from tests.fakes.azure import AzureEmulator, EmulatorThread
-from tests.fakes.oci import build_oci_layout, dockerconfigjson, skopeo_push, write_authfile
+from tests.fakes.oci import (
+    SkopeoResult,
+    build_oci_layout,
+    dockerconfigjson,
+    skopeo_copy_to_dir,
+    skopeo_push,
+    write_authfile,
+)
 from tests.fakes.registry import (
     ECR_USERNAME,
     SEED_REPOSITORY,
@@ -68,10 +75,6 @@ TOKEN_SECONDS = 7200
 #: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
 #: renewal comes due 15 s after issue.
 SHORT_TOKEN_SECONDS = 150
-
-
-def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 class Balancer:
@@ -246,7 +249,7 @@ class Stack:
                 acr.login_server, TOKEN_USERNAME, acr.mint_refresh_token("seed-pusher")
             ),
         )
-        pushed = run_async(
+        pushed = asyncio.run(
             skopeo_push(
                 image,
                 f"{acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}",
@@ -293,7 +296,7 @@ class Stack:
             self.workdir / "seed-ecr.json",
             dockerconfigjson(self.ecr_registry.host, ECR_USERNAME, password),
         )
-        pushed = run_async(
+        pushed = asyncio.run(
             skopeo_push(
                 image,
                 f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}",
@@ -519,6 +522,28 @@ class Stack:
     def ecr_image(self) -> str:
         assert self.ecr_registry is not None
         return f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    def pull_with_secret(self, secret: dict[str, Any], image: str, workdir: Path) -> SkopeoResult:
+        """skopeo reads the whole image using exactly the secret's .dockerconfigjson
+        (over the emulator's TLS for the ACR login servers, plain HTTP for the ECR one)."""
+        assert self.emulator is not None
+        name = secret["metadata"]["name"]
+        config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        authfile = write_authfile(workdir / f"{name}.json", config)
+        secure = not image.startswith(self.ecr_image.split("/")[0] + "/")
+        try:
+            result: SkopeoResult = asyncio.run(
+                skopeo_copy_to_dir(
+                    image,
+                    authfile,
+                    workdir / f"pulled-{name}-{time.monotonic_ns()}",
+                    cert_dir=self.emulator.cert_dir if secure else None,
+                    tls_verify=secure,
+                )
+            )
+        finally:
+            authfile.unlink()
+        return result
 
     def webhook_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``python -m webhook ARGS`` with the replicas' environment, config and identity."""

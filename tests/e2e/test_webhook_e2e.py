@@ -3,7 +3,6 @@ under its own ServiceAccount, minting real credentials that a real client pulls 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -19,7 +18,6 @@ from tests.e2e.conftest import PHASE_REPORTS
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.stack import Stack, running_stack
 from tests.fakes.fixtures import require_binaries
-from tests.fakes.oci import skopeo_copy_to_dir, write_authfile
 from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY
 from tests.fakes.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from webhook.kube import from_rfc3339
@@ -101,24 +99,6 @@ def secret_for(secrets: list[dict[str, Any]], host: str) -> dict[str, Any]:
     return found
 
 
-def pull_with(stack: Stack, secret: dict[str, Any], image: str, tmp_path: Path) -> None:
-    """skopeo reads the whole image using exactly the secret's .dockerconfigjson."""
-    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
-    authfile = write_authfile(tmp_path / f"{secret['metadata']['name']}.json", config)
-    assert stack.emulator is not None
-    secure = image.startswith(stack.acr_image.split("/")[0])
-    result = asyncio.run(
-        skopeo_copy_to_dir(
-            image,
-            authfile,
-            tmp_path / f"pulled-{uuid.uuid4().hex[:6]}",
-            cert_dir=stack.emulator.cert_dir if secure else None,
-            tls_verify=secure,
-        )
-    )
-    assert result.ok, result.stderr
-
-
 def test_deployment_pods_get_both_pull_secrets_and_the_secrets_really_pull(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -163,8 +143,9 @@ def test_deployment_pods_get_both_pull_secrets_and_the_secrets_really_pull(
         assert expires is not None
         assert expires > time.time() + 60
     assert acr_secret["metadata"]["labels"]["pull-secret-webhook/registry"] == "acr"
-    pull_with(stack, acr_secret, stack.acr_image, tmp_path)
-    pull_with(stack, ecr_secret, stack.ecr_image, tmp_path)
+    for secret, image in ((acr_secret, stack.acr_image), (ecr_secret, stack.ecr_image)):
+        result = stack.pull_with_secret(secret, image, tmp_path)
+        assert result.ok, result.stderr
     # The exchange went through the real protocol: Entra ID with the federated
     # ServiceAccount token, then ACR's /oauth2/exchange.
     assert stack.emulator is not None

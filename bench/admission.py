@@ -51,7 +51,7 @@ async def served(requests: int, concurrency: int) -> dict[str, float]:
     manager = offline_manager(config)
     pod = make_pod(ACR, ECR, generate_name="web-")
     for need in pull_needs(config, pod):
-        manager.index.put(known_secret(need))
+        manager.records.put(known_secret(need))
     with tempfile.TemporaryDirectory() as tmp:
         ca = make_ca()
         make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(

@@ -17,7 +17,7 @@ import jsonpatch
 
 from webhook.config import Config
 from webhook.needs import PullNeed, pull_needs
-from webhook.reviews import AdmissionRequest, AdmissionResponse, allow_with_patch, deny
+from webhook.reviews import AdmissionRequest, AdmissionResponse, allow, allow_with_patch, deny
 
 OPT_OUT_LABEL = "pull-secret-webhook/inject"
 OPT_OUT_VALUE = "disabled"
@@ -64,6 +64,9 @@ class NeedStatus:
 class Outcome:
     statuses: Mapping[str, NeedStatus] = field(default_factory=dict)
     """By secret name; a missing name counts as ready."""
+    refused: str = ""
+    """Why nothing was done for this namespace (it has not opted in, does not exist or
+    is excluded), whoever sent the review: the pod is admitted unchanged."""
 
     def status(self, name: str) -> NeedStatus:
         return self.statuses.get(name, READY)
@@ -161,6 +164,8 @@ def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> li
 
 def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResponse:
     """The response for a planned pod, given what became of each needed secret."""
+    if outcome.refused:
+        return allow(plan.uid)
     warnings: list[str] = []
     names: list[str] = []
     failed: list[str] = []

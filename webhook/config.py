@@ -44,6 +44,9 @@ ACR_AUDIENCES: dict[str, str] = {
     "arm": "https://management.azure.com/.default",
 }
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+#: The system namespaces, always excluded (as is the webhook's own): their pods must
+#: start while the webhook is down, and no tenant is ever served there.
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
 _K8S_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
@@ -231,6 +234,15 @@ class Config:
     """Prefix of generated pull secret names. Default ``psw``."""
     ca_file: str = ""
     """Extra CA bundle to trust for outbound TLS (Entra ID, ACR). Default: system CAs."""
+    excluded_namespaces: tuple[str, ...] = ()
+    """More namespaces never given pull secrets, even when labelled. Default: none; the
+    system namespaces (kube-system, kube-public, kube-node-lease) and the webhook's own
+    are always excluded."""
+
+    @property
+    def never_injected(self) -> frozenset[str]:
+        """Every namespace the webhook refuses to write in."""
+        return frozenset((*SYSTEM_NAMESPACES, self.namespace, *self.excluded_namespaces))
 
 
 # --------------------------------------------------------------------------- loading
@@ -346,7 +358,15 @@ class _Validator:
         self.unknown(
             top,
             "",
-            ("registries", "admission", "refresh", "namespace", "secretPrefix", "caFile"),
+            (
+                "registries",
+                "admission",
+                "refresh",
+                "namespace",
+                "secretPrefix",
+                "caFile",
+                "excludedNamespaces",
+            ),
         )
         namespace = self.string(top, "namespace", "", "pull-secret-webhook")
         if not _K8S_NAME_RE.match(namespace):
@@ -358,6 +378,13 @@ class _Validator:
         ca_file = self.string(top, "caFile", "")
         if ca_file and not Path(ca_file).is_file():
             self.bad("caFile", ca_file, "a readable PEM file")
+
+        excluded = top.get("excludedNamespaces", [])
+        if not isinstance(excluded, list) or not all(
+            isinstance(n, str) and _K8S_NAME_RE.match(n) for n in excluded
+        ):
+            self.bad("excludedNamespaces", excluded, "a list of namespace names")
+            excluded = []
 
         raw_entries = top.get("registries", [])
         entries: list[RegistryEntry] = []
@@ -386,6 +413,7 @@ class _Validator:
             namespace=namespace,
             secret_prefix=prefix,
             ca_file=ca_file,
+            excluded_namespaces=tuple(excluded),
         )
 
     def admission(self, data: Any) -> AdmissionSettings:

@@ -11,13 +11,15 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from webhook.credentials.base import SecretData
+from webhook.records import GROUP, PLURAL, VERSION
+from webhook.rfc3339 import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +60,6 @@ def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
     raise KubeAPIError(status, str(reason or ""), message)
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def to_rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def from_rfc3339(text: str) -> float | None:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except (TypeError, ValueError):
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-        except (TypeError, ValueError):
-            return None
-
-
 async def connect(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client from a kubeconfig file, or the in-cluster service account."""
     if kubeconfig:
@@ -86,12 +70,14 @@ async def connect(kubeconfig: str | None = None) -> client.ApiClient:
 
 
 class Kube:
-    """Secrets, ServiceAccounts, TokenRequests, Events, Pods and Leases."""
+    """Pull secrets (written, never read), the webhook's records, Namespaces, credential
+    Secrets, ServiceAccounts, TokenRequests, Events, Pods and Leases."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
 
     async def close(self) -> None:
         await self.api.close()
@@ -102,7 +88,7 @@ class Kube:
             body = await resp.read()
         except ApiException as e:
             raise _error(e) from e
-        except (TimeoutError, OSError) as e:
+        except (TimeoutError, OSError, aiohttp.ClientError) as e:
             raise _error(e) from e
         _raise_for_status(resp.status, resp.reason, body)
         return json.loads(body) if body else {}
@@ -115,13 +101,50 @@ class Kube:
                 return None
             raise
 
-    # -- secrets -----------------------------------------------------------------
+    async def _list(
+        self, method: Any, *args: Any, **kwargs: Any
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A LIST's items and its resourceVersion (where a watch starts)."""
+        doc = await self._call(method, *args, **kwargs)
+        version = str((doc.get("metadata") or {}).get("resourceVersion", ""))
+        return list(doc.get("items") or []), version
 
-    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self._optional(
-            self.core.read_namespaced_secret, name, namespace
-        )
-        return result
+    async def _watch(
+        self, method: Any, *args: Any, resource_version: str, **kwargs: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({type, object}) from ``resource_version`` until the server ends
+        the watch; every failure is a KubeAPIError (status 0 when the stream broke)."""
+        try:
+            resp: Any = await method(
+                *args,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                _preload_content=False,
+                **kwargs,
+            )
+        except ApiException as e:
+            raise _error(e) from e
+        except (TimeoutError, OSError, aiohttp.ClientError) as e:
+            raise _error(e) from e
+        try:
+            if not 200 <= resp.status < 300:
+                _raise_for_status(resp.status, resp.reason, await resp.read())
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+        except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as e:
+            raise _error(e) from e
+        finally:
+            resp.release()
+
+    # -- pull secrets: written, never read ---------------------------------------
+    #
+    # The webhook's identity has no get, list or watch on Secrets. Every write after
+    # the first carries the UID the API server gave the Secret at creation: a Secret
+    # deleted since answers 404, one replaced by somebody else 409 (a UID
+    # precondition), so the webhook never overwrites what it did not create.
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
@@ -132,56 +155,100 @@ class Kube:
     async def replace_secret(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Update; ``body.metadata.resourceVersion`` makes it conditional (409 on a race)."""
+        """Update; ``body.metadata.uid`` makes it conditional on the Secret being ours."""
         result: dict[str, Any] = await self._call(
             self.core.replace_namespaced_secret, name, namespace, body
         )
         return result
 
-    async def patch_secret_metadata(
-        self, namespace: str, name: str, annotations: Mapping[str, str | None]
-    ) -> None:
-        body = {"metadata": {"annotations": dict(annotations)}}
+    async def check_secret(self, namespace: str, name: str, uid: str) -> None:
+        """Raise 404 if the Secret is gone, 409 if it is not the one with ``uid``.
+
+        A patch that changes nothing but names the UID: the API server checks the UID
+        as a precondition and, the object being unchanged, writes nothing to etcd."""
+        body = {"metadata": {"uid": uid}}
         await self._call(self.core.patch_namespaced_secret, name, namespace, body)
 
-    async def delete_secret(self, namespace: str, name: str, resource_version: str = "") -> None:
-        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if resource_version:
-            body["preconditions"] = {"resourceVersion": resource_version}
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the Secret with ``uid`` (409 if the name now holds another); gone is fine."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         await self._optional(self.core.delete_namespaced_secret, name, namespace, body=body)
 
-    async def list_secrets(self, label_selector: str) -> tuple[list[dict[str, Any]], str]:
-        """Managed secrets of every namespace, and the list's resourceVersion."""
-        doc = await self._call(
-            self.core.list_secret_for_all_namespaces, label_selector=label_selector
-        )
-        return list(doc.get("items") or []), str(doc.get("metadata", {}).get("resourceVersion", ""))
+    # -- the webhook's records of them (records.py) ------------------------------
 
-    async def watch_secrets(
-        self, label_selector: str, resource_version: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Watch events ({type, object}) from ``resource_version`` until the server ends it."""
-        try:
-            resp: Any = await self.core.list_secret_for_all_namespaces(
-                label_selector=label_selector,
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS,
-                _preload_content=False,
-            )
-        except ApiException as e:
-            raise _error(e) from e
-        if not 200 <= resp.status < 300:
-            body = await resp.read()
-            resp.release()
-            _raise_for_status(resp.status, resp.reason, body)
-        try:
-            async for line in resp.content:
-                if line.strip():
-                    yield json.loads(line)
-        finally:
-            resp.release()
+    async def list_records(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
+        return await self._list(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+        )
+
+    def watch_records(self, namespace: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._watch(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            resource_version=resource_version,
+        )
+
+    async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._optional(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
+        return result
+
+    async def create_record(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body
+        )
+        return result
+
+    async def replace_record(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Update; ``body.metadata.resourceVersion`` makes it conditional (409 on a race)."""
+        result: dict[str, Any] = await self._call(
+            self.custom.replace_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+        )
+        return result
+
+    async def delete_record(self, namespace: str, name: str, resource_version: str) -> None:
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"resourceVersion": resource_version},
+        }
+        await self._optional(
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body=body,
+        )
+
+    # -- namespaces --------------------------------------------------------------
+
+    async def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
+        return await self._list(self.core.list_namespace)
+
+    def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._watch(self.core.list_namespace, resource_version=resource_version)
+
+    # -- credential Secrets the config names (a Role with resourceNames) ---------
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._optional(
+            self.core.read_namespaced_secret, name, namespace
+        )
+        return result
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
         """``credentials.base.SecretReader``: decoded data of a credentials Secret."""

@@ -39,7 +39,8 @@ class Metrics:
         self.admissions = Counter(
             "pull_secret_webhook_admissions",
             "Admission reviews answered, by result "
-            "(patched, unchanged, skipped, warned, denied, bad_request, error).",
+            "(patched, unchanged, skipped, refused, warned, denied, bad_request, error); "
+            "refused: the namespace has not opted in, does not exist or is excluded.",
             ["result"],
             registry=r,
         )
@@ -63,7 +64,7 @@ class Metrics:
         )
         self.managed_secrets = Gauge(
             "pull_secret_webhook_managed_secrets",
-            "Pull secrets this replica knows to be fresh.",
+            "Pull secret records this replica knows of.",
             registry=r,
         )
         self.leader = Gauge(

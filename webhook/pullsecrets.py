@@ -1,13 +1,24 @@
 """Pull secrets in the cluster: make sure a fresh one exists for each need, fast.
 
-``PullSecretManager`` is the server's ``SecretSource``. It keeps an index of the
-managed secrets of every namespace, filled by a list+watch of the secrets the
-webhook labelled, so that the hot path (every needed secret known fresh) makes
-no network call at all. Otherwise it mints a credential (through the
-credential cache, single-flight per key) and writes the secret, resolving races
-through the API server: create → AlreadyExists → read → update with
-resourceVersion → Conflict → read again. An older credential never replaces a
-fresher one.
+``PullSecretManager`` is the server's ``SecretSource``. Its hot path (every
+needed secret known fresh) makes no network call: it answers from two local
+copies kept by watches, the webhook's own records of the secrets it manages
+(``records.py``) and the set of namespaces that opted in (``namespaces.py``).
+
+Otherwise it mints a credential (through the credential cache, single-flight
+per key) and writes the secret without ever reading one:
+
+1. claim the name by creating its record (a second replica gets 409 and follows
+   the record instead);
+2. create the Secret; 409 AlreadyExists means the name is taken by a Secret the
+   webhook did not create: the record says Foreign and the Secret is never used,
+   changed or deleted;
+3. record the Secret's UID and expiry. Every later write names that UID, so a
+   Secret deleted since is re-created and one replaced by someone else is left
+   alone (Foreign).
+
+Nothing is minted or written for a namespace that has not opted in, whoever
+sends the review.
 """
 
 from __future__ import annotations
@@ -17,20 +28,26 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from webhook.admission import NeedStatus, Outcome
 from webhook.config import Config
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.credentials.cache import CredentialCache
-from webhook.kube import Kube, KubeAPIError, from_rfc3339, to_rfc3339
+from webhook.informer import Informer
+from webhook.kube import Kube, KubeAPIError
 from webhook.metrics import Metrics
+from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
+from webhook.records import ManagedSecret, RecordIndex, record_name
+from webhook.rfc3339 import to_rfc3339
 
 log = logging.getLogger(__name__)
 
+#: Set on every pull secret so operators (and the shipped ValidatingAdmissionPolicy)
+#: can tell them apart. Informational only: the webhook itself decides what is its own
+#: from its records, because anyone who can write Secrets can set a label.
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "pull-secret-webhook"
 MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
@@ -38,22 +55,19 @@ REGISTRY_LABEL = "pull-secret-webhook/registry"
 ANN_EXPIRES = "pull-secret-webhook/expires-at"
 ANN_REFRESH = "pull-secret-webhook/refresh-at"
 ANN_HOST = "pull-secret-webhook/host"
-ANN_IDENTITY = "pull-secret-webhook/identity"
-ANN_SERVICE_ACCOUNT = "pull-secret-webhook/service-account"
-ANN_UNREFERENCED = "pull-secret-webhook/unreferenced-since"
 DOCKERCONFIGJSON = ".dockerconfigjson"
 
-#: A secret whose credential has less than this left is treated as missing: a pull
-#: that starts with it must still authenticate its last layer request.
-EXPIRY_MARGIN = 60.0
 #: Attempts at a write that keeps losing races to other replicas before giving up
 #: for this admission (the background retry and the refresher carry on).
 WRITE_ATTEMPTS = 5
+#: How long another replica's claim on a name is honoured before it is taken over (the
+#: claimer creates the Secret right after claiming; a longer silence means it died).
+CLAIM_SECONDS = 30.0
+#: While another replica holds a fresh claim, look at its record again this often.
+CLAIM_POLL_SECONDS = 0.2
 #: One Warning Event per (namespace, secret) per minute at most, so a Deployment of
 #: hundreds of replicas during an outage does not flood the namespace's events.
 EVENT_INTERVAL = 60.0
-#: Back-off after the managed-secret watch fails, before listing again.
-WATCH_RETRY_SECONDS = 2.0
 #: A secret that could not be made at admission is retried in the background, first
 #: after 5 s (the kubelet's first image pull retry comes ~10 s after the failure) and
 #: then backing off to every 5 minutes (the kubelet's own maximum pull back-off), for
@@ -61,48 +75,9 @@ WATCH_RETRY_SECONDS = 2.0
 RETRY_FIRST_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 RETRY_GIVE_UP_SECONDS = 3600.0
-
-
-@dataclass(frozen=True)
-class SecretRecord:
-    """What the index knows of one Secret in a namespace."""
-
-    namespace: str
-    name: str
-    managed: bool
-    expires_at: float = 0.0
-    refresh_at: float = 0.0
-    host: str = ""
-    entry: str = ""
-    identity: str = ""
-    service_account: str = ""
-    unreferenced_since: float | None = None
-    resource_version: str = ""
-
-    @classmethod
-    def from_secret(cls, doc: Mapping[str, Any]) -> SecretRecord:
-        meta = doc.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        ann = meta.get("annotations") or {}
-        managed = labels.get(MANAGED_BY) == MANAGER
-        return cls(
-            namespace=meta.get("namespace", ""),
-            name=meta.get("name", ""),
-            managed=managed,
-            expires_at=from_rfc3339(ann.get(ANN_EXPIRES, "")) or 0.0,
-            refresh_at=from_rfc3339(ann.get(ANN_REFRESH, "")) or 0.0,
-            host=ann.get(ANN_HOST, ""),
-            entry=labels.get(REGISTRY_LABEL, ""),
-            identity=ann.get(ANN_IDENTITY, ""),
-            service_account=ann.get(ANN_SERVICE_ACCOUNT, ""),
-            unreferenced_since=from_rfc3339(ann[ANN_UNREFERENCED])
-            if ANN_UNREFERENCED in ann
-            else None,
-            resource_version=meta.get("resourceVersion", ""),
-        )
-
-    def usable(self, now: float) -> bool:
-        return self.managed and self.expires_at - EXPIRY_MARGIN > now
+#: Refused reviews are logged at most once per namespace per minute (a forged flood
+#: must not flood the logs either); the metric counts every one.
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 def dockerconfigjson(host: str, credential: Credential) -> bytes:
@@ -118,14 +93,6 @@ def dockerconfigjson(host: str, credential: Credential) -> bytes:
 def desired_secret(
     namespace: str, need: PullNeed, credential: Credential, fraction: float
 ) -> dict[str, Any]:
-    annotations = {
-        ANN_EXPIRES: to_rfc3339(credential.expires_at),
-        ANN_REFRESH: to_rfc3339(credential.refresh_at(fraction)),
-        ANN_HOST: need.host,
-        ANN_IDENTITY: need.identity.key,
-    }
-    if need.identity.service_account:
-        annotations[ANN_SERVICE_ACCOUNT] = need.identity.service_account
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -134,7 +101,11 @@ def desired_secret(
             "name": need.secret_name,
             "namespace": namespace,
             "labels": {MANAGED_BY: MANAGER, REGISTRY_LABEL: need.entry.name},
-            "annotations": annotations,
+            "annotations": {
+                ANN_EXPIRES: to_rfc3339(credential.expires_at),
+                ANN_REFRESH: to_rfc3339(credential.refresh_at(fraction)),
+                ANN_HOST: need.host,
+            },
         },
         "data": {
             DOCKERCONFIGJSON: base64.b64encode(dockerconfigjson(need.host, credential)).decode()
@@ -142,48 +113,16 @@ def desired_secret(
     }
 
 
-class SecretIndex:
-    """Managed secrets by (namespace, name), kept current by a watch and by our writes."""
-
-    def __init__(self) -> None:
-        self._records: dict[tuple[str, str], SecretRecord] = {}
-
-    def get(self, namespace: str, name: str) -> SecretRecord | None:
-        return self._records.get((namespace, name))
-
-    def put(self, record: SecretRecord) -> None:
-        key = (record.namespace, record.name)
-        old = self._records.get(key)
-        # A watch event may arrive after our own newer write: keep the newer version.
-        if (
-            old
-            and old.resource_version
-            and record.resource_version
-            and _rv(old.resource_version) > _rv(record.resource_version)
-        ):
-            return
-        self._records[key] = record
-
-    def remove(self, namespace: str, name: str) -> None:
-        self._records.pop((namespace, name), None)
-
-    def replace_all(self, records: Sequence[SecretRecord]) -> None:
-        self._records = {(r.namespace, r.name): r for r in records}
-
-    def records(self) -> list[SecretRecord]:
-        return list(self._records.values())
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-
-def _rv(version: str) -> int:
-    # resourceVersions are opaque strings; etcd-backed ones are integers, which is all
-    # we compare (anything else counts as "unknown, take the newest event").
-    try:
-        return int(version)
-    except ValueError:
-        return -1
+def new_record(namespace: str, need: PullNeed, now: float) -> ManagedSecret:
+    return ManagedSecret(
+        namespace=namespace,
+        name=need.secret_name,
+        entry=need.entry.name,
+        host=need.host,
+        identity=need.identity.key,
+        service_account=need.identity.service_account,
+        claimed_at=now,
+    )
 
 
 class PullSecretManager:
@@ -203,27 +142,48 @@ class PullSecretManager:
         self.cache = cache
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.index = SecretIndex()
+        self.records = RecordIndex()
+        self.namespaces = NamespaceIndex(config.never_injected)
         self._inflight: dict[tuple[str, str], asyncio.Task[NeedStatus]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._last_event: dict[tuple[str, str], float] = {}
+        self._last_refusal: dict[str, float] = {}
         self._retrying: set[tuple[str, str]] = set()
-        self._synced = asyncio.Event()
-        self._watch_task: asyncio.Task[None] | None = None
+        home = config.namespace
+        self._informers = (
+            Informer(
+                "pull secret records",
+                lambda: kube.list_records(home),
+                lambda version: kube.watch_records(home, version),
+                self.records,
+                on_change=lambda: self.metrics.managed_secrets.set(len(self.records)),
+            ),
+            Informer(
+                "namespaces",
+                lambda: kube.list_namespaces(),
+                lambda version: kube.watch_namespaces(version),
+                self.namespaces,
+            ),
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self._watch_task = asyncio.create_task(self._watch_loop())
+        for informer in self._informers:
+            informer.start()
 
     def not_ready_reason(self) -> str | None:
-        return None if self._synced.is_set() else "managed secrets not listed yet"
+        waiting = [i.what for i in self._informers if not i.synced.is_set()]
+        return f"{' and '.join(waiting)} not listed yet" if waiting else None
 
     async def wait_synced(self) -> None:
-        await self._synced.wait()
+        for informer in self._informers:
+            await informer.synced.wait()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._watch_task, *self._background) if t is not None]
+        for informer in self._informers:
+            await informer.close()
+        tasks = list(self._background)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -239,12 +199,16 @@ class PullSecretManager:
     async def ensure(
         self, namespace: str, needs: Sequence[PullNeed], *, budget: float, dry_run: bool
     ) -> Outcome:
+        refusal = self.namespaces.refusal(namespace)
+        if refusal is not None:
+            self._log_refusal(namespace, refusal)
+            return Outcome(refused=refusal)
         now = self.clock()
         statuses: dict[str, NeedStatus] = {}
         waiting: dict[str, asyncio.Task[NeedStatus]] = {}
         for need in needs:
-            record = self.index.get(namespace, need.secret_name)
-            if record is not None and not record.managed:
+            record = self.records.get(namespace, need.secret_name)
+            if record is not None and record.state == "Foreign":
                 statuses[need.secret_name] = NeedStatus("foreign")
             elif record is not None and record.usable(now):
                 if now >= record.refresh_at and not dry_run:
@@ -264,9 +228,34 @@ class PullSecretManager:
                     self._record_event(namespace, name, status.message)
         return Outcome(statuses)
 
+    def _log_refusal(self, namespace: str, reason: str) -> None:
+        now = self.clock()
+        if now - self._last_refusal.get(namespace, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
+            return
+        if len(self._last_refusal) > 10_000:  # forged reviews may name endless namespaces
+            self._last_refusal.clear()
+        self._last_refusal[namespace] = now
+        log.warning("review for namespace %.63r refused: %s; nothing written", namespace, reason)
+
     async def refresh(self, namespace: str, need: PullNeed) -> NeedStatus:
         """Renew one secret now (joins an admission already making it)."""
         return await asyncio.shield(self._start(namespace, need))
+
+    async def verify(self, record: ManagedSecret) -> bool:
+        """Is the Secret of a Ready record still the one the webhook created? A deleted
+        one is forgotten (the next write re-creates it), a replaced one marked Foreign."""
+        try:
+            await self.kube.check_secret(record.namespace, record.name, record.secret_uid)
+            return True
+        except KubeAPIError as e:
+            if e.status == 404:
+                log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
+                self.records.put(record.claimed(0.0))  # locally: the claim is free to retake
+                return False
+            if e.status in (409, 422):
+                await self._mark_foreign(record)
+                return False
+            raise
 
     def _start(self, namespace: str, need: PullNeed) -> asyncio.Task[NeedStatus]:
         """One write per (namespace, secret) at a time; later callers join it."""
@@ -302,6 +291,8 @@ class PullSecretManager:
         try:
             while time.monotonic() < give_up:
                 await asyncio.sleep(delay)
+                if self.namespaces.refusal(namespace) is not None:
+                    return  # the namespace opted out or is gone
                 status = await self._start(namespace, need)
                 if status.state != "pending":
                     log.info("pull secret %s/%s made after a retry", namespace, need.secret_name)
@@ -324,45 +315,152 @@ class PullSecretManager:
             log.warning("cannot write Secret %s/%s: %s", namespace, need.secret_name, e)
             return NeedStatus("pending", f"Secret write failed: {e.status} {e.reason}")
 
+    # -- writing -----------------------------------------------------------------
+
     async def write(self, namespace: str, need: PullNeed, credential: Credential) -> NeedStatus:
-        """Create or update the secret unless the cluster already has one as fresh."""
-        body = desired_secret(namespace, need, credential, self.config.refresh.fraction)
+        """Create or renew the secret unless the cluster already has one as fresh."""
         name = need.secret_name
         for _ in range(WRITE_ATTEMPTS):
-            existing = self.index.get(namespace, name)
+            now = self.clock()
+            record = self.records.get(namespace, name)
             try:
-                if existing is None:
-                    doc = await self.kube.create_secret(namespace, body)
-                    self.metrics.secret_writes.labels("create", "ok").inc()
-                    log.info("created pull secret %s/%s for %s", namespace, name, need.host)
-                else:
-                    if not existing.managed:
-                        log.warning(
-                            "Secret %s/%s exists and is not managed by the webhook: left alone",
-                            namespace,
-                            name,
-                        )
-                        return NeedStatus("foreign")
-                    if existing.expires_at >= credential.expires_at and existing.usable(
-                        self.clock()
-                    ):
-                        return NeedStatus("ready")  # another writer got there first
-                    body["metadata"]["resourceVersion"] = existing.resource_version
-                    doc = await self.kube.replace_secret(namespace, name, body)
-                    self.metrics.secret_writes.labels("update", "ok").inc()
-                    log.info("refreshed pull secret %s/%s for %s", namespace, name, need.host)
-                self.index.put(SecretRecord.from_secret(doc))
-                return NeedStatus("ready")
+                if record is None:
+                    record = await self._save(new_record(namespace, need, now), create=True)
+                    return await self._create(record, need, credential)
+                if record.state == "Foreign":
+                    return NeedStatus("foreign")
+                if record.state == "Claimed":
+                    if now - record.claimed_at < CLAIM_SECONDS:
+                        await asyncio.sleep(CLAIM_POLL_SECONDS)  # another replica is at it
+                        await self._reload(namespace, name)
+                        continue
+                    record = await self._save(record.claimed(now))  # its claimer died
+                    return await self._create(record, need, credential)
+                if record.expires_at >= credential.expires_at and record.usable(now):
+                    return NeedStatus("ready")  # another writer got there first
+                return await self._renew(record, need, credential)
             except KubeAPIError as e:
-                if e.status not in (409, 404):
+                if e.status != 409:
                     raise
-                # 409: created or updated by someone else since we looked; 404: deleted.
-                fresh = await self.kube.get_secret(namespace, name)
-                if fresh is None:
-                    self.index.remove(namespace, name)
-                else:
-                    self.index.put(SecretRecord.from_secret(fresh))
+                # A record changed under us (another replica): look again.
+                await self._reload(namespace, name)
         return NeedStatus("pending", "lost repeated write races")
+
+    async def _create(
+        self, record: ManagedSecret, need: PullNeed, credential: Credential
+    ) -> NeedStatus:
+        body = desired_secret(record.namespace, need, credential, self.config.refresh.fraction)
+        try:
+            doc = await self.kube.create_secret(record.namespace, body)
+        except KubeAPIError as e:
+            if e.status != 409:
+                raise
+            await self._mark_foreign(record)
+            return NeedStatus("foreign")
+        self.metrics.secret_writes.labels("create", "ok").inc()
+        log.info("created pull secret %s/%s for %s", *_where(record), need.host)
+        await self._save_ready(record, doc, credential)
+        return NeedStatus("ready")
+
+    async def _renew(
+        self, record: ManagedSecret, need: PullNeed, credential: Credential
+    ) -> NeedStatus:
+        body = desired_secret(record.namespace, need, credential, self.config.refresh.fraction)
+        body["metadata"]["uid"] = record.secret_uid  # only ever the Secret we created
+        try:
+            doc = await self.kube.replace_secret(record.namespace, record.name, body)
+        except KubeAPIError as e:
+            if e.status == 404:  # deleted by someone: make it again
+                log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
+                return await self._create(record, need, credential)
+            if e.status in (409, 422):  # the name now holds somebody else's Secret
+                await self._mark_foreign(record)
+                return NeedStatus("foreign")
+            raise
+        self.metrics.secret_writes.labels("update", "ok").inc()
+        log.info("refreshed pull secret %s/%s for %s", *_where(record), need.host)
+        await self._save_ready(record, doc, credential)
+        return NeedStatus("ready")
+
+    async def _save_ready(
+        self, record: ManagedSecret, secret: dict[str, Any], credential: Credential
+    ) -> None:
+        uid = str((secret.get("metadata") or {}).get("uid", ""))
+        fraction = self.config.refresh.fraction
+        ready = record.ready(uid, credential.expires_at, credential.refresh_at(fraction))
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                await self._save(ready)
+                return
+            except KubeAPIError as e:
+                if e.status != 409:
+                    raise
+                # Another replica moved the record on (a claim takeover, a mark): the
+                # Secret we wrote is what counts, so write our state over its version.
+                current = await self._reload(record.namespace, record.name)
+                if current is None:
+                    return
+                ready = current.ready(uid, ready.expires_at, ready.refresh_at)
+
+    async def _mark_foreign(self, record: ManagedSecret) -> None:
+        log.warning(
+            "Secret %s/%s was not created by the webhook: it is left alone and not used",
+            *_where(record),
+        )
+        try:
+            await self._save(record.foreign())
+        except KubeAPIError as e:
+            if e.status != 409:
+                raise
+            await self._reload(record.namespace, record.name)
+
+    async def _save(self, record: ManagedSecret, *, create: bool = False) -> ManagedSecret:
+        """Write a record (conditional on its resourceVersion) and index what came back."""
+        home = self.config.namespace
+        body = record.to_object(home)
+        if create:
+            doc = await self.kube.create_record(home, body)
+        else:
+            doc = await self.kube.replace_record(home, record.object_name, body)
+        saved = ManagedSecret.from_object(doc) or record
+        self.records.put(saved)
+        return saved
+
+    async def _reload(self, namespace: str, name: str) -> ManagedSecret | None:
+        doc = await self.kube.get_record(self.config.namespace, record_name(namespace, name))
+        record = ManagedSecret.from_object(doc) if doc is not None else None
+        if record is None:
+            self.records.remove(namespace, name)
+        else:
+            self.records.put(record)
+        return record
+
+    async def forget(self, record: ManagedSecret) -> None:
+        """Delete a record (its Secret, if any, is already gone or not the webhook's)."""
+        await self.kube.delete_record(
+            self.config.namespace, record.object_name, record.resource_version
+        )
+        self.records.remove(record.namespace, record.name)
+
+    async def collect(self, record: ManagedSecret) -> None:
+        """Delete an unreferenced Secret the webhook created, then its record."""
+        if record.state == "Ready":
+            try:
+                await self.kube.delete_secret(record.namespace, record.name, record.secret_uid)
+            except KubeAPIError as e:
+                if e.status != 409:
+                    raise
+                log.warning("%s/%s now holds another Secret: not deleted", *_where(record))
+            else:
+                self.metrics.secret_writes.labels("delete", "ok").inc()
+                log.info("deleted unreferenced pull secret %s/%s", *_where(record))
+        await self.forget(record)
+
+    async def mark(self, record: ManagedSecret, since: float | None) -> None:
+        """Set or clear the time since which no pod references the record's Secret."""
+        await self._save(record.marked(since))
+
+    # -- events ------------------------------------------------------------------
 
     def _record_event(self, namespace: str, name: str, message: str) -> None:
         key = (namespace, name)
@@ -389,36 +487,6 @@ class PullSecretManager:
         except KubeAPIError as e:
             log.warning("cannot record Event in %s: %s", namespace, e)
 
-    # -- the watch ---------------------------------------------------------------
 
-    async def _watch_loop(self) -> None:
-        while True:
-            try:
-                items, version = await self.kube.list_secrets(MANAGED_SELECTOR)
-                self.index.replace_all([SecretRecord.from_secret(i) for i in items])
-                self.metrics.managed_secrets.set(len(self.index))
-                self._synced.set()
-                while True:
-                    version = await self._watch_once(version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("watch of managed secrets failed, listing again: %s", e)
-                await asyncio.sleep(WATCH_RETRY_SECONDS)
-
-    async def _watch_once(self, version: str) -> str:
-        async for event in self.kube.watch_secrets(MANAGED_SELECTOR, version):
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            if kind == "ERROR":
-                raise KubeAPIError(int(obj.get("code", 0)), obj.get("reason", ""), "watch")
-            version = obj.get("metadata", {}).get("resourceVersion", version)
-            if kind == "BOOKMARK":
-                continue
-            record = SecretRecord.from_secret(obj)
-            if kind == "DELETED":
-                self.index.remove(record.namespace, record.name)
-            else:
-                self.index.put(record)
-            self.metrics.managed_secrets.set(len(self.index))
-        return version
+def _where(record: ManagedSecret) -> tuple[str, str]:
+    return record.namespace, record.name

@@ -1,5 +1,8 @@
 """Background upkeep, on one replica at a time: renew secrets before their credentials
-expire, and delete managed secrets no pod has referenced for a grace period.
+expire, re-create the ones somebody deleted, and delete managed secrets no pod has
+referenced for a grace period. It works from the webhook's records (records.py),
+never from Secrets: a Secret the webhook did not create is never refreshed or
+deleted, whatever its labels say.
 
 Leadership is a ``coordination.k8s.io/v1`` Lease in the webhook's namespace, the
 same protocol client-go's leader election uses: the holder renews it every few
@@ -13,15 +16,17 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from webhook.config import Config
-from webhook.kube import Kube, KubeAPIError, from_rfc3339, to_rfc3339
+from webhook.kube import Kube, KubeAPIError
 from webhook.needs import PullNeed, identity_for, secret_name
-from webhook.pullsecrets import ANN_UNREFERENCED, PullSecretManager, SecretRecord
+from webhook.pullsecrets import PullSecretManager
+from webhook.records import ManagedSecret
+from webhook.rfc3339 import from_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +111,10 @@ class PassReport:
     """What one refresher pass did (for logs and tests)."""
 
     refreshed: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
     marked: list[str] = field(default_factory=list)
     collected: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -152,10 +159,11 @@ class Refresher:
                 try:
                     await self.manager.wait_synced()
                     report = await self.run_once()
-                    if report.refreshed or report.collected or report.failed:
+                    if report.refreshed or report.recreated or report.collected or report.failed:
                         log.info(
-                            "refresher: %d refreshed, %d collected, %d failed",
+                            "refresher: %d refreshed, %d re-created, %d collected, %d failed",
                             len(report.refreshed),
+                            len(report.recreated),
                             len(report.collected),
                             len(report.failed),
                         )
@@ -163,7 +171,7 @@ class Refresher:
                     log.exception("refresher pass failed")
             await asyncio.sleep(RENEW_SECONDS)
 
-    def need_for(self, record: SecretRecord) -> PullNeed | None:
+    def need_for(self, record: ManagedSecret) -> PullNeed | None:
         """Rebuild the need a managed secret was made for; None if the config changed."""
         entry = self.entries.get(record.entry)
         if entry is None or not record.host:
@@ -176,63 +184,73 @@ class Refresher:
 
     async def run_once(self) -> PassReport:
         report = PassReport()
-        by_namespace: dict[str, list[SecretRecord]] = defaultdict(list)
-        for record in self.manager.index.records():
-            if record.managed:
-                by_namespace[record.namespace].append(record)
+        manager = self.manager
+        by_namespace: dict[str, list[ManagedSecret]] = defaultdict(list)
+        for record in manager.records.records():
+            by_namespace[record.namespace].append(record)
         for namespace, records in by_namespace.items():
+            if not manager.namespaces.exists(namespace):
+                # Gone, and its Secrets with it.
+                for record in records:
+                    await self._guarded(record, report, self._forget)
+                continue
+            if namespace not in manager.namespaces:
+                # Opted out (or excluded since): nothing may be written there any more;
+                # the records wait in case it opts in again.
+                continue
             try:
-                referenced = _referenced(await self.manager.kube.list_pods(namespace))
+                referenced = _referenced(await manager.kube.list_pods(namespace))
             except KubeAPIError as e:
                 log.warning("cannot list pods in %s, skipping it this pass: %s", namespace, e)
                 continue
             for record in records:
-                where = f"{namespace}/{record.name}"
-                try:
-                    if record.name in referenced:
-                        await self._keep(record, report)
-                    else:
-                        await self._collect(record, report)
-                except KubeAPIError as e:
-                    log.warning("refresher could not handle %s: %s", where, e)
-                    report.failed.append(where)
+                handle = self._keep if record.name in referenced else self._collect
+                await self._guarded(record, report, handle)
         return report
 
-    async def _keep(self, record: SecretRecord, report: PassReport) -> None:
+    async def _guarded(
+        self,
+        record: ManagedSecret,
+        report: PassReport,
+        handle: Callable[[ManagedSecret, PassReport], Awaitable[None]],
+    ) -> None:
+        try:
+            await handle(record, report)
+        except KubeAPIError as e:
+            log.warning("refresher could not handle %s/%s: %s", record.namespace, record.name, e)
+            report.failed.append(f"{record.namespace}/{record.name}")
+
+    async def _forget(self, record: ManagedSecret, report: PassReport) -> None:
+        await self.manager.forget(record)
+        report.forgotten.append(f"{record.namespace}/{record.name}")
+
+    async def _keep(self, record: ManagedSecret, report: PassReport) -> None:
         where = f"{record.namespace}/{record.name}"
-        kube = self.manager.kube
         if record.unreferenced_since is not None:
-            await kube.patch_secret_metadata(
-                record.namespace, record.name, {ANN_UNREFERENCED: None}
-            )
-        if self.clock() < record.refresh_at:
-            return
+            await self.manager.mark(record, None)
+        if record.state != "Ready":
+            return  # Foreign: never touched; Claimed: an admission is making it
         need = self.need_for(record)
         if need is None:
             log.info("%s no longer matches the config; left to expire", where)
             return
+        if self.clock() < record.refresh_at:
+            if await self.manager.verify(record):
+                return
+            status = await self.manager.refresh(record.namespace, need)
+            (report.recreated if status.state == "ready" else report.failed).append(where)
+            return
         status = await self.manager.refresh(record.namespace, need)
         (report.refreshed if status.state == "ready" else report.failed).append(where)
 
-    async def _collect(self, record: SecretRecord, report: PassReport) -> None:
+    async def _collect(self, record: ManagedSecret, report: PassReport) -> None:
         where = f"{record.namespace}/{record.name}"
         now = self.clock()
-        kube = self.manager.kube
         if record.unreferenced_since is None:
-            await kube.patch_secret_metadata(
-                record.namespace, record.name, {ANN_UNREFERENCED: to_rfc3339(now)}
-            )
+            await self.manager.mark(record, now)
             report.marked.append(where)
         elif now - record.unreferenced_since >= self.config.refresh.gc_grace_seconds:
-            try:
-                await kube.delete_secret(record.namespace, record.name, record.resource_version)
-            except KubeAPIError as e:
-                if e.status != 409:  # 409: changed since we looked; next pass decides again
-                    raise
-                return
-            self.manager.index.remove(record.namespace, record.name)
-            self.manager.metrics.secret_writes.labels("delete", "ok").inc()
-            log.info("deleted unreferenced pull secret %s", where)
+            await self.manager.collect(record)
             report.collected.append(where)
 
 

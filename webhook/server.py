@@ -158,6 +158,9 @@ async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[Admission
     plan: Plan = decision
     with log_context(pod=plan.pod_name):
         outcome = await _ensure(app, plan)
+        if outcome.refused:
+            log.debug("allowed unchanged: %s", outcome.refused)
+            return allow(req["uid"]), "refused"
         response = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
         if not response["allowed"]:
             log.warning("denied: %s", response.get("status", {}).get("message", ""))

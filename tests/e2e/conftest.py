@@ -9,6 +9,9 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from tests.e2e.controlplane import Binaries, ControlPlane, MissingBinariesError, locate
+from tests.e2e.stack import Stack, running_stack
+from tests.fakes.fixtures import require_binaries
+from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY
 
 # A warm start takes well under 15 s. The session fixture's setup counts against the
 # pytest-timeout budget (120 s) of the first test that uses it, so startup gives up well
@@ -68,3 +71,21 @@ def namespace(controlplane: ControlPlane) -> Iterator[str]:
     controlplane.wait_for_service_account(name)
     yield name
     controlplane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole product on the control plane: two webhook replicas under their own
+    ServiceAccount, the cloud emulators and real registries (tests/e2e/stack.py)."""
+    require_binaries(REGISTRY_BINARY, SKOPEO_BINARY)
+    with running_stack(controlplane, tmp_path_factory.mktemp("stack"), refresh_fraction=0.1) as s:
+        yield s
+
+
+@pytest.fixture
+def webhook_logs_on_failure(request: pytest.FixtureRequest, stack: Stack) -> Iterator[None]:
+    """Print the webhook replicas' logs when a test fails (pytest shows captured output)."""
+    yield
+    reports = request.node.stash.get(PHASE_REPORTS, {})
+    if any(r.failed for r in reports.values()):
+        print(stack.logs())

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -57,10 +58,15 @@ SERVICE_ACCOUNT = "pull-secret-webhook"
 WEBHOOK_CONFIGURATION = "pull-secret-webhook"
 INJECT_LABEL = "pull-secret-webhook/inject"
 ECR_REGION = "us-east-1"
-#: Manifests kinds that make sense without a kubelet: identity, RBAC and registration.
+RECORDS_CRD = "managedpullsecrets.pull-secret-webhook.io"
+#: Manifests kinds that make sense without a kubelet: identity, RBAC, the records' CRD,
+#: the policies that bound the webhook's writes, and registration.
 CLUSTER_KINDS = {
     "Namespace",
     "ServiceAccount",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
@@ -309,12 +315,30 @@ class Stack:
         em.traffic.clear()
 
     def manifest_objects(self) -> list[dict[str, Any]]:
-        out = self.controlplane.kubectl("kustomize", str(REPO / "manifests")).stdout
+        """The install as an operator would make it: manifests/ plus the per-pod identity
+        component (this stack's config has a podServiceAccount entry)."""
+        overlay = self.workdir / "install"
+        overlay.mkdir(exist_ok=True)
+        base = os.path.relpath(REPO / "manifests", overlay)  # kustomize wants relative paths
+        (overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [base],
+                    "components": [f"{base}/components/pod-identity"],
+                }
+            )
+        )
+        out = self.controlplane.kubectl("kustomize", str(overlay)).stdout
         return [d for d in yaml.safe_load_all(out) if d and d.get("kind") in CLUSTER_KINDS]
 
     def _install_manifests(self) -> None:
         docs = [d for d in self.manifest_objects() if d["kind"] != "MutatingWebhookConfiguration"]
         self.controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        self.controlplane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=30s", "crd", RECORDS_CRD
+        )
         self.controlplane.wait_for_service_account(NAMESPACE, SERVICE_ACCOUNT)
 
     def _write_config(self) -> None:
@@ -566,6 +590,37 @@ class Stack:
             timeout=120,
             check=False,
         )
+
+    def as_webhook(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl with the webhook's real ServiceAccount token (not impersonation)."""
+        assert self.webhook_kubeconfig is not None
+        return subprocess.run(
+            [
+                str(self.controlplane.binaries.kubectl),
+                "--kubeconfig",
+                str(self.webhook_kubeconfig),
+                *args,
+            ],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def post_review(self, replica: Replica, review: dict[str, Any]) -> dict[str, Any]:
+        """POST an AdmissionReview straight to one replica, as anything in the cluster
+        network that can reach the Service could."""
+        assert self.webhook_ca is not None
+        context = ssl.create_default_context(cadata=self.webhook_ca.cert_pem.decode())
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{replica.port}/mutate",
+            data=json.dumps(review).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=30) as r:  # noqa: S310 (https, built above)
+            answer: dict[str, Any] = json.loads(r.read())
+        return answer
 
     def logs(self) -> str:
         return "\n".join(f"--- {r.name}\n{r.log_tail()}" for r in self.replicas)

@@ -1,21 +1,15 @@
-"""A secret manager set up for the hot path: index pre-filled, no way to reach a network."""
+"""A secret manager set up for the hot path: records pre-filled, no way to reach a network."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from webhook.config import Config
-from webhook.kube import to_rfc3339
 from webhook.needs import PullNeed
-from webhook.pullsecrets import (
-    ANN_EXPIRES,
-    ANN_REFRESH,
-    MANAGED_BY,
-    MANAGER,
-    PullSecretManager,
-    SecretRecord,
-)
+from webhook.pullsecrets import PullSecretManager
+from webhook.records import ManagedSecret, State
 
 
 class NoNetwork:
@@ -25,10 +19,20 @@ class NoNetwork:
         raise AssertionError(f"the hot path called {name}()")
 
 
-def offline_manager(config: Config) -> PullSecretManager:
+def opted_in(*names: str) -> list[dict[str, Any]]:
+    """Namespace objects as the watch delivers them, labelled for injection."""
+    return [
+        {"metadata": {"name": n, "labels": {"pull-secret-webhook/inject": "enabled"}}}
+        for n in names
+    ]
+
+
+def offline_manager(config: Config, namespaces: Sequence[str] = ("team-a",)) -> PullSecretManager:
     kube: Any = NoNetwork()
     cache: Any = NoNetwork()
-    return PullSecretManager(config, kube, cache)
+    manager = PullSecretManager(config, kube, cache)
+    manager.namespaces.replace_all(opted_in(*namespaces))
+    return manager
 
 
 def known_secret(
@@ -37,21 +41,19 @@ def known_secret(
     namespace: str = "team-a",
     expires_in: float = 3600,
     refresh_in: float = 1800,
-    managed: bool = True,
-) -> SecretRecord:
-    """The index record of a secret made ``expires_in``/``refresh_in`` seconds from expiry."""
+    state: State = "Ready",
+) -> ManagedSecret:
+    """The record of a secret made ``expires_in``/``refresh_in`` seconds from expiry."""
     now = time.time()
-    return SecretRecord.from_secret(
-        {
-            "metadata": {
-                "namespace": namespace,
-                "name": need.secret_name,
-                "resourceVersion": "7",
-                "labels": {MANAGED_BY: MANAGER} if managed else {},
-                "annotations": {
-                    ANN_EXPIRES: to_rfc3339(now + expires_in),
-                    ANN_REFRESH: to_rfc3339(now + refresh_in),
-                },
-            }
-        }
+    return ManagedSecret(
+        namespace=namespace,
+        name=need.secret_name,
+        entry=need.entry.name,
+        host=need.host,
+        identity=need.identity.key,
+        state=state,
+        secret_uid="6a1e0d4c-0000-4000-8000-000000000001" if state == "Ready" else "",
+        expires_at=now + expires_in,
+        refresh_at=now + refresh_in,
+        resource_version="7",
     )

@@ -15,9 +15,8 @@ from tests.support.configs import sample_config
 from webhook.config import Config
 from webhook.credentials import Credential, CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.acr import AcrProvider
-from webhook.credentials.base import Attempt
+from webhook.credentials.base import EXPIRY_MARGIN, Attempt
 from webhook.credentials.cache import (
-    EXPIRY_MARGIN,
     NEGATIVE_TTL_PERMANENT,
     NEGATIVE_TTL_TRANSIENT,
     PRUNE_EVERY,

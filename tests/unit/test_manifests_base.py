@@ -28,6 +28,14 @@ TLS_SECRET = "pull-secret-webhook-tls"
 CONFIG_MAP = "pull-secret-webhook-config"
 #: The image's user (Dockerfile USER); the manifests must run as the same numeric uid.
 NONROOT_UID = 65532
+CLUSTER_SCOPED = (
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def config_text(objs: list[Obj]) -> str:
 
 def test_every_namespaced_object_lives_in_the_webhook_namespace(base: list[Obj]) -> None:
     for obj in base:
-        if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in CLUSTER_SCOPED:
             continue
         if obj["kind"] == "MutatingWebhookConfiguration":
             continue
@@ -131,27 +139,67 @@ def rules(obj: Obj) -> set[tuple[str, str, str]]:
 
 
 def test_the_cluster_role_grants_exactly_what_the_webhook_uses(base: list[Obj]) -> None:
-    secret_verbs = ("create", "get", "list", "watch", "update", "patch", "delete")
-
     assert rules(one(base, "ClusterRole", NAME)) == {
-        *(("", "secrets", v) for v in secret_verbs),
+        *(("", "secrets", v) for v in ("create", "update", "patch", "delete")),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
         ("", "pods", "list"),
-        ("", "pods", "watch"),
         ("", "events", "create"),
-        ("", "events", "patch"),
-        ("events.k8s.io", "events", "create"),
-        ("events.k8s.io", "events", "patch"),
-        ("", "serviceaccounts", "get"),
-        ("", "serviceaccounts/token", "create"),
     }
 
 
-def test_leader_election_is_limited_to_leases_in_the_webhook_namespace(base: list[Obj]) -> None:
+def test_the_default_install_can_neither_read_secrets_nor_mint_tokens(base: list[Obj]) -> None:
+    granted = set().union(*(rules(o) for o in base if o["kind"] in ("ClusterRole", "Role")))
+    assert not {g for g in granted if g[1] == "secrets" and g[2] in ("get", "list", "watch")}
+    assert not {g for g in granted if g[1].startswith("serviceaccounts")}
+
+
+def test_the_pod_identity_component_adds_only_tokens_and_their_policy() -> None:
+    with_component = kustomize(components=["components/pod-identity"])
+    base_names = {(o["kind"], o["metadata"]["name"]) for o in kustomize()}
+    added = [o for o in with_component if (o["kind"], o["metadata"]["name"]) not in base_names]
+    assert sorted(o["kind"] for o in added) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    assert rules(one(added, "ClusterRole")) == {
+        ("", "serviceaccounts", "get"),
+        ("", "serviceaccounts/token", "create"),
+    }
+    policy = one(added, "ValidatingAdmissionPolicy")
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["serviceaccounts/token"]
+    binding = one(added, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+
+
+@pytest.mark.parametrize("policy", ["pull-secret-webhook-secrets"])
+def test_the_write_policy_applies_to_the_webhook_alone_and_fails_closed(
+    base: list[Obj], policy: str
+) -> None:
+    vap = one(base, "ValidatingAdmissionPolicy", policy)
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    [condition] = vap["spec"]["matchConditions"]
+    assert f"system:serviceaccount:{NAMESPACE}:{NAME}" in condition["expression"]
+    binding = one(base, "ValidatingAdmissionPolicyBinding", policy)
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_records_and_the_lease_are_limited_to_the_webhook_namespace(base: list[Obj]) -> None:
     role = one(base, "Role", NAME)
 
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules(role) == {
-        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
+        *(
+            ("pull-secret-webhook.io", "managedpullsecrets", v)
+            for v in ("get", "list", "watch", "create", "update", "delete")
+        ),
+        *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")),
     }
 
 

@@ -23,8 +23,12 @@ from tests.unit.test_manifests_render import (
 from webhook.config import parse_config
 
 #: Objects only the kustomize base has: Helm leaves the release namespace to
-#: `--create-namespace` (and never deletes it on uninstall).
-ONLY_IN_BASE = {("Namespace", "pull-secret-webhook", "")}
+#: `--create-namespace` (and never deletes it on uninstall), and installs the CRD from the
+#: chart's crds/ directory rather than as a template (one CRD serves every release).
+ONLY_IN_BASE = {
+    ("Namespace", "pull-secret-webhook", ""),
+    ("CustomResourceDefinition", "managedpullsecrets.pull-secret-webhook.io", ""),
+}
 #: Labels a selector may rely on; the chart adds Helm's own labels besides these.
 SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
 
@@ -279,7 +283,11 @@ def test_another_release_gets_its_own_names_and_excludes_its_own_namespace() -> 
     name = "psw-pull-secret-webhook"
     [hook] = one(objs, "MutatingWebhookConfiguration", name)["webhooks"]
 
-    assert {key(o)[1] for o in objs if not is_hook(o)} == {name, f"{name}-config"}
+    assert {key(o)[1] for o in objs if not is_hook(o)} == {
+        name,
+        f"{name}-config",
+        f"{name}-secrets",
+    }
     assert hook["clientConfig"]["service"]["name"] == name
     assert hook["clientConfig"]["service"]["namespace"] == "platform"
     excluded = hook["namespaceSelector"]["matchExpressions"][1]
@@ -360,3 +368,33 @@ def test_the_certs_job_may_touch_only_its_secrets_and_webhook_configuration() ->
 def test_unknown_values_are_refused_by_the_schema() -> None:
     with pytest.raises(AssertionError, match="additional properties"):
         run_tool([helm_binary(), "template", "x", CHART, "--set", "webhok.failurePolicy=Fail"])
+
+
+def test_the_chart_ships_the_same_crd_as_the_base(base: dict[tuple[str, str, str], Obj]) -> None:
+    [crd] = yaml.safe_load_all((CHART / "crds" / "managedpullsecrets.yaml").read_text())
+    k = ("CustomResourceDefinition", "managedpullsecrets.pull-secret-webhook.io", "")
+
+    assert crd["spec"] == base[k]["spec"]
+
+
+def test_pod_identity_and_network_policy_are_off_by_default_and_render_when_on() -> None:
+    default = helm_template()
+    assert not [o for o in default if o["kind"] in ("NetworkPolicy",)]
+    assert not [
+        r for o in default for r in o.get("rules", []) if "serviceaccounts/token" in r["resources"]
+    ]
+    on = helm_template(
+        "--set",
+        "podIdentity.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.apiServerCIDRs={10.0.0.0/28}",
+    )
+    component = by_key(kustomize(components=["components/pod-identity"]))
+    role = one(on, "ClusterRole", "pull-secret-webhook-pod-identity")
+    assert role["rules"] == component[("ClusterRole", "pull-secret-webhook-pod-identity", "")][
+        "rules"
+    ]
+    policy = one(on, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/28"}}]

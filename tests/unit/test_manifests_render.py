@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,24 @@ def run_tool(cmd: Sequence[str | Path]) -> str:
     return proc.stdout
 
 
-def kustomize(path: Path = MANIFESTS) -> list[Obj]:
-    return objects(run_tool([kubectl_binary(), "kustomize", path]))
+def kustomize(path: Path = MANIFESTS, *, components: Sequence[str] = ()) -> list[Obj]:
+    """``kubectl kustomize PATH``; with ``components`` (paths under manifests/), an install
+    that adds them, as a user's own kustomization would."""
+    if not components:
+        return objects(run_tool([kubectl_binary(), "kustomize", path]))
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.relpath(path, tmp)  # kustomize refuses absolute paths
+        (Path(tmp) / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [base],
+                    "components": [os.path.relpath(MANIFESTS / c, tmp) for c in components],
+                }
+            )
+        )
+        return objects(run_tool([kubectl_binary(), "kustomize", tmp]))
 
 
 def helm_template(
@@ -137,10 +154,13 @@ def test_the_base_builds_with_the_kustomize_in_kubectl() -> None:
         [
             "Namespace",
             "ServiceAccount",
+            "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ConfigMap",
             "Deployment",
             "Service",
@@ -152,6 +172,7 @@ def test_the_base_builds_with_the_kustomize_in_kubectl() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_overlay_builds_on_the_whole_base(overlay: str) -> None:
+    """(And each component: a user's kustomization adding it still has the whole base.)"""
     base = by_key(kustomize())
     built = by_key(kustomize(MANIFESTS / "overlays" / overlay))
 
@@ -177,3 +198,11 @@ def test_helm_lint_passes_with_each_option(values: list[str]) -> None:
     out = run_tool([helm_binary(), "lint", "--strict", CHART, *values])
 
     assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("component", ["pod-identity", "network-policy"])
+def test_each_component_adds_to_the_whole_base(component: str) -> None:
+    base = by_key(kustomize())
+    built = by_key(kustomize(components=[f"components/{component}"]))
+
+    assert set(base) < set(built)

@@ -18,6 +18,11 @@ from typing import Any, Protocol
 
 from webhook.needs import PullNeed
 
+#: A credential is handed out (and a pull secret counts as fresh) only while it has a
+#: minute left: a pull that starts with it must still authenticate its last layer
+#: request.
+EXPIRY_MARGIN = 60.0
+
 #: The Docker username ACR expects with a token obtained from ``/oauth2/exchange``
 #: (documented in the ACR authentication guide: the null GUID).
 ACR_USERNAME = "00000000-0000-0000-0000-000000000000"

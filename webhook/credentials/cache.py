@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from webhook.config import Config
 from webhook.credentials.base import (
+    EXPIRY_MARGIN,
     Credential,
     Provider,
     RegistryAuthError,
@@ -42,9 +43,6 @@ NEGATIVE_TTL_PERMANENT = 15.0
 #: then made for the kubelet's next pull retry. 30 s is the API server's maximum
 #: webhook timeout, so a new admission never waits on an older, longer attempt.
 EXCHANGE_BUDGET = 30.0
-#: A cached credential is handed out only while it has a minute left: a pull that
-#: starts with it must still be able to authenticate its last layer request.
-EXPIRY_MARGIN = 60.0
 #: Per-pod identities make a key per (namespace, service account). Every 256
 #: exchanges, keys whose credential has expired and whose failure is forgotten are
 #: dropped, so the cache follows the live workloads instead of all past ones.

@@ -56,5 +56,15 @@ release namespace (Lease, default Secret namespace) and the webhook's timeoutSec
 {{- $_ := set $refresh "leaseName" (include "psw.fullname" .) -}}
 {{- end -}}
 {{- $_ := set $cfg "refresh" $refresh -}}
+{{- $extra := without (default list .Values.webhook.excludeNamespaces) "kube-system" "kube-public" "kube-node-lease" .Release.Namespace -}}
+{{- if and $extra (not (hasKey $cfg "excludedNamespaces")) -}}
+{{- $_ := set $cfg "excludedNamespaces" $extra -}}
+{{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Namespaces the webhook never writes in, as a CEL list literal (policies). */}}
+{{- define "psw.neverInjected" -}}
+{{- $names := concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) (default list .Values.webhook.excludeNamespaces) | uniq -}}
+[{{- range $i, $n := $names }}{{ if $i }}, {{ end }}{{ $n | squote }}{{ end -}}]
 {{- end -}}

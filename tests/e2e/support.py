@@ -1,0 +1,81 @@
+"""Helpers shared by the end-to-end tests: polling, names, manifests, reads as admin."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tests.e2e.controlplane import ControlPlane
+from webhook.pullsecrets import MANAGED_SELECTOR
+
+T = TypeVar("T")
+RECORDS = "managedpullsecrets.pull-secret-webhook.io"
+WEBHOOK_NAMESPACE = "pull-secret-webhook"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def ns_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def pod_manifest(name: str, *images: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {"app": name}},
+        "spec": {"containers": [{"name": f"c{i}", "image": img} for i, img in enumerate(images)]},
+    }
+
+
+def get_json(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+def managed_secrets(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(cp, "secrets", "-n", namespace, "-l", MANAGED_SELECTOR)[
+        "items"
+    ]
+    return items
+
+
+def admission_results(metrics: str) -> dict[str, float]:
+    """The admissions counter of one replica's /metrics, by result."""
+    prefix = 'pull_secret_webhook_admissions_total{result="'
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            label, _, value = line[len(prefix) :].partition('"} ')
+            out[label] = float(value)
+    return out
+
+
+def pull_secret_names(pod: dict[str, Any]) -> list[str]:
+    return [r["name"] for r in pod["spec"].get("imagePullSecrets") or []]
+
+
+def record_of(cp: ControlPlane, namespace: str, secret: str) -> dict[str, Any]:
+    """The webhook's ManagedPullSecret record of a Secret (empty when there is none)."""
+    proc = cp.kubectl(
+        "get",
+        RECORDS,
+        f"{namespace}.{secret}",
+        "-n",
+        WEBHOOK_NAMESPACE,
+        "-o",
+        "json",
+        "--ignore-not-found",
+    )
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}

@@ -1,0 +1,296 @@
+"""What the webhook's identity and inputs can and cannot do, on the real API server.
+
+Every kubectl call here runs with the webhook's real ServiceAccount token (the one the
+replicas run with), never with impersonation: what the API server allows that token
+is exactly what a compromised replica could do. RBAC comes from manifests/ and the
+per-pod identity component; the ValidatingAdmissionPolicies come from the same place.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import NAMESPACE, Stack
+from tests.e2e.support import (
+    admission_results,
+    get_json,
+    managed_secrets,
+    ns_name,
+    pod_manifest,
+    pull_secret_names,
+    record_of,
+    wait_for,
+)
+from tests.support.reviews import make_pod, make_review
+from webhook.pullsecrets import ANN_EXPIRES, MANAGED_BY, MANAGER
+
+pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
+
+#: The policies are loaded by the API server from its own informer: give a freshly
+#: applied one a moment before counting on it (it is there long before the first test).
+POLICY_SETTLE_SECONDS = 10.0
+
+
+def denied(result: Any) -> bool:
+    return result.returncode != 0 and (
+        "forbidden" in result.stderr.lower() or "denied" in result.stderr.lower()
+    )
+
+
+def pull_secret_doc(namespace: str, name: str, *, labelled: bool = True) -> str:
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{}}').decode()},
+    }
+    if labelled:
+        doc["metadata"]["labels"] = {MANAGED_BY: MANAGER}
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "secrets", "-A"),
+        ("get", "secrets", "-n", "kube-system"),
+        ("get", "secrets", "-n", NAMESPACE),
+        ("get", "secrets", "-n", "default", "--watch", "--request-timeout=2s"),
+    ],
+    ids=["list-all", "list-kube-system", "list-own-namespace", "watch"],
+)
+def test_the_webhook_identity_cannot_list_or_watch_secrets(
+    stack: Stack, args: tuple[str, ...]
+) -> None:
+    result = stack.as_webhook(*args)
+    assert denied(result), result.stdout + result.stderr
+
+
+def test_the_webhook_identity_cannot_read_even_the_secrets_it_wrote(stack: Stack) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("noread"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image)))
+    [secret] = managed_secrets(cp, ns)
+    result = stack.as_webhook("get", "secret", secret["metadata"]["name"], "-n", ns)
+    assert denied(result), result.stdout
+    for verb in ("get", "list", "watch"):
+        answer = stack.as_webhook("auth", "can-i", verb, "secrets", "-n", ns)
+        assert answer.stdout.strip() == "no", (verb, answer.stdout)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "service_account", "extra"),
+    [
+        ("kube-system", "clusterrole-aggregation-controller", ("--audience=sts.amazonaws.com",)),
+        (NAMESPACE, "pull-secret-webhook", ("--audience=sts.amazonaws.com",)),
+        ("unlabelled", "default", ("--audience=sts.amazonaws.com",)),
+        ("labelled", "default", ()),  # the API server's own audience: a Kubernetes login
+        ("labelled", "default", ("--audience=https://kubernetes.default.svc",)),
+        ("labelled", "default", ("--audience=sts.amazonaws.com", "--duration=48h")),
+    ],
+    ids=[
+        "kube-system-controller",
+        "own-namespace",
+        "unlabelled-namespace",
+        "kubernetes-audience",
+        "other-audience",
+        "long-lived",
+    ],
+)
+def test_the_webhook_identity_cannot_mint_tokens_it_does_not_need(
+    stack: Stack, namespace: str, service_account: str, extra: tuple[str, ...]
+) -> None:
+    cp = stack.controlplane
+    if namespace in ("labelled", "unlabelled"):
+        namespace = stack.labelled_namespace(ns_name("tok"), inject=namespace == "labelled")
+    result = stack.as_webhook("create", "token", service_account, "-n", namespace, *extra)
+    assert denied(result), result.stdout[:40]
+    assert result.stdout.strip() == ""
+    # The escalation the issue describes stays closed: still no wildcard rights.
+    assert stack.as_webhook("auth", "can-i", "*", "*").stdout.strip() == "no"
+    del cp
+
+
+def test_the_webhook_identity_mints_the_tokens_per_pod_identity_needs(stack: Stack) -> None:
+    ns = stack.labelled_namespace(ns_name("tokok"))
+    for audience in ("api://AzureADTokenExchange", "sts.amazonaws.com"):
+        result = stack.as_webhook(
+            "create", "token", "default", "-n", ns, f"--audience={audience}", "--duration=10m"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count(".") == 2  # a JWT
+
+
+def test_the_webhook_identity_writes_only_its_own_kind_of_secret_where_it_belongs(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    opted = stack.labelled_namespace(ns_name("w-in"))
+    unlabelled = stack.labelled_namespace(ns_name("w-out"), inject=False)
+    name = f"psw-probe-{uuid.uuid4().hex[:6]}"
+    # What it must be able to do: its own kind of Secret, in an opted-in namespace.
+    made = stack.as_webhook("create", "-f", "-", input=pull_secret_doc(opted, name))
+    assert made.returncode == 0, made.stderr
+    # What it must not: another type, no label, another prefix, elsewhere.
+    opaque = stack.as_webhook(
+        "create", "secret", "generic", "psw-opaque", "-n", opted, "--from-literal=a=b"
+    )
+    assert denied(opaque), opaque.stdout
+    unlabelled_doc = pull_secret_doc(opted, "psw-unlabelled", labelled=False)
+    assert denied(stack.as_webhook("create", "-f", "-", input=unlabelled_doc))
+    assert denied(stack.as_webhook("create", "-f", "-", input=pull_secret_doc(opted, "other")))
+    for where in (unlabelled, "kube-system", NAMESPACE, "default"):
+        result = stack.as_webhook("create", "-f", "-", input=pull_secret_doc(where, name))
+        assert denied(result), (where, result.stdout)
+    # Foreign Secrets can be neither changed nor deleted, labelled namespace or not.
+    cp.kubectl("create", "secret", "generic", "team-db", "-n", opted, "--from-literal=pw=hunter2")
+    assert denied(stack.as_webhook("delete", "secret", "team-db", "-n", opted))
+    relabel = stack.as_webhook("label", "secret", "team-db", "-n", opted, f"{MANAGED_BY}={MANAGER}")
+    assert denied(relabel), relabel.stdout
+    kube_system = json.loads(cp.kubectl("get", "secrets", "-n", "kube-system", "-o", "json").stdout)
+    for item in kube_system["items"][:3]:
+        victim = item["metadata"]["name"]
+        assert denied(stack.as_webhook("delete", "secret", victim, "-n", "kube-system"))
+    assert base64.b64decode(get_json(cp, "secret", "team-db", "-n", opted)["data"]["pw"]) == (
+        b"hunter2"
+    )
+    # And its own again: it may delete what it made.
+    assert stack.as_webhook("delete", "secret", name, "-n", opted).returncode == 0
+
+
+def _refused(stack: Stack) -> float:
+    return sum(admission_results(r.metrics()).get("refused", 0.0) for r in stack.replicas)
+
+
+def _secret_writes(stack: Stack) -> float:
+    total = 0.0
+    for replica in stack.replicas:
+        for line in replica.metrics().splitlines():
+            if line.startswith("pull_secret_webhook_secret_writes_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_forged_reviews_for_namespaces_that_did_not_opt_in_write_nothing(stack: Stack) -> None:
+    cp = stack.controlplane
+    unlabelled = stack.labelled_namespace(ns_name("forged"), inject=False)
+    # Labelled, yet excluded: the system namespaces and the webhook's own.
+    for excluded in ("kube-system", NAMESPACE):
+        cp.kubectl("label", "namespace", excluded, "pull-secret-webhook/inject=enabled")
+    missing = [f"nowhere-{uuid.uuid4().hex[:6]}" for _ in range(20)]
+    targets = [unlabelled, "kube-system", NAMESPACE, *missing]
+    refused_before, writes_before = _refused(stack), _secret_writes(stack)
+    try:
+        for i, namespace in enumerate(targets):
+            pod = make_pod(stack.acr_image, stack.ecr_image, namespace=namespace, name=f"p{i}")
+            answer = stack.post_review(stack.replicas[i % 2], make_review(pod, namespace=namespace))
+            response = answer["response"]
+            assert response["allowed"] is True
+            assert "patch" not in response, namespace
+        time.sleep(3 * stack.refresh_interval + 1)  # nothing may follow in the background
+        for namespace in (unlabelled, "kube-system", NAMESPACE):
+            assert managed_secrets(cp, namespace) == [], namespace
+            assert (
+                get_json(
+                    cp, "events", "-n", namespace, "--field-selector", "reason=PullSecretNotReady"
+                )["items"]
+                == []
+            )
+        assert _refused(stack) - refused_before == len(targets)
+        assert _secret_writes(stack) == writes_before
+        records = get_json(cp, "managedpullsecrets.pull-secret-webhook.io", "-n", NAMESPACE)
+        assert not [r for r in records["items"] if r["spec"]["namespace"] in {*targets}]
+    finally:
+        for excluded in ("kube-system", NAMESPACE):
+            cp.kubectl("label", "namespace", excluded, "pull-secret-webhook/inject-")
+
+
+def test_a_planted_labelled_secret_is_never_adopted_refreshed_used_or_deleted(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("planted"))
+    # A namespace member learns the name the webhook would use (a dry run shows it)...
+    preview = json.loads(
+        cp.kubectl(
+            "apply",
+            "-n",
+            ns,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(pod_manifest("p", stack.ecr_image)),
+        ).stdout
+    )
+    [name] = pull_secret_names(preview)
+    # ...and plants a Secret there with the webhook's label and a far-off expiry, plus an
+    # unrelated labelled one the garbage collector must not take.
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {MANAGED_BY: MANAGER},
+            "annotations": {ANN_EXPIRES: "2099-01-01T00:00:00Z"},
+        },
+        "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{"evil":{}}}').decode()},
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(planted))
+    cp.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "app-database-credentials",
+        "-n",
+        ns,
+        "--from-literal=password=s3cret",
+    )
+    cp.kubectl("label", "secret", "app-database-credentials", "-n", ns, f"{MANAGED_BY}={MANAGER}")
+    before = get_json(cp, "secret", name, "-n", ns)
+
+    result = cp.kubectl(
+        "apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image))
+    )
+    assert name in result.stderr and "not managed by the webhook" in result.stderr
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == []
+    assert record_of(cp, ns, name)["status"]["state"] == "Foreign"
+    cp.kubectl("delete", "pod", "p", "-n", ns, "--grace-period=0", "--force", check=False)
+    # Several refresh passes and more than the garbage-collection grace period later:
+    time.sleep(stack.gc_grace + 4 * stack.refresh_interval + 2)
+    after = get_json(cp, "secret", name, "-n", ns)
+    assert after["data"] == before["data"]
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert get_json(cp, "secret", "app-database-credentials", "-n", ns)["data"]
+
+
+def test_a_managed_secret_someone_deletes_is_recreated_within_a_refresh_interval(
+    stack: Stack,
+) -> None:
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("deleted"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image)))
+    [secret] = managed_secrets(cp, ns)
+    name, uid = secret["metadata"]["name"], secret["metadata"]["uid"]
+    cp.kubectl("delete", "secret", name, "-n", ns)
+    started = time.monotonic()
+
+    def recreated() -> dict[str, Any] | None:
+        found = managed_secrets(cp, ns)
+        return found[0] if found and found[0]["metadata"]["uid"] != uid else None
+
+    again = wait_for("the secret to be re-created", recreated, timeout=30)
+    took = time.monotonic() - started
+    # One refresh interval, plus the leader's pass cadence (a Lease tick) and slack.
+    assert took < stack.refresh_interval + 10, took
+    assert record_of(cp, ns, name)["status"]["secretUID"] == again["metadata"]["uid"]

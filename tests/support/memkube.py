@@ -1,0 +1,156 @@
+"""An in-memory stand-in for the few API-server behaviours the secret bookkeeping relies
+on, for fast tests of races and of the refresh pass (the end-to-end suite checks the
+same against a real kube-apiserver).
+
+What it keeps from the API server: names are unique per namespace (create → 409
+AlreadyExists); an update or delete naming a ``metadata.uid`` / ``preconditions.uid``
+that is not the object's → 409; an update naming an old ``resourceVersion`` → 409;
+a missing object → 404. Every call is counted by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from webhook.kube import KubeAPIError
+
+
+class MemKube:
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.calls: Counter[str] = Counter()
+        self._versions = itertools.count(100)
+
+    # -- helpers for tests -------------------------------------------------------
+
+    def plant_secret(self, namespace: str, name: str, **metadata: Any) -> dict[str, Any]:
+        """A Secret somebody else created (labels and annotations as given)."""
+        doc = {
+            "metadata": {"name": name, "namespace": namespace, **metadata},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": "e30="},
+        }
+        return self._stamp(self.secrets, (namespace, name), doc, new=True)
+
+    def reference(self, namespace: str, *secret_names: str) -> None:
+        """A pod in ``namespace`` that lists these pull secrets."""
+        pod = {"spec": {"imagePullSecrets": [{"name": n} for n in secret_names]}}
+        self.pods.setdefault(namespace, []).append(pod)
+
+    def _stamp(
+        self,
+        store: dict[tuple[str, str], dict[str, Any]],
+        key: tuple[str, str],
+        body: Mapping[str, Any],
+        *,
+        new: bool,
+        uid: str = "",
+    ) -> dict[str, Any]:
+        doc = copy.deepcopy(dict(body))
+        meta = doc.setdefault("metadata", {})
+        meta["uid"] = str(uuid.uuid4()) if new else uid
+        meta["resourceVersion"] = str(next(self._versions))
+        store[key] = doc
+        return copy.deepcopy(doc)
+
+    def _update(
+        self, store: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str], body: Any
+    ) -> dict[str, Any]:
+        current = store.get(key)
+        if current is None:
+            raise KubeAPIError(404, "NotFound", f"{key[1]} not found")
+        meta = body.get("metadata") or {}
+        if meta.get("uid") and meta["uid"] != current["metadata"]["uid"]:
+            raise KubeAPIError(409, "Conflict", "Precondition failed: UID in precondition")
+        version = meta.get("resourceVersion")
+        if version and version != current["metadata"]["resourceVersion"]:
+            raise KubeAPIError(409, "Conflict", "the object has been modified")
+        return self._stamp(store, key, body, new=False, uid=current["metadata"]["uid"])
+
+    # -- pull secrets ------------------------------------------------------------
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls["create_secret"] += 1
+        key = (namespace, body["metadata"]["name"])
+        if key in self.secrets:
+            raise KubeAPIError(409, "AlreadyExists", f"secrets {key[1]} already exists")
+        return self._stamp(self.secrets, key, body, new=True)
+
+    async def replace_secret(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self.calls["replace_secret"] += 1
+        return self._update(self.secrets, (namespace, name), body)
+
+    async def check_secret(self, namespace: str, name: str, uid: str) -> None:
+        self.calls["check_secret"] += 1
+        current = self.secrets.get((namespace, name))
+        if current is None:
+            raise KubeAPIError(404, "NotFound", f"{name} not found")
+        if current["metadata"]["uid"] != uid:
+            raise KubeAPIError(409, "Conflict", "Precondition failed: UID in precondition")
+
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        self.calls["delete_secret"] += 1
+        current = self.secrets.get((namespace, name))
+        if current is None:
+            return
+        if current["metadata"]["uid"] != uid:
+            raise KubeAPIError(409, "Conflict", "Precondition failed: UID in precondition")
+        del self.secrets[(namespace, name)]
+
+    # -- records -----------------------------------------------------------------
+
+    async def list_records(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
+        items = [copy.deepcopy(d) for (ns, _), d in self.records.items() if ns == namespace]
+        return items, str(next(self._versions))
+
+    async def watch_records(
+        self, namespace: str, resource_version: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        raise AssertionError("the tests drive the record index directly")
+        yield {}  # pragma: no cover
+
+    async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls["get_record"] += 1
+        doc = self.records.get((namespace, name))
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def create_record(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls["create_record"] += 1
+        key = (namespace, body["metadata"]["name"])
+        if key in self.records:
+            raise KubeAPIError(409, "AlreadyExists", f"{key[1]} already exists")
+        return self._stamp(self.records, key, body, new=True)
+
+    async def replace_record(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self.calls["replace_record"] += 1
+        return self._update(self.records, (namespace, name), body)
+
+    async def delete_record(self, namespace: str, name: str, resource_version: str) -> None:
+        self.calls["delete_record"] += 1
+        current = self.records.get((namespace, name))
+        if current is None:
+            return
+        if current["metadata"]["resourceVersion"] != resource_version:
+            raise KubeAPIError(409, "Conflict", "the object has been modified")
+        del self.records[(namespace, name)]
+
+    # -- the rest ----------------------------------------------------------------
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        self.calls["list_pods"] += 1
+        return copy.deepcopy(self.pods.get(namespace, []))
+
+    async def create_event(self, namespace: str, **event: Any) -> None:
+        self.events.append({"namespace": namespace, **event})

@@ -1,0 +1,199 @@
+"""The webhook's own record decides what is its own: writes, races, deletions, planted
+Secrets and refused namespaces, against an in-memory API with the server's semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.support.hotpath import NoNetwork, offline_manager, opted_in
+from tests.support.memkube import MemKube
+from tests.support.reviews import make_pod
+from webhook.config import Config
+from webhook.credentials.base import Credential
+from webhook.needs import PullNeed, pull_needs
+from webhook.pullsecrets import (
+    ANN_EXPIRES,
+    CLAIM_SECONDS,
+    MANAGED_BY,
+    MANAGER,
+    PullSecretManager,
+)
+from webhook.records import ManagedSecret, record_name
+from webhook.refresher import Refresher
+
+ACR = "contoso.azurecr.io/app:1"
+HOME = "pull-secret-webhook"
+
+
+class Minter:
+    """The credential cache's place: a fresh credential per call, counted."""
+
+    def __init__(self, lifetime: float = 3600) -> None:
+        self.lifetime = lifetime
+        self.calls = 0
+
+    async def get(self, need: PullNeed, namespace: str) -> Credential:
+        self.calls += 1
+        now = time.time()
+        return Credential(
+            "00000000-0000-0000-0000-000000000000",
+            f"token-{self.calls}",
+            (need.host,),
+            expires_at=now + self.lifetime,
+            issued_at=now,
+        )
+
+
+def manager(config: Config, kube: MemKube, minter: Minter | None = None) -> PullSecretManager:
+    m = PullSecretManager(config, kube, minter or Minter())  # type: ignore[arg-type]
+    m.namespaces.replace_all(opted_in("team-a", "team-b"))
+    return m
+
+
+def need_of(config: Config) -> PullNeed:
+    [need] = pull_needs(config, make_pod(ACR))
+    return need
+
+
+def record_of(kube: MemKube, namespace: str, need: PullNeed) -> dict[str, Any]:
+    return kube.records[(HOME, record_name(namespace, need.secret_name))]
+
+
+async def test_first_need_claims_a_record_creates_the_secret_and_records_its_uid(
+    config: Config,
+) -> None:
+    kube = MemKube()
+    m = manager(config, kube)
+    need = need_of(config)
+    outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert dict(outcome.statuses) == {}
+    secret = kube.secrets[("team-a", need.secret_name)]
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret["metadata"]["labels"][MANAGED_BY] == MANAGER
+    status = record_of(kube, "team-a", need)["status"]
+    assert status["state"] == "Ready"
+    assert status["secretUID"] == secret["metadata"]["uid"]
+    assert kube.calls["create_record"] == 1 and kube.calls["create_secret"] == 1
+
+
+async def test_a_planted_labelled_secret_is_never_adopted_changed_or_patched(
+    config: Config,
+) -> None:
+    kube = MemKube()
+    need = need_of(config)
+    planted = kube.plant_secret(
+        "team-a",
+        need.secret_name,
+        labels={MANAGED_BY: MANAGER},
+        annotations={ANN_EXPIRES: "2099-01-01T00:00:00Z"},
+    )
+    m = manager(config, kube)
+    outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert outcome.status(need.secret_name).state == "foreign"
+    assert kube.secrets[("team-a", need.secret_name)] == planted
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Foreign"
+    # From then on the record answers without a call, and never says ready.
+    m.kube = NoNetwork()  # type: ignore[assignment]
+    again = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert again.status(need.secret_name).state == "foreign"
+
+
+async def test_a_secret_replaced_by_someone_else_becomes_foreign_and_is_left_alone(
+    config: Config,
+) -> None:
+    kube = MemKube()
+    m = manager(config, kube, Minter(lifetime=120))
+    need = need_of(config)
+    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    del kube.secrets[("team-a", need.secret_name)]
+    planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
+    status = await m.refresh("team-a", need)  # renewal due: the UID no longer matches
+    assert status.state == "foreign"
+    assert kube.secrets[("team-a", need.secret_name)] == planted
+
+
+async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
+    config: Config,
+) -> None:
+    kube = MemKube()
+    m = manager(config, kube)
+    need = need_of(config)
+    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
+    del kube.secrets[("team-a", need.secret_name)]
+    kube.reference("team-a", need.secret_name)
+    report = await Refresher(config, m, "replica-0").run_once()
+    assert report.recreated == [f"team-a/{need.secret_name}"]
+    recreated = kube.secrets[("team-a", need.secret_name)]
+    assert recreated["metadata"]["uid"] != first_uid
+    assert record_of(kube, "team-a", need)["status"]["secretUID"] == recreated["metadata"]["uid"]
+
+
+async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config) -> None:
+    kube = MemKube()
+    a, b = manager(config, kube), manager(config, kube)
+    need = need_of(config)
+    outcomes = await asyncio.gather(
+        a.ensure("team-a", [need], budget=5, dry_run=False),
+        b.ensure("team-a", [need], budget=5, dry_run=False),
+    )
+    assert [dict(o.statuses) for o in outcomes] == [{}, {}]
+    assert kube.calls["create_secret"] == 1
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+
+
+async def test_a_claim_left_by_a_dead_replica_is_taken_over(config: Config) -> None:
+    kube = MemKube()
+    need = need_of(config)
+    stale = ManagedSecret(
+        "team-a",
+        need.secret_name,
+        need.entry.name,
+        need.host,
+        need.identity.key,
+        claimed_at=time.time() - CLAIM_SECONDS - 1,
+    )
+    await kube.create_record(HOME, stale.to_object(HOME))
+    m = manager(config, kube)
+    outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert dict(outcome.statuses) == {}
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    ["kube-system", HOME, "not-opted-in", "does-not-exist"],
+    ids=["system", "own", "unlabelled", "missing"],
+)
+async def test_a_review_for_a_namespace_that_did_not_opt_in_costs_nothing(
+    config: Config, namespace: str
+) -> None:
+    m = offline_manager(config)
+    # Labelled, but excluded whatever its label says.
+    m.namespaces.replace_all(
+        [*opted_in("team-a", "kube-system", HOME), {"metadata": {"name": "not-opted-in"}}]
+    )
+    outcome = await m.ensure(namespace, [need_of(config)], budget=5, dry_run=False)
+    assert outcome.refused
+    assert not m._background  # nothing retried later either
+
+
+async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -> None:
+    kube = MemKube()
+    m = manager(config, kube)
+    need = need_of(config)
+    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    kube.plant_secret("team-a", "app-database-credentials", labels={MANAGED_BY: MANAGER})
+    refresher = Refresher(config, m, "replica-0")
+    first = await refresher.run_once()
+    assert first.marked == [f"team-a/{need.secret_name}"]
+    refresher.clock = lambda: time.time() + config.refresh.gc_grace_seconds + 1
+    second = await refresher.run_once()
+    assert second.collected == [f"team-a/{need.secret_name}"]
+    assert ("team-a", need.secret_name) not in kube.secrets
+    assert ("team-a", "app-database-credentials") in kube.secrets
+    assert kube.records == {}

@@ -46,8 +46,9 @@ from webhook.rfc3339 import to_rfc3339
 log = logging.getLogger(__name__)
 
 #: Set on every pull secret so operators (and the shipped ValidatingAdmissionPolicy)
-#: can tell them apart. Informational only: the webhook itself decides what is its own
-#: from its records, because anyone who can write Secrets can set a label.
+#: can tell them apart, with annotations saying what it is for and when it expires.
+#: Informational only: the webhook itself decides what is its own, and how fresh it is,
+#: from its records, because anyone who can write Secrets can set labels.
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "pull-secret-webhook"
 MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
@@ -55,6 +56,7 @@ REGISTRY_LABEL = "pull-secret-webhook/registry"
 ANN_EXPIRES = "pull-secret-webhook/expires-at"
 ANN_REFRESH = "pull-secret-webhook/refresh-at"
 ANN_HOST = "pull-secret-webhook/host"
+ANN_SERVICE_ACCOUNT = "pull-secret-webhook/service-account"
 DOCKERCONFIGJSON = ".dockerconfigjson"
 
 #: Attempts at a write that keeps losing races to other replicas before giving up
@@ -93,6 +95,13 @@ def dockerconfigjson(host: str, credential: Credential) -> bytes:
 def desired_secret(
     namespace: str, need: PullNeed, credential: Credential, fraction: float
 ) -> dict[str, Any]:
+    annotations = {
+        ANN_EXPIRES: to_rfc3339(credential.expires_at),
+        ANN_REFRESH: to_rfc3339(credential.refresh_at(fraction)),
+        ANN_HOST: need.host,
+    }
+    if need.identity.service_account:
+        annotations[ANN_SERVICE_ACCOUNT] = need.identity.service_account
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -101,11 +110,7 @@ def desired_secret(
             "name": need.secret_name,
             "namespace": namespace,
             "labels": {MANAGED_BY: MANAGER, REGISTRY_LABEL: need.entry.name},
-            "annotations": {
-                ANN_EXPIRES: to_rfc3339(credential.expires_at),
-                ANN_REFRESH: to_rfc3339(credential.refresh_at(fraction)),
-                ANN_HOST: need.host,
-            },
+            "annotations": annotations,
         },
         "data": {
             DOCKERCONFIGJSON: base64.b64encode(dockerconfigjson(need.host, credential)).decode()

@@ -163,7 +163,7 @@ def test_every_object_of_the_base_is_stored_by_the_api_server(
         where = ["-n", meta["namespace"]] if "namespace" in meta else []
         stored = get(controlplane, f"{obj['kind'].lower()}.{api_group(obj)}", meta["name"], *where)
         assert stored["metadata"]["uid"], (obj["kind"], meta["name"])
-    assert len(rendered) == 11
+    assert len(rendered) == 14
 
 
 def api_group(obj: dict[str, Any]) -> str:
@@ -207,12 +207,21 @@ def test_the_deployment_pods_pass_the_restricted_pod_security_standard(
 @pytest.mark.parametrize(
     "verb, resource, where, allowed",
     [
+        # RBAC (what this checks) grants Secret writes everywhere; the shipped
+        # ValidatingAdmissionPolicy narrows them (test_least_privilege.py proves that).
         ("create", "secrets", "default", True),
         ("delete", "secrets", "kube-public", True),
-        ("watch", "pods", "default", True),
-        ("create", "serviceaccounts/token", "default", True),
-        ("create", "events.events.k8s.io", "default", True),
+        ("get", "secrets", "default", False),
+        ("list", "secrets", "", False),
+        ("watch", "secrets", "OWN", False),
+        ("list", "pods", "default", True),
+        ("watch", "namespaces", "", True),
+        ("create", "serviceaccounts/token", "default", False),
+        ("get", "serviceaccounts", "default", False),
+        ("create", "events", "default", True),
         ("update", "leases.coordination.k8s.io", "OWN", True),
+        ("create", "managedpullsecrets.pull-secret-webhook.io", "OWN", True),
+        ("create", "managedpullsecrets.pull-secret-webhook.io", "default", False),
         ("update", "leases.coordination.k8s.io", "default", False),
         ("create", "pods", "default", False),
         ("update", "serviceaccounts", "default", False),
@@ -326,3 +335,62 @@ def test_certs_refuses_a_webhook_whose_ca_bundle_cert_manager_injects(
 
     assert code == 1
     assert "cert-manager" in out
+
+
+def test_the_write_policy_follows_a_renamed_install(
+    controlplane: ControlPlane, installed: Install, tmp_path: Path
+) -> None:
+    """The overlay moved the webhook to another namespace under another name: the
+    ValidatingAdmissionPolicy must still bound what that ServiceAccount writes."""
+    token = controlplane.kubectl(
+        "create", "token", installed.name, "-n", installed.namespace, "--duration=10m"
+    ).stdout.strip()
+    target = f"vap-{uuid.uuid4().hex[:6]}"
+    controlplane.kubectl("create", "namespace", target)
+    controlplane.kubectl("label", "namespace", target, "pull-secret-webhook/inject=enabled")
+
+    def create_as_webhook(namespace: str, secret_type: str) -> subprocess.CompletedProcess[str]:
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": secret_type,
+            "metadata": {
+                "name": f"psw-{uuid.uuid4().hex[:6]}",
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "pull-secret-webhook"},
+            },
+            "stringData": {".dockerconfigjson": '{"auths":{}}'},
+        }
+        return subprocess.run(
+            [
+                str(controlplane.binaries.kubectl),
+                "--token",
+                token,
+                "--server",
+                controlplane.server,
+                "--certificate-authority",
+                str(controlplane.ca_cert),
+                "create",
+                "-f",
+                "-",
+            ],
+            input=json.dumps(doc),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={"KUBECONFIG": str(tmp_path / "none")},
+        )
+
+    try:
+        allowed = create_as_webhook(target, "kubernetes.io/dockerconfigjson")
+        assert allowed.returncode == 0, allowed.stderr
+        for namespace, secret_type in (
+            (target, "Opaque"),
+            (installed.namespace, "kubernetes.io/dockerconfigjson"),
+        ):
+            refused = create_as_webhook(namespace, secret_type)
+            assert refused.returncode != 0, (namespace, secret_type)
+            assert "denied request" in refused.stderr, refused.stderr
+    finally:
+        controlplane.kubectl("delete", "namespace", target, "--wait=false", check=False)

@@ -393,8 +393,8 @@ def test_pod_identity_and_network_policy_are_off_by_default_and_render_when_on()
     )
     component = by_key(kustomize(components=["components/pod-identity"]))
     role = one(on, "ClusterRole", "pull-secret-webhook-pod-identity")
-    assert role["rules"] == component[("ClusterRole", "pull-secret-webhook-pod-identity", "")][
-        "rules"
-    ]
+    assert (
+        role["rules"] == component[("ClusterRole", "pull-secret-webhook-pod-identity", "")]["rules"]
+    )
     policy = one(on, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/28"}}]

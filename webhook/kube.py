@@ -30,6 +30,19 @@ _BODY_LIMIT = 300
 WATCH_SECONDS = 300
 
 
+#: Items per page of a cluster-wide list (the size client-go's reflector pages with).
+LIST_PAGE = 500
+
+
+def _pull_secret_refs(pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    return {
+        "metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")},
+        "spec": {"imagePullSecrets": spec.get("imagePullSecrets") or []},
+    }
+
+
 class KubeAPIError(Exception):
     def __init__(self, status: int, reason: str, message: str = "") -> None:
         self.status = status
@@ -286,9 +299,23 @@ class Kube:
 
     # -- pods and events ---------------------------------------------------------
 
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        doc = await self._call(self.core.list_namespaced_pod, namespace)
-        return list(doc.get("items") or [])
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        """Every pod, reduced to what garbage collection reads (namespace, name,
+        imagePullSecrets), a page at a time so no response holds every pod at once."""
+        pods: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            doc = await self._call(
+                self.core.list_pod_for_all_namespaces, limit=LIST_PAGE, _continue=token or None
+            )
+            pods.extend(_pull_secret_refs(p) for p in doc.get("items") or [])
+            meta = doc.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                return pods, str(meta.get("resourceVersion", ""))
+
+    def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._watch(self.core.list_pod_for_all_namespaces, resource_version=resource_version)
 
     async def create_event(
         self,

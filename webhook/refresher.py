@@ -16,16 +16,18 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from webhook.config import Config
+from webhook.informer import Informer
 from webhook.kube import Kube, KubeAPIError
 from webhook.needs import PullNeed, identity_for, secret_name
 from webhook.pullsecrets import PullSecretManager
 from webhook.records import ManagedSecret
+from webhook.references import References
 from webhook.rfc3339 import from_rfc3339
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,8 @@ class Refresher:
         self.entries = {e.name: e for e in config.registries}
         self._task: asyncio.Task[None] | None = None
         self.leader = False
+        self.references = References(config.secret_prefix)
+        self._pods: Informer | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -144,6 +148,23 @@ class Refresher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._follow_pods(False)
+
+    async def _follow_pods(self, on: bool) -> None:
+        """Only the leader watches pods (garbage collection is its job alone)."""
+        if on and self._pods is None:
+            kube = self.manager.kube
+            self._pods = Informer(
+                "pods",
+                lambda: kube.list_pods(),
+                lambda version: kube.watch_pods(version),
+                self.references,
+            )
+            self._pods.start()
+        elif not on and self._pods is not None:
+            await self._pods.close()
+            self._pods = None
+            self.references = References(self.config.secret_prefix)
 
     async def _loop(self) -> None:
         last_pass = 0.0
@@ -154,7 +175,13 @@ class Refresher:
                 log.warning("refresher lease not renewed: %s", e)
                 self.leader = False
             self.manager.metrics.leader.set(1 if self.leader else 0)
-            if self.leader and time.monotonic() - last_pass >= self.config.refresh.interval_seconds:
+            await self._follow_pods(self.leader)
+            if (
+                self.leader
+                and self._pods is not None
+                and self._pods.synced.is_set()
+                and time.monotonic() - last_pass >= self.config.refresh.interval_seconds
+            ):
                 last_pass = time.monotonic()
                 try:
                     await self.manager.wait_synced()
@@ -198,14 +225,9 @@ class Refresher:
                 # Opted out (or excluded since): nothing may be written there any more;
                 # the records wait in case it opts in again.
                 continue
-            try:
-                referenced = _referenced(await manager.kube.list_pods(namespace))
-            except KubeAPIError as e:
-                log.warning("cannot list pods in %s, skipping it this pass: %s", namespace, e)
-                continue
             for record in records:
-                handle = self._keep if record.name in referenced else self._collect
-                await self._guarded(record, report, handle)
+                in_use = self.references.referenced(namespace, record.name)
+                await self._guarded(record, report, self._keep if in_use else self._collect)
         return report
 
     async def _guarded(
@@ -252,12 +274,3 @@ class Refresher:
         elif now - record.unreferenced_since >= self.config.refresh.gc_grace_seconds:
             await self.manager.collect(record)
             report.collected.append(where)
-
-
-def _referenced(pods: Sequence[Mapping[str, Any]]) -> set[str]:
-    names: set[str] = set()
-    for pod in pods:
-        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
-            if isinstance(ref, Mapping) and ref.get("name"):
-                names.add(str(ref["name"]))
-    return names

@@ -215,6 +215,7 @@ def test_the_deployment_pods_pass_the_restricted_pod_security_standard(
         ("list", "secrets", "", False),
         ("watch", "secrets", "OWN", False),
         ("list", "pods", "default", True),
+        ("watch", "pods", "", True),
         ("watch", "namespaces", "", True),
         ("create", "serviceaccounts/token", "default", False),
         ("get", "serviceaccounts", "default", False),

@@ -24,7 +24,7 @@ class MemKube:
     def __init__(self) -> None:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
-        self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.pods: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.calls: Counter[str] = Counter()
         self._versions = itertools.count(100)
@@ -42,8 +42,11 @@ class MemKube:
 
     def reference(self, namespace: str, *secret_names: str) -> None:
         """A pod in ``namespace`` that lists these pull secrets."""
-        pod = {"spec": {"imagePullSecrets": [{"name": n} for n in secret_names]}}
-        self.pods.setdefault(namespace, []).append(pod)
+        pod = {
+            "metadata": {"namespace": namespace, "name": f"pod-{len(self.pods)}"},
+            "spec": {"imagePullSecrets": [{"name": n} for n in secret_names]},
+        }
+        self.pods.append(pod)
 
     def _stamp(
         self,
@@ -148,9 +151,9 @@ class MemKube:
 
     # -- the rest ----------------------------------------------------------------
 
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
         self.calls["list_pods"] += 1
-        return copy.deepcopy(self.pods.get(namespace, []))
+        return copy.deepcopy(self.pods), str(next(self._versions))
 
     async def create_event(self, namespace: str, **event: Any) -> None:
         self.events.append({"namespace": namespace, **event})

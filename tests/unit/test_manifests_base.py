@@ -144,6 +144,7 @@ def test_the_cluster_role_grants_exactly_what_the_webhook_uses(base: list[Obj]) 
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
         ("", "pods", "list"),
+        ("", "pods", "watch"),
         ("", "events", "create"),
     }
 

@@ -23,6 +23,7 @@ from webhook.pullsecrets import (
     PullSecretManager,
 )
 from webhook.records import ManagedSecret, record_name
+from webhook.references import References
 from webhook.refresher import Refresher
 
 ACR = "contoso.azurecr.io/app:1"
@@ -126,7 +127,9 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     del kube.secrets[("team-a", need.secret_name)]
     kube.reference("team-a", need.secret_name)
-    report = await Refresher(config, m, "replica-0").run_once()
+    refresher = Refresher(config, m, "replica-0")
+    refresher.references.replace_all(kube.pods)  # what the leader's pod watch holds
+    report = await refresher.run_once()
     assert report.recreated == [f"team-a/{need.secret_name}"]
     recreated = kube.secrets[("team-a", need.secret_name)]
     assert recreated["metadata"]["uid"] != first_uid
@@ -197,3 +200,25 @@ async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -
     assert ("team-a", need.secret_name) not in kube.secrets
     assert ("team-a", "app-database-credentials") in kube.secrets
     assert kube.records == {}
+
+
+def test_references_count_pods_per_secret_and_follow_updates_and_deletions() -> None:
+    refs = References("psw")
+    pod = {
+        "metadata": {"namespace": "team-a", "name": "web-1"},
+        "spec": {"imagePullSecrets": [{"name": "psw-a"}, {"name": "mine"}]},
+    }
+    refs.replace_all([pod, {**pod, "metadata": {"namespace": "team-a", "name": "web-2"}}])
+    assert refs.referenced("team-a", "psw-a") and not refs.referenced("team-a", "mine")
+    refs.apply("DELETED", pod)
+    assert refs.referenced("team-a", "psw-a")  # web-2 still lists it
+    refs.apply(
+        "MODIFIED",
+        {
+            **pod,
+            "metadata": {"namespace": "team-a", "name": "web-2"},
+            "spec": {"imagePullSecrets": []},
+        },
+    )
+    assert not refs.referenced("team-a", "psw-a")
+    assert len(refs) == 0

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from webhook.credentials.base import SecretData
-from webhook.records import GROUP, PLURAL, VERSION
+from webhook.records import GROUP, MANAGED_BY_SELECTOR, MARKER_PLURAL, PLURAL, VERSION
 from webhook.rfc3339 import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,37 @@ class Kube:
             PLURAL,
             name,
             body=body,
+        )
+
+    # -- markers owned by the pull secrets (records.marker_object) ---------------
+
+    async def create_marker(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self._call(
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            MARKER_PLURAL,
+            body,
+        )
+
+    async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
+        return await self._list(
+            self.custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            MARKER_PLURAL,
+            label_selector=MANAGED_BY_SELECTOR,
+        )
+
+    def watch_markers(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._watch(
+            self.custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            MARKER_PLURAL,
+            label_selector=MANAGED_BY_SELECTOR,
+            resource_version=resource_version,
         )
 
     # -- namespaces --------------------------------------------------------------

@@ -40,7 +40,7 @@ from webhook.kube import Kube, KubeAPIError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
-from webhook.records import ManagedSecret, RecordIndex, record_name
+from webhook.records import ManagedSecret, RecordIndex, marker_object, record_name
 from webhook.rfc3339 import to_rfc3339
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,8 @@ class PullSecretManager:
             return NeedStatus("foreign")
         self.metrics.secret_writes.labels("create", "ok").inc()
         log.info("created pull secret %s/%s for %s", *_where(record), need.host)
-        await self._save_ready(record, doc, credential)
+        uid = await self._save_ready(record, doc, credential)
+        await self.mark_secret(record.namespace, record.name, uid)
         return NeedStatus("ready")
 
     async def _renew(
@@ -387,16 +388,28 @@ class PullSecretManager:
         await self._save_ready(record, doc, credential)
         return NeedStatus("ready")
 
+    async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
+        """Create the marker the Secret owns (records.marker_object). Without one, the
+        refresher checks the Secret on each pass until one can be made."""
+        try:
+            await self.kube.create_marker(namespace, marker_object(namespace, name, uid))
+        except KubeAPIError as e:
+            if e.status != 409:  # 409: it is there already
+                log.warning("cannot mark pull secret %s/%s: %s", namespace, name, e)
+                return False
+        return True
+
     async def _save_ready(
         self, record: ManagedSecret, secret: dict[str, Any], credential: Credential
-    ) -> None:
+    ) -> str:
+        """Record the Secret as Ready; returns its UID."""
         uid = str((secret.get("metadata") or {}).get("uid", ""))
         fraction = self.config.refresh.fraction
         ready = record.ready(uid, credential.expires_at, credential.refresh_at(fraction))
         for _ in range(WRITE_ATTEMPTS):
             try:
                 await self._save(ready)
-                return
+                break
             except KubeAPIError as e:
                 if e.status != 409:
                     raise
@@ -404,8 +417,9 @@ class PullSecretManager:
                 # Secret we wrote is what counts, so write our state over its version.
                 current = await self._reload(record.namespace, record.name)
                 if current is None:
-                    return
+                    break
                 ready = current.ready(uid, ready.expires_at, ready.refresh_at)
+        return uid
 
     async def _mark_foreign(self, record: ManagedSecret) -> None:
         log.warning(

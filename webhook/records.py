@@ -29,6 +29,9 @@ VERSION = "v1alpha1"
 PLURAL = "managedpullsecrets"
 KIND = "ManagedPullSecret"
 API_VERSION = f"{GROUP}/{VERSION}"
+MARKER_KIND = "PullSecretMarker"
+MARKER_PLURAL = "pullsecretmarkers"
+MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=pull-secret-webhook"
 
 
 State: TypeAlias = Literal["Claimed", "Ready", "Foreign"]
@@ -150,6 +153,71 @@ class ManagedSecret:
             unreferenced_since=from_rfc3339(since) if isinstance(since, str) else None,
             resource_version=_text(meta, "resourceVersion"),
         )
+
+
+def marker_object(namespace: str, secret: str, secret_uid: str) -> dict[str, Any]:
+    """A marker owned by the Secret: when anyone deletes the Secret, Kubernetes' garbage
+    collector deletes the marker too, and the webhook's watch of markers sees it go. The
+    marker carries no authority (the records decide); it only tells that a Secret went."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": MARKER_KIND,
+        "metadata": {
+            "name": secret,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "pull-secret-webhook"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Secret", "name": secret, "uid": secret_uid}
+            ],
+        },
+    }
+
+
+def marker_owner(doc: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, secret name, secret UID) a marker stands for."""
+    meta = _mapping(doc.get("metadata"))
+    owners = meta.get("ownerReferences")
+    namespace, name = _text(meta, "namespace"), _text(meta, "name")
+    if not namespace or not name or not isinstance(owners, list):
+        return None
+    for owner in owners:
+        if (
+            isinstance(owner, Mapping)
+            and owner.get("kind") == "Secret"
+            and owner.get("name") == name
+            and isinstance(owner.get("uid"), str)
+        ):
+            return namespace, name, owner["uid"]
+    return None
+
+
+class Markers:
+    """The markers that exist, as (namespace, secret, secret UID): a Ready record whose
+    Secret has no marker is checked (and its marker made) on the next pass."""
+
+    def __init__(self) -> None:
+        self._present: set[tuple[str, str, str]] = set()
+
+    def marked(self, record: ManagedSecret) -> bool:
+        return (record.namespace, record.name, record.secret_uid) in self._present
+
+    def add(self, namespace: str, secret: str, uid: str) -> None:
+        self._present.add((namespace, secret, uid))
+
+    def __len__(self) -> int:
+        return len(self._present)
+
+    def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        self._present = {o for o in map(marker_owner, objects) if o is not None}
+
+    def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+        owner = marker_owner(obj)
+        if owner is None:
+            return
+        if event == "DELETED":
+            self._present.discard(owner)
+        else:
+            self._present.add(owner)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -1,6 +1,8 @@
 """Background upkeep, on one replica at a time: renew secrets before their credentials
 expire, re-create the ones somebody deleted, and delete managed secrets no pod has
-referenced for a grace period. It works from the webhook's records (records.py),
+referenced for a grace period. The leader follows pods and the markers the pull
+secrets own with watches, so an idle pass costs the API server nothing: it reads
+only what changed, and writes only what is due. It works from the webhook's records (records.py),
 never from Secrets: a Secret the webhook did not create is never refreshed or
 deleted, whatever its labels say.
 
@@ -26,7 +28,7 @@ from webhook.informer import Informer
 from webhook.kube import Kube, KubeAPIError
 from webhook.needs import PullNeed, identity_for, secret_name
 from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret
+from webhook.records import ManagedSecret, Markers
 from webhook.references import References
 from webhook.rfc3339 import from_rfc3339
 
@@ -139,7 +141,8 @@ class Refresher:
         self._task: asyncio.Task[None] | None = None
         self.leader = False
         self.references = References(config.secret_prefix)
-        self._pods: Informer | None = None
+        self.markers = Markers()
+        self._watches: tuple[Informer, ...] = ()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -148,23 +151,38 @@ class Refresher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._follow_pods(False)
+        await self._follow(False)
 
-    async def _follow_pods(self, on: bool) -> None:
-        """Only the leader watches pods (garbage collection is its job alone)."""
-        if on and self._pods is None:
+    async def _follow(self, on: bool) -> None:
+        """Only the leader watches pods (which secrets are in use) and the markers the
+        pull secrets own (which were deleted): upkeep is its job alone."""
+        if on and not self._watches:
             kube = self.manager.kube
-            self._pods = Informer(
-                "pods",
-                lambda: kube.list_pods(),
-                lambda version: kube.watch_pods(version),
-                self.references,
-            )
-            self._pods.start()
-        elif not on and self._pods is not None:
-            await self._pods.close()
-            self._pods = None
             self.references = References(self.config.secret_prefix)
+            self.markers = Markers()
+            self._watches = (
+                Informer(
+                    "pods",
+                    lambda: kube.list_pods(),
+                    lambda version: kube.watch_pods(version),
+                    self.references,
+                ),
+                Informer(
+                    "pull secret markers",
+                    lambda: kube.list_markers(),
+                    lambda version: kube.watch_markers(version),
+                    self.markers,
+                ),
+            )
+            for informer in self._watches:
+                informer.start()
+        elif not on and self._watches:
+            for informer in self._watches:
+                await informer.close()
+            self._watches = ()
+
+    def _watches_synced(self) -> bool:
+        return bool(self._watches) and all(i.synced.is_set() for i in self._watches)
 
     async def _loop(self) -> None:
         last_pass = 0.0
@@ -175,11 +193,10 @@ class Refresher:
                 log.warning("refresher lease not renewed: %s", e)
                 self.leader = False
             self.manager.metrics.leader.set(1 if self.leader else 0)
-            await self._follow_pods(self.leader)
+            await self._follow(self.leader)
             if (
                 self.leader
-                and self._pods is not None
-                and self._pods.synced.is_set()
+                and self._watches_synced()
                 and time.monotonic() - last_pass >= self.config.refresh.interval_seconds
             ):
                 last_pass = time.monotonic()
@@ -257,7 +274,12 @@ class Refresher:
             log.info("%s no longer matches the config; left to expire", where)
             return
         if self.clock() < record.refresh_at:
+            if self.markers.marked(record):
+                return  # its marker is there, so the Secret is: nothing to ask
             if await self.manager.verify(record):
+                # There, but unmarked (made before markers, or marking failed): mark it.
+                if await self.manager.mark_secret(record.namespace, record.name, record.secret_uid):
+                    self.markers.add(record.namespace, record.name, record.secret_uid)
                 return
             status = await self.manager.refresh(record.namespace, need)
             (report.recreated if status.state == "ready" else report.failed).append(where)

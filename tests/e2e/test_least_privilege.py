@@ -161,6 +161,15 @@ def test_the_webhook_identity_writes_only_its_own_kind_of_secret_where_it_belong
     assert base64.b64decode(get_json(cp, "secret", "team-db", "-n", opted)["data"]["pw"]) == (
         b"hunter2"
     )
+    # Markers (owned by its pull secrets, data-less) only where it may write Secrets too.
+    for where, allowed in ((opted, True), (unlabelled, False), ("kube-system", False)):
+        marker = {
+            "apiVersion": "pull-secret-webhook.io/v1alpha1",
+            "kind": "PullSecretMarker",
+            "metadata": {"name": f"psw-m-{uuid.uuid4().hex[:6]}", "namespace": where},
+        }
+        result = stack.as_webhook("create", "-f", "-", input=json.dumps(marker))
+        assert (result.returncode == 0) is allowed, (where, result.stderr)
     # And its own again: it may delete what it made.
     assert stack.as_webhook("delete", "secret", name, "-n", opted).returncode == 0
 

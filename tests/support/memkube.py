@@ -25,6 +25,7 @@ class MemKube:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: list[dict[str, Any]] = []
+        self.markers: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.calls: Counter[str] = Counter()
         self._versions = itertools.count(100)
@@ -148,6 +149,25 @@ class MemKube:
         if current["metadata"]["resourceVersion"] != resource_version:
             raise KubeAPIError(409, "Conflict", "the object has been modified")
         del self.records[(namespace, name)]
+
+    def delete_secret_as_someone_else(self, namespace: str, name: str) -> None:
+        """A user's delete: the garbage collector then removes what the Secret owns."""
+        uid = self.secrets.pop((namespace, name))["metadata"]["uid"]
+        for key, marker in list(self.markers.items()):
+            if any(o.get("uid") == uid for o in marker["metadata"].get("ownerReferences", [])):
+                del self.markers[key]
+
+    # -- markers -----------------------------------------------------------------
+
+    async def create_marker(self, namespace: str, body: Mapping[str, Any]) -> None:
+        self.calls["create_marker"] += 1
+        key = (namespace, body["metadata"]["name"])
+        if key in self.markers:
+            raise KubeAPIError(409, "AlreadyExists", f"{key[1]} already exists")
+        self._stamp(self.markers, key, body, new=True)
+
+    async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
+        return [copy.deepcopy(m) for m in self.markers.values()], str(next(self._versions))
 
     # -- the rest ----------------------------------------------------------------
 

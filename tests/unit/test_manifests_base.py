@@ -146,6 +146,7 @@ def test_the_cluster_role_grants_exactly_what_the_webhook_uses(base: list[Obj]) 
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "events", "create"),
+        *(("pull-secret-webhook.io", "pullsecretmarkers", v) for v in ("create", "list", "watch")),
     }
 
 
@@ -186,8 +187,9 @@ def test_the_write_policy_applies_to_the_webhook_alone_and_fails_closed(
     vap = one(base, "ValidatingAdmissionPolicy", policy)
     assert vap["spec"]["failurePolicy"] == "Fail"
     [condition] = vap["spec"]["matchConditions"]
-    assert "system:serviceaccount:" in condition["expression"]
-    assert f"contains('{NAME}')" in condition["expression"]
+    assert condition["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{NAME}'"
+    )
     binding = one(base, "ValidatingAdmissionPolicyBinding", policy)
     assert binding["spec"]["validationActions"] == ["Deny"]
 

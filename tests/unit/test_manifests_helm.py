@@ -28,6 +28,7 @@ from webhook.config import parse_config
 ONLY_IN_BASE = {
     ("Namespace", "pull-secret-webhook", ""),
     ("CustomResourceDefinition", "managedpullsecrets.pull-secret-webhook.io", ""),
+    ("CustomResourceDefinition", "pullsecretmarkers.pull-secret-webhook.io", ""),
 }
 #: Labels a selector may rely on; the chart adds Helm's own labels besides these.
 SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
@@ -370,9 +371,12 @@ def test_unknown_values_are_refused_by_the_schema() -> None:
         run_tool([helm_binary(), "template", "x", CHART, "--set", "webhok.failurePolicy=Fail"])
 
 
-def test_the_chart_ships_the_same_crd_as_the_base(base: dict[tuple[str, str, str], Obj]) -> None:
-    [crd] = yaml.safe_load_all((CHART / "crds" / "managedpullsecrets.yaml").read_text())
-    k = ("CustomResourceDefinition", "managedpullsecrets.pull-secret-webhook.io", "")
+@pytest.mark.parametrize("plural", ["managedpullsecrets", "pullsecretmarkers"])
+def test_the_chart_ships_the_same_crds_as_the_base(
+    base: dict[tuple[str, str, str], Obj], plural: str
+) -> None:
+    [crd] = yaml.safe_load_all((CHART / "crds" / f"{plural}.yaml").read_text())
+    k = ("CustomResourceDefinition", f"{plural}.pull-secret-webhook.io", "")
 
     assert crd["spec"] == base[k]["spec"]
 

@@ -155,6 +155,7 @@ def test_the_base_builds_with_the_kustomize_in_kubectl() -> None:
             "Namespace",
             "ServiceAccount",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
             "Role",

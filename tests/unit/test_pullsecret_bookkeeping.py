@@ -24,7 +24,7 @@ from webhook.pullsecrets import (
 )
 from webhook.records import ManagedSecret, record_name
 from webhook.references import References
-from webhook.refresher import Refresher
+from webhook.refresher import PassReport, Refresher
 
 ACR = "contoso.azurecr.io/app:1"
 HOME = "pull-secret-webhook"
@@ -125,15 +125,20 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     need = need_of(config)
     await m.ensure("team-a", [need], budget=5, dry_run=False)
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
-    del kube.secrets[("team-a", need.secret_name)]
     kube.reference("team-a", need.secret_name)
     refresher = Refresher(config, m, "replica-0")
-    refresher.references.replace_all(kube.pods)  # what the leader's pod watch holds
+    refresher.references.replace_all(kube.pods)  # what the leader's watches hold
+    refresher.markers.replace_all(list(kube.markers.values()))
+    idle = await refresher.run_once()
+    assert idle == PassReport() and kube.calls["check_secret"] == 0  # nothing asked
+    kube.delete_secret_as_someone_else("team-a", need.secret_name)
+    refresher.markers.replace_all(list(kube.markers.values()))  # the watch saw it go
     report = await refresher.run_once()
     assert report.recreated == [f"team-a/{need.secret_name}"]
     recreated = kube.secrets[("team-a", need.secret_name)]
     assert recreated["metadata"]["uid"] != first_uid
     assert record_of(kube, "team-a", need)["status"]["secretUID"] == recreated["metadata"]["uid"]
+    assert ("team-a", need.secret_name) in kube.markers  # marked again
 
 
 async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -86,8 +86,13 @@ class Kube:
     """Pull secrets (written, never read), the webhook's records, Namespaces, credential
     Secrets, ServiceAccounts, TokenRequests, Events, Pods and Leases."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(
+        self, api: client.ApiClient, *, on_request: Callable[[str], None] = lambda call: None
+    ) -> None:
+        """``on_request`` hears the name of every call sent (``watch <list call>`` for a
+        watch), so the load the webhook puts on the API server can be measured."""
         self.api = api
+        self._on_request = on_request
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -96,6 +101,7 @@ class Kube:
         await self.api.close()
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        self._on_request(method.__name__)
         try:
             resp = await method(*args, _preload_content=False, **kwargs)
             body = await resp.read()
@@ -127,6 +133,7 @@ class Kube:
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events ({type, object}) from ``resource_version`` until the server ends
         the watch; every failure is a KubeAPIError (status 0 when the stream broke)."""
+        self._on_request(f"watch {method.__name__}")
         try:
             resp: Any = await method(
                 *args,

@@ -72,6 +72,13 @@ class Metrics:
             "1 when this replica holds the refresher Lease.",
             registry=r,
         )
+        self.api_requests = Counter(
+            "pull_secret_webhook_api_requests",
+            "Requests sent to the Kubernetes API server, by call (a watch counts once, when "
+            "it is opened).",
+            ["call"],
+            registry=r,
+        )
         self.cert_reloads = Counter(
             "pull_secret_webhook_certificate_reloads",
             "Serving certificate reloads from disk, by result (ok, error).",

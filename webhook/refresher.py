@@ -226,8 +226,18 @@ class Refresher:
             return None
         return PullNeed(entry=entry, host=record.host, identity=identity, secret_name=name)
 
+    def _settled(self, record: ManagedSecret, now: float) -> bool:
+        """In use, fresh, unmarked as unreferenced and its marker present."""
+        return (
+            record.state == "Ready"
+            and record.unreferenced_since is None
+            and now < record.refresh_at
+            and self.markers.marked(record)
+        )
+
     async def run_once(self) -> PassReport:
         report = PassReport()
+        now = self.clock()
         manager = self.manager
         by_namespace: dict[str, list[ManagedSecret]] = defaultdict(list)
         for record in manager.records.records():
@@ -244,6 +254,8 @@ class Refresher:
                 continue
             for record in records:
                 in_use = self.references.referenced(namespace, record.name)
+                if in_use and self._settled(record, now):
+                    continue  # the common case, decided without a call or an await
                 await self._guarded(record, report, self._keep if in_use else self._collect)
         return report
 
@@ -264,18 +276,19 @@ class Refresher:
         report.forgotten.append(f"{record.namespace}/{record.name}")
 
     async def _keep(self, record: ManagedSecret, report: PassReport) -> None:
-        where = f"{record.namespace}/{record.name}"
         if record.unreferenced_since is not None:
             await self.manager.mark(record, None)
         if record.state != "Ready":
             return  # Foreign: never touched; Claimed: an admission is making it
+        due = self.clock() >= record.refresh_at
+        if not due and self.markers.marked(record):
+            return  # fresh, and its marker says the Secret is there: nothing to do
+        where = f"{record.namespace}/{record.name}"
         need = self.need_for(record)
         if need is None:
             log.info("%s no longer matches the config; left to expire", where)
             return
-        if self.clock() < record.refresh_at:
-            if self.markers.marked(record):
-                return  # its marker is there, so the Secret is: nothing to ask
+        if not due:
             if await self.manager.verify(record):
                 # There, but unmarked (made before markers, or marking failed): mark it.
                 if await self.manager.mark_secret(record.namespace, record.name, record.secret_uid):

@@ -60,7 +60,9 @@ async def start_manager(
     pod_name: str,
 ) -> PullSecretManager:
     """Connect to the cluster; start the secret manager and the refresher (under a Lease)."""
-    kube = Kube(await connect(kubeconfig))
+    kube = Kube(
+        await connect(kubeconfig), on_request=lambda call: metrics.api_requests.labels(call).inc()
+    )
     stack.push_async_callback(kube.close)
     cache = CredentialCache(
         config,

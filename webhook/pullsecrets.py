@@ -82,6 +82,10 @@ RETRY_GIVE_UP_SECONDS = 3600.0
 REFUSAL_LOG_INTERVAL = 60.0
 
 
+class RecordsMissing(KubeAPIError):
+    """The API server does not know the ManagedPullSecret resource (CRD not installed)."""
+
+
 def dockerconfigjson(host: str, credential: Credential) -> bytes:
     auth = base64.b64encode(f"{credential.username}:{credential.password}".encode()).decode()
     doc = {
@@ -315,6 +319,9 @@ class PullSecretManager:
             return NeedStatus("pending", f"{e.step} {e.code}".strip())
         try:
             return await self.write(namespace, need, credential)
+        except RecordsMissing as e:
+            log.error("cannot record pull secrets: %s is not installed", e)
+            return NeedStatus("pending", "the ManagedPullSecret CRD is not installed")
         except KubeAPIError as e:
             self.metrics.secret_writes.labels("write", "error").inc()
             log.warning("cannot write Secret %s/%s: %s", namespace, need.secret_name, e)
@@ -438,7 +445,12 @@ class PullSecretManager:
         home = self.config.namespace
         body = record.to_object(home)
         if create:
-            doc = await self.kube.create_record(home, body)
+            try:
+                doc = await self.kube.create_record(home, body)
+            except KubeAPIError as e:
+                if e.status == 404:  # the resource type itself is missing
+                    raise RecordsMissing(404, "NotFound", "the ManagedPullSecret CRD") from e
+                raise
         else:
             doc = await self.kube.replace_record(home, record.object_name, body)
         saved = ManagedSecret.from_object(doc) or record

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 
 from tests.e2e.controlplane import ControlPlane
@@ -86,7 +87,13 @@ def installed(
     try:
         yield Install(overlay=overlay, namespace=namespace, name=f"pull-secret-webhook-{suffix}")
     finally:
-        controlplane.kubectl("delete", "-k", str(overlay), "--wait=false", check=False)
+        # Everything but the CustomResourceDefinitions: they are cluster-wide and shared
+        # with the other installs of this session (as with any operator's CRDs).
+        rendered = objects(controlplane.kubectl("kustomize", str(overlay)).stdout)
+        mine = [o for o in rendered if o["kind"] != "CustomResourceDefinition"]
+        controlplane.kubectl(
+            "delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(mine), check=False
+        )
 
 
 def get(controlplane: ControlPlane, *args: str) -> Any:

@@ -27,6 +27,10 @@ LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_REPO_PREFIX = "library/"
 #: distribution/reference's NameTotalLengthMax.
 NAME_TOTAL_LENGTH_MAX = 255
+#: The longest a valid reference can be: name (255) + ':' + tag (128) + '@' + a digest
+#: (sha512: 7 + 128 hex; longer algorithms are rare). Longer strings are refused before
+#: any regular expression sees them.
+REFERENCE_LENGTH_MAX = 1024
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_NAME = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*"
@@ -93,6 +97,8 @@ def parse_image(image: str) -> ImageRef:
     """Parse and normalise an image reference; raise InvalidReference with the reason."""
     if not isinstance(image, str) or not image:
         raise InvalidReference("empty image reference")
+    if len(image) > REFERENCE_LENGTH_MAX:
+        raise InvalidReference(f"image reference longer than {REFERENCE_LENGTH_MAX} characters")
     if image != image.strip() or any(c.isspace() for c in image):
         raise InvalidReference("image reference contains white space")
     # Docker refuses a 64-hex string without a name: it would be read as an image id.

@@ -17,10 +17,24 @@ _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
 )
 
 
+#: Context values come from requests: each is cut to this length and kept on one line.
+CONTEXT_VALUE_MAX = 253  # the longest valid Kubernetes object name
+
+
+def _safe(value: str) -> str:
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    value = value.replace("\n", "\\n").replace("\r", "\\r")
+    return value if len(value) <= CONTEXT_VALUE_MAX else value[: CONTEXT_VALUE_MAX - 1] + "…"
+
+
 @contextmanager
 def log_context(**fields: str) -> Iterator[None]:
-    """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
+
+    Values are cut and made printable here: they often come straight from a request.
+    """
+    safe = {k: _safe(str(v)) for k, v in fields.items() if v}
+    token = _context.set({**_context.get(), **safe})
     try:
         yield
     finally:

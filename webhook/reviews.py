@@ -19,6 +19,22 @@ SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 #: Kubernetes truncates each admission warning to 120 characters and refuses newlines
 #: (staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/mutating/dispatcher.go).
 WARNING_MAX = 120
+#: Values quoted back in an error message (and so in a log line) are cut to this length:
+#: a 6 MB ``kind`` must not become a 6 MB log line or response.
+QUOTE_MAX = 80
+#: The deepest a Pod review legitimately nests is ~20 levels (review → request → object →
+#: spec.volumes[].ephemeral.volumeClaimTemplate.spec.selector.matchExpressions[].values[],
+#: and metadata.managedFields[].fieldsV1, which mirrors those paths). Anything much deeper
+#: is hostile, and would overflow the recursion of the code that walks it.
+MAX_DEPTH = 64
+#: Values (objects, arrays, strings, numbers) one review may hold. A Pod is at most ~1.5 MiB
+#: in etcd (``--max-request-bytes`` default, etcd docs "System limits"), so a real review
+#: holds tens of thousands of values (a Pod with 5,000 env vars: ~15,000). Capping the count
+#: bounds the memory a 7 MiB body of ``[{},{},…]`` would take once decoded (~150 MB).
+MAX_VALUES = 400_000
+#: The API server sends a UUID; an over-long uid is not echoed (it would be a large log field).
+UID_MAX = 128
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
 class GroupVersionKind(TypedDict):
@@ -78,47 +94,128 @@ class AdmissionReview(TypedDict):
 class BadReview(ValueError):
     """The body is not an AdmissionReview we can answer; becomes an HTTP 400."""
 
-    def __init__(self, message: str, uid: str = "", api_version: str = API_VERSION) -> None:
+    def __init__(
+        self, message: str, uid: str = "", api_version: str = API_VERSION, status: int = 400
+    ) -> None:
         super().__init__(message)
         self.uid = uid
         self.api_version = api_version
+        self.status = status
+        """The HTTP status of the refusal: 400, or 405 for a method other than POST."""
+
+
+def quote(value: object, limit: int = QUOTE_MAX) -> str:
+    """``repr`` of a value from a request, cut to ``limit`` characters, safe for one log line."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        # A 5,000-digit int cannot be repr'd (sys.int_info.str_digits_check_threshold).
+        shown = repr(value) if not isinstance(value, int) or value.bit_length() < 64 else "<int>"
+    else:
+        shown = f"<{type(value).__name__}>"
+    return clip(shown, limit)
+
+
+def clip(text: str, limit: int = QUOTE_MAX) -> str:
+    """One line, at most ``limit`` characters, no lone surrogates (they break log encoders)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_shape(doc: object) -> None:
+    """Refuse documents nested deeper than MAX_DEPTH or holding more than MAX_VALUES values.
+
+    Iterative, so it cannot itself overflow the stack on the documents it refuses.
+    """
+    count = 0
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise BadReview(f"request body holds more than {MAX_VALUES} JSON values")
+        if isinstance(value, dict):
+            children: Any = value.values()
+            count += len(value)  # the keys
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth >= MAX_DEPTH and children:
+            raise BadReview(f"request body is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _loads(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadReview(f"request body is not valid JSON: {clip(str(e))}") from e
+    except RecursionError as e:
+        raise BadReview(f"request body is nested deeper than {MAX_DEPTH} levels") from e
+    except ValueError as e:  # e.g. an integer over Python's 4,300-digit conversion limit
+        raise BadReview(f"request body has an unacceptable value: {clip(str(e))}") from e
 
 
 def decode_review(body: bytes) -> tuple[str, AdmissionRequest]:
     """Decode and check a request body; return (apiVersion, request) or raise BadReview."""
     if not body.strip():
         raise BadReview("empty request body; expected an AdmissionReview")
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadReview(f"request body is not valid JSON: {e}") from e
+    doc = _loads(body)
     if not isinstance(doc, dict):
         raise BadReview("request body must be a JSON object (an AdmissionReview)")
     api_version = doc.get("apiVersion")
     echo = api_version if api_version in SUPPORTED_API_VERSIONS else API_VERSION
     request = doc.get("request")
     uid = request.get("uid", "") if isinstance(request, dict) else ""
-    uid = uid if isinstance(uid, str) else ""
+    uid = uid if isinstance(uid, str) and len(uid) <= UID_MAX else ""
+    try:
+        _check_shape(doc)
+    except BadReview as e:
+        raise BadReview(str(e), uid, echo) from None
     if doc.get("kind") != KIND:
-        raise BadReview(f"kind is {doc.get('kind')!r}, expected {KIND!r}", uid, echo)
+        raise BadReview(f"kind is {quote(doc.get('kind'))}, expected {KIND!r}", uid, echo)
     if api_version not in SUPPORTED_API_VERSIONS:
         raise BadReview(
-            f"apiVersion {api_version!r} is not supported; expected {API_VERSION}", uid, echo
+            f"apiVersion {quote(api_version)} is not supported; expected {API_VERSION}", uid, echo
         )
     if not isinstance(request, dict):
         raise BadReview("AdmissionReview has no request", uid, echo)
     if not uid:
-        raise BadReview("request.uid is missing or empty", "", echo)
-    problems = []
-    for key, typ in (("kind", dict), ("resource", dict), ("operation", str)):
-        if not isinstance(request.get(key), typ):
-            problems.append(f"request.{key} is missing or not a {typ.__name__}")
-    obj = request.get("object")
-    if obj is not None and not isinstance(obj, dict):
-        problems.append("request.object is not an object")
+        raise BadReview(f"request.uid is missing, empty or longer than {UID_MAX}", "", echo)
+    problems = _request_problems(request)
     if problems:
         raise BadReview("; ".join(problems), uid, echo)
     return echo, request  # type: ignore[return-value]
+
+
+def _request_problems(request: dict[str, Any]) -> list[str]:
+    """Type errors in the fields the webhook reads, each with the path and what was expected."""
+    problems = []
+    for key in ("kind", "resource"):
+        if not isinstance(request.get(key), dict):
+            problems.append(f"request.{key} is missing or not an object")
+        elif not all(isinstance(v, str) for v in request[key].values()):
+            problems.append(f"request.{key} has a value that is not a string")
+    if request.get("operation") not in OPERATIONS:
+        problems.append(
+            f"request.operation is {quote(request.get('operation'))}, "
+            f"expected one of {', '.join(OPERATIONS)}"
+        )
+    for key in ("subResource", "name", "namespace"):
+        if not isinstance(request.get(key, ""), str):
+            problems.append(f"request.{key} is {quote(request.get(key))}, expected a string")
+    if not isinstance(request.get("dryRun", False), bool):
+        problems.append(f"request.dryRun is {quote(request.get('dryRun'))}, expected a boolean")
+    obj = request.get("object")
+    if obj is None:
+        return problems
+    if not isinstance(obj, dict):
+        problems.append("request.object is not an object")
+        return problems
+    for key in ("metadata", "spec"):
+        if not isinstance(obj.get(key, {}), dict):
+            problems.append(f"request.object.{key} is {quote(obj.get(key))}, expected an object")
+    return problems
 
 
 def review(api_version: str, response: AdmissionResponse) -> AdmissionReview:
@@ -154,7 +251,8 @@ def deny(uid: str, message: str, code: int = 403, reason: str = "Forbidden") -> 
 
 def bad_request(error: BadReview) -> AdmissionReview:
     """The 400 body: still an AdmissionReview, denying with the reason."""
-    return review(error.api_version, deny(error.uid, str(error), code=400, reason="BadRequest"))
+    reason = "MethodNotAllowed" if error.status == 405 else "BadRequest"
+    return review(error.api_version, deny(error.uid, str(error), code=error.status, reason=reason))
 
 
 def clip_warning(text: str) -> str:

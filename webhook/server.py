@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from webhook import admission
 from webhook.admission import Outcome, Plan, SecretSource, Skip
@@ -31,8 +32,10 @@ from webhook.reviews import (
     BadReview,
     allow,
     bad_request,
+    clip,
     decode_review,
     deny,
+    quote,
     review,
 )
 from webhook.tlsreload import ReloadingTLS
@@ -48,6 +51,8 @@ BODY_READ_TIMEOUT = 10.0
 #: After refusing a body early, aiohttp reads and drops what the client still sends so the
 #: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
 LINGERING_SECONDS = 2.0
+#: Error messages written to the log are cut to this many characters.
+LOGGED_MESSAGE_MAX = 300
 #: In-flight admissions get this long to finish after SIGTERM (below the pod's default
 #: 30 s terminationGracePeriodSeconds, leaving room for the process to exit).
 SHUTDOWN_TIMEOUT = 20.0
@@ -111,23 +116,38 @@ async def _read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_review(request: web.Request) -> tuple[str, AdmissionRequest]:
+    if request.method != "POST":
+        raise BadReview(
+            f"method {clip(request.method)} is not allowed; POST an AdmissionReview", status=405
+        )
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise BadReview(f"Content-Type is {quote(ctype)}, expected application/json")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        # The API server never compresses webhook requests, and a compressed body could
+        # expand a thousandfold past the size limit before it is counted.
+        raise BadReview(f"Content-Encoding {quote(encoding)} is not accepted; send plain JSON")
+    try:
+        body = await _read_body(request)
+    except TimeoutError as e:
+        raise BadReview("timed out reading the request body") from e
+    except HttpProcessingError as e:  # a malformed chunked body and the like
+        raise BadReview(f"cannot read the request body: {clip(str(e.message))}") from e
+    return decode_review(body)
+
+
 async def handle_mutate(request: web.Request) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
-        ctype = request.headers.get("Content-Type", "")
-        if ctype.split(";")[0].strip().lower() != "application/json":
-            raise BadReview(f"Content-Type is {ctype!r}, expected application/json")
-        try:
-            body = await _read_body(request)
-        except TimeoutError as e:
-            raise BadReview("timed out reading the request body") from e
-        api_version, req = decode_review(body)
+        api_version, req = await _read_review(request)
     except BadReview as e:
-        log.warning("bad admission request: %s", e)
+        log.warning("bad admission request: %s", clip(str(e), LOGGED_MESSAGE_MAX))
         metrics.admissions.labels("bad_request").inc()
-        resp = _json(bad_request(e), status=400)
+        resp = _json(bad_request(e), status=e.status)
         resp.force_close()  # a refused body is not worth keeping the connection for
         return resp
 
@@ -135,8 +155,11 @@ async def handle_mutate(request: web.Request) -> web.Response:
     with log_context(uid=uid, op=req["operation"], namespace=req.get("namespace", "")):
         try:
             response, result = await _admit(app, req)
-        except Exception:  # a bug of ours must not turn into an API server error
-            log.exception("admission failed unexpectedly")
+        except Exception as e:  # a bug of ours must not turn into an API server error
+            # One line at ERROR (no traceback: its frames may quote the request); the
+            # traceback only at DEBUG, for whoever is chasing the bug.
+            log.error("admission failed unexpectedly: %s", clip(repr(e), LOGGED_MESSAGE_MAX))
+            log.debug("admission failure detail", exc_info=True)
             fail_closed = app[CONFIG].admission.fail_closed
             response = (
                 deny(uid, "pull-secret-webhook: internal error; see the webhook's logs")
@@ -156,7 +179,7 @@ async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[Admission
         log.debug("allowed unchanged: %s", decision.reason)
         return allow(req["uid"]), "skipped"
     plan: Plan = decision
-    with log_context(pod=plan.pod_name):
+    with log_context(pod=clip(plan.pod_name)):
         outcome = await _ensure(app, plan)
         if outcome.refused:
             log.debug("allowed unchanged: %s", outcome.refused)
@@ -182,7 +205,8 @@ async def _ensure(app: web.Application, plan: Plan) -> Outcome:
             plan.namespace, plan.needs, budget=budget, dry_run=plan.dry_run
         )
     except Exception as e:  # the source promises not to raise; stay safe if it does
-        log.exception("secret source failed")
+        log.error("secret source failed: %s", clip(repr(e), LOGGED_MESSAGE_MAX))
+        log.debug("secret source failure detail", exc_info=True)
         status = admission.NeedStatus("pending", f"internal error ({type(e).__name__})")
         return Outcome({n.secret_name: status for n in plan.needs})
 
@@ -212,7 +236,8 @@ def create_webhook_app(
     app[SOURCE] = source
     app[METRICS] = metrics
     app[STATE] = state
-    app.router.add_post("/mutate", handle_mutate)
+    # Every method: a GET or PUT still gets an AdmissionReview (405), not aiohttp's text.
+    app.router.add_route("*", "/mutate", handle_mutate)
     return app
 
 
@@ -278,6 +303,8 @@ async def start_server(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         access_log=None,
         lingering_time=LINGERING_SECONDS,
+        # Bodies are read as sent; a Content-Encoding is refused in the handler.
+        auto_decompress=False,
     )
     health = web.AppRunner(create_health_app(metrics, state), access_log=None)
     await hook.setup()

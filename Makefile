@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit e2e venv system-deps controlplane cluster tools clean \
-	clean-cache bench kind-e2e lock image
+	clean-cache bench kind-e2e lock image fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ test: $(STAMP) system-deps controlplane tools lint typecheck
 
 run: $(STAMP) system-deps controlplane
 	$(PY) -m tests.e2e.playground $(ARGS)
+
+# The property-based tests at full size: 4 properties x 25,000 generated cases (hostile
+# /mutate requests through the real TLS server, and the image reference parser). ~10 min.
+FUZZ_EXAMPLES ?= 25000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/fuzz -p no:cacheprovider --timeout=0 -q
 
 bench: $(STAMP)
 	$(PY) -m bench.admission

@@ -100,7 +100,9 @@ def test_a_content_encoding_is_refused_with_a_400(
 def test_wrongly_typed_request_fields_are_a_400_that_echoes_the_uid(
     server: ThreadedServer, field: str, value: object, message: str
 ) -> None:
-    status, doc = post_json(server, review(**{field: value}))
+    doc = review()
+    doc["request"][field] = value
+    status, doc = post_json(server, doc)
     assert status == 400
     assert doc["response"]["uid"] == "hostile-uid"
     assert message in doc["response"]["status"]["message"]

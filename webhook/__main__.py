@@ -1,4 +1,4 @@
-"""Command line: ``python -m webhook serve | explain | doctor | certs``."""
+"""Command line: ``python -m webhook serve | validate | explain | doctor | certs``."""
 
 from __future__ import annotations
 
@@ -99,6 +99,20 @@ def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 1 if any(m.ref is None for m in matches) else 0
 
 
+# ------------------------------------------------------------------------ validate
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Exit 0 and summarise a valid config; exit 2 listing every problem of a broken one."""
+    path = _config_path(args.config)
+    config = _load(path, err)
+    if config is None:
+        return 2
+    names = ", ".join(f"{e.name} ({e.kind})" for e in config.registries)
+    print(f"{path}: valid; {len(config.registries)} registry entries: {names}", file=out)
+    return 0
+
+
 # --------------------------------------------------------------------------- serve
 
 
@@ -188,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", default=os.environ.get("LOG_FORMAT", "text"), choices=["text", "json"]
     )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "validate", help="check a config file; list every problem (exit 2) or say it is valid"
+    )
+    with_config(p)
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("explain", help="show how images would be matched and named")
     with_config(p)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-import yaml
-
+from webhook.configfile import FileProblems, load_yaml, read_text
 from webhook.registries import (
     ACR_DEFAULT_SUFFIXES,
     ECR_ACCOUNT_RE,
@@ -249,17 +249,22 @@ class Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    """Read and validate a YAML config file; raise ConfigError listing every problem.
+
+    Never blocks (a FIFO is refused, not read) and never lets a hostile file cost more
+    than a bounded amount of time and memory (see ``webhook.configfile``).
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError([f"cannot read {p}: {e.strerror or e}"], source=str(p)) from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError([f"not valid YAML: {e}"], source=str(p)) from e
-    return parse_config(data if data is not None else {}, source=str(p))
+        data, problems = load_yaml(read_text(p))
+    except FileProblems as e:
+        raise ConfigError(e.problems, source=str(p)) from None
+    v = _Validator()
+    cfg = v.config(data if data is not None else {})
+    problems = problems + v.problems
+    if problems or cfg is None:
+        raise ConfigError(problems, source=str(p))
+    return cfg
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -279,7 +284,10 @@ class _Validator:
         self.namespace = "pull-secret-webhook"
 
     def bad(self, key: str, value: Any, expected: str) -> None:
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except ValueError:  # an int past Python's 4,300-digit str() limit
+            shown = f"<{type(value).__name__}>"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         self.problems.append(f"{key}: got {shown}, expected {expected}")
@@ -312,8 +320,8 @@ class _Validator:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
+            or not lo <= value <= hi  # before isfinite: a huge int overflows float()
             or not math.isfinite(value)
-            or not lo <= value <= hi
         ):
             self.bad(f"{prefix}.{key}", value, f"a number from {lo:g} to {hi:g}")
             return default
@@ -351,6 +359,25 @@ class _Validator:
             name=name, namespace=namespace or self.namespace, key=self.string(ref, "key", where)
         )
 
+    def ca_bundle(self, path: str) -> None:
+        """caFile must be a readable regular file holding at least one PEM certificate."""
+        try:
+            text = read_text(Path(path))
+        except FileProblems as e:
+            self.bad("caFile", path, f"a readable PEM file ({'; '.join(e.problems)})")
+            return
+        try:
+            ssl.create_default_context(cadata=text)
+        except (ssl.SSLError, ValueError) as e:
+            reason = " ".join(str(e).split())[:120]
+            self.bad("caFile", path, f"PEM CA certificates (loading them failed: {reason})")
+
+    def port_in_range(self, key: str, value: str) -> None:
+        """``host:port`` or a URL's port must be 1-65535 (valid_host checks only digits)."""
+        match = re.search(r":(\d+)(?:/|$)", value.split("://", 1)[-1])
+        if match and not 1 <= int(match.group(1)[:6]) <= 65535:
+            self.bad(key, value, "a port from 1 to 65535")
+
     # -- sections ----------------------------------------------------------------
 
     def config(self, data: Any) -> Config | None:
@@ -376,8 +403,8 @@ class _Validator:
         if not _NAME_RE.match(prefix) or len(prefix) > 20:
             self.bad("secretPrefix", prefix, "1-20 lowercase letters, digits or '-'")
         ca_file = self.string(top, "caFile", "")
-        if ca_file and not Path(ca_file).is_file():
-            self.bad("caFile", ca_file, "a readable PEM file")
+        if ca_file:
+            self.ca_bundle(ca_file)
 
         excluded = top.get("excludedNamespaces", [])
         if not isinstance(excluded, list) or not all(
@@ -481,6 +508,8 @@ class _Validator:
         for key, url in (("endpointUrl", endpoint), ("stsEndpointUrl", sts_endpoint)):
             if url and not re.match(r"^https?://[^\s/]+", url):
                 self.bad(f"{where}.{key}", url, "an http(s) URL")
+            elif url:
+                self.port_in_range(f"{where}.{key}", url)
         if rule is None or auth is None:
             return None
         return RegistryEntry(
@@ -499,6 +528,8 @@ class _Validator:
         for h in hosts:
             if not valid_host(h):
                 self.bad(f"{where}.hosts", h, "a registry host such as reg.example.com[:port]")
+            else:
+                self.port_in_range(f"{where}.hosts", h)
         family = self.boolean(m, "anyRegistry", where, False)
         suffixes = [s.lower().lstrip(".") for s in self.string_list(m, "suffixes", where)]
         for s in suffixes:
@@ -578,6 +609,8 @@ class _Validator:
         authority = self.string(m, "authorityHost", where)
         if authority and not authority.startswith("https://"):
             self.bad(f"{where}.authorityHost", authority, "an https:// URL (Entra ID needs TLS)")
+        elif authority:
+            self.port_in_range(f"{where}.authorityHost", authority)
         audience = self.string(m, "audience", where, "containerregistry")
         if audience not in ACR_AUDIENCES:
             self.bad(f"{where}.audience", audience, f"one of {', '.join(ACR_AUDIENCES)}")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -79,6 +87,16 @@ class Metrics:
             ["call"],
             registry=r,
         )
+        self.connections_closed = Counter(
+            "pull_secret_webhook_connections_closed",
+            "Connections the webhook closed to stay within its limits, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        # The standard process_* metrics (RSS, CPU, open fds) and python_info, as the
+        # default registry would export them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.cert_reloads = Counter(
             "pull_secret_webhook_certificate_reloads",
             "Serving certificate reloads from disk, by result (ok, error).",

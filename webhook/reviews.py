@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Literal, NotRequired, TypedDict
 
 API_VERSION = "admission.k8s.io/v1"
@@ -30,8 +31,9 @@ MAX_DEPTH = 64
 #: Values (objects, arrays, strings, numbers) one review may hold. A Pod is at most ~1.5 MiB
 #: in etcd (``--max-request-bytes`` default, etcd docs "System limits"), so a real review
 #: holds tens of thousands of values (a Pod with 5,000 env vars: ~15,000). Capping the count
-#: bounds the memory a 7 MiB body of ``[{},{},…]`` would take once decoded (~150 MB).
-MAX_VALUES = 400_000
+#: bounds the memory a 7 MiB body of ``[{},{},…]`` would take once decoded (~150 MB; at
+#: most ~30 MB under this cap, ~110 bytes per value).
+MAX_VALUES = 250_000
 #: The API server sends a UUID; an over-long uid is not echoed (it would be a large log field).
 UID_MAX = 128
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
@@ -145,7 +147,29 @@ def _check_shape(doc: object) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
+#: A JSON string (with escapes), for blanking strings out before counting separators.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def estimate_values(body: bytes) -> int:
+    """About how many values decoding ``body`` makes, counted without decoding it.
+
+    Every value but the first of an array or object follows a ',', every key a ':', and
+    every array or object opens with '[' or '{'. Strings are blanked first so separators
+    inside them do not count (only when the raw count is over the limit: the blanking takes
+    ~0.2 s for 7 MiB, the raw count ~10 ms).
+    """
+    raw = sum(body.count(c) for c in (b",", b":", b"[", b"{")) + 1
+    if raw <= MAX_VALUES:
+        return raw  # an upper bound, close enough for budgeting
+    bare = _JSON_STRING.sub(b'""', body)
+    return sum(bare.count(c) for c in (b",", b":", b"[", b"{")) + 1
+
+
 def _loads(body: bytes) -> object:
+    values = estimate_values(body)
+    if values > MAX_VALUES:
+        raise BadReview(f"request body holds more than {MAX_VALUES} JSON values")
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

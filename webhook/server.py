@@ -22,11 +22,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from webhook import admission
 from webhook.admission import Outcome, Plan, SecretSource, Skip
+from webhook.budget import Budget, BudgetExhausted, Held
 from webhook.config import Config
+from webhook.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, limit_tls_read_buffer
 from webhook.logs import log_context
 from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
 from webhook.needs import PullNeed
 from webhook.reviews import (
+    MAX_VALUES,
     AdmissionRequest,
     AdmissionResponse,
     BadReview,
@@ -35,6 +38,7 @@ from webhook.reviews import (
     clip,
     decode_review,
     deny,
+    estimate_values,
     quote,
     review,
 )
@@ -51,6 +55,18 @@ BODY_READ_TIMEOUT = 10.0
 #: After refusing a body early, aiohttp reads and drops what the client still sends so the
 #: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
 LINGERING_SECONDS = 2.0
+#: What requests in flight may hold at once: bodies being read plus their decoded reviews
+#: (estimated at BYTES_PER_VALUE per JSON value). A maximal review (7 MiB, MAX_VALUES
+#: values) takes ~38 MiB of it; a typical pod review ~50 KiB. Sized so that, with
+#: MAX_CONNECTIONS open, a replica stays well inside the Deployment's 256Mi limit.
+MEMORY_BUDGET_BYTES = 64 * 1024 * 1024
+#: Measured: a decoded review costs ~110 bytes per value (dicts, lists, small strings).
+BYTES_PER_VALUE = 128
+#: A request waits at most this long for budget before a 429 (the API server's whole
+#: call is bounded by timeoutSeconds, 10 s by default).
+BUDGET_WAIT = 2.0
+#: A review at least this large asks for freed memory to be returned once it is answered.
+LARGE_REVIEW_BYTES = 4 * 1024 * 1024
 #: Error messages written to the log are cut to this many characters.
 LOGGED_MESSAGE_MAX = 300
 #: In-flight admissions get this long to finish after SIGTERM (below the pod's default
@@ -61,6 +77,8 @@ CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 SOURCE: web.AppKey[SecretSource] = web.AppKey("source")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 STATE: web.AppKey[ServerState] = web.AppKey("state")
+BUDGET: web.AppKey[Budget] = web.AppKey("budget", Budget)
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
 
 
 @dataclass
@@ -99,24 +117,28 @@ def _json(doc: object, status: int = 200) -> web.Response:
     )
 
 
-async def _read_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+async def _read_body(request: web.Request, held: Held) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
         raise BadReview(
-            f"request body of {request.content_length} bytes exceeds the limit "
-            f"of {MAX_BODY_BYTES} bytes"
+            f"request body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
         )
     chunks: list[bytes] = []
     size = 0
     async with asyncio.timeout(BODY_READ_TIMEOUT):
+        if declared:
+            await held.take(declared, BUDGET_WAIT)
         async for chunk in request.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 raise BadReview(f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            if declared is None:  # chunked: pay as it arrives
+                await held.take(len(chunk), BUDGET_WAIT)
             chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def _read_review(request: web.Request) -> tuple[str, AdmissionRequest]:
+async def _read_review(request: web.Request, held: Held) -> tuple[str, AdmissionRequest]:
     if request.method != "POST":
         raise BadReview(
             f"method {clip(request.method)} is not allowed; POST an AdmissionReview", status=405
@@ -130,7 +152,11 @@ async def _read_review(request: web.Request) -> tuple[str, AdmissionRequest]:
         # expand a thousandfold past the size limit before it is counted.
         raise BadReview(f"Content-Encoding {quote(encoding)} is not accepted; send plain JSON")
     try:
-        body = await _read_body(request)
+        body = await _read_body(request, held)
+        # What decoding will allocate, paid before it happens.
+        await held.take(min(estimate_values(body), MAX_VALUES) * BYTES_PER_VALUE, BUDGET_WAIT)
+    except BudgetExhausted as e:
+        raise BadReview(f"too many large reviews in flight; retry ({e})", status=429) from e
     except TimeoutError as e:
         raise BadReview("timed out reading the request body") from e
     except HttpProcessingError as e:  # a malformed chunked body and the like
@@ -139,11 +165,24 @@ async def _read_review(request: web.Request) -> tuple[str, AdmissionRequest]:
 
 
 async def handle_mutate(request: web.Request) -> web.Response:
+    guard = request.app[GUARD]
+    guard.request_started(request)
+    large = False
+    try:
+        async with request.app[BUDGET].hold() as held:
+            response = await _mutate(request, held)
+            large = held.amount >= LARGE_REVIEW_BYTES
+            return response
+    finally:
+        guard.request_finished(request, large=large)
+
+
+async def _mutate(request: web.Request, held: Held) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
-        api_version, req = await _read_review(request)
+        api_version, req = await _read_review(request, held)
     except BadReview as e:
         log.warning("bad admission request: %s", clip(str(e), LOGGED_MESSAGE_MAX))
         metrics.admissions.labels("bad_request").inc()
@@ -228,7 +267,11 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 def create_webhook_app(
-    config: Config, source: SecretSource, metrics: Metrics, state: ServerState
+    config: Config,
+    source: SecretSource,
+    metrics: Metrics,
+    state: ServerState,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
     # client_max_size is aiohttp's own cap; ours is enforced while streaming the body.
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
@@ -236,6 +279,8 @@ def create_webhook_app(
     app[SOURCE] = source
     app[METRICS] = metrics
     app[STATE] = state
+    app[BUDGET] = Budget(MEMORY_BUDGET_BYTES)
+    app[GUARD] = guard or ConnectionGuard()
     # Every method: a GET or PUT still gets an AdmissionReview (405), not aiohttp's text.
     app.router.add_route("*", "/mutate", handle_mutate)
     return app
@@ -293,14 +338,17 @@ async def start_server(
 ) -> RunningServer:
     metrics = metrics or Metrics()
     state = state or ServerState()
+    limit_tls_read_buffer()
+    guard = ConnectionGuard(on_close=lambda reason: metrics.connections_closed.labels(reason).inc())
     tls = ReloadingTLS(
         options.cert_file,
         options.key_file,
         on_reload=lambda ok: metrics.cert_reloads.labels("ok" if ok else "error").inc(),
     )
     hook = web.AppRunner(
-        create_webhook_app(config, source, metrics, state),
+        create_webhook_app(config, source, metrics, state, guard),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
         access_log=None,
         lingering_time=LINGERING_SECONDS,
         # Bodies are read as sent; a Content-Encoding is refused in the handler.
@@ -321,6 +369,8 @@ async def start_server(
         health_port=_bound_port(health),
     )
     running.tasks.append(asyncio.create_task(tls.watch()))
+    assert hook.server is not None  # set by setup()
+    running.tasks.append(asyncio.create_task(guard.watch(hook.server)))
     return running
 
 

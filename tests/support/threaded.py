@@ -120,15 +120,17 @@ def threaded_server() -> Iterator[ThreadedServer]:
         )
 
         async def main() -> None:
-            holder["server"] = await start_server(sample_config(), NamesOnlySource(), options)
-            started.set()
+            try:
+                holder["server"] = await start_server(sample_config(), NamesOnlySource(), options)
+            finally:
+                started.set()
             await stop.wait()
             await holder["server"].stop()
 
         thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
         thread.start()
-        if not started.wait(30):
-            raise RuntimeError("the webhook server did not start within 30 s")
+        if not started.wait(30) or "server" not in holder:
+            raise RuntimeError("the webhook server did not start (see the thread's exception)")
         ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
         client = ThreadedServer(holder["server"].port, ctx, recorder)
         try:

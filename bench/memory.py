@@ -1,0 +1,242 @@
+"""Memory of one replica under hostile load, and whether it comes back down.
+
+Starts ``python -m webhook serve --names-only`` as its own process (the numbers are that
+process's RSS from /proc), then:
+
+1. baseline: RSS after start and a few normal admissions; the normal admission latency;
+2. burst: opens N TLS connections (half idle after the handshake, half trickling header
+   bytes) and, while they are open, posts the largest review the size and value limits let
+   through; records the peak RSS and the latency of a normal admission meanwhile;
+3. recovery: closes everything and reads RSS again after a short settle time.
+
+Every figure is printed next to the baseline measured in the same run, and against the
+Deployment's memory limit (256 MiB, manifests/base/deployment.yaml).
+
+    .venv/bin/python -m bench.memory [--connections 1000] [--settle 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.configs import sample_document
+from tests.support.reviews import make_pod, make_review
+from webhook.pki import make_ca, make_serving_cert
+from webhook.reviews import MAX_VALUES
+from webhook.server import MAX_BODY_BYTES
+
+LIMIT_MIB = 256
+ACR = "contoso.azurecr.io/app:1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+async def post(ctx: ssl.SSLContext, port: int, body: bytes) -> tuple[int, float]:
+    """One request on a fresh connection; (status, seconds)."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    head = (
+        f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    return status, time.perf_counter() - started
+
+
+def normal_review() -> bytes:
+    return json.dumps(make_review(make_pod(ACR, generate_name="web-"))).encode()
+
+
+def maximal_review() -> bytes:
+    """As many empty objects as the value limit admits, padded up to the body size limit.
+
+    The issue's worst case: ``containers: [{},{},…]``. The limit counts '{' and ',' before
+    decoding, so each ``{}`` in a list costs two of MAX_VALUES.
+    """
+    review = make_review(make_pod(ACR, generate_name="web-"))
+    pod = review["request"]["object"]
+    pod["spec"]["containers"] += [{}] * (MAX_VALUES // 2 - 200)
+    body = json.dumps(review, separators=(",", ":")).encode()
+    pad = MAX_BODY_BYTES - len(body) - 64
+    pod["metadata"]["annotations"] = {"pad": "x" * max(pad, 0)}
+    return json.dumps(review, separators=(",", ":")).encode()
+
+
+async def hold(ctx: ssl.SSLContext, port: int, trickle: bool, stop: asyncio.Event) -> bool:
+    """Open a connection and keep it; trickle a header byte a second if asked."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    except (OSError, ssl.SSLError):
+        return False
+    try:
+        if trickle:
+            writer.write(b"POST /mutate HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            while not stop.is_set():
+                writer.write(b"a")
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        else:
+            await stop.wait()
+        return True
+    except (OSError, ssl.SSLError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def run(connections: int, settle: float, hold_seconds: float) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 4 * connections + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # the server inherits it
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = make_ca()
+        make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
+            Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+        )
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(sample_document()))
+        port, health = free_port(), free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "serve",
+                "--names-only",
+                "--config",
+                f"{tmp}/config.yaml",
+                "--cert-file",
+                f"{tmp}/tls.crt",
+                "--key-file",
+                f"{tmp}/tls.key",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--health-bind",
+                "127.0.0.1",
+                "--health-port",
+                str(health),
+                "--log-level",
+                "error",
+                "--shutdown-delay",
+                "0",
+            ],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            return asyncio.run(
+                measure(proc.pid, ca.cert_pem.decode(), port, connections, settle, hold_seconds)
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+async def measure(
+    pid: int, cadata: str, port: int, connections: int, settle: float, hold_seconds: float
+) -> dict[str, Any]:
+    ctx = ssl.create_default_context(cadata=cadata)
+    for _ in range(100):
+        try:
+            status, _ = await post(ctx, port, normal_review())
+            if status == 200:
+                break
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    lat = [(await post(ctx, port, normal_review()))[1] for _ in range(20)]
+    base_latency = sorted(lat)[len(lat) // 2]
+    rss_base = status_kib(pid, "VmRSS")
+
+    stop = asyncio.Event()
+    holders = [
+        asyncio.create_task(hold(ctx, port, trickle=i % 2 == 1, stop=stop))
+        for i in range(connections)
+    ]
+    await asyncio.sleep(min(hold_seconds, 5.0))  # handshakes done
+    rss_connected = status_kib(pid, "VmRSS")
+    peak_connected = status_kib(pid, "VmHWM")
+    big = maximal_review()
+    big_status, big_seconds = await post(ctx, port, big)
+    under_load = [(await post(ctx, port, normal_review())) for _ in range(20)]
+    load_latency = sorted(s for _, s in under_load)[len(under_load) // 2]
+    statuses = sorted({st for st, _ in under_load})
+    await asyncio.sleep(max(0.0, hold_seconds - 5.0))
+    rss_held = status_kib(pid, "VmRSS")
+    stop.set()
+    held = sum(await asyncio.gather(*holders))
+    rss_peak = status_kib(pid, "VmHWM")
+    await asyncio.sleep(settle)
+    rss_after = status_kib(pid, "VmRSS")
+    return {
+        "connections": connections,
+        "connections_still_open_at_end": held,
+        "maximal_review_bytes": len(big),
+        "maximal_review_status": big_status,
+        "maximal_review_seconds": round(big_seconds, 3),
+        "rss_baseline": mib(rss_base),
+        "rss_after_handshakes": mib(rss_connected),
+        "rss_peak_during_handshakes": mib(peak_connected),
+        "rss_with_connections_open": mib(rss_held),
+        "rss_peak": mib(rss_peak),
+        "rss_peak_share_of_limit": f"{rss_peak / 1024 / LIMIT_MIB:.0%}",
+        "rss_after_close": mib(rss_after),
+        "rss_after_minus_baseline": mib(rss_after - rss_base),
+        "normal_admission_median_baseline_ms": round(base_latency * 1000, 1),
+        "normal_admission_median_under_load_ms": round(load_latency * 1000, 1),
+        "normal_admission_statuses_under_load": statuses,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds before the last read")
+    parser.add_argument("--hold", type=float, default=20.0, help="seconds to hold connections")
+    args = parser.parse_args()
+    result = run(args.connections, args.settle, args.hold)
+    for key, value in result.items():
+        print(f"{key:42} {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,13 @@ from webhook import admission
 from webhook.admission import Outcome, Plan, SecretSource, Skip
 from webhook.budget import Budget, BudgetExhausted, Held
 from webhook.config import Config
-from webhook.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, limit_tls_read_buffer
+from webhook.connections import (
+    HEADER_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_CONNECTIONS,
+    ConnectionGuard,
+    limit_tls_read_buffer,
+)
 from webhook.logs import log_context
 from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
 from webhook.needs import PullNeed
@@ -305,6 +311,8 @@ class ServeOptions:
     port: int = 8443
     health_host: str = "0.0.0.0"  # noqa: S104
     health_port: int = 8080
+    max_connections: int = MAX_CONNECTIONS
+    header_timeout: float = HEADER_TIMEOUT
 
 
 @dataclass
@@ -339,7 +347,11 @@ async def start_server(
     metrics = metrics or Metrics()
     state = state or ServerState()
     limit_tls_read_buffer()
-    guard = ConnectionGuard(on_close=lambda reason: metrics.connections_closed.labels(reason).inc())
+    guard = ConnectionGuard(
+        max_connections=options.max_connections,
+        header_timeout=options.header_timeout,
+        on_close=lambda reason: metrics.connections_closed.labels(reason).inc(),
+    )
     tls = ReloadingTLS(
         options.cert_file,
         options.key_file,

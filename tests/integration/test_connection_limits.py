@@ -1,0 +1,195 @@
+"""Idle, trickling and surplus connections are closed; a normal admission still gets through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.reviews import make_pod, make_review
+from webhook.budget import Budget, BudgetExhausted
+from webhook.config import Config
+from webhook.connections import KEEPALIVE_TIMEOUT
+from webhook.pki import make_ca, make_serving_cert
+from webhook.server import NamesOnlySource, RunningServer, ServeOptions, start_server
+
+
+@dataclass
+class Limited:
+    server: RunningServer
+    ctx: ssl.SSLContext
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.server.port, ssl=self.ctx)
+
+    async def admit(self) -> int:
+        connector = aiohttp.TCPConnector(ssl=self.ctx, force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(
+                f"https://127.0.0.1:{self.server.port}/mutate",
+                data=json.dumps(make_review(make_pod("nginx"))),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            return resp.status
+
+
+@pytest.fixture
+async def limited(config: Config, tmp_path: Path) -> AsyncIterator[Limited]:
+    ca = make_ca()
+    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
+        tmp_path / "tls.crt", tmp_path / "tls.key"
+    )
+    server = await start_server(
+        config,
+        NamesOnlySource(),
+        ServeOptions(
+            cert_file=str(tmp_path / "tls.crt"),
+            key_file=str(tmp_path / "tls.key"),
+            host="127.0.0.1",
+            port=0,
+            health_host="127.0.0.1",
+            health_port=0,
+            max_connections=4,
+            header_timeout=1.5,
+        ),
+    )
+    try:
+        yield Limited(server, ssl.create_default_context(cadata=ca.cert_pem.decode()))
+    finally:
+        await server.stop()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True when the server closes the connection (EOF or reset) within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(1024):
+                pass
+    except TimeoutError:
+        return False
+    except (ConnectionError, ssl.SSLError):
+        return True
+    return True
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
+async def test_a_connection_that_never_sends_headers_is_closed(limited: Limited) -> None:
+    reader, writer = await limited.connect()
+    try:
+        assert await closed_within(reader, 5.0)
+    finally:
+        await close(writer)
+
+
+async def test_a_connection_trickling_its_headers_is_closed(limited: Limited) -> None:
+    reader, writer = await limited.connect()
+    writer.write(b"POST /mutate HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while True:
+                writer.write(b"a")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(trickle())
+    try:
+        assert await closed_within(reader, 5.0)
+    finally:
+        task.cancel()
+        await close(writer)
+
+
+async def test_surplus_idle_connections_are_closed_and_admissions_still_work(
+    limited: Limited,
+) -> None:
+    held = [await limited.connect() for _ in range(10)]
+    try:
+        await asyncio.sleep(1.2)  # one sweep
+        hook = limited.server.runners[0].server
+        assert hook is not None
+        assert len(hook.connections) <= 4
+        assert await limited.admit() == 200
+    finally:
+        for _, writer in held:
+            await close(writer)
+
+
+async def test_a_served_keep_alive_connection_outlives_the_header_deadline(
+    limited: Limited,
+) -> None:
+    reader, writer = await limited.connect()
+    body = json.dumps(make_review(make_pod("nginx"))).encode()
+    head = (
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    try:
+        writer.write(head + body)
+        status = await reader.readline()
+        assert status.startswith(b"HTTP/1.1 200")
+        # An idle kept-alive connection, like the API server's pool, is not closed early.
+        assert not await closed_within(reader, 3.0)
+    finally:
+        await close(writer)
+
+
+def test_keep_alive_outlives_the_api_servers_idle_connection_timeout() -> None:
+    # Go's http.Transport closes idle connections after 90 s (client-go keeps that default).
+    assert KEEPALIVE_TIMEOUT > 90
+
+
+async def test_budget_refuses_what_does_not_fit_in_time_and_frees_on_exit() -> None:
+    budget = Budget(100)
+    async with budget.hold() as first:
+        await first.take(80, 1.0)
+        async with budget.hold() as second:
+            with pytest.raises(BudgetExhausted):
+                await second.take(50, 0.1)
+        assert budget.available == 20
+    async with budget.hold() as third:
+        await third.take(100, 0.1)
+        assert budget.available == 0
+    assert budget.available == 100
+
+
+async def test_a_waiting_request_proceeds_when_budget_is_freed() -> None:
+    budget = Budget(100)
+    release = asyncio.Event()
+
+    async def hog() -> None:
+        async with budget.hold() as held:
+            await held.take(100, 1.0)
+            await release.wait()
+
+    task = asyncio.create_task(hog())
+    await asyncio.sleep(0.05)
+    async with budget.hold() as waiter:
+        asyncio.get_running_loop().call_later(0.1, release.set)
+        await waiter.take(60, 2.0)
+        assert waiter.amount == 60
+    await task
+
+
+async def test_process_metrics_are_exported(limited: Limited) -> None:
+    async with (
+        aiohttp.ClientSession() as plain,
+        plain.get(f"http://127.0.0.1:{limited.server.health_port}/metrics") as r,
+    ):
+        text = await r.text()
+    assert "process_resident_memory_bytes" in text
+    assert "process_open_fds" in text

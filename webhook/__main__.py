@@ -120,7 +120,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from webhook.logs import setup_logging
     from webhook.runtime import run_server
 
-    config = _load(_config_path(args.config), err)
+    args.config_path = _config_path(args.config)
+    config = _load(args.config_path, err)
     if config is None:
         return 2
     for path in (args.cert_file, args.key_file):

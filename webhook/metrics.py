@@ -97,6 +97,19 @@ class Metrics:
         # default registry would export them.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        self.config_reloads = Counter(
+            "pull_secret_webhook_config_reloads",
+            "Config file changes seen, by result (ok: in use; error: refused, the previous "
+            "config keeps serving).",
+            ["result"],
+            registry=r,
+        )
+        self.config_last_reload_ok = Gauge(
+            "pull_secret_webhook_config_last_reload_successful",
+            "1 when the config file's current content is in use, 0 when it was refused.",
+            registry=r,
+        )
+        self.config_last_reload_ok.set(1)
         self.cert_reloads = Counter(
             "pull_secret_webhook_certificate_reloads",
             "Serving certificate reloads from disk, by result (ok, error).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
@@ -10,6 +11,7 @@ from contextlib import AsyncExitStack
 
 from webhook.admission import SecretSource
 from webhook.config import Config
+from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.credentials.cache import CredentialCache
 from webhook.kube import Kube, connect
 from webhook.metrics import Metrics
@@ -31,6 +33,8 @@ async def run_server(config: Config, args: argparse.Namespace) -> int:
         health_host=args.health_bind,
         health_port=args.health_port,
     )
+    store = ConfigStore(config)
+    watcher = ConfigWatcher(args.config_path, store, on_reload=lambda ok: _count(metrics, ok))
     async with AsyncExitStack() as stack:
         source: SecretSource
         if args.names_only:
@@ -45,9 +49,15 @@ async def run_server(config: Config, args: argparse.Namespace) -> int:
                 kubeconfig=args.kubeconfig,
                 pod_name=args.pod_name,
             )
-        running = await start_server(config, source, options, metrics=metrics, state=state)
+        running = await start_server(store, source, options, metrics=metrics, state=state)
+        running.tasks.append(asyncio.create_task(watcher.watch()))
         await serve_forever(running, shutdown_delay=args.shutdown_delay)
     return 0
+
+
+def _count(metrics: Metrics, ok: bool) -> None:
+    metrics.config_reloads.labels("ok" if ok else "error").inc()
+    metrics.config_last_reload_ok.set(1 if ok else 0)
 
 
 async def start_manager(

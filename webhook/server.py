@@ -24,6 +24,7 @@ from webhook import admission
 from webhook.admission import Outcome, Plan, SecretSource, Skip
 from webhook.budget import Budget, BudgetExhausted, Held
 from webhook.config import Config
+from webhook.configwatch import ConfigStore
 from webhook.connections import (
     HEADER_TIMEOUT,
     KEEPALIVE_TIMEOUT,
@@ -79,7 +80,8 @@ LOGGED_MESSAGE_MAX = 300
 #: 30 s terminationGracePeriodSeconds, leaving room for the process to exit).
 SHUTDOWN_TIMEOUT = 20.0
 
-CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
+#: The config in use: reloaded from its file without a restart (webhook.configwatch).
+CONFIG: web.AppKey[ConfigStore] = web.AppKey("config", ConfigStore)
 SOURCE: web.AppKey[SecretSource] = web.AppKey("source")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 STATE: web.AppKey[ServerState] = web.AppKey("state")
@@ -205,7 +207,7 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
             # traceback only at DEBUG, for whoever is chasing the bug.
             log.error("admission failed unexpectedly: %s", clip(repr(e), LOGGED_MESSAGE_MAX))
             log.debug("admission failure detail", exc_info=True)
-            fail_closed = app[CONFIG].admission.fail_closed
+            fail_closed = app[CONFIG].current.admission.fail_closed
             response = (
                 deny(uid, "pull-secret-webhook: internal error; see the webhook's logs")
                 if fail_closed
@@ -218,7 +220,7 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
 
 
 async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[AdmissionResponse, str]:
-    config = app[CONFIG]
+    config = app[CONFIG].current
     decision = admission.plan(req, config)
     if isinstance(decision, Skip):
         log.debug("allowed unchanged: %s", decision.reason)
@@ -244,7 +246,7 @@ async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[Admission
 
 
 async def _ensure(app: web.Application, plan: Plan) -> Outcome:
-    budget = app[CONFIG].admission.budget_seconds
+    budget = app[CONFIG].current.admission.budget_seconds
     try:
         return await app[SOURCE].ensure(
             plan.namespace, plan.needs, budget=budget, dry_run=plan.dry_run
@@ -273,7 +275,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 def create_webhook_app(
-    config: Config,
+    config: Config | ConfigStore,
     source: SecretSource,
     metrics: Metrics,
     state: ServerState,
@@ -281,7 +283,7 @@ def create_webhook_app(
 ) -> web.Application:
     # client_max_size is aiohttp's own cap; ours is enforced while streaming the body.
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    app[CONFIG] = config
+    app[CONFIG] = config if isinstance(config, ConfigStore) else ConfigStore(config)
     app[SOURCE] = source
     app[METRICS] = metrics
     app[STATE] = state
@@ -338,7 +340,7 @@ class RunningServer:
 
 
 async def start_server(
-    config: Config,
+    config: Config | ConfigStore,
     source: SecretSource,
     options: ServeOptions,
     metrics: Metrics | None = None,

@@ -110,6 +110,12 @@ class Metrics:
             registry=r,
         )
         self.config_last_reload_ok.set(1)
+        self.certificate_expiry = Gauge(
+            "pull_secret_webhook_certificate_expiry_timestamp_seconds",
+            "When the certificate in use expires (Unix time), by certificate (serving, ca).",
+            ["certificate"],
+            registry=r,
+        )
         self.cert_reloads = Counter(
             "pull_secret_webhook_certificate_reloads",
             "Serving certificate reloads from disk, by result (ok, error).",

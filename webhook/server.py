@@ -354,11 +354,14 @@ async def start_server(
         header_timeout=options.header_timeout,
         on_close=lambda reason: metrics.connections_closed.labels(reason).inc(),
     )
-    tls = ReloadingTLS(
-        options.cert_file,
-        options.key_file,
-        on_reload=lambda ok: metrics.cert_reloads.labels("ok" if ok else "error").inc(),
-    )
+
+    def on_reload(ok: bool) -> None:
+        metrics.cert_reloads.labels("ok" if ok else "error").inc()
+        if ok:
+            _publish_expiry(metrics, tls)
+
+    tls = ReloadingTLS(options.cert_file, options.key_file, on_reload=on_reload)
+    _publish_expiry(metrics, tls)
     hook = web.AppRunner(
         create_webhook_app(config, source, metrics, state, guard),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -386,6 +389,11 @@ async def start_server(
     assert hook.server is not None  # set by setup()
     running.tasks.append(asyncio.create_task(guard.watch(hook.server)))
     return running
+
+
+def _publish_expiry(metrics: Metrics, tls: ReloadingTLS) -> None:
+    for which, when in tls.not_after.items():
+        metrics.certificate_expiry.labels(which).set(when)
 
 
 def _bound_port(runner: web.AppRunner) -> int:

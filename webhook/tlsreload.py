@@ -13,7 +13,10 @@ import hashlib
 import logging
 import ssl
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
+
+from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,18 @@ def _server_context() -> ssl.SSLContext:
     return ctx
 
 
+def _not_after(pem: bytes) -> float:
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
+def _expiries(cert_pem: bytes, ca_file: Path) -> dict[str, float]:
+    out = {"serving": _not_after(cert_pem)}
+    # No CA beside the pair (cert-manager may omit it): only the serving one.
+    with suppress(OSError, ValueError):
+        out["ca"] = _not_after(ca_file.read_bytes())
+    return out
+
+
 class ReloadingTLS:
     def __init__(
         self,
@@ -41,6 +56,9 @@ class ReloadingTLS:
         self.context = _server_context()
         self._on_reload = on_reload
         self._fingerprint = b""
+        self.not_after: dict[str, float] = {}
+        """Expiry (Unix time) of the served certificate ("serving") and, when a ca.crt sits
+        beside it (the kubernetes.io/tls Secret layout), of the CA ("ca")."""
         self.reload()  # the first load raises: a webhook without a certificate cannot serve
 
     def _read(self) -> tuple[bytes, bytes]:
@@ -54,6 +72,7 @@ class ReloadingTLS:
             return False
         _server_context().load_cert_chain(self.cert_file, self.key_file)  # validate first
         self.context.load_cert_chain(self.cert_file, self.key_file)
+        self.not_after = _expiries(cert, self.cert_file.with_name("ca.crt"))
         first = not self._fingerprint
         self._fingerprint = fingerprint
         if not first:

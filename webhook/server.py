@@ -349,6 +349,7 @@ async def start_server(
     metrics = metrics or Metrics()
     state = state or ServerState()
     limit_tls_read_buffer()
+    _quiet_parser_errors()
     guard = ConnectionGuard(
         max_connections=options.max_connections,
         header_timeout=options.header_timeout,
@@ -389,6 +390,28 @@ async def start_server(
     assert hook.server is not None  # set by setup()
     running.tasks.append(asyncio.create_task(guard.watch(hook.server)))
     return running
+
+
+class _MalformedHTTPFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse at ERROR with a traceback; that is a client's
+    fault, not ours: one clipped WARNING line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "malformed HTTP request refused by the parser: %s"
+            record.args = (clip(str(exc.message), LOGGED_MESSAGE_MAX),)
+            record.exc_info = None
+            record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_parser_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedHTTPFilter) for f in logger.filters):
+        logger.addFilter(_MalformedHTTPFilter())
 
 
 def _publish_expiry(metrics: Metrics, tls: ReloadingTLS) -> None:

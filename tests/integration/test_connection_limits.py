@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support.reviews import make_pod, make_review
+from webhook import server as server_module
 from webhook.budget import Budget, BudgetExhausted
 from webhook.config import Config
 from webhook.connections import KEEPALIVE_TIMEOUT
@@ -193,3 +194,54 @@ async def test_process_metrics_are_exported(limited: Limited) -> None:
         text = await r.text()
     assert "process_resident_memory_bytes" in text
     assert "process_open_fds" in text
+
+
+async def test_a_review_that_does_not_fit_the_memory_budget_gets_a_429_admission_review(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "MEMORY_BUDGET_BYTES", 4096)
+    monkeypatch.setattr(server_module, "BUDGET_WAIT", 0.3)
+    ca = make_ca()
+    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
+        tmp_path / "tls.crt", tmp_path / "tls.key"
+    )
+    server = await start_server(
+        config,
+        NamesOnlySource(),
+        ServeOptions(
+            cert_file=str(tmp_path / "tls.crt"),
+            key_file=str(tmp_path / "tls.key"),
+            host="127.0.0.1",
+            port=0,
+            health_host="127.0.0.1",
+            health_port=0,
+        ),
+    )
+    limited = Limited(server, ssl.create_default_context(cadata=ca.cert_pem.decode()))
+    # A client that announces a 4,000-byte body and sends it slowly holds the budget...
+    _, writer = await limited.connect()
+    writer.write(
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4000\r\n\r\n{"
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    try:
+        connector = aiohttp.TCPConnector(ssl=limited.ctx, force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(
+                f"https://127.0.0.1:{server.port}/mutate",
+                data=json.dumps(make_review(make_pod("nginx"))),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            # ... so a review arriving meanwhile waits BUDGET_WAIT, then is refused cleanly.
+            assert resp.status == 429
+            body = await resp.json()
+        assert body["kind"] == "AdmissionReview"
+        assert body["response"]["status"]["code"] == 429
+        assert "too many large reviews in flight" in body["response"]["status"]["message"]
+    finally:
+        await close(writer)
+        await server.stop()

@@ -1,0 +1,62 @@
+"""What is counted and clipped before a review is decoded or quoted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from webhook.reviews import MAX_VALUES, BadReview, clip, decode_review, estimate_values, quote
+
+
+def values_in(doc: object) -> int:
+    """Values as decode_review's shape check counts them: every value, plus every key."""
+    if isinstance(doc, dict):
+        return 1 + sum(1 + values_in(v) for v in doc.values())
+    if isinstance(doc, list):
+        return 1 + sum(values_in(v) for v in doc)
+    return 1
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        [1],
+        [1, 2, 3],
+        {"a": 1},
+        {"a": [], "b": {}},
+        [[1], [2, [3]]],
+        {"a,b:c{[": "x,y:{[", "k": ['\\"', {"z": None}]},
+    ],
+    ids=["list", "three", "object", "empties", "nested", "separators-in-strings"],
+)
+def test_the_estimate_is_at_least_the_real_count(doc: object) -> None:
+    body = json.dumps(doc).encode()
+    assert estimate_values(body) >= values_in(doc)
+    assert estimate_values(body) <= 2 * values_in(doc) + 1
+
+
+def test_separators_inside_strings_are_not_counted_once_over_the_limit() -> None:
+    body = json.dumps({"note": "a,b:c[d{" * (MAX_VALUES // 2)}).encode()
+    assert estimate_values(body) == 3
+
+
+def test_too_many_values_are_refused_before_decoding() -> None:
+    body = b'{"kind":"AdmissionReview","x":[' + b"0," * MAX_VALUES + b"0]}"
+    with pytest.raises(BadReview, match="more than 250000 JSON values"):
+        decode_review(body)
+
+
+def test_quote_clips_long_values_and_names_other_types() -> None:
+    assert quote("K" * 10_000).endswith("…")
+    assert len(quote("K" * 10_000)) == 80
+    assert quote(10**5000) == "<int>"
+    assert quote({"a": 1}) == "<dict>"
+    assert quote("ok") == "'ok'"
+
+
+def test_clip_keeps_one_line_and_no_lone_surrogates() -> None:
+    text = clip("a\nb\rc\ud800d")
+    assert "\n" not in text
+    assert "\r" not in text
+    text.encode("utf-8")

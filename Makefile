@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit e2e venv system-deps controlplane cluster tools clean \
-	clean-cache bench kind-e2e lock image fuzz
+	clean-cache bench bench-memory kind-e2e lock image fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.admission
+
+# One replica's RSS under 1,000 idle/slow TLS connections plus a maximal review, and after.
+bench-memory: $(STAMP)
+	$(PY) -m bench.memory
 
 # Regenerate requirements.lock (runtime dependencies at .venv's versions, with hashes).
 lock: $(STAMP)

@@ -43,6 +43,11 @@ def _parse(image: str) -> None:
     except InvalidReference:
         return
     assert len(image) <= REFERENCE_LENGTH_MAX
+    if "." not in ref.domain and ":" not in ref.domain and ref.domain != "localhost":
+        # "Ab/x": Docker reads "Ab" as a host only because of its upper-case letter; the
+        # host is compared lower-cased (DNS), so the display form "ab/x" reads differently.
+        assert image.split("/", 1)[0].lower() == ref.domain
+        return
     again = parse_image(str(ref))  # the normalised form is itself a valid reference
     assert (again.domain, again.path, again.tag, again.digest) == (
         ref.domain,

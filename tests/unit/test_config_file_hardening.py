@@ -63,10 +63,8 @@ registries:
 """
     path = write(tmp_path, text)
     # 'auth' at the top level is an unknown key: refused for that, not for the alias.
-    assert problems_of(path) == [
-        "auth: got {'mode': 'workloadIdentity'}, expected no such key (known: registries, "
-        "admission, refresh, namespace, secretPrefix, caFile)"
-    ]
+    [problem] = problems_of(path)
+    assert problem.startswith("auth: got {'mode': 'workloadIdentity'}, expected no such key")
 
 
 def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:

@@ -251,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dns", action="append", default=[], help="extra DNS SAN (repeatable)")
     p.add_argument("--days", type=int, default=365, help="serving certificate lifetime")
     p.add_argument(
+        "--renew-before",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="change nothing while the pair in place has more than DAYS left and its CA is "
+        "trusted and reusable (for a daily CronJob); default: always issue",
+    )
+    p.add_argument(
         "--rotate-ca",
         action="store_true",
         help="also make a new CA; the caBundle trusts old and new until the new pair is in use",

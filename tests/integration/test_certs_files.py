@@ -301,3 +301,31 @@ async def test_the_running_webhook_serves_a_rotated_ca_pair_without_a_restart(
             await asyncio.to_thread(handshake, server.port, old_ca)
     finally:
         await server.stop()
+
+
+def test_renew_before_changes_nothing_while_the_pair_has_time_left(tmp_path: Path) -> None:
+    assert run_certs(files_only(tmp_path, "--days", "90"))[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, _ = run_certs(files_only(tmp_path, "--days", "90", "--renew-before", "30"))
+    assert code == 0
+    assert "nothing to renew" in out
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_renew_before_renews_a_pair_inside_the_window_with_the_same_ca(tmp_path: Path) -> None:
+    assert run_certs(files_only(tmp_path, "--days", "20"))[0] == 0
+    old_ca = bundle(tmp_path / "ca.crt")[0]
+    old = certs.load_certs((tmp_path / "tls.crt").read_bytes())[0]
+    code, out, _ = run_certs(files_only(tmp_path, "--days", "90", "--renew-before", "30"))
+    assert code == 0
+    assert "nothing to renew" not in out
+    new = certs.load_certs((tmp_path / "tls.crt").read_bytes())[0]
+    assert fp(new) != fp(old)
+    assert new.not_valid_after_utc > old.not_valid_after_utc
+    assert fp(bundle(tmp_path / "ca.crt")[0]) == fp(old_ca)  # the CA is reused
+
+
+def test_renew_before_must_be_below_days(tmp_path: Path) -> None:
+    code, _, err = run_certs(files_only(tmp_path, "--days", "30", "--renew-before", "30"))
+    assert code == 2
+    assert "--renew-before 30: expected 1 to 29" in err

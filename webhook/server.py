@@ -223,17 +223,18 @@ async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[Admission
     config = app[CONFIG].current
     decision = admission.plan(req, config)
     if isinstance(decision, Skip):
-        log.debug("allowed unchanged: %s", decision.reason)
+        log.debug("allowed unchanged: %s", clip(decision.reason, LOGGED_MESSAGE_MAX))
         return allow(req["uid"]), "skipped"
     plan: Plan = decision
     with log_context(pod=clip(plan.pod_name)):
         outcome = await _ensure(app, plan)
         if outcome.refused:
-            log.debug("allowed unchanged: %s", outcome.refused)
+            log.debug("allowed unchanged: %s", clip(outcome.refused, LOGGED_MESSAGE_MAX))
             return allow(req["uid"]), "refused"
         response = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
         if not response["allowed"]:
-            log.warning("denied: %s", response.get("status", {}).get("message", ""))
+            message = response.get("status", {}).get("message", "")
+            log.warning("denied: %s", clip(message, LOGGED_MESSAGE_MAX))
             return response, "denied"
         if response.get("warnings"):
             for w in response["warnings"]:

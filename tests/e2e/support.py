@@ -79,3 +79,23 @@ def record_of(cp: ControlPlane, namespace: str, secret: str) -> dict[str, Any]:
         "--ignore-not-found",
     )
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def secret_name_preview(cp: ControlPlane, namespace: str, image: str) -> str:
+    """The pull secret name the webhook would give a pod with ``image``, as anyone who
+    may create pods there can learn it: a server-side dry run (which writes nothing)."""
+    preview = json.loads(
+        cp.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(pod_manifest("p", image)),
+        ).stdout
+    )
+    [name] = pull_secret_names(preview)
+    return name

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from dataclasses import replace
+from typing import Any, Literal, NoReturn
 
 from webhook.config import Config
 from webhook.needs import PullNeed
-from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret, State
+from webhook.pullsecrets import PullSecretManager, new_record
+from webhook.records import ManagedSecret
 
 
 class NoNetwork:
@@ -41,19 +42,11 @@ def known_secret(
     namespace: str = "team-a",
     expires_in: float = 3600,
     refresh_in: float = 1800,
-    state: State = "Ready",
+    state: Literal["Ready", "Foreign"] = "Ready",
 ) -> ManagedSecret:
     """The record of a secret made ``expires_in``/``refresh_in`` seconds from expiry."""
     now = time.time()
-    return ManagedSecret(
-        namespace=namespace,
-        name=need.secret_name,
-        entry=need.entry.name,
-        host=need.host,
-        identity=need.identity.key,
-        state=state,
-        secret_uid="6a1e0d4c-0000-4000-8000-000000000001" if state == "Ready" else "",
-        expires_at=now + expires_in,
-        refresh_at=now + refresh_in,
-        resource_version="7",
-    )
+    record = replace(new_record(namespace, need, now), resource_version="7")
+    if state == "Foreign":
+        return record.foreign()
+    return record.ready("6a1e0d4c-0000-4000-8000-000000000001", now + expires_in, now + refresh_in)

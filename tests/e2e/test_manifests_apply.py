@@ -396,7 +396,7 @@ def test_the_write_policy_follows_a_renamed_install(
             text=True,
             timeout=60,
             check=False,
-            env={"KUBECONFIG": str(tmp_path / "none")},
+            env={**os.environ, "KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)},
         )
 
     try:

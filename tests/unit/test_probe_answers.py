@@ -30,7 +30,9 @@ def test_the_probe_review_is_a_valid_dry_run_pod_creation() -> None:
 
     assert api_version == "admission.k8s.io/v1"
     assert (request["uid"], request["operation"], request["dryRun"]) == (UID, "CREATE", True)
-    assert request["object"]["spec"]["containers"][0]["image"] == PROBE_IMAGE
+    pod = request["object"]
+    assert pod is not None
+    assert pod["spec"]["containers"][0]["image"] == PROBE_IMAGE
     # .invalid never resolves (RFC 2606), so no registry entry can match it.
     assert PROBE_IMAGE.split("/")[0].endswith(".invalid")
 

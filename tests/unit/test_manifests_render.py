@@ -232,6 +232,14 @@ def test_helm_lint_passes_in_strict_mode() -> None:
         pytest.param(["--set", "certManager.enabled=true"], id="cert-manager"),
         pytest.param(["--set", "serviceMonitor.enabled=true"], id="service-monitor"),
         pytest.param(["--set", "certsJob.enabled=false"], id="no-certs-job"),
+        pytest.param(
+            ["--set", "certManager.enabled=true", "--set", "certManager.issuerRef.name=corp"],
+            id="own-issuer",
+        ),
+        pytest.param(
+            ["--set", "hostNetwork=true", "--set", "webhook.port=10260"], id="host-network"
+        ),
+        pytest.param(["--set", "test.enabled=false"], id="no-helm-test"),
     ],
 )
 def test_helm_lint_passes_with_each_option(values: list[str]) -> None:

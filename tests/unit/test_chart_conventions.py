@@ -117,11 +117,11 @@ def test_umbrella_keys_global_and_enabled_are_accepted_and_typos_refused() -> No
         helm_template("--set", "globals.anything=1")
 
 
-def test_kubernetes_older_than_matchconditions_is_refused() -> None:
-    assert chart_meta()["kubeVersion"] == ">=1.28.0-0"
+def test_kubernetes_older_than_admission_policies_v1_is_refused() -> None:
+    assert chart_meta()["kubeVersion"] == ">=1.30.0-0"
 
     with pytest.raises(AssertionError, match="kubeVersion"):
-        helm_template("--kube-version", "1.27.9")
+        helm_template("--kube-version", "1.29.9")
     # Providers' pre-release suffixes count as the version they extend.
     helm_template("--kube-version", "v1.30.4-eks-a737599")
 

@@ -31,7 +31,7 @@ HELM_SCRIPT = REPO / "hack" / "helm.sh"
 RELEASE = "pull-secret-webhook"
 NAMESPACE = "pull-secret-webhook"
 #: The Kubernetes version `helm template` renders for. Without it helm assumes v1.20, which
-#: the chart's kubeVersion (>=1.28) refuses; 1.36.3 is the local control plane's version.
+#: the chart's kubeVersion (>=1.30) refuses; 1.36.3 is the local control plane's version.
 KUBE_VERSION = "1.36.3"
 #: Rendering takes well under a second; the limit only guards against a hung tool.
 TOOL_TIMEOUT_SECONDS = 60

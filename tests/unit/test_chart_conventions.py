@@ -218,6 +218,18 @@ def test_webhook_and_health_ports_and_host_network_come_from_values() -> None:
     )
 
 
+def test_the_network_policy_follows_the_configured_ports() -> None:
+    objs = helm_template(
+        "--set", "webhook.port=10250", "--set", "webhook.healthPort=10261",
+        "--set", "networkPolicy.enabled=true",
+        "--set", "networkPolicy.apiServerCIDRs={172.16.0.0/28}",
+    )  # fmt: skip
+
+    policy = one(objs, "NetworkPolicy")
+    ports = [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]]
+    assert ports == [[10250], [10261]]
+
+
 def test_exclude_namespaces_adds_to_kube_system_and_the_release_namespace() -> None:
     objs = helm_template("--set", "webhook.excludeNamespaces={team-x,kube-system}")
 

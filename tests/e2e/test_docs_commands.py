@@ -105,6 +105,7 @@ def test_the_docs_have_kubectl_commands_and_only_the_listed_kinds_are_left_out()
 class Scratch:
     webhook_namespace: str
     team_namespace: str
+    webhook_configuration: str
     kubeconfig: Path
     workdir: Path
 
@@ -116,7 +117,10 @@ class Scratch:
         ):
             command = re.sub(rf"(-n|--namespace) {documented}(?=\s|$)", rf"\1 {ours}", command)
             command = re.sub(rf"\bnamespace {documented}(?=\s|$)", f"namespace {ours}", command)
-        return command
+        return command.replace(
+            "mutatingwebhookconfiguration pull-secret-webhook ",
+            f"mutatingwebhookconfiguration {self.webhook_configuration} ",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +142,13 @@ def scratch(
     # The CRD the records commands read (cluster-wide and identical for every suite, so
     # it is applied and left in place).
     crds = [o for o in base if o["kind"] == "CustomResourceDefinition"]
-    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds + objects))
+    # The webhook registration under a name of its own, pointing at this namespace.
+    [registration] = [o for o in base if o["kind"] == "MutatingWebhookConfiguration"]
+    registration["metadata"]["name"] = f"pull-secret-webhook-{suffix}"
+    registration["webhooks"][0]["clientConfig"]["service"]["namespace"] = webhook_ns
+    controlplane.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump_all([*crds, registration, *objects])
+    )
     controlplane.kubectl(
         "wait", "--for=condition=Established", "crd/managedpullsecrets.pull-secret-webhook.io"
     )
@@ -146,7 +156,8 @@ def scratch(
     made = subprocess.run(
         [
             sys.executable, "-m", "webhook", "certs", f"--namespace={webhook_ns}",
-            "--secret=pull-secret-webhook-tls", "--webhook-config=",
+            "--secret=pull-secret-webhook-tls",
+            f"--webhook-config={registration['metadata']['name']}",
             "--kubeconfig", str(controlplane.kubeconfig),
         ],
         capture_output=True, text=True, cwd=REPO, timeout=COMMAND_TIMEOUT_SECONDS, check=False,
@@ -154,9 +165,16 @@ def scratch(
     assert made.returncode == 0, made.stderr
     try:
         yield Scratch(
-            webhook_ns, team_ns, controlplane.kubeconfig, tmp_path_factory.mktemp("commands")
+            webhook_ns,
+            team_ns,
+            registration["metadata"]["name"],
+            controlplane.kubeconfig,
+            tmp_path_factory.mktemp("commands"),
         )
     finally:
+        controlplane.kubectl(
+            "delete", "mutatingwebhookconfiguration", registration["metadata"]["name"], check=False
+        )
         for namespace in (webhook_ns, team_ns):
             controlplane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -166,10 +184,11 @@ def test_the_documented_kubectl_command_runs(
     controlplane: ControlPlane, scratch: Scratch, command: str
 ) -> None:
     rewritten = scratch.rewrite(command)
-    if rewritten.startswith(("kubectl create namespace", "kubectl label namespace")):
-        # Runs against a namespace of its own; it may already exist from another line.
-        controlplane.kubectl("create", "namespace", rewritten.split()[3], check=False)
-        rewritten = rewritten.replace("kubectl create namespace", "kubectl get namespace")
+    created = ""
+    if rewritten.startswith("kubectl create namespace "):
+        # A namespace of its own, really created by the documented command.
+        created = f"psw-new-{uuid.uuid4().hex[:6]}"
+        rewritten = f"kubectl create namespace {created}"
     if " rollout restart " in rewritten:
         time.sleep(RESTART_SPACING_SECONDS)
     env = {
@@ -181,7 +200,8 @@ def test_the_documented_kubectl_command_runs(
     }
 
     done = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", rewritten],
+        # -e: `a | b; echo` must fail when `a | b` does.
+        ["bash", "-e", "-o", "pipefail", "-c", rewritten],
         capture_output=True,
         text=True,
         env=env,
@@ -191,4 +211,6 @@ def test_the_documented_kubectl_command_runs(
         check=False,
     )
 
+    if created:
+        controlplane.kubectl("delete", "namespace", created, "--wait=false", check=False)
     assert done.returncode == 0, f"{rewritten}\n{done.stdout}{done.stderr}"

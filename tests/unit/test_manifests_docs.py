@@ -184,3 +184,21 @@ def test_the_helm_values_example_renders_a_valid_config(tmp_path: Path) -> None:
         "azure.workload.identity/client-id",
         "eks.amazonaws.com/role-arn",
     }
+
+
+def test_the_readme_overlay_builds_with_the_example_config(tmp_path: Path) -> None:
+    (tmp_path / "pull-secret-webhook").symlink_to(REPO)
+    overlay = tmp_path / "my-install"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        block_after(REPO / "README.md", "configMapGenerator")
+    )
+    # "cp pull-secret-webhook/manifests/base/config.yaml my-install/config.yaml"
+    (overlay / "config.yaml").write_text((REPO / "manifests" / "base" / "config.yaml").read_text())
+
+    objs = kustomize(overlay)
+
+    [c] = one(objs, "Deployment", "pull-secret-webhook")["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "myregistry.example.com/pull-secret-webhook:0.1.0"
+    [cm] = [o for o in objs if o["kind"] == "ConfigMap"]
+    assert parse_config(yaml.safe_load(cm["data"]["config.yaml"])).registries

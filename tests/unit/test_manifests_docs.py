@@ -142,7 +142,13 @@ def test_the_namespace_overlay_leaves_no_reference_to_the_default_namespace(
     block = yaml.safe_load(block_after(REPO / "docs" / "install.md", "replacements:"))
     overlay = write_install_overlay(
         tmp_path,
-        {**block, "components": ["../pull-secret-webhook/manifests/components/cert-manager"]},
+        {
+            **block,
+            "components": [
+                "../pull-secret-webhook/manifests/components/cert-manager",
+                "../pull-secret-webhook/manifests/components/pod-identity",
+            ],
+        },
     )
 
     text = yaml.safe_dump_all(kustomize(overlay))
@@ -163,6 +169,14 @@ def test_the_namespace_overlay_leaves_no_reference_to_the_default_namespace(
     )
     serving = one(objs, "Certificate", "pull-secret-webhook-serving")
     assert serving["spec"]["dnsNames"] == pki.service_dns_names("pull-secret-webhook", namespace)
+    # The write policies are bound to the webhook's ServiceAccount in its new namespace.
+    policies = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
+    assert policies
+    for policy in policies:
+        [condition] = policy["spec"]["matchConditions"]
+        assert condition["expression"] == (
+            f"request.userInfo.username == 'system:serviceaccount:{namespace}:pull-secret-webhook'"
+        )
     # Nothing else names the default namespace (labels and names say pull-secret-webhook
     # too, so look for it where a namespace would be written).
     assert ".pull-secret-webhook.svc" not in text

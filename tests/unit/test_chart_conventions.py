@@ -227,7 +227,12 @@ def test_the_network_policy_follows_the_configured_ports() -> None:
 
     policy = one(objs, "NetworkPolicy")
     ports = [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]]
-    assert ports == [[10250], [10261]]
+    assert ports == [[10250], [10250], [10261]]
+    # The helm test pod may reach the webhook port; its labels select it.
+    [test_pod] = [o for o in objs if o["kind"] == "Pod"]
+    [from_test] = policy["spec"]["ingress"][1]["from"]
+    wanted = from_test["podSelector"]["matchLabels"].items()
+    assert wanted <= test_pod["metadata"]["labels"].items()
 
 
 def test_exclude_namespaces_adds_to_kube_system_and_the_release_namespace() -> None:

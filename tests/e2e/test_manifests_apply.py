@@ -43,10 +43,6 @@ class Install:
     name: str
 
     @property
-    def config_map(self) -> str:
-        return f"pull-secret-webhook-config-{self.suffix}"
-
-    @property
     def suffix(self) -> str:
         return self.namespace.removeprefix("psw-")
 

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from tests.support.configs import sample_config
-from tests.support.hotpath import known_secret, offline_manager
+from tests.support.hotpath import known_secret, offline_manager, remember
 from tests.support.reviews import make_pod, make_review
 from webhook import admission
 from webhook.needs import pull_needs
@@ -51,7 +51,7 @@ async def served(requests: int, concurrency: int) -> dict[str, float]:
     manager = offline_manager(config)
     pod = make_pod(ACR, ECR, generate_name="web-")
     for need in pull_needs(config, pod):
-        manager.records.put(known_secret(need))
+        remember(manager, known_secret(need))
     with tempfile.TemporaryDirectory() as tmp:
         ca = make_ca()
         make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(

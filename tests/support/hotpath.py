@@ -50,3 +50,10 @@ def known_secret(
     if state == "Foreign":
         return record.foreign()
     return record.ready("6a1e0d4c-0000-4000-8000-000000000001", now + expires_in, now + refresh_in)
+
+
+def remember(manager: PullSecretManager, record: ManagedSecret) -> None:
+    """What the record and marker watches would hold for a Secret the webhook made."""
+    manager.records.put(record)
+    if record.secret_uid:
+        manager.markers.add(record.namespace, record.name, record.secret_uid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -41,6 +42,17 @@ def pss_kib(pid: int) -> dict[str, int]:
         if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Shared_Clean", "Shared_Dirty"):
             fields[name.lower()] = int(rest.split()[0])
     return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (``/proc/PID/stat``), in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()
+    # Fields 14 and 15 (utime, stime) of proc(5), counted after the ")" of the command.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -92,6 +104,10 @@ class Server:
             if line.startswith("ready "):
                 self.pids.append(int(line.split()[1]))
         return self
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by all the workers together."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
 
     def sample_memory(self) -> None:
         for pid in self.pids:

@@ -15,7 +15,7 @@ import re
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from webhook.config import Config, RegistryEntry
 from webhook.images import ImageRef, InvalidReference, parse_image
@@ -30,6 +30,9 @@ _HASH_LEN = 10
 #: few hundred distinct images; 4096 answers take about 2 MiB. When full, the oldest
 #: answers are forgotten first (they are recomputed on demand, never wrong).
 MATCH_CACHE_SIZE = 4096
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -126,21 +129,38 @@ def match_image(config: Config, image: str, service_account: str = "default") ->
 
 
 class _MatchCache:
-    """``match_image`` answers for one config, bounded (oldest forgotten first)."""
+    """Answers for one config, bounded (oldest forgotten first): ``match_image`` per
+    (image, service account), and ``pull_needs`` per (images, service account), since the
+    pods of one workload repeat the same image list."""
 
     def __init__(self, config: Config) -> None:
         self.config = weakref.ref(config)  # weak: the cache must not keep its config alive
         self.answers: dict[tuple[str, str], ImageMatch] = {}
+        self.needs: dict[tuple[tuple[str, ...], str], tuple[PullNeed, ...]] = {}
 
     def get(self, config: Config, image: str, service_account: str) -> ImageMatch:
         key = (image, service_account)
         found = self.answers.get(key)
         if found is None:
-            found = match_image(config, image, service_account)
-            if len(self.answers) >= MATCH_CACHE_SIZE:
-                del self.answers[next(iter(self.answers))]
-            self.answers[key] = found
+            found = _remember(self.answers, key, match_image(config, image, service_account))
         return found
+
+    def pull_needs(
+        self, config: Config, images: tuple[str, ...], service_account: str
+    ) -> tuple[PullNeed, ...]:
+        key = (images, service_account)
+        found = self.needs.get(key)
+        if found is None:
+            matches = [self.get(config, image, service_account) for image in images]
+            found = _remember(self.needs, key, _merge(matches))
+        return found
+
+
+def _remember(answers: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(answers) >= MATCH_CACHE_SIZE:
+        del answers[next(iter(answers))]
+    answers[key] = value
+    return value
 
 
 # By id(): hashing a Config walks all of it, which would cost more than the lookup saves.
@@ -166,8 +186,13 @@ def match_images(
 
 def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
     """The distinct secrets a pod needs, in first-seen image order."""
+    images = tuple(pod_images(pod))
+    return list(_cache_for(config).pull_needs(config, images, pod_service_account(pod)))
+
+
+def _merge(matches: Iterable[ImageMatch]) -> tuple[PullNeed, ...]:
     by_name: dict[str, PullNeed] = {}
-    for m in match_images(config, pod_images(pod), pod_service_account(pod)):
+    for m in matches:
         if m.need is None:
             continue
         seen = by_name.get(m.need.secret_name)
@@ -181,4 +206,4 @@ def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
                 secret_name=seen.secret_name,
                 images=(*seen.images, m.image),
             )
-    return list(by_name.values())
+    return tuple(by_name.values())

@@ -100,13 +100,17 @@ async def _read_body(request: web.Request) -> bytes:
     if length == 0:
         return b""
     if length is not None:
-        # The API server always sends Content-Length: read it in one go.
+        # The API server always sends Content-Length: read it in one go. A review of a
+        # few KB has usually arrived with the headers; only the rest is waited for.
+        head = request.content.read_nowait(length)
+        if len(head) == length:
+            return head
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT):
-                return await request.content.readexactly(length)
+                return head + await request.content.readexactly(length - len(head))
         except asyncio.IncompleteReadError as e:
             raise BadReview(
-                f"request body ended after {len(e.partial)} of {length} bytes"
+                f"request body ended after {len(head) + len(e.partial)} of {length} bytes"
             ) from e
     chunks: list[bytes] = []
     size = 0
@@ -134,7 +138,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
         api_version, req = decode_review(body)
     except BadReview as e:
         log.warning("bad admission request: %s", e)
-        metrics.admissions.labels("bad_request").inc()
+        metrics.count_admission("bad_request", time.perf_counter() - started)
         resp = _json(bad_request(e), status=400)
         resp.force_close()  # a refused body is not worth keeping the connection for
         return resp
@@ -152,8 +156,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
                 else allow(uid, ["pull-secret-webhook: internal error, pod admitted unchanged"])
             )
             result = "error"
-    metrics.admissions.labels(result).inc()
-    metrics.admission_seconds.observe(time.perf_counter() - started)
+    metrics.count_admission(result, time.perf_counter() - started)
     return _json(review(api_version, response))
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.support.configs import sample_config
-from webhook.needs import MATCH_CACHE_SIZE, match_image, match_images
+from tests.support.reviews import make_pod
+from webhook.needs import MATCH_CACHE_SIZE, match_image, match_images, pull_needs
 
 
 def test_image_answers_are_memoised_per_config_and_match_a_fresh_computation() -> None:
@@ -36,3 +37,14 @@ def test_the_memo_is_bounded_and_forgets_the_oldest_answer_first() -> None:
     assert newest is matches[-1]
     assert oldest is not matches[0]
     assert oldest == matches[0]
+
+
+def test_a_pod_with_the_same_images_gets_the_same_needs_without_recomputing() -> None:
+    config = sample_config()
+    pod = make_pod("contoso.azurecr.io/app:1", "contoso.azurecr.io/side:2", "nginx")
+    first = pull_needs(config, pod)
+    again = pull_needs(config, make_pod(*[c["image"] for c in pod["spec"]["containers"]]))
+    assert again == first
+    assert all(a is b for a, b in zip(again, first, strict=True))
+    [need] = first
+    assert need.images == ("contoso.azurecr.io/app:1", "contoso.azurecr.io/side:2")

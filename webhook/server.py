@@ -47,6 +47,13 @@ BODY_READ_TIMEOUT = 10.0
 #: After refusing a body early, aiohttp reads and drops what the client still sends so the
 #: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
 LINGERING_SECONDS = 2.0
+#: Idle keep-alive connections are kept this long. The API server closes its idle
+#: connections to webhooks after 90 s (client-go's transport takes IdleConnTimeout from
+#: Go's http.DefaultTransport via apimachinery's SetTransportDefaults) and keeps at most 25
+#: per host (client-go transport/cache.go, idleConnsPerHost). Outliving its timeout means
+#: the API server always closes first, so it never sends a review on a connection this side
+#: is closing, and its 25 warm connections are never re-handshaken while it is quiet.
+KEEPALIVE_SECONDS = 120.0
 #: In-flight admissions get this long to finish after SIGTERM (below the pod's default
 #: 30 s terminationGracePeriodSeconds, leaving room for the process to exit).
 SHUTDOWN_TIMEOUT = 20.0
@@ -293,6 +300,7 @@ async def start_server(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         access_log=None,
         lingering_time=LINGERING_SECONDS,
+        keepalive_timeout=KEEPALIVE_SECONDS,
     )
     await hook.setup()
     site = web.TCPSite(

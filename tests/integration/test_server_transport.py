@@ -285,3 +285,20 @@ async def test_body_arriving_in_pieces_after_the_headers_is_read_whole(served: S
     status, _, payload = reply.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 200")
     assert json.loads(payload)["response"]["patchType"] == "JSONPatch"
+
+
+async def test_no_tls_session_ticket_is_issued(served: Served) -> None:
+    """The API server never resumes sessions, so none are minted for it (tlsreload.py)."""
+    ctx = ssl.create_default_context(cadata=served.ca.cert_pem.decode())
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # tickets arrive after the handshake
+    body = json.dumps(make_review(make_pod(ACR))).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port, ssl=ctx)
+    try:
+        writer.write(_head(len(body)) + body)
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), timeout=10)).startswith(b"HTTP/1.1 200")
+        session = writer.get_extra_info("ssl_object").session
+        assert session is not None
+        assert not session.has_ticket
+    finally:
+        writer.close()

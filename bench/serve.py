@@ -39,6 +39,11 @@ from webhook.tlsreload import ReloadingTLS
 from webhook.workers import Secondaries, Worker, fork_workers
 
 
+def _say(line: str) -> None:
+    """One line on the shared stdout in a single write, so workers' lines never interleave."""
+    os.write(1, (line + "\n").encode())
+
+
 async def _floor(options: ServeOptions) -> web.AppRunner:
     async def mutate(request: web.Request) -> web.Response:
         doc = jsonio.loads(await request.read())
@@ -74,7 +79,7 @@ async def serve(
     with no_outbound_connections():
         if kind == "floor":
             runner = await _floor(options)
-            print(f"ready {os.getpid()}", flush=True)
+            _say(f"ready {os.getpid()}")
             await stopping.wait()
             await runner.cleanup()
         else:
@@ -83,7 +88,7 @@ async def serve(
             for need in pull_needs(config, workload.pod()):
                 manager.index.put(known_secret(need, namespace=workload.NAMESPACE))
             running = await start_server(config, manager, options, metrics=metrics)
-            print(f"ready {os.getpid()}", flush=True)
+            _say(f"ready {os.getpid()}")
             await stopping.wait()
             await running.stop()
     results = {
@@ -124,7 +129,7 @@ def main() -> None:
 
         uvloop.install()
     summary = asyncio.run(serve(args.kind, worker, secondaries, options))
-    print(json.dumps(summary), flush=True)
+    _say(json.dumps(summary))
     asyncio.run(secondaries.wait(10))
     sys.exit(0)
 

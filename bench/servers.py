@@ -97,12 +97,17 @@ class Server:
         )
         assert self._proc.stdout is not None
         deadline = time.monotonic() + 60
-        while len(self.pids) < self.workers:
-            line = self._proc.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.kind} server did not start")
-            if line.startswith("ready "):
-                self.pids.append(int(line.split()[1]))
+        try:
+            while len(self.pids) < self.workers:
+                line = self._proc.stdout.readline()
+                if not line or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.kind} server did not start")
+                if line.startswith("ready "):
+                    self.pids.append(int(line.split()[1]))
+        except BaseException:
+            self._proc.kill()  # the workers follow their primary (PR_SET_PDEATHSIG)
+            self._proc.communicate()
+            raise
         return self
 
     def cpu(self) -> float:

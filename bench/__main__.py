@@ -72,7 +72,8 @@ def machine() -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         f"{'scenario':16} {'server':8} {'wk':>2} {'req/s':>7} {'CPU µs/req':>10} "
-        f"{'capacity×':>9} {'rate×':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'PSS MiB/wk':>10}"
+        f"{'capacity x':>9} {'rate x':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
+        f"{'PSS MiB/wk':>10}"
     )
     lines = [head, "-" * len(head)]
     for scenario in results:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import wrk, workload
+from bench import workload, wrk
 from bench.servers import Server, write_tls
 
 KEEPALIVE_CONNECTIONS = 16
@@ -191,9 +191,7 @@ def summarise(name: str, rounds: list[list[Run]], base: tuple[str, int]) -> dict
                 "p999_ms": _median([r.result.p999_us / 1000 for r in runs]),
                 "ratio_to_" + "_".join(map(str, base)): _median(ratios),
                 "ratios": [round(x, 3) for x in ratios],
-                "pss_kib_per_worker": [
-                    m.get("pss", 0) for m in runs[len(runs) // 2].memory_kib
-                ],
+                "pss_kib_per_worker": [m.get("pss", 0) for m in runs[len(runs) // 2].memory_kib],
             }
         )
     out["summary"] = rows
@@ -213,7 +211,9 @@ def run_all(s: Settings, only: set[str] | None = None) -> list[dict[str, Any]]:
             # Each connection waits so that all of them together offer half that rate.
             delay_ms = 1000 * KEEPALIVE_CONNECTIONS / (webhook_rate / 2)
             rounds = _alternate(
-                tls, s, _keepalive(KEEPALIVE_CONNECTIONS, s.seconds, delay_ms=delay_ms),
+                tls,
+                s,
+                _keepalive(KEEPALIVE_CONNECTIONS, s.seconds, delay_ms=delay_ms),
                 floor_webhook,
             )
             half = summarise("half_rate", rounds, ("floor", 1))
@@ -228,7 +228,10 @@ def run_all(s: Settings, only: set[str] | None = None) -> list[dict[str, Any]]:
 
             def fresh(server: Server) -> wrk.Result:
                 return wrk.run(
-                    server.url, body, connections=KEEPALIVE_CONNECTIONS, seconds=s.seconds,
+                    server.url,
+                    body,
+                    connections=KEEPALIVE_CONNECTIONS,
+                    seconds=s.seconds,
                     close=True,
                 )
 

@@ -6,6 +6,7 @@ a 5x7 bitmap font (upper case, digits and a little punctuation).
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import zlib
@@ -153,8 +154,8 @@ class Panel:
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(value))
-    for m in (1, 2, 2.5, 5, 10):
+    exp = 10.0 ** math.floor(math.log10(value))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value <= m * exp:
             return m * exp
     return 10 * exp
@@ -169,9 +170,7 @@ def render(path: Path, title: str, panels: Sequence[Panel], note: str = "") -> N
     for i, panel in enumerate(panels):
         ox, oy = i * pw, margin_top
         left, right, top, bottom = ox + 64, ox + pw - 20, oy + 30, oy + ph - 70
-        canvas.text(
-            ox + (pw - Canvas.text_width(panel.title)) // 2, oy + 8, panel.title, BLACK
-        )
+        canvas.text(ox + (pw - Canvas.text_width(panel.title)) // 2, oy + 8, panel.title, BLACK)
         ymax = _nice_max(max((y for s in panel.series for _, y in s.points), default=1.0))
         for t in range(6):
             value = ymax * t / 5
@@ -192,7 +191,7 @@ def render(path: Path, title: str, panels: Sequence[Panel], note: str = "") -> N
         canvas.text(ox + 8, top - 16, panel.y_label)
         for s in panel.series:
             pts = [(px(x), bottom - round((bottom - top) * y / ymax)) for x, y in s.points]
-            for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+            for (x0, y0), (x1, y1) in itertools.pairwise(pts):
                 canvas.line(x0, y0, x1, y1, s.color, width=2)
             for x, y in pts:
                 canvas.rect(x - 3, y - 3, 7, 7, s.color)

@@ -84,16 +84,17 @@ async def serve(
             await runner.cleanup()
         else:
             config = workload.config()
-            manager = offline_manager(config)
+            manager = offline_manager(config, namespaces=(workload.NAMESPACE,))
             for need in pull_needs(config, workload.pod()):
-                manager.index.put(known_secret(need, namespace=workload.NAMESPACE))
+                manager.records.put(known_secret(need, namespace=workload.NAMESPACE))
             running = await start_server(config, manager, options, metrics=metrics)
             _say(f"ready {os.getpid()}")
             await stopping.wait()
             await running.stop()
     results = {
         sample.labels["result"]: int(sample.value)
-        for sample in metrics.admissions.collect()[0].samples
+        for family in metrics.admissions.collect()
+        for sample in family.samples
         if sample.name.endswith("_total")
     }
     return {

@@ -156,9 +156,7 @@ def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> li
     if not missing:
         return []
     if "imagePullSecrets" not in spec:
-        return [
-            {"op": "add", "path": PULL_SECRETS_PATH, "value": [{"name": n} for n in missing]}
-        ]
+        return [{"op": "add", "path": PULL_SECRETS_PATH, "value": [{"name": n} for n in missing]}]
     current = spec["imagePullSecrets"]
     if not isinstance(current, list):  # null or malformed: the new list replaces it
         return [

@@ -16,7 +16,7 @@ _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
 )
 
 
-class log_context:  # noqa: N801 - used like the function it replaced
+class log_context:
     """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
 
     A plain class rather than a generator-based context manager: it is entered twice on

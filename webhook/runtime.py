@@ -14,10 +14,10 @@ from webhook.admission import SecretSource
 from webhook.config import Config
 from webhook.credentials.cache import CredentialCache
 from webhook.kube import Kube, connect
+from webhook.logs import log_context
 from webhook.metrics import Metrics
 from webhook.pullsecrets import PullSecretManager
 from webhook.refresher import Refresher
-from webhook.logs import log_context
 from webhook.server import (
     SHUTDOWN_TIMEOUT,
     NamesOnlySource,

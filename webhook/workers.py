@@ -93,10 +93,10 @@ class Secondaries:
                 on_exit(pid, code)
             await asyncio.sleep(POLL_SECONDS)
 
-    async def wait(self, timeout: float) -> None:
-        """Wait for every worker to end; SIGKILL the ones still there after ``timeout``."""
+    async def wait(self, grace: float) -> None:
+        """Wait for every worker to end; SIGKILL the ones still there after ``grace`` s."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + grace
         while len(self.exited) < len(self.pids) and loop.time() < deadline:
             self.reap()
             await asyncio.sleep(0.05)

@@ -45,7 +45,7 @@ class Replica:
             data=review,
             headers={"Content-Type": "application/json", "Connection": "close"},
         )
-        with urllib.request.urlopen(request, context=context, timeout=10) as r:
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:  # noqa: S310
             doc: dict[str, object] = json.loads(r.read())
         return doc
 

@@ -16,7 +16,6 @@ from webhook.needs import PullNeed
 from webhook.pullsecrets import PullSecretManager, new_record
 from webhook.records import ManagedSecret
 
-
 #: Every touch of a NoNetwork stand-in and every outbound connection attempt in this
 #: process, by what was called: the benchmark reports it and asserts it stays empty.
 CALLS: Counter[str] = Counter()

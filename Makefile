@@ -60,8 +60,11 @@ test: $(STAMP) system-deps controlplane tools lint typecheck
 run: $(STAMP) system-deps controlplane
 	$(PY) -m tests.e2e.playground $(ARGS)
 
-bench: $(STAMP)
-	$(PY) -m bench.admission
+# The hot path against the floor of its stack, workers, handshakes and bursts (wrk; needs
+# `make system-deps`); ARGS e.g. "--rounds 5 --seconds 10" or "--only saturated,workers".
+# Prints a table, writes bench/results/hotpath.json and latency.png (see bench/README.md).
+bench: $(STAMP) system-deps
+	$(PY) -m bench $(ARGS)
 
 # Regenerate requirements.lock (runtime dependencies at .venv's versions, with hashes).
 lock: $(STAMP)

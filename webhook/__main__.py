@@ -105,6 +105,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from webhook.logs import setup_logging
     from webhook.runtime import run_server
+    from webhook.workers import fork_workers
 
     config = _load(_config_path(args.config), err)
     if config is None:
@@ -117,8 +118,12 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 file=err,
             )
             return 2
+    if args.workers < 1:
+        print(f"error: --workers must be at least 1, not {args.workers}", file=err)
+        return 2
     setup_logging(args.log_level, args.log_format)
-    return asyncio.run(run_server(config, args))
+    worker, secondaries = fork_workers(args.workers)  # before any event loop or thread
+    return asyncio.run(run_server(config, args, worker, secondaries))
 
 
 def cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -187,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--pod-name",
         default=os.environ.get("POD_NAME", ""),
         help="this replica's name, the Lease holder identity ($POD_NAME)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.environ.get("WORKERS", "1"),
+        help="worker processes sharing the HTTPS port, one per core to use ($WORKERS, 1); "
+        "only the first serves health and metrics and runs the background refresh",
     )
     p.add_argument(
         "--shutdown-delay",

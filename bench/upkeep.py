@@ -83,7 +83,7 @@ async def one_pass(records: int, due: int) -> dict[str, Any]:
         )
         saved = await kube.create_record(config.namespace, record.to_object(config.namespace))
         manager.records.put(ManagedSecret.from_object(saved) or record)
-        refresher.markers.apply("ADDED", marker_object(ns, need.secret_name, uid))
+        manager.markers.apply("ADDED", marker_object(ns, need.secret_name, uid))
         pods.append(
             {
                 "metadata": {"namespace": ns, "name": "p"},

@@ -119,6 +119,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from webhook.logs import setup_logging
     from webhook.runtime import run_server
+    from webhook.workers import fork_workers
 
     args.config_path = _config_path(args.config)
     config = _load(args.config_path, err)
@@ -132,8 +133,12 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 file=err,
             )
             return 2
+    if args.workers < 1:
+        print(f"error: --workers must be at least 1, not {args.workers}", file=err)
+        return 2
     setup_logging(args.log_level, args.log_format)
-    return asyncio.run(run_server(config, args))
+    worker, secondaries = fork_workers(args.workers)  # before any event loop or thread
+    return asyncio.run(run_server(config, args, worker, secondaries))
 
 
 def cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -148,7 +153,22 @@ def cmd_certs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return certs.main(args, out, err)
 
 
+def cmd_probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from webhook import probe
+
+    return probe.main(args, out, err)
+
+
 # ----------------------------------------------------------------------------- cli
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default when it has one worth showing (not None, False or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--pod-name",
         default=os.environ.get("POD_NAME", ""),
         help="this replica's name, the Lease holder identity ($POD_NAME)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.environ.get("WORKERS", "1"),
+        help="worker processes sharing the HTTPS port, one per core to use ($WORKERS, 1); "
+        "only the first serves health and metrics and runs the background refresh",
     )
     p.add_argument(
         "--shutdown-delay",
@@ -237,19 +264,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig for Secrets and service-account tokens")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("certs", help="create or rotate the serving certificate and caBundle")
-    p.add_argument("--namespace", default="pull-secret-webhook")
-    p.add_argument("--service", default="pull-secret-webhook")
-    p.add_argument("--out-dir", help="write ca.crt, tls.crt, tls.key here")
-    p.add_argument("--secret", help="write the pair into this kubernetes.io/tls Secret")
+    p = sub.add_parser(
+        "certs",
+        help="create or rotate the serving certificate and caBundle",
+        description=(
+            "Make the webhook's serving certificate, signed by a private CA, and publish the CA "
+            "as the MutatingWebhookConfiguration's caBundle. The CA is reused while it is "
+            "valid, so a rerun renews the serving certificate without the API server ever "
+            "distrusting the webhook. Nothing is written until every object has been read. "
+            "Give --secret, --out-dir, or both."
+        ),
+        epilog=(
+            "example: python -m webhook certs --secret pull-secret-webhook-tls  "
+            "(certs/README.md has rotation and the Secrets it writes)"
+        ),
+        formatter_class=_DefaultsFormatter,
+    )
+    p.add_argument(
+        "--namespace",
+        default="pull-secret-webhook",
+        help="the webhook's namespace: where the Secrets go, and part of the DNS names",
+    )
+    p.add_argument(
+        "--service", default="pull-secret-webhook", help="the webhook's Service (DNS names)"
+    )
+    p.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="write ca.crt, ca.key (the CA's private key: keep it safe), tls.crt, tls.key here",
+    )
+    p.add_argument(
+        "--secret",
+        metavar="NAME",
+        help=(
+            "write tls.crt, tls.key, ca.crt into this kubernetes.io/tls Secret, and the CA's "
+            "certificate and key into NAME-ca (mounted by no pod)"
+        ),
+    )
     p.add_argument(
         "--webhook-config",
+        metavar="NAME",
         default="pull-secret-webhook",
-        help="MutatingWebhookConfiguration whose caBundle to patch ('' to skip)",
+        help=(
+            "MutatingWebhookConfiguration whose caBundle to patch ('' to skip); the Secrets "
+            "are owned by it, so deleting it deletes them"
+        ),
     )
     p.add_argument("--ip", action="append", default=[], help="extra IP SAN (repeatable)")
     p.add_argument("--dns", action="append", default=[], help="extra DNS SAN (repeatable)")
-    p.add_argument("--days", type=int, default=365, help="serving certificate lifetime")
+    p.add_argument("--days", type=int, default=365, help="serving certificate lifetime in days")
     p.add_argument(
         "--renew-before",
         type=int,
@@ -263,8 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also make a new CA; the caBundle trusts old and new until the new pair is in use",
     )
-    p.add_argument("--kubeconfig")
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig to use instead of $KUBECONFIG, ~/.kube/config or the in-cluster account",
+    )
     p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser(
+        "probe",
+        help="send a running webhook a dry-run admission and check its answer",
+        description=(
+            "POST one dry-run AdmissionReview (a pod whose image no registry entry matches) to "
+            "the webhook's /mutate URL over HTTPS, trusting only --ca-file, and check that the "
+            "answer echoes the request's uid and allows the pod. `helm test` runs it."
+        ),
+        formatter_class=_DefaultsFormatter,
+    )
+    p.add_argument(
+        "--url",
+        default="https://pull-secret-webhook.pull-secret-webhook.svc:443/mutate",
+        help="the webhook's /mutate URL, as the API server calls it",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=f"{DEFAULT_CERT_DIR}/ca.crt",
+        help="the CA to trust (the caBundle; ca.crt of the webhook's TLS Secret)",
+    )
+    p.add_argument("--namespace", default="default", help="namespace of the probe pod")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    p.set_defaults(func=cmd_probe)
     return parser
 
 

@@ -2,18 +2,15 @@
 
 ``plan`` says which pull secrets a pod needs (or why it is left alone);
 ``respond`` turns the plan and the outcome of ensuring those secrets into an
-AdmissionResponse with a JSONPatch computed by diffing with ``jsonpatch``.
+AdmissionResponse with a JSONPatch that touches only ``spec.imagePullSecrets``.
 Where secrets come from is the ``SecretSource`` protocol: the server passes one in.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-
-import jsonpatch
 
 from webhook.config import Config
 from webhook.needs import PullNeed, pull_needs
@@ -140,26 +137,35 @@ def _listed_secrets(pod: Mapping[str, Any]) -> set[str]:
     return {str(e.get("name")) for e in current if isinstance(e, Mapping)}
 
 
+PULL_SECRETS_PATH = "/spec/imagePullSecrets"
+
+
 def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
     """JSONPatch adding ``names`` to ``spec.imagePullSecrets``: created when missing,
-    appended after the user's own entries, never duplicated."""
+    appended after the user's own entries, never duplicated.
+
+    The one field has three shapes, each with one minimal patch (the same operations
+    ``jsonpatch.make_patch`` finds by diffing, which the unit tests check), so it is
+    written directly rather than diffed on every admission.
+    """
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
         return []
-    current = spec.get("imagePullSecrets")
-    existing = current if isinstance(current, list) else []
     present = _listed_secrets(pod)
     missing = [n for n in dict.fromkeys(names) if n not in present]
     if not missing:
         return []
-    # Diff only the field we change: the paths are the same as on the whole pod,
-    # and the pod's other fields are never copied.
-    before = {"spec": {"imagePullSecrets": current}} if "imagePullSecrets" in spec else {"spec": {}}
-    after = {
-        "spec": {"imagePullSecrets": [*copy.deepcopy(existing), *({"name": n} for n in missing)]}
-    }
-    ops: list[dict[str, Any]] = jsonpatch.make_patch(before, after).patch
-    return ops
+    if "imagePullSecrets" not in spec:
+        return [{"op": "add", "path": PULL_SECRETS_PATH, "value": [{"name": n} for n in missing]}]
+    current = spec["imagePullSecrets"]
+    if not isinstance(current, list):  # null or malformed: the new list replaces it
+        return [
+            {"op": "replace", "path": PULL_SECRETS_PATH, "value": [{"name": n} for n in missing]}
+        ]
+    return [
+        {"op": "add", "path": f"{PULL_SECRETS_PATH}/{i}", "value": {"name": n}}
+        for i, n in enumerate(missing, start=len(current))
+    ]
 
 
 def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResponse:

@@ -8,7 +8,9 @@ Where things are kept:
 - the CA's certificate and key in ``--out-dir`` (``ca.key``) and/or in the Secret
   ``<--secret>-ca``, which no pod mounts: the running webhook never holds the CA key;
 - the CA certificate(s) in the ``caBundle`` of every webhook of the
-  MutatingWebhookConfiguration ``--webhook-config``, which the API server trusts.
+  MutatingWebhookConfiguration ``--webhook-config``, which the API server trusts. That
+  configuration is also the Secrets' owner (``ownerReferences``): deleting it, as
+  ``helm uninstall`` or ``kubectl delete -k`` do, lets the garbage collector delete them.
 
 Rerunning rotates without an outage window: the CA is reused while it is valid for more
 than ``CA_REUSE_MIN_REMAINING`` and only the serving pair is reissued (the caBundle does
@@ -288,7 +290,31 @@ class Cluster:
     secret: str
     webhook_config: str
     secret_versions: dict[str, str] = field(default_factory=dict)
+    #: ownerReferences of the Secrets read, kept on every rewrite.
+    secret_owners: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     webhook_names: list[str] = field(default_factory=list)
+    #: uid of the MutatingWebhookConfiguration read: it owns the Secrets this writes, so
+    #: deleting the registration (`helm uninstall`, `kubectl delete -k`) lets the garbage
+    #: collector delete them too.
+    webhook_uid: str = ""
+
+    def owner_reference(self) -> dict[str, Any] | None:
+        if not self.webhook_uid:
+            return None
+        # No blockOwnerDeletion: it would need update rights on the owner's finalizers.
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "name": self.webhook_config,
+            "uid": self.webhook_uid,
+        }
+
+    def owned(self, name: str) -> bool:
+        """Whether Secret ``name`` already names the webhook configuration as its owner."""
+        ref = self.owner_reference()
+        return ref is None or any(
+            o.get("uid") == ref["uid"] for o in self.secret_owners.get(name, [])
+        )
 
     @property
     def ca_secret(self) -> str:
@@ -304,6 +330,16 @@ class Cluster:
                 return None
             raise api_error(f"reading Secret {self.namespace}/{name}", e) from e
         self.secret_versions[name] = obj.metadata.resource_version
+        self.secret_owners[name] = [
+            {
+                "apiVersion": o.api_version,
+                "kind": o.kind,
+                "name": o.name,
+                "uid": o.uid,
+                **({"controller": o.controller} if o.controller is not None else {}),
+            }
+            for o in obj.metadata.owner_references or []
+        ]
         if obj.type != "kubernetes.io/tls":
             raise CertsError(
                 f"Secret {self.namespace}/{name} has type {obj.type}, expected kubernetes.io/tls;"
@@ -341,6 +377,7 @@ class Cluster:
                     "(kubectl apply -k manifests/), or pass --webhook-config '' to skip it"
                 ) from e
             raise api_error(f"reading MutatingWebhookConfiguration {name}", e) from e
+        self.webhook_uid = obj.metadata.uid or ""
         annotations = obj.metadata.annotations or {}
         if CERT_MANAGER_ANNOTATION in annotations:
             raise CertsError(
@@ -391,6 +428,12 @@ class Cluster:
             "metadata": {"name": name, "namespace": self.namespace, "labels": SECRET_LABELS},
             "data": {k: _b64(v) for k, v in data.items()},
         }
+        owners = list(self.secret_owners.get(name, []))
+        ref = self.owner_reference()
+        if ref and not any(o.get("uid") == ref["uid"] for o in owners):
+            owners.append(ref)
+        if owners:
+            body["metadata"]["ownerReferences"] = owners
         version = self.secret_versions.get(name)
         try:
             if version is None:
@@ -553,8 +596,18 @@ def still_good(existing: Existing, renew_before_days: int, now: dt.datetime) -> 
 
 
 async def run(opts: Options, out: TextIO) -> None:
+    # What was issued is reported only once something was written: a run that fails before
+    # its first write (no such namespace, no rights) must not claim "CA: created".
+    pending: list[str] = []
+
     def say(line: str) -> None:
-        print(line, file=out)
+        pending.append(line)
+
+    def done(line: str) -> None:
+        pending.append(line)
+        for text in pending:
+            print(text, file=out)
+        pending.clear()
 
     files = read_files(opts.out_dir) if opts.out_dir else None
     if not opts.needs_cluster:
@@ -564,7 +617,7 @@ async def run(opts: Options, out: TextIO) -> None:
             else ""
         )
         if reason:
-            say(reason)
+            done(reason)
             return
         issued = issue(
             files or Existing(),
@@ -575,7 +628,7 @@ async def run(opts: Options, out: TextIO) -> None:
         )
         _report_issue(say, issued)
         assert opts.out_dir is not None
-        say("wrote " + ", ".join(write_files(opts.out_dir, issued)))
+        done("wrote " + ", ".join(write_files(opts.out_dir, issued)))
         return
 
     from kubernetes_asyncio import client
@@ -594,7 +647,7 @@ async def run(opts: Options, out: TextIO) -> None:
         if opts.renew_before_days and not opts.rotate_ca:
             reason = still_good(existing, opts.renew_before_days, _now())
             if reason:
-                say(reason)
+                done(reason)
                 return
         issued = issue(
             existing,
@@ -605,12 +658,16 @@ async def run(opts: Options, out: TextIO) -> None:
         )
         _report_issue(say, issued)
         # 1. The CA, so an interrupted run can reuse it.
-        if opts.secret and (issued.new_ca or cluster.ca_secret not in cluster.secret_versions):
+        if opts.secret and (
+            issued.new_ca
+            or cluster.ca_secret not in cluster.secret_versions
+            or not cluster.owned(cluster.ca_secret)
+        ):
             verb = await cluster.write_secret(
                 cluster.ca_secret,
                 {"tls.crt": issued.ca.cert_pem, "tls.key": issued.ca.key_pem},
             )
-            say(
+            done(
                 f"{verb} Secret {opts.namespace}/{cluster.ca_secret} (CA certificate and key; "
                 "mounted by no pod)"
             )
@@ -620,7 +677,7 @@ async def run(opts: Options, out: TextIO) -> None:
             await cluster.patch_webhook_bundle(issued.bundle)
             cas = ", ".join(fingerprint(c) for c in issued.bundle)
             n = len(cluster.webhook_names)
-            say(
+            done(
                 f"patched caBundle of MutatingWebhookConfiguration {opts.webhook_config} "
                 f"({n} webhook{'s' if n != 1 else ''}): {cas}"
             )
@@ -634,9 +691,9 @@ async def run(opts: Options, out: TextIO) -> None:
                     "ca.crt": pem_bundle(issued.bundle),
                 },
             )
-            say(f"{verb} Secret {opts.namespace}/{opts.secret} (tls.crt, tls.key, ca.crt)")
+            done(f"{verb} Secret {opts.namespace}/{opts.secret} (tls.crt, tls.key, ca.crt)")
         if opts.out_dir:
-            say("wrote " + ", ".join(write_files(opts.out_dir, issued)))
+            done("wrote " + ", ".join(write_files(opts.out_dir, issued)))
 
 
 def _report_issue(say: Callable[[str], None], issued: Issued) -> None:

@@ -7,6 +7,7 @@ key, the value found and what was expected (``ConfigError.problems``).
 from __future__ import annotations
 
 import math
+import os
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -229,7 +230,9 @@ class Config:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     refresh: RefreshSettings = field(default_factory=RefreshSettings)
     namespace: str = "pull-secret-webhook"
-    """The webhook's own namespace (default Secret namespace, Lease namespace)."""
+    """The webhook's own namespace (default Secret namespace, Lease namespace). Default: the
+    ``POD_NAMESPACE`` environment variable (the manifests set it from the pod's namespace),
+    else ``pull-secret-webhook``."""
     secret_prefix: str = "psw"
     """Prefix of generated pull secret names. Default ``psw``."""
     ca_file: str = ""
@@ -246,6 +249,14 @@ class Config:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+#: Set from the pod's own namespace by the manifests and the chart (downward API).
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+
+
+def _own_namespace() -> str:
+    return os.environ.get(POD_NAMESPACE_ENV, "").strip() or "pull-secret-webhook"
 
 
 def load_config(path: str | Path) -> Config:
@@ -395,7 +406,9 @@ class _Validator:
                 "excludedNamespaces",
             ),
         )
-        namespace = self.string(top, "namespace", "", "pull-secret-webhook")
+        # Default: the namespace the webhook runs in (the manifests inject POD_NAMESPACE),
+        # so renaming the namespace in a kustomize overlay needs no config change.
+        namespace = self.string(top, "namespace", "", _own_namespace())
         if not _K8S_NAME_RE.match(namespace):
             self.bad("namespace", namespace, "a namespace name")
         self.namespace = namespace

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -265,4 +266,13 @@ def main(
     except ValueError as e:
         print(f"error: {e}", file=err)
         return 2
-    return asyncio.run(_with_kube(config, args, hosts, out, err))
+    # The FAIL line is the report. The credential layer also logs each failure as a
+    # warning, which, with no logging configured, Python's last-resort handler would print
+    # to stderr: every FAIL twice. Quiet that logger for the run; errors still show.
+    quiet = logging.getLogger("webhook")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.ERROR))
+    try:
+        return asyncio.run(_with_kube(config, args, hosts, out, err))
+    finally:
+        quiet.setLevel(level)

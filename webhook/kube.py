@@ -266,6 +266,16 @@ class Kube:
             body,
         )
 
+    async def delete_marker(self, namespace: str, name: str) -> None:
+        await self._optional(
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            MARKER_PLURAL,
+            name,
+        )
+
     async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
             self.custom.list_cluster_custom_object,

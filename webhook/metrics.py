@@ -123,5 +123,16 @@ class Metrics:
             registry=r,
         )
 
+        # Label children bound once: looking one up takes a lock and validates the labels.
+        self._admission_results: dict[str, Counter] = {}
+
+    def count_admission(self, result: str, seconds: float) -> None:
+        """One answered review: its result and how long it took (the request path's call)."""
+        child = self._admission_results.get(result)
+        if child is None:
+            child = self._admission_results[result] = self.admissions.labels(result)
+        child.inc()
+        self.admission_seconds.observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ watch of Namespaces (names and that one label are all that is kept).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 INJECT_LABEL = "pull-secret-webhook/inject"
@@ -20,8 +20,12 @@ INJECT_VALUE = "enabled"
 class NamespaceIndex:
     """Which namespaces exist, and which of them may be given pull secrets."""
 
-    def __init__(self, excluded: Iterable[str]) -> None:
+    def __init__(
+        self, excluded: Iterable[str], *, on_deleted: Callable[[str], None] = lambda name: None
+    ) -> None:
+        """``on_deleted`` hears the name of each namespace that goes away."""
         self.excluded = frozenset(excluded)
+        self._on_deleted = on_deleted
         self._existing: set[str] = set()
         self._opted_in: set[str] = set()
 
@@ -57,6 +61,7 @@ class NamespaceIndex:
         if event == "DELETED":
             self._existing.discard(name)
             self._opted_in.discard(name)
+            self._on_deleted(name)
             return
         self._existing.add(name)
         if self._eligible(obj):

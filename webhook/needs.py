@@ -2,16 +2,20 @@
 
 Pure: no I/O. The same (entry, host, identity) always yields the same secret
 name, so every replica, every retry and the refresher agree on it without
-talking to each other.
+talking to each other. Because the answer for an image depends only on the config
+(and the pod's service account), it is memoised per config: a Deployment's pods
+repeat the same few images, and parsing, host matching and hashing them again
+cost more than the rest of an admission.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from webhook.config import Config, RegistryEntry
 from webhook.images import ImageRef, InvalidReference, parse_image
@@ -22,6 +26,13 @@ CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 #: also fits label values and stays readable in `kubectl get secrets`.
 SECRET_NAME_MAX = 63
 _HASH_LEN = 10
+#: Distinct (image, service account) pairs remembered per config. A cluster's pods use a
+#: few hundred distinct images; 4096 answers take about 2 MiB. When full, the oldest
+#: answers are forgotten first (they are recomputed on demand, never wrong).
+MATCH_CACHE_SIZE = 4096
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -97,37 +108,91 @@ def secret_name(prefix: str, entry: RegistryEntry, host: str, identity: Identity
     return f"{prefix}-{slug}-{digest[:_HASH_LEN]}"
 
 
+def match_image(config: Config, image: str, service_account: str = "default") -> ImageMatch:
+    """Parse an image and find the entry, identity and secret name it would get."""
+    try:
+        ref = parse_image(image)
+    except InvalidReference as e:
+        return ImageMatch(image=image, ref=None, error=str(e))
+    entry = match_entry(config.registries, ref.domain)
+    if entry is None:
+        return ImageMatch(image=image, ref=ref, error="no registry entry matches")
+    identity = identity_for(entry, service_account)
+    need = PullNeed(
+        entry=entry,
+        host=ref.domain,
+        identity=identity,
+        secret_name=secret_name(config.secret_prefix, entry, ref.domain, identity),
+        images=(image,),
+    )
+    return ImageMatch(image=image, ref=ref, need=need)
+
+
+class _MatchCache:
+    """Answers for one config, bounded (oldest forgotten first): ``match_image`` per
+    (image, service account), and ``pull_needs`` per (images, service account), since the
+    pods of one workload repeat the same image list."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = weakref.ref(config)  # weak: the cache must not keep its config alive
+        self.answers: dict[tuple[str, str], ImageMatch] = {}
+        self.needs: dict[tuple[tuple[str, ...], str], tuple[PullNeed, ...]] = {}
+
+    def get(self, config: Config, image: str, service_account: str) -> ImageMatch:
+        key = (image, service_account)
+        found = self.answers.get(key)
+        if found is None:
+            found = _remember(self.answers, key, match_image(config, image, service_account))
+        return found
+
+    def pull_needs(
+        self, config: Config, images: tuple[str, ...], service_account: str
+    ) -> tuple[PullNeed, ...]:
+        key = (images, service_account)
+        found = self.needs.get(key)
+        if found is None:
+            matches = [self.get(config, image, service_account) for image in images]
+            found = _remember(self.needs, key, _merge(matches))
+        return found
+
+
+def _remember(answers: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(answers) >= MATCH_CACHE_SIZE:
+        del answers[next(iter(answers))]
+    answers[key] = value
+    return value
+
+
+# By id(): hashing a Config walks all of it, which would cost more than the lookup saves.
+# The entry goes when its config is collected (a reloaded config gets its own cache).
+_caches: dict[int, _MatchCache] = {}
+
+
+def _cache_for(config: Config) -> _MatchCache:
+    cache = _caches.get(id(config))
+    if cache is None or cache.config() is not config:
+        cache = _caches[id(config)] = _MatchCache(config)
+        weakref.finalize(config, _caches.pop, id(config), None)
+    return cache
+
+
 def match_images(
     config: Config, images: Iterable[str], service_account: str = "default"
 ) -> list[ImageMatch]:
     """Parse each image and find the entry, identity and secret name it would get."""
-    out: list[ImageMatch] = []
-    for image in images:
-        try:
-            ref = parse_image(image)
-        except InvalidReference as e:
-            out.append(ImageMatch(image=image, ref=None, error=str(e)))
-            continue
-        entry = match_entry(config.registries, ref.domain)
-        if entry is None:
-            out.append(ImageMatch(image=image, ref=ref, error="no registry entry matches"))
-            continue
-        identity = identity_for(entry, service_account)
-        need = PullNeed(
-            entry=entry,
-            host=ref.domain,
-            identity=identity,
-            secret_name=secret_name(config.secret_prefix, entry, ref.domain, identity),
-            images=(image,),
-        )
-        out.append(ImageMatch(image=image, ref=ref, need=need))
-    return out
+    cache = _cache_for(config)
+    return [cache.get(config, image, service_account) for image in images]
 
 
 def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
     """The distinct secrets a pod needs, in first-seen image order."""
+    images = tuple(pod_images(pod))
+    return list(_cache_for(config).pull_needs(config, images, pod_service_account(pod)))
+
+
+def _merge(matches: Iterable[ImageMatch]) -> tuple[PullNeed, ...]:
     by_name: dict[str, PullNeed] = {}
-    for m in match_images(config, pod_images(pod), pod_service_account(pod)):
+    for m in matches:
         if m.need is None:
             continue
         seen = by_name.get(m.need.secret_name)
@@ -141,4 +206,4 @@ def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
                 secret_name=seen.secret_name,
                 images=(*seen.images, m.image),
             )
-    return list(by_name.values())
+    return tuple(by_name.values())

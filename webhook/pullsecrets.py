@@ -40,7 +40,7 @@ from webhook.kube import Kube, KubeAPIError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
-from webhook.records import ManagedSecret, RecordIndex, marker_object, record_name
+from webhook.records import ManagedSecret, Markers, RecordIndex, marker_object, record_name
 from webhook.rfc3339 import to_rfc3339
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ ANN_HOST = "pull-secret-webhook/host"
 ANN_SERVICE_ACCOUNT = "pull-secret-webhook/service-account"
 DOCKERCONFIGJSON = ".dockerconfigjson"
 
+#: What the shipped write policy says when the Secret it would change is not labelled
+#: as the webhook's (manifests/base/validatingadmissionpolicy.yaml).
+NOT_OURS = "did not label as its own"
 #: Attempts at a write that keeps losing races to other replicas before giving up
 #: for this admission (the background retry and the refresher carry on).
 WRITE_ATTEMPTS = 5
@@ -77,6 +80,13 @@ EVENT_INTERVAL = 60.0
 RETRY_FIRST_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 RETRY_GIVE_UP_SECONDS = 3600.0
+#: A pod needs one pull secret per registry (and identity) its images come from; real
+#: pods name a handful. More than this in one review is refused work, not served: one
+#: forged review must not fan out into thousands of exchanges, writes and retries.
+MAX_NEEDS_PER_POD = 16
+#: Secrets retried in the background at once, across namespaces; beyond it, the next
+#: pod that needs one starts its retry.
+MAX_RETRYING = 1000
 #: Refused reviews are logged at most once per namespace per minute (a forged flood
 #: must not flood the logs either); the metric counts every one.
 REFUSAL_LOG_INTERVAL = 60.0
@@ -152,7 +162,8 @@ class PullSecretManager:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.records = RecordIndex()
-        self.namespaces = NamespaceIndex(config.never_injected)
+        self.markers = Markers()
+        self.namespaces = NamespaceIndex(config.never_injected, on_deleted=self._namespace_gone)
         self._inflight: dict[tuple[str, str], asyncio.Task[NeedStatus]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._last_event: dict[tuple[str, str], float] = {}
@@ -172,6 +183,12 @@ class PullSecretManager:
                 lambda: kube.list_namespaces(),
                 lambda version: kube.watch_namespaces(version),
                 self.namespaces,
+            ),
+            Informer(
+                "pull secret markers",
+                lambda: kube.list_markers(),
+                lambda version: kube.watch_markers(version),
+                self.markers,
             ),
         )
 
@@ -197,6 +214,23 @@ class PullSecretManager:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _namespace_gone(self, namespace: str) -> None:
+        """Its Secrets went with it; so must the records, at once: a namespace of the same
+        name made later must not inherit them (every replica tries; 404s are fine)."""
+        gone = [r for r in self.records.records() if r.namespace == namespace]
+        for record in gone:
+            self.records.remove(record.namespace, record.name)
+            self._spawn(self._forget_quietly(record))
+
+    async def _forget_quietly(self, record: ManagedSecret) -> None:
+        try:
+            await self.kube.delete_record(
+                self.config.namespace, record.object_name, record.resource_version
+            )
+        except KubeAPIError as e:
+            if e.status not in (404, 409):
+                log.warning("cannot forget %s/%s: %s", *_where(record), e)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._background.add(task)
@@ -215,11 +249,15 @@ class PullSecretManager:
         now = self.clock()
         statuses: dict[str, NeedStatus] = {}
         waiting: dict[str, asyncio.Task[NeedStatus]] = {}
+        if len(needs) > MAX_NEEDS_PER_POD:
+            excess = NeedStatus("pending", f"more than {MAX_NEEDS_PER_POD} registries in one pod")
+            statuses.update((n.secret_name, excess) for n in needs[MAX_NEEDS_PER_POD:])
+            needs = needs[:MAX_NEEDS_PER_POD]
         for need in needs:
             record = self.records.get(namespace, need.secret_name)
             if record is not None and record.state == "Foreign":
                 statuses[need.secret_name] = NeedStatus("foreign")
-            elif record is not None and record.usable(now):
+            elif record is not None and record.usable(now) and self.markers.marked(record):
                 if now >= record.refresh_at and not dry_run:
                     self._start(namespace, need)  # renew in the background; no wait
             elif not dry_run:
@@ -252,9 +290,11 @@ class PullSecretManager:
 
     async def verify(self, record: ManagedSecret) -> bool:
         """Is the Secret of a Ready record still the one the webhook created? A deleted
-        one is forgotten (the next write re-creates it), a replaced one marked Foreign."""
+        one is forgotten (the next write re-creates it), a replaced one marked Foreign;
+        one still there gets its marker back."""
         try:
             await self.kube.check_secret(record.namespace, record.name, record.secret_uid)
+            await self.mark_secret(record.namespace, record.name, record.secret_uid)
             return True
         except KubeAPIError as e:
             if e.status == 404:
@@ -287,7 +327,11 @@ class PullSecretManager:
         if error is not None:
             log.error("making %s/%s failed unexpectedly", *key, exc_info=error)
             return
-        if task.result().state == "pending" and key not in self._retrying:
+        if (
+            task.result().state == "pending"
+            and key not in self._retrying
+            and len(self._retrying) < MAX_RETRYING
+        ):
             self._retrying.add(key)
             self._spawn(self._retry(key, need))
 
@@ -348,6 +392,11 @@ class PullSecretManager:
                         continue
                     record = await self._save(record.claimed(now))  # its claimer died
                     return await self._create(record, need, credential)
+                if not record.secret_uid:  # never write without a UID to hold it to
+                    record = await self._save(record.claimed(now))
+                    return await self._create(record, need, credential)
+                if not self.markers.marked(record) and not await self.verify(record):
+                    continue  # deleted (re-created next round) or replaced (Foreign)
                 if record.expires_at >= credential.expires_at and record.usable(now):
                     return NeedStatus("ready")  # another writer got there first
                 return await self._renew(record, need, credential)
@@ -386,7 +435,9 @@ class PullSecretManager:
             if e.status == 404:  # deleted by someone: make it again
                 log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
                 return await self._create(record, need, credential)
-            if e.status in (409, 422):  # the name now holds somebody else's Secret
+            if e.status in (409, 422) or (e.status == 403 and NOT_OURS in str(e)):
+                # The name now holds somebody else's Secret, or someone took the label off
+                # ours (the write policy then refuses it): either way no longer ours.
                 await self._mark_foreign(record)
                 return NeedStatus("foreign")
             raise
@@ -397,13 +448,22 @@ class PullSecretManager:
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the
-        refresher checks the Secret on each pass until one can be made."""
+        Secret is checked (one call) whenever it is needed, until one can be made."""
+        body = marker_object(namespace, name, uid)
         try:
-            await self.kube.create_marker(namespace, marker_object(namespace, name, uid))
+            try:
+                await self.kube.create_marker(namespace, body)
+            except KubeAPIError as e:
+                if e.status != 409:
+                    raise
+                # A marker left from an earlier Secret of that name (its owner deleted
+                # with --cascade=orphan): replace it.
+                await self.kube.delete_marker(namespace, name)
+                await self.kube.create_marker(namespace, body)
         except KubeAPIError as e:
-            if e.status != 409:  # 409: it is there already
-                log.warning("cannot mark pull secret %s/%s: %s", namespace, name, e)
-                return False
+            log.warning("cannot mark pull secret %s/%s: %s", namespace, name, e)
+            return False
+        self.markers.add(namespace, name, uid)
         return True
 
     async def _save_ready(

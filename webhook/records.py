@@ -174,13 +174,13 @@ def marker_object(namespace: str, secret: str, secret_uid: str) -> dict[str, Any
 
 
 def marker_owner(doc: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    """(namespace, secret name, secret UID) a marker stands for."""
+    """(namespace, secret name, secret UID or "" when it has no owner any more)."""
     meta = _mapping(doc.get("metadata"))
-    owners = meta.get("ownerReferences")
     namespace, name = _text(meta, "namespace"), _text(meta, "name")
-    if not namespace or not name or not isinstance(owners, list):
+    if not namespace or not name:
         return None
-    for owner in owners:
+    owners = meta.get("ownerReferences")
+    for owner in owners if isinstance(owners, list) else ():
         if (
             isinstance(owner, Mapping)
             and owner.get("kind") == "Secret"
@@ -188,36 +188,42 @@ def marker_owner(doc: Mapping[str, Any]) -> tuple[str, str, str] | None:
             and isinstance(owner.get("uid"), str)
         ):
             return namespace, name, owner["uid"]
-    return None
+    return namespace, name, ""
 
 
 class Markers:
-    """The markers that exist, as (namespace, secret, secret UID): a Ready record whose
-    Secret has no marker is checked (and its marker made) on the next pass."""
+    """Which Secret (by UID) each marker is owned by. A Ready record counts as fresh
+    only while its Secret's marker is there: a Secret deleted (the garbage collector
+    then deletes the marker), deleted with ``--cascade=orphan`` (the marker loses its
+    owner) or replaced (a new UID) is noticed from this watch alone."""
 
     def __init__(self) -> None:
-        self._present: set[tuple[str, str, str]] = set()
+        self._owner: dict[tuple[str, str], str] = {}
 
     def marked(self, record: ManagedSecret) -> bool:
-        return (record.namespace, record.name, record.secret_uid) in self._present
+        uid = self._owner.get((record.namespace, record.name))
+        return bool(uid) and uid == record.secret_uid
 
     def add(self, namespace: str, secret: str, uid: str) -> None:
-        self._present.add((namespace, secret, uid))
+        self._owner[(namespace, secret)] = uid
 
     def __len__(self) -> int:
-        return len(self._present)
+        return len(self._owner)
 
     def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
-        self._present = {o for o in map(marker_owner, objects) if o is not None}
+        self._owner = {}
+        for obj in objects:
+            self.apply("ADDED", obj)
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:
         owner = marker_owner(obj)
         if owner is None:
             return
-        if event == "DELETED":
-            self._present.discard(owner)
+        namespace, name, uid = owner
+        if event == "DELETED" or not uid:
+            self._owner.pop((namespace, name), None)
         else:
-            self._present.add(owner)
+            self._owner[(namespace, name)] = uid
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -1,10 +1,10 @@
 """Background upkeep, on one replica at a time: renew secrets before their credentials
 expire, re-create the ones somebody deleted, and delete managed secrets no pod has
-referenced for a grace period. The leader follows pods and the markers the pull
-secrets own with watches, so an idle pass costs the API server nothing: it reads
-only what changed, and writes only what is due. It works from the webhook's records (records.py),
-never from Secrets: a Secret the webhook did not create is never refreshed or
-deleted, whatever its labels say.
+referenced for a grace period. The leader follows pods with a watch, and every
+replica the markers the pull secrets own, so an idle pass costs the API server
+nothing: it reads only what changed, and writes only what is due. It works from
+the webhook's records (records.py), never from Secrets: a Secret the webhook did
+not create is never refreshed or deleted, whatever its labels say.
 
 Leadership is a ``coordination.k8s.io/v1`` Lease in the webhook's namespace, the
 same protocol client-go's leader election uses: the holder renews it every few
@@ -28,7 +28,7 @@ from webhook.informer import Informer
 from webhook.kube import Kube, KubeAPIError
 from webhook.needs import PullNeed, identity_for, secret_name
 from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret, Markers
+from webhook.records import ManagedSecret
 from webhook.references import References
 from webhook.rfc3339 import from_rfc3339
 
@@ -141,7 +141,6 @@ class Refresher:
         self._task: asyncio.Task[None] | None = None
         self.leader = False
         self.references = References(config.secret_prefix)
-        self.markers = Markers()
         self._watches: tuple[Informer, ...] = ()
 
     def start(self) -> None:
@@ -154,24 +153,17 @@ class Refresher:
         await self._follow(False)
 
     async def _follow(self, on: bool) -> None:
-        """Only the leader watches pods (which secrets are in use) and the markers the
-        pull secrets own (which were deleted): upkeep is its job alone."""
+        """Only the leader watches pods (which secrets are in use): garbage collection is
+        its job alone. (Every replica watches the markers: the hot path needs them.)"""
         if on and not self._watches:
             kube = self.manager.kube
             self.references = References(self.config.secret_prefix)
-            self.markers = Markers()
             self._watches = (
                 Informer(
                     "pods",
                     lambda: kube.list_pods(),
                     lambda version: kube.watch_pods(version),
                     self.references,
-                ),
-                Informer(
-                    "pull secret markers",
-                    lambda: kube.list_markers(),
-                    lambda version: kube.watch_markers(version),
-                    self.markers,
                 ),
             )
             for informer in self._watches:
@@ -232,7 +224,7 @@ class Refresher:
             record.state == "Ready"
             and record.unreferenced_since is None
             and now < record.refresh_at
-            and self.markers.marked(record)
+            and self.manager.markers.marked(record)
         )
 
     async def run_once(self) -> PassReport:
@@ -281,7 +273,7 @@ class Refresher:
         if record.state != "Ready":
             return  # Foreign: never touched; Claimed: an admission is making it
         due = self.clock() >= record.refresh_at
-        if not due and self.markers.marked(record):
+        if not due and self.manager.markers.marked(record):
             return  # fresh, and its marker says the Secret is there: nothing to do
         where = f"{record.namespace}/{record.name}"
         need = self.need_for(record)
@@ -290,10 +282,7 @@ class Refresher:
             return
         if not due:
             if await self.manager.verify(record):
-                # There, but unmarked (made before markers, or marking failed): mark it.
-                if await self.manager.mark_secret(record.namespace, record.name, record.secret_uid):
-                    self.markers.add(record.namespace, record.name, record.secret_uid)
-                return
+                return  # there, but was unmarked: verify marked it
             status = await self.manager.refresh(record.namespace, need)
             (report.recreated if status.state == "ready" else report.failed).append(where)
             return

@@ -8,9 +8,10 @@ or credential outcome is an allowed/denied ``AdmissionResponse``.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from typing import Any, Literal, NotRequired, TypedDict
+
+from webhook import jsonio
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -171,8 +172,10 @@ def _loads(body: bytes) -> object:
     if values > MAX_VALUES:
         raise BadReview(f"request body holds more than {MAX_VALUES} JSON values")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return jsonio.loads(body)
+    except (UnicodeDecodeError, jsonio.JSONDecodeError) as e:
+        if "depth limit" in str(e):  # orjson stops at 1,024 levels
+            raise BadReview(f"request body is nested deeper than {MAX_DEPTH} levels") from e
         raise BadReview(f"request body is not valid JSON: {clip(str(e))}") from e
     except RecursionError as e:
         raise BadReview(f"request body is nested deeper than {MAX_DEPTH} levels") from e
@@ -259,9 +262,7 @@ def allow_with_patch(
     response = allow(uid, warnings)
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(
-            json.dumps(patch, separators=(",", ":")).encode()
-        ).decode()
+        response["patch"] = base64.b64encode(jsonio.dumps(patch)).decode()
     return response
 
 

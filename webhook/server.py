@@ -9,7 +9,6 @@ every path.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from webhook import admission
+from webhook import admission, jsonio
 from webhook.admission import Outcome, Plan, SecretSource, Skip
 from webhook.budget import Budget, BudgetExhausted, Held
 from webhook.config import Config
@@ -62,6 +61,9 @@ BODY_READ_TIMEOUT = 10.0
 #: After refusing a body early, aiohttp reads and drops what the client still sends so the
 #: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
 LINGERING_SECONDS = 2.0
+#: Idle keep-alive: see webhook.connections.KEEPALIVE_TIMEOUT (120 s, longer than the API
+#: server's 90 s idle timeout, so the API server always closes first).
+KEEPALIVE_SECONDS = KEEPALIVE_TIMEOUT
 #: What requests in flight may hold at once: bodies being read plus their decoded reviews
 #: (estimated at BYTES_PER_VALUE per JSON value). A maximal review (7 MiB, MAX_VALUES
 #: values) takes ~38 MiB of it; a typical pod review ~50 KiB. Sized so that, with
@@ -120,28 +122,40 @@ class NamesOnlySource:
 
 
 def _json(doc: object, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(doc).encode(), content_type="application/json"
-    )
+    return web.Response(status=status, body=jsonio.dumps(doc), content_type="application/json")
 
 
 async def _read_body(request: web.Request, held: Held) -> bytes:
-    declared = request.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
         raise BadReview(
-            f"request body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
+            f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
         )
+    if length == 0:
+        return b""
+    if length is not None:
+        # The API server always sends Content-Length: read it in one go. A review of a
+        # few KB has usually arrived with the headers; only the rest is waited for.
+        head = request.content.read_nowait(length)
+        if len(head) == length:
+            await held.take(length, BUDGET_WAIT)
+            return head
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                await held.take(length, BUDGET_WAIT)  # before the rest is buffered
+                return head + await request.content.readexactly(length - len(head))
+        except asyncio.IncompleteReadError as e:
+            raise BadReview(
+                f"request body ended after {len(head) + len(e.partial)} of {length} bytes"
+            ) from e
     chunks: list[bytes] = []
     size = 0
     async with asyncio.timeout(BODY_READ_TIMEOUT):
-        if declared:
-            await held.take(declared, BUDGET_WAIT)
         async for chunk in request.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 raise BadReview(f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            if declared is None:  # chunked: pay as it arrives
-                await held.take(len(chunk), BUDGET_WAIT)
+            await held.take(len(chunk), BUDGET_WAIT)  # chunked: pay as it arrives
             chunks.append(chunk)
     return b"".join(chunks)
 
@@ -193,7 +207,7 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
         api_version, req = await _read_review(request, held)
     except BadReview as e:
         log.warning("bad admission request: %s", clip(str(e), LOGGED_MESSAGE_MAX))
-        metrics.admissions.labels("bad_request").inc()
+        metrics.count_admission("bad_request", time.perf_counter() - started)
         resp = _json(bad_request(e), status=e.status)
         resp.force_close()  # a refused body is not worth keeping the connection for
         return resp
@@ -214,8 +228,7 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
                 else allow(uid, ["pull-secret-webhook: internal error, pod admitted unchanged"])
             )
             result = "error"
-    metrics.admissions.labels(result).inc()
-    metrics.admission_seconds.observe(time.perf_counter() - started)
+    metrics.count_admission(result, time.perf_counter() - started)
     return _json(review(api_version, response))
 
 
@@ -316,6 +329,10 @@ class ServeOptions:
     health_port: int = 8080
     max_connections: int = MAX_CONNECTIONS
     header_timeout: float = HEADER_TIMEOUT
+    health: bool = True
+    """Serve /healthz, /readyz and /metrics (only a replica's primary worker does)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT so several worker processes share ``port``."""
 
 
 @dataclass
@@ -373,19 +390,25 @@ async def start_server(
         # Bodies are read as sent; a Content-Encoding is refused in the handler.
         auto_decompress=False,
     )
-    health = web.AppRunner(create_health_app(metrics, state), access_log=None)
     await hook.setup()
-    await health.setup()
-    site = web.TCPSite(hook, options.host, options.port, ssl_context=tls.context)
-    health_site = web.TCPSite(health, options.health_host, options.health_port)
+    site = web.TCPSite(
+        hook,
+        options.host,
+        options.port,
+        ssl_context=tls.context,
+        reuse_port=options.reuse_port or None,
+    )
     await site.start()
-    await health_site.start()
+    runners = [hook]
+    health_port = 0
+    if options.health:
+        health = web.AppRunner(create_health_app(metrics, state), access_log=None)
+        await health.setup()
+        await web.TCPSite(health, options.health_host, options.health_port).start()
+        runners.append(health)
+        health_port = _bound_port(health)
     running = RunningServer(
-        runners=[hook, health],
-        tls=tls,
-        state=state,
-        port=_bound_port(hook),
-        health_port=_bound_port(health),
+        runners=runners, tls=tls, state=state, port=_bound_port(hook), health_port=health_port
     )
     running.tasks.append(asyncio.create_task(tls.watch()))
     assert hook.server is not None  # set by setup()
@@ -436,15 +459,29 @@ SHUTDOWN_DELAY = 5.0
 async def serve_forever(
     running: RunningServer,
     shutdown_delay: float = SHUTDOWN_DELAY,
+    on_signal: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop."""
+    """Serve until SIGTERM/SIGINT, then drain in-flight admissions and stop.
+
+    ``on_signal`` is told of the signal first (the primary worker passes it on)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+
+    def stop(sig: int) -> None:
+        if on_signal is not None:
+            on_signal(sig)
+        stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    log.info(
-        "serving /mutate on :%d (TLS), health and metrics on :%d", running.port, running.health_port
-    )
+        loop.add_signal_handler(sig, stop, sig)
+    if running.health_port:
+        log.info(
+            "serving /mutate on :%d (TLS), health and metrics on :%d",
+            running.port,
+            running.health_port,
+        )
+    else:
+        log.info("serving /mutate on :%d (TLS)", running.port)
     await stopping.wait()
     running.state.shutting_down = True
     log.info("shutting down: not ready, still serving for %gs", shutdown_delay)

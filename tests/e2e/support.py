@@ -6,7 +6,10 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from tests.e2e.controlplane import ControlPlane
 from webhook.pullsecrets import MANAGED_SELECTOR
@@ -79,3 +82,32 @@ def record_of(cp: ControlPlane, namespace: str, secret: str) -> dict[str, Any]:
         "--ignore-not-found",
     )
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def secret_name_preview(cp: ControlPlane, namespace: str, image: str) -> str:
+    """The pull secret name the webhook would give a pod with ``image``, as anyone who
+    may create pods there can learn it: a server-side dry run (which writes nothing)."""
+    preview = json.loads(
+        cp.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(pod_manifest("p", image)),
+        ).stdout
+    )
+    [name] = pull_secret_names(preview)
+    return name
+
+
+def delete_install(cp: ControlPlane, kustomization: Path) -> None:
+    """``kubectl delete -k`` of an install, but for its CustomResourceDefinitions: they
+    are cluster-wide and shared with the other installs of the session (deleting one
+    deletes every install's records), as with any operator's CRDs."""
+    rendered = yaml.safe_load_all(cp.kubectl("kustomize", str(kustomization)).stdout)
+    mine = [o for o in rendered if o and o.get("kind") != "CustomResourceDefinition"]
+    cp.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(mine), check=False)

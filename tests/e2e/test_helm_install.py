@@ -164,6 +164,13 @@ def test_the_certs_jobs_succeed_with_only_their_own_rbac(
     config = get(controlplane, "mutatingwebhookconfiguration", release.fullname)
     [ca] = certs.load_certs(base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]))
     assert certs.issued_by(serving, ca)
+    # The patch step (after the release's objects exist) makes the release's webhook
+    # configuration the Secrets' owner: `helm uninstall` deletes them with it.
+    for name in (f"{release.fullname}-tls", f"{release.fullname}-tls-ca"):
+        stored = get(controlplane, "secret", name, "-n", release.namespace)
+        assert [
+            (o["kind"], o["name"], o["uid"]) for o in stored["metadata"]["ownerReferences"]
+        ] == [("MutatingWebhookConfiguration", release.fullname, config["metadata"]["uid"])]
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from tests.e2e.support import (
     pod_manifest,
     pull_secret_names,
     record_of,
+    secret_name_preview,
     wait_for,
 )
 from tests.support.reviews import make_pod, make_review
@@ -227,20 +228,7 @@ def test_a_planted_labelled_secret_is_never_adopted_refreshed_used_or_deleted(
     cp = stack.controlplane
     ns = stack.labelled_namespace(ns_name("planted"))
     # A namespace member learns the name the webhook would use (a dry run shows it)...
-    preview = json.loads(
-        cp.kubectl(
-            "apply",
-            "-n",
-            ns,
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            input=json.dumps(pod_manifest("p", stack.ecr_image)),
-        ).stdout
-    )
-    [name] = pull_secret_names(preview)
+    name = secret_name_preview(cp, ns, stack.ecr_image)
     # ...and plants a Secret there with the webhook's label and a far-off expiry, plus an
     # unrelated labelled one the garbage collector must not take.
     planted = {

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography import x509
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import wait_until
+from tests.e2e.support import delete_install
 from tests.unit.test_manifests_render import MANIFESTS, REPO, objects
 from webhook import certs
 
@@ -41,10 +41,6 @@ class Install:
     overlay: Path
     namespace: str
     name: str
-
-    @property
-    def config_map(self) -> str:
-        return f"pull-secret-webhook-config-{self.suffix}"
 
     @property
     def suffix(self) -> str:
@@ -87,13 +83,7 @@ def installed(
     try:
         yield Install(overlay=overlay, namespace=namespace, name=f"pull-secret-webhook-{suffix}")
     finally:
-        # Everything but the CustomResourceDefinitions: they are cluster-wide and shared
-        # with the other installs of this session (as with any operator's CRDs).
-        rendered = objects(controlplane.kubectl("kustomize", str(overlay)).stdout)
-        mine = [o for o in rendered if o["kind"] != "CustomResourceDefinition"]
-        controlplane.kubectl(
-            "delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(mine), check=False
-        )
+        delete_install(controlplane, overlay)
 
 
 def get(controlplane: ControlPlane, *args: str) -> Any:
@@ -396,7 +386,7 @@ def test_the_write_policy_follows_a_renamed_install(
             text=True,
             timeout=60,
             check=False,
-            env={"KUBECONFIG": str(tmp_path / "none")},
+            env={**os.environ, "KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)},
         )
 
     try:

@@ -21,6 +21,7 @@ from tests.e2e.support import (
     pod_manifest,
     pull_secret_names,
     record_of,
+    secret_name_preview,
     wait_for,
 )
 from tests.fakes.traffic import ACR_EXCHANGE, ENTRA_TOKEN
@@ -206,20 +207,7 @@ def test_foreign_secret_of_the_same_name_is_never_modified(stack: Stack) -> None
     cp = stack.controlplane
     ns = stack.labelled_namespace(ns_name("foreign"))
     # Learn the name the webhook would use, then take it first.
-    preview = json.loads(
-        cp.kubectl(
-            "apply",
-            "-n",
-            ns,
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            input=json.dumps(pod_manifest("p", stack.ecr_image)),
-        ).stdout
-    )
-    [name] = pull_secret_names(preview)
+    name = secret_name_preview(cp, ns, stack.ecr_image)
     cp.kubectl("create", "secret", "generic", name, "-n", ns, "--from-literal=owner=team")
     result = cp.kubectl(
         "apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image))

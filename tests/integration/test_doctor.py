@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 import yaml
 
 from tests.fakes.azure import AzureEmulator, EmulatorThread
+from tests.fakes.registry import free_port
 from tests.integration.conftest import CLUSTER_ISSUER, AwsProxy, Clock, MemoryKube
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env
@@ -280,3 +284,43 @@ def test_main_reports_an_invalid_config(tmp_path: Path) -> None:
     err = io.StringIO()
     assert doctor.main(str(config_file), None, out=io.StringIO(), err=err) == 2
     assert "registries" in err.getvalue()
+
+
+def test_each_failure_is_printed_once_by_the_command(tmp_path: Path) -> None:
+    # As a process: with no logging configured, a warning the credential layer logs would
+    # reach stderr through Python's last-resort handler and repeat the FAIL line.
+    config = tmp_path / "config.yaml"
+    closed = f"http://127.0.0.1:{free_port()}"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "registries": [
+                    {
+                        "name": "aws",
+                        "kind": "ecr",
+                        "hosts": ["111122223333.dkr.ecr.eu-west-1.amazonaws.com"],
+                        "endpointUrl": closed,
+                        "stsEndpointUrl": closed,
+                        "auth": {"mode": "default"},
+                    }
+                ]
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBERNETES_"))}
+    env |= {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+    assert result.returncode == 1
+    assert result.stdout.startswith("FAIL aws 111122223333.dkr.ecr.eu-west-1.amazonaws.com")
+    assert result.stdout.count("\n") == 1
+    assert "ecr-get-authorization-token" not in result.stderr, result.stderr

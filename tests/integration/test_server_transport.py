@@ -255,3 +255,50 @@ async def test_in_flight_admission_finishes_during_shutdown(served: Served) -> N
     await stopping
     assert status == 200
     assert body["response"]["allowed"] is True
+
+
+async def _raw_exchange(served: Served, parts: Sequence[bytes], pause: float) -> bytes:
+    """Send ``parts`` on one TLS connection, ``pause`` seconds apart; return the whole reply."""
+    ctx = ssl.create_default_context(cadata=served.ca.cert_pem.decode())
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port, ssl=ctx)
+    try:
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(pause)
+            writer.write(part)
+            await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+def _head(length: int) -> bytes:
+    return (
+        f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+async def test_body_arriving_in_pieces_after_the_headers_is_read_whole(served: Served) -> None:
+    body = json.dumps(make_review(make_pod(ACR))).encode()
+    reply = await _raw_exchange(served, [_head(len(body)) + body[:100], body[100:]], pause=0.2)
+    status, _, payload = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200")
+    assert json.loads(payload)["response"]["patchType"] == "JSONPatch"
+
+
+async def test_no_tls_session_ticket_is_issued(served: Served) -> None:
+    """The API server never resumes sessions, so none are minted for it (tlsreload.py)."""
+    ctx = ssl.create_default_context(cadata=served.ca.cert_pem.decode())
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # tickets arrive after the handshake
+    body = json.dumps(make_review(make_pod(ACR))).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port, ssl=ctx)
+    try:
+        writer.write(_head(len(body)) + body)
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), timeout=10)).startswith(b"HTTP/1.1 200")
+        session = writer.get_extra_info("ssl_object").session
+        assert session is not None
+        assert not session.has_ticket
+    finally:
+        writer.close()

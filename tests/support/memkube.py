@@ -166,6 +166,15 @@ class MemKube:
             raise KubeAPIError(409, "AlreadyExists", f"{key[1]} already exists")
         self._stamp(self.markers, key, body, new=True)
 
+    async def delete_marker(self, namespace: str, name: str) -> None:
+        self.calls["delete_marker"] += 1
+        self.markers.pop((namespace, name), None)
+
+    def orphan_markers_of(self, namespace: str, name: str) -> None:
+        """``kubectl delete secret --cascade=orphan``: the marker stays, ownerless."""
+        self.secrets.pop((namespace, name))
+        self.markers[(namespace, name)]["metadata"].pop("ownerReferences", None)
+
     async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
         return [copy.deepcopy(m) for m in self.markers.values()], str(next(self._versions))
 

@@ -217,3 +217,30 @@ def test_foreign_secret_of_the_same_name_is_not_used(config: Config) -> None:
     assert response["allowed"]
     assert "patch" not in response
     assert "not managed" in response["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    "current",
+    [
+        pytest.param(..., id="no-list"),
+        pytest.param(None, id="null-list"),
+        pytest.param("not-a-list", id="malformed-list"),
+        pytest.param([], id="empty-list"),
+        pytest.param([{"name": "team-own"}], id="one-own-entry"),
+        pytest.param([{"name": "a"}, "junk", {"other": 1}], id="odd-entries"),
+    ],
+)
+def test_written_patch_is_the_minimal_diff_jsonpatch_finds(config: Config, current: Any) -> None:
+    pod = make_pod(ACR, ECR, generate_name="web-")
+    if current is not ...:
+        pod["spec"]["imagePullSecrets"] = current
+    names = ["psw-one", "psw-two", "psw-one"]
+    ops = admission.image_pull_secrets_patch(pod, names)
+    existing = current if isinstance(current, list) else []
+    after = {**pod, "spec": {**pod["spec"], "imagePullSecrets": [*existing, *names_of(names)]}}
+    assert ops == jsonpatch.make_patch(pod, after).patch
+    assert jsonpatch.apply_patch(pod, ops) == after
+
+
+def names_of(names: list[str]) -> list[dict[str, str]]:
+    return [{"name": n} for n in dict.fromkeys(names)]

@@ -135,3 +135,37 @@ def test_unknown_config_file_is_reported(
     code, _, err = run_cli(capsys, "explain", "--config", str(tmp_path / "none.yaml"), "nginx")
     assert code == 2
     assert "cannot read" in err
+
+
+def test_certs_help_describes_the_command_and_every_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps (and hyphen-splits) at the width
+    with pytest.raises(SystemExit) as exit_:
+        main(["certs", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+
+    assert exit_.value.code == 0
+    assert "Make the webhook's serving certificate, signed by a private CA" in out
+    # --out-dir writes the CA's private key too: the help must say so.
+    assert "ca.crt, ca.key (the CA's private key: keep it safe), tls.crt, tls.key" in out
+    for default in (
+        "(default: pull-secret-webhook)",
+        "serving certificate lifetime in days (default: 365)",
+    ):
+        assert default in out
+    # Options without a meaningful default show none (no "default: None" noise).
+    assert "default: None" not in out
+    assert "default: False" not in out
+
+
+def test_probe_help_names_its_defaults(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        main(["probe", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+
+    assert "https://pull-secret-webhook.pull-secret-webhook.svc:443/mutate" in out
+    assert "/etc/pull-secret-webhook/tls/ca.crt" in out

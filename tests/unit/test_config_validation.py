@@ -120,3 +120,14 @@ def test_load_config_reports_yaml_errors_with_the_file_name(tmp_path: Path) -> N
 def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_the_namespace_defaults_to_the_pods_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The manifests set POD_NAMESPACE from the downward API: a kustomize `namespace:`
+    # overlay then needs no change to the config.
+    document = {"registries": [{"name": "acr", "kind": "acr", "anyRegistry": True}]}
+    monkeypatch.setenv("POD_NAMESPACE", "tools")
+    assert parse_config(document).namespace == "tools"
+    assert parse_config({**document, "namespace": "other"}).namespace == "other"
+    monkeypatch.delenv("POD_NAMESPACE")
+    assert parse_config(document).namespace == "pull-secret-webhook"

@@ -49,8 +49,15 @@ def container(objs: list[Obj]) -> dict[str, Any]:
     return c
 
 
+def generated_config_map(objs: list[Obj]) -> Obj:
+    """The configMapGenerator's ConfigMap: pull-secret-webhook-config-<content hash>."""
+    [cm] = [o for o in objs if o["kind"] == "ConfigMap"]
+    assert re.fullmatch(rf"{CONFIG_MAP}-[a-z0-9]{{10}}", cm["metadata"]["name"]), cm["metadata"]
+    return cm
+
+
 def config_text(objs: list[Obj]) -> str:
-    text = one(objs, "ConfigMap", CONFIG_MAP)["data"]["config.yaml"]
+    text = generated_config_map(objs)["data"]["config.yaml"]
     assert isinstance(text, str)
     return text
 
@@ -62,7 +69,10 @@ def test_every_namespaced_object_lives_in_the_webhook_namespace(base: list[Obj])
         if obj["kind"] == "MutatingWebhookConfiguration":
             continue
         assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
-        assert obj["metadata"]["name"] in (NAME, CONFIG_MAP), obj["kind"]
+        assert obj["metadata"]["name"] in (
+            NAME,
+            generated_config_map(base)["metadata"]["name"],
+        ), obj["kind"]
 
 
 def test_the_example_config_is_valid_for_the_webhook(base: list[Obj]) -> None:
@@ -146,7 +156,10 @@ def test_the_cluster_role_grants_exactly_what_the_webhook_uses(base: list[Obj]) 
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "events", "create"),
-        *(("pull-secret-webhook.io", "pullsecretmarkers", v) for v in ("create", "list", "watch")),
+        *(
+            ("pull-secret-webhook.io", "pullsecretmarkers", v)
+            for v in ("create", "delete", "list", "watch")
+        ),
     }
 
 
@@ -266,8 +279,13 @@ def test_the_container_uses_the_cli_defaults_for_paths_and_ports(base: list[Obj]
     )
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
-    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    env = {e["name"]: e["valueFrom"]["fieldRef"] for e in c["env"]}
+    # apiVersion spelled out, as the API server stores it: switching to server-side apply
+    # later must not conflict over a defaulted field.
+    assert env == {
+        "POD_NAME": {"apiVersion": "v1", "fieldPath": "metadata.name"},
+        "POD_NAMESPACE": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+    }
 
 
 def test_config_and_tls_files_are_mounted_read_only_where_the_cli_reads_them(
@@ -287,7 +305,11 @@ def test_config_and_tls_files_are_mounted_read_only_where_the_cli_reads_them(
         for item in src["items"]
     }
     assert paths == {
-        DEFAULT_CONFIG: ("configMap", CONFIG_MAP, "config.yaml"),
+        DEFAULT_CONFIG: (
+            "configMap",
+            generated_config_map(base)["metadata"]["name"],
+            "config.yaml",
+        ),
         f"{DEFAULT_CERT_DIR}/tls.crt": ("secret", TLS_SECRET, "tls.crt"),
         f"{DEFAULT_CERT_DIR}/tls.key": ("secret", TLS_SECRET, "tls.key"),
     }

@@ -6,7 +6,9 @@ and how to turn a rendering into objects.
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -28,6 +30,9 @@ HELM_SCRIPT = REPO / "hack" / "helm.sh"
 #: which gives the chart's objects the names of manifests/.
 RELEASE = "pull-secret-webhook"
 NAMESPACE = "pull-secret-webhook"
+#: The Kubernetes version `helm template` renders for. Without it helm assumes v1.20, which
+#: the chart's kubeVersion (>=1.30) refuses; 1.36.3 is the local control plane's version.
+KUBE_VERSION = "1.36.3"
 #: Rendering takes well under a second; the limit only guards against a hung tool.
 TOOL_TIMEOUT_SECONDS = 60
 
@@ -115,7 +120,16 @@ def kustomize(path: Path = MANIFESTS, *, components: Sequence[str] = ()) -> list
 def helm_template(
     *args: str, release: str = RELEASE, namespace: str = NAMESPACE, hooks: bool = True
 ) -> list[Obj]:
-    cmd: list[str | Path] = [helm_binary(), "template", release, CHART, "--namespace", namespace]
+    cmd: list[str | Path] = [
+        helm_binary(),
+        "template",
+        release,
+        CHART,
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
     if not hooks:
         cmd.append("--no-hooks")
     return objects(run_tool([*cmd, *args]))
@@ -138,6 +152,31 @@ def one(objs: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
     found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+#: kustomize's configMapGenerator appends a 10-character hash of the content to the name.
+_GENERATED_NAME_RE = re.compile(r"^(?P<name>.+)-[a-z0-9]{10}$")
+
+
+def without_generated_hash(objs: Iterable[Obj]) -> list[Obj]:
+    """The objects with the configMapGenerator's hash suffix taken off the ConfigMap's name
+    and the Deployment's reference to it, to compare with the chart's fixed names."""
+    out = copy.deepcopy(list(objs))
+    renamed: dict[str, str] = {}
+    for obj in out:
+        match = _GENERATED_NAME_RE.match(obj["metadata"]["name"])
+        if obj["kind"] == "ConfigMap" and match:
+            renamed[obj["metadata"]["name"]] = match["name"]
+            obj["metadata"]["name"] = match["name"]
+    for obj in out:
+        if obj["kind"] != "Deployment":
+            continue
+        for volume in obj["spec"]["template"]["spec"].get("volumes", []):
+            for source in volume.get("projected", {}).get("sources", []):
+                if "configMap" in source:
+                    name = source["configMap"]["name"]
+                    source["configMap"]["name"] = renamed.get(name, name)
+    return out
 
 
 def is_hook(obj: Obj) -> bool:
@@ -193,6 +232,14 @@ def test_helm_lint_passes_in_strict_mode() -> None:
         pytest.param(["--set", "certManager.enabled=true"], id="cert-manager"),
         pytest.param(["--set", "serviceMonitor.enabled=true"], id="service-monitor"),
         pytest.param(["--set", "certsJob.enabled=false"], id="no-certs-job"),
+        pytest.param(
+            ["--set", "certManager.enabled=true", "--set", "certManager.issuerRef.name=corp"],
+            id="own-issuer",
+        ),
+        pytest.param(
+            ["--set", "hostNetwork=true", "--set", "webhook.port=10260"], id="host-network"
+        ),
+        pytest.param(["--set", "test.enabled=false"], id="no-helm-test"),
     ],
 )
 def test_helm_lint_passes_with_each_option(values: list[str]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from tests.support.hotpath import NoNetwork, offline_manager, opted_in
 from tests.support.memkube import MemKube
 from tests.support.reviews import make_pod
-from webhook.config import Config
+from webhook.config import Config, parse_config
 from webhook.credentials.base import Credential
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import (
@@ -20,6 +20,7 @@ from webhook.pullsecrets import (
     CLAIM_SECONDS,
     MANAGED_BY,
     MANAGER,
+    MAX_NEEDS_PER_POD,
     PullSecretManager,
 )
 from webhook.records import ManagedSecret, record_name
@@ -128,11 +129,11 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     kube.reference("team-a", need.secret_name)
     refresher = Refresher(config, m, "replica-0")
     refresher.references.replace_all(kube.pods)  # what the leader's watches hold
-    refresher.markers.replace_all(list(kube.markers.values()))
+    m.markers.replace_all(list(kube.markers.values()))
     idle = await refresher.run_once()
     assert idle == PassReport() and kube.calls["check_secret"] == 0  # nothing asked
     kube.delete_secret_as_someone_else("team-a", need.secret_name)
-    refresher.markers.replace_all(list(kube.markers.values()))  # the watch saw it go
+    m.markers.replace_all(list(kube.markers.values()))  # the watch saw it go
     report = await refresher.run_once()
     assert report.recreated == [f"team-a/{need.secret_name}"]
     recreated = kube.secrets[("team-a", need.secret_name)]
@@ -227,3 +228,53 @@ def test_references_count_pods_per_secret_and_follow_updates_and_deletions() -> 
     )
     assert not refs.referenced("team-a", "psw-a")
     assert len(refs) == 0
+
+
+async def test_a_secret_deleted_with_orphan_cascade_is_noticed_and_re_created(
+    config: Config,
+) -> None:
+    kube = MemKube()
+    m = manager(config, kube)
+    need = need_of(config)
+    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
+    kube.orphan_markers_of("team-a", need.secret_name)
+    m.markers.apply("MODIFIED", kube.markers[("team-a", need.secret_name)])  # the watch
+    # The next pod needing it does not get a name that points nowhere: it is made again.
+    outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert dict(outcome.statuses) == {}
+    again = kube.secrets[("team-a", need.secret_name)]
+    assert again["metadata"]["uid"] != first_uid
+    owner = kube.markers[("team-a", need.secret_name)]["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == again["metadata"]["uid"]  # the stale marker was replaced
+
+
+async def test_a_replanted_secret_is_never_patched_into_pods(config: Config) -> None:
+    kube = MemKube()
+    m = manager(config, kube)
+    need = need_of(config)
+    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    # kubectl replace --force: the Secret is deleted (its marker with it) and planted again.
+    kube.delete_secret_as_someone_else("team-a", need.secret_name)
+    planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
+    m.markers.replace_all(list(kube.markers.values()))  # what the watch now says
+    outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert outcome.status(need.secret_name).state == "foreign"
+    assert kube.secrets[("team-a", need.secret_name)] == planted
+
+
+async def test_one_review_cannot_fan_out_past_the_per_pod_limit() -> None:
+    config = parse_config(
+        {"registries": [{"name": "acr", "kind": "acr", "anyRegistry": True, "auth": {}}]}
+    )
+    kube = MemKube()
+    minter = Minter()
+    m = manager(config, kube, minter)
+    hosts = [f"team{i:04d}.azurecr.io/app:1" for i in range(MAX_NEEDS_PER_POD * 10)]
+    needs = pull_needs(config, make_pod(*hosts))
+    assert len(needs) == MAX_NEEDS_PER_POD * 10
+    outcome = await m.ensure("team-a", needs, budget=5, dry_run=False)
+    assert minter.calls == MAX_NEEDS_PER_POD
+    assert kube.calls["create_secret"] == MAX_NEEDS_PER_POD
+    refused = [s for s in outcome.statuses.values() if "more than" in s.message]
+    assert len(refused) == len(needs) - MAX_NEEDS_PER_POD

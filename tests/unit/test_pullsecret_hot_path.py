@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.hotpath import known_secret, offline_manager
+from tests.support.hotpath import known_secret, offline_manager, remember
 from tests.support.reviews import make_pod
 from webhook.config import Config
 from webhook.needs import pull_needs
@@ -20,7 +20,7 @@ async def test_known_fresh_secrets_answer_without_any_call(config: Config) -> No
     m = offline_manager(config)
     needs = pull_needs(config, make_pod(ACR, ECR))
     for need in needs:
-        m.records.put(known_secret(need, expires_in=3600, refresh_in=1800))
+        remember(m, known_secret(need, expires_in=3600, refresh_in=1800))
     outcome = await m.ensure("team-a", needs, budget=6, dry_run=False)
     assert dict(outcome.statuses) == {}
 
@@ -28,7 +28,7 @@ async def test_known_fresh_secrets_answer_without_any_call(config: Config) -> No
 async def test_foreign_secret_is_reported_without_any_call(config: Config) -> None:
     m = offline_manager(config)
     [need] = pull_needs(config, make_pod(ACR))
-    m.records.put(known_secret(need, expires_in=3600, refresh_in=1800, state="Foreign"))
+    remember(m, known_secret(need, expires_in=3600, refresh_in=1800, state="Foreign"))
     outcome = await m.ensure("team-a", [need], budget=6, dry_run=False)
     assert outcome.status(need.secret_name).state == "foreign"
 

@@ -1,0 +1,145 @@
+"""One server under load, in its own process(es): the webhook's hot path, or the floor.
+
+``webhook``: the real server (``start_server``) and the real ``PullSecretManager``,
+its index pre-filled with the workload's secrets and its Kubernetes client and
+credential cache replaced by stand-ins that fail when touched; outbound
+connections are refused and counted too (``tests.support.hotpath``).
+
+``floor``: the least this stack can do per review: a bare aiohttp handler on the
+same TLS context, reading the body, decoding it with the same JSON library and
+answering a fixed allowed AdmissionReview.
+
+Both fork their workers with ``webhook.workers`` and share the port with
+SO_REUSEPORT. Prints ``ready`` when serving; on SIGTERM each worker prints one
+JSON line with what it served and what it tried to reach.
+
+    python -m bench.serve webhook|floor --port P --cert-file C --key-file K [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from bench import workload
+from tests.support.hotpath import (
+    CALLS,
+    known_secret,
+    no_outbound_connections,
+    offline_manager,
+    remember,
+)
+from webhook import jsonio
+from webhook.metrics import Metrics
+from webhook.needs import pull_needs
+from webhook.server import ServeOptions, start_server
+from webhook.tlsreload import ReloadingTLS
+from webhook.workers import Secondaries, Worker, fork_workers
+
+
+def _say(line: str) -> None:
+    """One line on the shared stdout in a single write, so workers' lines never interleave."""
+    os.write(1, (line + "\n").encode())
+
+
+async def _floor(options: ServeOptions) -> web.AppRunner:
+    async def mutate(request: web.Request) -> web.Response:
+        doc = jsonio.loads(await request.read())
+        answer = {
+            "apiVersion": doc["apiVersion"],
+            "kind": "AdmissionReview",
+            "response": {"uid": doc["request"]["uid"], "allowed": True},
+        }
+        return web.Response(body=jsonio.dumps(answer), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/mutate", mutate)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tls = ReloadingTLS(options.cert_file, options.key_file)
+    await web.TCPSite(
+        runner, options.host, options.port, ssl_context=tls.context, reuse_port=True
+    ).start()
+    return runner
+
+
+async def serve(
+    kind: str, worker: Worker, secondaries: Secondaries, options: ServeOptions
+) -> dict[str, Any]:
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        secondaries.signal(signal.SIGTERM)  # the primary passes it on, as `serve` does
+        stopping.set()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+    metrics = Metrics()
+    with no_outbound_connections():
+        if kind == "floor":
+            runner = await _floor(options)
+            _say(f"ready {os.getpid()}")
+            await stopping.wait()
+            await runner.cleanup()
+        else:
+            config = workload.config()
+            manager = offline_manager(config, namespaces=(workload.NAMESPACE,))
+            for need in pull_needs(config, workload.pod()):
+                remember(manager, known_secret(need, namespace=workload.NAMESPACE))
+            running = await start_server(config, manager, options, metrics=metrics)
+            _say(f"ready {os.getpid()}")
+            await stopping.wait()
+            await running.stop()
+    results = {
+        sample.labels["result"]: int(sample.value)
+        for family in metrics.admissions.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    return {
+        "kind": kind,
+        "worker": worker.index,
+        "pid": os.getpid(),
+        "admissions": results,
+        "network_calls": dict(CALLS),
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["webhook", "floor"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert-file", required=True)
+    parser.add_argument("--key-file", required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    args = parser.parse_args()
+    options = ServeOptions(
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        host="127.0.0.1",
+        port=args.port,
+        health=False,
+        reuse_port=True,
+    )
+    worker, secondaries = fork_workers(args.workers)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    summary = asyncio.run(serve(args.kind, worker, secondaries, options))
+    _say(json.dumps(summary))
+    asyncio.run(secondaries.wait(10))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

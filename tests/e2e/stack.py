@@ -31,12 +31,12 @@ import yaml
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
+from tests.e2e.node.images import seed_image
 from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
 from tests.fakes.aws import EcrExpiryProxy, MotoServer, ecr_client
 from tests.fakes.azure import AzureEmulator, EmulatorThread
 from tests.fakes.oci import (
     SkopeoResult,
-    build_oci_layout,
     dockerconfigjson,
     skopeo_copy_to_dir,
     skopeo_push,
@@ -247,7 +247,7 @@ class Stack:
         )
         self.acr_backend.start()
         acr.upstream = self.acr_backend.url
-        image = build_oci_layout(self.workdir / "image", SEED_TAG)
+        image = seed_image(self.workdir / "image", SEED_TAG)
         acr.assign_role("seed-pusher", "AcrPush")
         auth = write_authfile(
             self.workdir / "seed-acr.json",

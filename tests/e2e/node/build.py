@@ -105,7 +105,7 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def _is_static(path: Path) -> bool:
+def is_static(path: Path) -> bool:
     """True if the ELF file has no program interpreter (runs in an empty root filesystem)."""
     try:
         data = path.read_bytes()[:4096]
@@ -125,7 +125,7 @@ def _system_missing() -> dict[str, str]:
             missing["cni"] = (
                 f"{CNI_BIN_DIR / plugin} not found (apt-get install {SYSTEM_PACKAGES['cni']})"
             )
-    if not _is_executable(BUSYBOX) or not _is_static(BUSYBOX):
+    if not _is_executable(BUSYBOX) or not is_static(BUSYBOX):
         missing["busybox"] = (
             f"no statically linked {BUSYBOX} (apt-get install {SYSTEM_PACKAGES['busybox']})"
         )

@@ -290,6 +290,19 @@ class Node:
             lines.append(f'  ca = "{ca}"')
         (directory / "hosts.toml").write_text("\n".join(lines) + "\n")
 
+    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run crictl against this node's containerd (e.g. ``rmi`` to force a new pull)."""
+        proc = subprocess.run(
+            [str(self.binaries.crictl), f"--runtime-endpoint=unix://{self.containerd_socket}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise NodeError(f"crictl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
     def container_log(self, namespace: str, pod: str, container: str) -> list[str]:
         """The lines a container wrote, from the kubelet's CRI log files.
 

@@ -149,3 +149,18 @@ def wait_for_log(
         if time.monotonic() > deadline:
             raise AssertionError(f"{namespace}/{pod}/{container} wrote nothing in {timeout:g}s")
         time.sleep(0.1)
+
+
+def event_counts(cp: ControlPlane, namespace: str, pod: str) -> dict[str, int]:
+    """How many times each event reason was reported for the pod (``Pulling`` counts the
+    kubelet's pull attempts: the first and each retry)."""
+    items = json.loads(
+        cp.kubectl(
+            "get", "events", "-n", namespace,
+            "--field-selector", f"involvedObject.name={pod}", "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    counts: dict[str, int] = {}
+    for event in items:
+        counts[event["reason"]] = counts.get(event["reason"], 0) + int(event.get("count") or 1)
+    return counts

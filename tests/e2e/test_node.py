@@ -46,4 +46,3 @@ def test_a_pod_runs_and_stopping_the_node_leaves_the_host_as_found(
     assert node.cleanup_problems == []
     assert before.differences(after) == []
     assert controlplane.api("GET", f"/api/v1/nodes/{node.name}").status == 404
-

@@ -32,7 +32,7 @@ from tests.e2e.node.pods import (
 )
 from tests.e2e.stack import Stack, running_stack
 from tests.fakes.fixtures import require_binaries
-from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY, SEED_REPOSITORY, SEED_TAG
+from tests.fakes.registry import REGISTRY_BINARY, SEED_REPOSITORY, SEED_TAG, SKOPEO_BINARY
 from tests.fakes.traffic import ACR_EXCHANGE
 
 
@@ -44,9 +44,7 @@ def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def node(
-    controlplane: ControlPlane, node_binaries: NodeBinaries, stack: Stack
-) -> Iterator[Node]:
+def node(controlplane: ControlPlane, node_binaries: NodeBinaries, stack: Stack) -> Iterator[Node]:
     with Node(controlplane, node_binaries) as running:
         trust_stack_registries(running, stack)
         yield running
@@ -242,4 +240,3 @@ def test_pod_without_the_secret_cannot_use_an_image_another_pod_pulled(
     pod, _ = wait_for_pod(cp, plain, "p", running=False)
     assert get_pod(cp, plain, "p")["status"].get("phase") == "Pending"
     assert pod_state(pod).pull_failing
-

@@ -321,9 +321,7 @@ def build_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build(
-    *, log: TextIO | None = None, components: tuple[str, ...] = BUILT_COMPONENTS
-) -> Path:
+def build(*, log: TextIO | None = None, components: tuple[str, ...] = BUILT_COMPONENTS) -> Path:
     """Build the missing ones of ``components`` into bin_dir(); a no-op when all are there.
 
     Each binary is linked into a temporary directory next to bin/ and renamed into it, so
@@ -345,7 +343,9 @@ def build(
         src = version_dir() / "src"
         src.mkdir(parents=True, exist_ok=True)
 
-        _say(log, f"building {', '.join(missing)} {K8S_VERSION} into {target} (slow the first time)")
+        _say(
+            log, f"building {', '.join(missing)} {K8S_VERSION} into {target} (slow the first time)"
+        )
         info = json.loads(
             _run(
                 [go, "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"],

@@ -279,4 +279,3 @@ __all__ = [
     "locate_node",
     "system_problems",
 ]
-

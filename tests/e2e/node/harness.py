@@ -293,7 +293,11 @@ class Node:
     def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run crictl against this node's containerd (e.g. ``rmi`` to force a new pull)."""
         proc = subprocess.run(
-            [str(self.binaries.crictl), f"--runtime-endpoint=unix://{self.containerd_socket}", *args],
+            [
+                str(self.binaries.crictl),
+                f"--runtime-endpoint=unix://{self.containerd_socket}",
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -24,7 +24,13 @@ def trust_stack_registries(node: Node, stack: Stack) -> None:
     """Let the node's containerd reach every registry of the stack (the ACR login servers
     over the emulator's TLS, the ECR-style registry over plain HTTP)."""
     assert stack.emulator is not None and stack.ecr_registry is not None
-    for registry in (stack.acr, stack.acr_slow, stack.acr_denied, stack.acr_short, stack.acr_tenant):
+    for registry in (
+        stack.acr,
+        stack.acr_slow,
+        stack.acr_denied,
+        stack.acr_short,
+        stack.acr_tenant,
+    ):
         if registry is not None:
             node.trust_registry(registry.login_server, ca=stack.emulator.ca_path)
     node.trust_registry(stack.ecr_registry.host, ca=None)

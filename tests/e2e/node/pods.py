@@ -36,15 +36,9 @@ def trust_stack_registries(node: Node, stack: Stack) -> None:
     node.trust_registry(stack.ecr_registry.host, ca=None)
 
 
-def running_pod(
-    name: str,
-    images: Mapping[str, str],
-    *,
-    service_account: str | None = None,
-    labels: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """A pod whose containers (name -> image of the seed) print one line and wait."""
-    containers = [
+def echo_containers(images: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Containers (name -> image of the seed) that print one line from the image and wait."""
+    return [
         {
             "name": container,
             "image": image,
@@ -58,7 +52,20 @@ def running_pod(
         }
         for container, image in images.items()
     ]
-    spec: dict[str, Any] = {"containers": containers, "terminationGracePeriodSeconds": 1}
+
+
+def running_pod(
+    name: str,
+    images: Mapping[str, str],
+    *,
+    service_account: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A pod of ``echo_containers``; it stops within a second when deleted."""
+    spec: dict[str, Any] = {
+        "containers": echo_containers(images),
+        "terminationGracePeriodSeconds": 1,
+    }
     if service_account:
         spec["serviceAccountName"] = service_account
     return {

@@ -86,9 +86,11 @@ bench-memory: $(STAMP)
 lock: $(STAMP)
 	bash hack/lock-requirements.sh
 
-# The container image (needs Docker).
+# The container image: with Docker when there is one; otherwise with buildah, on a base made
+# locally with debootstrap (tests/e2e/node/image.py; the e2e suite builds it this way).
 image:
-	docker build -t pull-secret-webhook:dev .
+	@if command -v docker >/dev/null 2>&1; then docker build -t pull-secret-webhook:dev .; \
+	else $(MAKE) --no-print-directory system-deps $(STAMP) && $(PY) -m tests.e2e.node image; fi
 
 # The end-to-end suite against a kind cluster: needs a Docker engine and Go, so it is not
 # part of `make test`. KIND_KEEP=1 keeps the cluster, KIND_RECREATE=1 starts a new one;

@@ -3,7 +3,8 @@
 # docker-registry (an OCI distribution registry) and skopeo (an OCI client); wrk, the load
 # generator of `make bench`; for the local node: runc, the CNI plugins (bridge, host-local,
 # loopback), busybox-static (the program of the test image), gcc and libc6-dev (the pause
-# binary, linked statically) and iproute2.
+# binary, linked statically) and iproute2; for the webhook's image without a Docker daemon:
+# buildah and debootstrap.
 set -euo pipefail
 missing=()
 need() { # need PACKAGE PATH: PACKAGE is missing unless PATH exists
@@ -22,6 +23,8 @@ installed busybox-static || missing+=(busybox-static)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 installed libc6-dev || missing+=(libc6-dev)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "error: missing ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

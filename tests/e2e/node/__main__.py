@@ -1,8 +1,9 @@
-"""Command line: ``python -m tests.e2e.node {build,up}``.
+"""Command line: ``python -m tests.e2e.node {build,up,image}``.
 
 ``build`` makes sure every node binary exists (building the Go programs once, then a
 no-op); ``up`` runs a control plane with a node until Ctrl-C or SIGTERM, then removes
-both and puts the machine back as it was.
+both and puts the machine back as it was; ``image`` builds the webhook's container image
+from the Dockerfile with buildah (tests/e2e/node/image.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tests.e2e.controlplane.build import BuildError, MissingBinariesError, locat
 from tests.e2e.controlplane.cluster import ControlPlane, ControlPlaneError
 from tests.e2e.node.build import MissingNodeBinariesError, locate_node
 from tests.e2e.node.harness import Node, NodeError
+from tests.e2e.node.image import build_image
 
 
 def _build() -> int:
@@ -29,6 +31,15 @@ def _build() -> int:
     for name, path in vars(binaries).items():
         print(f"{name:24} {path}")
     print(f"node binaries ready in {time.monotonic() - started:.2f}s")
+    return 0
+
+
+def _image() -> int:
+    try:
+        print(build_image())
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -80,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build kubelet, kube-scheduler, containerd, crictl, pause once")
     up = sub.add_parser("up", help="run a control plane and a node until Ctrl-C/SIGTERM")
     up.add_argument("-v", "--verbosity", type=int, default=1, help="klog -v for components")
+    sub.add_parser("image", help="build the webhook's image with buildah (base from debootstrap)")
     args = parser.parse_args(argv)
     if args.command == "build":
         return _build()
+    if args.command == "image":
+        return _image()
     return _up(args.verbosity)
 
 

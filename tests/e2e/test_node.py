@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.e2e.controlplane import ControlPlane
+import pytest
+
+from tests.e2e.controlplane import Binaries, ControlPlane
 from tests.e2e.node.build import NodeBinaries
 from tests.e2e.node.harness import Node
 from tests.e2e.node.host import HostSnapshot
 from tests.e2e.node.images import seed_image
 from tests.e2e.node.pods import pod_state, running_pod, wait_for_log, wait_for_pod
 from tests.fakes.oci import skopeo_push, write_authfile
+
+
+@pytest.fixture(scope="module")
+def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
+    """This module's own control plane: the session's holds other tests' pods (Pending for
+    lack of a node), which the node's scheduler would all take on."""
+    with ControlPlane(controlplane_binaries) as cp:
+        yield cp
 
 
 def test_a_pod_runs_and_stopping_the_node_leaves_the_host_as_found(

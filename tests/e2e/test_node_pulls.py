@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane import Binaries, ControlPlane
 from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
 from tests.e2e.node.build import NodeBinaries
 from tests.e2e.node.harness import Node
@@ -34,6 +34,14 @@ from tests.e2e.stack import Stack, running_stack
 from tests.fakes.fixtures import require_binaries
 from tests.fakes.registry import REGISTRY_BINARY, SEED_REPOSITORY, SEED_TAG, SKOPEO_BINARY
 from tests.fakes.traffic import ACR_EXCHANGE
+
+
+@pytest.fixture(scope="module")
+def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
+    """This module's own control plane: the session's holds other tests' pods (Pending for
+    lack of a node), which the node's scheduler would all take on."""
+    with ControlPlane(controlplane_binaries) as cp:
+        yield cp
 
 
 @pytest.fixture(scope="module")
@@ -204,27 +212,32 @@ def test_renewed_in_place_and_recreated_secrets_keep_new_pods_pulling(
         assert time.monotonic() < deadline, "the secret was not renewed in 60 s"
         time.sleep(0.5)
     assert current["metadata"]["uid"] == first["metadata"]["uid"]
-    # Make the kubelet pull again, with the renewed content.
-    node.crictl("rmi", image)
+    # The image is on the node: with KubeletEnsureSecretPulledImages the kubelet lets a new
+    # pod use it only with a credential it recognises, and a secret renewed in place (same
+    # namespace, name and UID) still is that credential.
     apply(cp, ns, running_pod("p2", {"app": image}))
     wait_for_pod(cp, ns, "p2")
-    assert any(e.startswith("Pulled:") and "Successfully" in e for e in pull_events(cp, ns, "p2"))
+    # Without the image on the node, the kubelet pulls with the renewed content.
+    node.crictl("rmi", image)
+    apply(cp, ns, running_pod("p3", {"app": image}))
+    wait_for_pod(cp, ns, "p3")
+    assert any(e.startswith("Pulled:") and "Successfully" in e for e in pull_events(cp, ns, "p3"))
 
     # Garbage collection, then re-creation: a new Secret (new UID). With
     # KubeletEnsureSecretPulledImages the kubelet re-checks the image already on the node
     # against this new credential before starting the pod.
-    for pod_name in ("p1", "p2"):
+    for pod_name in ("p1", "p2", "p3"):
         cp.kubectl("delete", "pod", pod_name, "-n", ns, "--grace-period=0", "--force")
     deadline = time.monotonic() + 60
     while cp.kubectl("get", "secret", name, "-n", ns, check=False).returncode == 0:
         assert time.monotonic() < deadline, "the unused secret was not collected in 60 s"
         time.sleep(0.5)
-    apply(cp, ns, running_pod("p3", {"app": image}))
-    pod, _ = wait_for_pod(cp, ns, "p3")
+    apply(cp, ns, running_pod("p4", {"app": image}))
+    pod, _ = wait_for_pod(cp, ns, "p4")
     [recreated] = pull_secrets(cp, ns, pod)
     assert recreated["metadata"]["name"] == name
     assert recreated["metadata"]["uid"] != first["metadata"]["uid"]
-    assert wait_for_log(node, ns, "p3", "app") == ["app: pulled 37 bytes of hello.txt"]
+    assert wait_for_log(node, ns, "p4", "app") == ["app: pulled 37 bytes of hello.txt"]
 
 
 def test_pod_without_the_secret_cannot_use_an_image_another_pod_pulled(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane import Binaries, ControlPlane
 from tests.e2e.node.build import NodeBinaries
 from tests.e2e.node.deploy import WebhookPod, install_webhook_pod
 from tests.e2e.node.harness import Node
@@ -29,6 +29,14 @@ from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY
 ADMISSIONS = "pull_secret_webhook_admissions_total"
 # The first test also builds the image (~1 min warm, ~3 min with a cold base) and pulls it.
 pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
+    """This module's own control plane: the session's holds other tests' pods (Pending for
+    lack of a node), which the node's scheduler would all take on."""
+    with ControlPlane(controlplane_binaries) as cp:
+        yield cp
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,8 @@ STOP_GRACE_SECONDS = 10.0
 REMOVE_PODS_TIMEOUT_SECONDS = 120.0
 POLL_INTERVAL_SECONDS = 0.1
 LOCK_NAME = "node.lock"
+# Another node on the machine (a test run, a playground) is waited for this long.
+LOCK_WAIT_SECONDS = 900.0
 
 
 class NodeError(RuntimeError):
@@ -148,12 +150,7 @@ class Node:
             raise RuntimeError("the node is already running")
         started = time.monotonic()
         cache_root().mkdir(parents=True, exist_ok=True)
-        lock = (cache_root() / LOCK_NAME).open("w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("# another local node is running on this machine: waiting for it", flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock = _take_lock(cache_root() / LOCK_NAME)
         # Taken after the lock: another node's leftovers are not ours to keep.
         snapshot = HostSnapshot.take()
         workdir = Path(tempfile.mkdtemp(prefix="node-"))
@@ -542,6 +539,27 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             return False
         conditions: list[Mapping[str, Any]] = response.body["status"].get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _take_lock(path: Path) -> IO[str]:
+    """One node per machine: the kubelet owns host-wide paths (device-plugins, ...)."""
+    lock = path.open("w")
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    said = False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise NodeError(
+                    f"another local node held {path} for {LOCK_WAIT_SECONDS:.0f}s: stop it first"
+                ) from None
+            if not said:
+                print("# another local node runs on this machine: waiting for it", flush=True)
+                said = True
+            time.sleep(0.5)
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:

@@ -37,7 +37,6 @@ from typing import IO, Any, Self
 
 import yaml
 
-from tests.e2e.controlplane.build import cache_root
 from tests.e2e.controlplane.cluster import ControlPlane, _die_with_parent, _tail
 from tests.e2e.node.build import PAUSE_TAG, NodeBinaries, locate_node
 from tests.e2e.node.host import HostSnapshot, processes_in_cgroups, unmount_under
@@ -60,7 +59,9 @@ STOP_GRACE_SECONDS = 10.0
 # crictl stops and removes every pod sandbox; each stop takes ~0.1 s here.
 REMOVE_PODS_TIMEOUT_SECONDS = 120.0
 POLL_INTERVAL_SECONDS = 0.1
-LOCK_NAME = "node.lock"
+# Machine-wide (not in the cache, which XDG_CACHE_HOME may move): the bridge, the subnet and
+# the kubelet's fixed host paths are the machine's. /run/lock is a tmpfs (FHS 3.0, 5.9).
+LOCK_PATH = Path("/run/lock/pull-secret-webhook-node.lock")
 # Another node on the machine (a test run, a playground) is waited for this long.
 LOCK_WAIT_SECONDS = 900.0
 
@@ -149,8 +150,7 @@ class Node:
         if self._running is not None:
             raise RuntimeError("the node is already running")
         started = time.monotonic()
-        cache_root().mkdir(parents=True, exist_ok=True)
-        lock = _take_lock(cache_root() / LOCK_NAME)
+        lock = _take_lock(LOCK_PATH)
         # Taken after the lock: another node's leftovers are not ours to keep.
         snapshot = HostSnapshot.take()
         workdir = Path(tempfile.mkdtemp(prefix="node-"))

@@ -27,6 +27,8 @@ from tests.fakes.registry import free_port
 from webhook.pki import make_ca, make_serving_cert
 
 OVERLAY = REPO / "manifests" / "overlays" / "local-node"
+# The image the base Deployment names (manifests/base/deployment.yaml); `images:` renames it.
+MANIFEST_IMAGE = "ghcr.io/example-org/pull-secret-webhook"
 DEPLOYMENT = "pull-secret-webhook"
 TLS_SECRET = "pull-secret-webhook-tls"
 CONFIG_DIR = "/etc/pull-secret-webhook"
@@ -183,14 +185,13 @@ def write_kustomization(
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [os.path.relpath(OVERLAY, directory)],
-        "images": [{"name": "pull-secret-webhook", "newName": name, "newTag": tag}],
+        "images": [{"name": MANIFEST_IMAGE, "newName": name, "newTag": tag}],
         "configMapGenerator": [
             {
                 "name": "pull-secret-webhook-config",
                 "namespace": NAMESPACE,
                 "behavior": "replace",
                 "files": ["config.yaml", "emulator-ca.crt"],
-                "options": {"disableNameSuffixHash": True},
             }
         ],
         "secretGenerator": [

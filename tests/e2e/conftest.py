@@ -9,6 +9,7 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from tests.e2e.controlplane import Binaries, ControlPlane, MissingBinariesError, locate
+from tests.e2e.node.build import MissingNodeBinariesError, NodeBinaries, locate_node
 from tests.e2e.stack import Stack, running_stack
 from tests.fakes.fixtures import require_binaries
 from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY
@@ -51,6 +52,18 @@ def controlplane_binaries() -> Binaries:
     except MissingBinariesError as exc:
         problem = str(exc)
     # Outside the except block, so the report shows the message and not a chained traceback.
+    if _in_ci():
+        pytest.fail(f"CI=true and {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def node_binaries() -> NodeBinaries:
+    """What a local node runs; skips (fails under CI=true) when something is missing."""
+    try:
+        return locate_node()
+    except MissingNodeBinariesError as exc:
+        problem = str(exc)
     if _in_ci():
         pytest.fail(f"CI=true and {problem}", pytrace=False)
     pytest.skip(problem)

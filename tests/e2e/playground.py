@@ -1,12 +1,14 @@
-"""``make run``: the webhook doing its job on a local control plane, then left up to explore.
+"""``make run``: the webhook doing its job on a local cluster, then left up to explore.
 
-Starts etcd + kube-apiserver + kube-controller-manager, the Azure emulator with
-an ACR login server in front of a real registry, a second registry standing in
-for ECR (with moto for the ECR API), and the webhook under its own
-ServiceAccount; labels a namespace, applies a Deployment with one image from
-each registry, prints the pod's imagePullSecrets and pulls its images with the
-secrets the webhook wrote. Then it prints the KUBECONFIG line and waits for
-Ctrl-C.
+Starts etcd + kube-apiserver + kube-controller-manager and a real node
+(containerd, kubelet, kube-scheduler), the Azure emulator with an ACR login
+server in front of a real registry, a second registry standing in for ECR (with
+moto for the ECR API), and the webhook under its own ServiceAccount; labels a
+namespace and applies a Deployment with one image from each registry. The
+kubelet pulls both images with the secrets the webhook wrote and the pods run:
+it prints each pod's phase, its imagePullSecrets and a line of each
+container's output, then shows a pod in an unlabelled namespace refused by the
+registry. Then it prints the KUBECONFIG line and waits for Ctrl-C.
 
 With ``--no-playground`` it runs the webhook locally against the cluster
 ``KUBECONFIG`` points at, with the config given by ``--config``.
@@ -15,6 +17,7 @@ With ``--no-playground`` it runs the webhook locally against the cluster
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -28,11 +31,23 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.controlplane import ControlPlane, MissingBinariesError, locate
+from tests.e2e.node.build import MissingNodeBinariesError, locate_node
+from tests.e2e.node.harness import Node
+from tests.e2e.node.pods import (
+    echo_containers,
+    pod_state,
+    pull_events,
+    running_pod,
+    trust_stack_registries,
+    wait_for_log,
+    wait_for_pod,
+)
 from tests.e2e.stack import Stack, running_stack
 from webhook.pki import make_ca, make_serving_cert
-from webhook.pullsecrets import ANN_HOST, MANAGED_SELECTOR
 
 DEMO_NAMESPACE = "demo"
+PLAIN_NAMESPACE = "no-inject"
+REPLICAS = 2
 
 
 def _say(text: str = "") -> None:
@@ -45,48 +60,78 @@ def _deployment(stack: Stack) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {"name": "hello", "namespace": DEMO_NAMESPACE},
         "spec": {
-            "replicas": 1,
+            "replicas": REPLICAS,
             "selector": {"matchLabels": {"app": "hello"}},
             "template": {
                 "metadata": {"labels": {"app": "hello"}},
                 "spec": {
-                    "containers": [
-                        {"name": "from-acr", "image": stack.acr_image},
-                        {"name": "from-ecr", "image": stack.ecr_image},
-                    ]
+                    "containers": echo_containers(
+                        {"from-acr": stack.acr_image, "from-ecr": stack.ecr_image}
+                    ),
+                    "terminationGracePeriodSeconds": 1,
                 },
             },
         },
     }
 
 
-def _wait_for_pod(cp: ControlPlane, timeout: float = 60.0) -> dict[str, Any]:
+def _demo_pods(cp: ControlPlane, timeout: float = 60.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = cp.kubectl("get", "pods", "-n", DEMO_NAMESPACE, "-o", "json").stdout
-        items: list[dict[str, Any]] = json.loads(out)["items"]
-        if items:
-            return items[0]
+        out = cp.kubectl("get", "pods", "-n", DEMO_NAMESPACE, "-l", "app=hello", "-o", "json")
+        names = [p["metadata"]["name"] for p in json.loads(out.stdout)["items"]]
+        if len(names) == REPLICAS:
+            return sorted(names)
         time.sleep(0.3)
-    raise RuntimeError("the Deployment made no pod in time")
+    raise RuntimeError("the Deployment made no pods in time")
 
 
-def _pull(stack: Stack, cp: ControlPlane, secret: str, image: str, workdir: Path) -> str:
+def _registries(cp: ControlPlane, secret: str) -> str:
+    """The registries a pull secret is for (never its credentials)."""
     doc = json.loads(cp.kubectl("get", "secret", secret, "-n", DEMO_NAMESPACE, "-o", "json").stdout)
-    result = stack.pull_with_secret(doc, image, workdir)
-    if result.ok:
-        return "ok (manifest, config and layers read)"
-    return f"FAILED: {result.stderr.strip()[:300]}"
+    auths = json.loads(base64.b64decode(doc["data"][".dockerconfigjson"]))["auths"]
+    return ", ".join(sorted(auths))
 
 
-def _secrets_by_host(cp: ControlPlane) -> dict[str, str]:
-    out = cp.kubectl(
-        "get", "secrets", "-n", DEMO_NAMESPACE, "-l", MANAGED_SELECTOR, "-o", "json"
-    ).stdout
-    return {
-        s["metadata"]["annotations"][ANN_HOST]: s["metadata"]["name"]
-        for s in json.loads(out)["items"]
-    }
+def _show_pods(cp: ControlPlane, node: Node) -> bool:
+    """Wait for the demo pods to run; print phase, pull secrets and output. True if all ran."""
+    ok = True
+    for name in _demo_pods(cp):
+        try:
+            pod, waited = wait_for_pod(cp, DEMO_NAMESPACE, name, timeout=90)
+        except AssertionError as e:
+            _say(f"\npod {name}: FAILED: {e}")
+            ok = False
+            continue
+        _say(f"\npod {name}: {pod['status']['phase']} on {pod['spec']['nodeName']} ({waited:.1f}s)")
+        for ref in pod["spec"].get("imagePullSecrets") or []:
+            _say(f"  imagePullSecret {ref['name']}  (for {_registries(cp, ref['name'])})")
+        for container in pod["spec"]["containers"]:
+            lines = wait_for_log(node, DEMO_NAMESPACE, name, container["name"])
+            _say(f"  {container['name']} says: {lines[0]}")
+    return ok
+
+
+def _show_contrast(cp: ControlPlane, stack: Stack) -> bool:
+    """A pod in an unlabelled namespace gets no secret; the registry refuses the kubelet."""
+    cp.kubectl("create", "namespace", PLAIN_NAMESPACE)
+    cp.wait_for_service_account(PLAIN_NAMESPACE)
+    _say(f"\n$ kubectl run -n {PLAIN_NAMESPACE} nosecret --image={stack.acr_image}")
+    _say("  (namespace not labelled: the webhook leaves the pod alone)")
+    manifest = running_pod("nosecret", {"app": stack.acr_image})
+    cp.kubectl("apply", "-n", PLAIN_NAMESPACE, "-f", "-", input=json.dumps(manifest))
+    try:
+        pod, _ = wait_for_pod(cp, PLAIN_NAMESPACE, "nosecret", running=False, timeout=30)
+    except AssertionError as e:
+        _say(f"  unexpected: {e}")
+        return False
+    failures = [e for e in pull_events(cp, PLAIN_NAMESPACE, "nosecret") if "401" in e]
+    reason, _ = next(iter(pod_state(pod).waiting.values()))
+    _say(f"pod nosecret: {pod['status']['phase']}, {reason}")
+    if failures:
+        # containerd's message ends with the registry's answer: "... 401 Unauthorized".
+        _say(f"  {failures[0][:90]} … {failures[0][-120:]}")
+    return bool(failures)
 
 
 def _wait_for_interrupt() -> None:
@@ -101,21 +146,27 @@ def playground(workdir: Path) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     try:
         binaries = locate()
-    except MissingBinariesError as e:
+        node_binaries = locate_node()
+    except (MissingBinariesError, MissingNodeBinariesError) as e:
         _say(f"error: {e}")
         return 2
     _say("starting etcd, kube-apiserver and kube-controller-manager …")
     with ControlPlane(binaries) as cp:
         _say(f"control plane ready at {cp.server}")
-        _say("starting the identity emulator, two registries, moto and the webhook …")
-        with running_stack(
-            cp,
-            workdir / "stack",
-            replicas_wanted=1,
-            refresh_interval=30,
-            gc_grace=3600,
-            failure_policy="Ignore",
-        ) as stack:
+        _say("starting the identity emulator, the registries, moto and the webhook …")
+        with (
+            running_stack(
+                cp,
+                workdir / "stack",
+                replicas_wanted=1,
+                refresh_interval=30,
+                gc_grace=3600,
+                failure_policy="Ignore",
+            ) as stack,
+            Node(cp, node_binaries) as node,
+        ):
+            trust_stack_registries(node, stack)
+            _say(f"node {node.name} Ready in {node.startup_seconds:.1f}s (containerd, kubelet)")
             cp.kubectl("create", "namespace", DEMO_NAMESPACE)
             cp.kubectl("label", "namespace", DEMO_NAMESPACE, "pull-secret-webhook/inject=enabled")
             cp.wait_for_service_account(DEMO_NAMESPACE)
@@ -124,30 +175,21 @@ def playground(workdir: Path) -> int:
             _say(f"    {stack.acr_image}   (ACR, workload identity)")
             _say(f"    {stack.ecr_image}   (ECR-style registry, AWS credentials)")
             cp.kubectl("apply", "-f", "-", input=json.dumps(_deployment(stack)))
-            pod = _wait_for_pod(cp)
-            secrets = [r["name"] for r in pod["spec"].get("imagePullSecrets") or []]
-            _say(f"\npod {pod['metadata']['name']} imagePullSecrets:")
-            for name in secrets:
-                _say(f"  - {name}")
-            if len(secrets) != 2:
-                _say("error: expected two pull secrets; webhook log:\n" + stack.logs())
-                return 1
-            _say("\npulling each image with the secret the webhook wrote (skopeo):")
-            failed = False
-            by_host = _secrets_by_host(cp)
-            for container in pod["spec"]["containers"]:
-                secret = by_host[container["image"].split("/")[0]]
-                outcome = _pull(stack, cp, secret, container["image"], workdir)
-                failed |= not outcome.startswith("ok")
-                _say(f"  {container['image']}\n    with {secret}: {outcome}")
+            ran = _show_pods(cp, node)
+            refused = _show_contrast(cp, stack)
+            failed = not (ran and refused)
+            if not ran:
+                _say("webhook log:\n" + stack.logs() + "\nnode logs:\n" + node.log_tails(20))
             _say("\nThe playground stays up. In another shell:")
             kubectl = cp.binaries.kubectl
             _say(f"  export KUBECONFIG={cp.kubeconfig}")
-            _say(f"  {kubectl} get pods,secrets -n {DEMO_NAMESPACE}")
-            _say(f"  {kubectl} run t -n {DEMO_NAMESPACE} --image={stack.acr_image}")
+            _say(f"  {kubectl} get pods,secrets -n {DEMO_NAMESPACE} -o wide")
+            _say(f"  {kubectl} run t -n {DEMO_NAMESPACE} --image={stack.acr_image} -- sleep 600")
             jsonpath = "-o jsonpath='{.spec.imagePullSecrets}'"
             _say(f"  {kubectl} get pod t -n {DEMO_NAMESPACE} {jsonpath}")
-            _say(f"webhook log: {stack.replicas[0].log}")
+            # kubectl logs needs the node's address, and a loopback-only node has none.
+            _say(f"pod logs (instead of kubectl logs): {node.pod_logs_dir}")
+            _say(f"webhook log: {stack.replicas[0].log}; node logs: {node.workdir}/*.log")
             _say("Press Ctrl-C to stop and clean up.")
             if os.environ.get("PLAYGROUND_EXIT") == "1":  # for scripted smoke runs
                 return 1 if failed else 0

@@ -31,12 +31,13 @@ import yaml
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
+from tests.e2e.node.images import seed_image
 from tests.fakes.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
 from tests.fakes.aws import EcrExpiryProxy, MotoServer, ecr_client
 from tests.fakes.azure import AzureEmulator, EmulatorThread
 from tests.fakes.oci import (
+    OciImage,
     SkopeoResult,
-    build_oci_layout,
     dockerconfigjson,
     skopeo_copy_to_dir,
     skopeo_push,
@@ -185,6 +186,7 @@ class Stack:
     acr_short: AcrRegistry | None = None
     acr_tenant: AcrRegistry | None = None
     acr_backend: DockerRegistry | None = None
+    acr_backends: list[DockerRegistry] = field(default_factory=list)
     ecr_registry: DockerRegistry | None = None
     moto: MotoServer | None = None
     ecr_api: EcrExpiryProxy | None = None
@@ -236,52 +238,22 @@ class Stack:
     def _start_registries(self) -> None:
         assert self.emulator_thread is not None and self.emulator is not None
         em = self.emulator
-        self.acr = self.emulator_thread.call(em.add_registry("e2eacr"))
-        acr = self.acr
-        self.acr_backend = DockerRegistry.token_auth(
-            self.workdir / "registry-acr",
-            realm=acr.realm,
-            service=acr.login_server,
-            issuer=ACR_ISSUER,
-            rootcertbundle=em.acr_signing_cert_path,
-        )
-        self.acr_backend.start()
-        acr.upstream = self.acr_backend.url
-        image = build_oci_layout(self.workdir / "image", SEED_TAG)
-        acr.assign_role("seed-pusher", "AcrPush")
-        auth = write_authfile(
-            self.workdir / "seed-acr.json",
-            dockerconfigjson(
-                acr.login_server, TOKEN_USERNAME, acr.mint_refresh_token("seed-pusher")
-            ),
-        )
-        pushed = asyncio.run(
-            skopeo_push(
-                image,
-                f"{acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}",
-                auth,
-                cert_dir=em.cert_dir,
-            )
-        )
-        acr.remove_role("seed-pusher")
-        auth.unlink()
-        assert pushed.ok, pushed.stderr
-        acr.assign_role(self.object_id, "AcrPull")
-        # Two more login servers for failure tests: one whose token service will be
-        # slowed down, one where the identity has no role yet.
-        self.acr_slow = self.emulator_thread.call(em.add_registry("e2eslow"))
-        self.acr_slow.upstream = self.acr_backend.url
+        image = seed_image(self.workdir / "image", SEED_TAG)
+        self.acr = self._acr_login_server("e2eacr", image)
+        self.acr_backend = self.acr_backends[0]
+        self.acr.assign_role(self.object_id, "AcrPull")
+        # Four more login servers, each with its own registry behind it (a registry checks
+        # that a token names it as audience, so login servers cannot share one): one whose
+        # token service will be slowed down, one where the identity has no role yet, one
+        # whose tokens live 150 s (to watch a real renewal happen), and one that only pods'
+        # own service accounts can pull from (per-pod identity).
+        self.acr_slow = self._acr_login_server("e2eslow", image)
         self.acr_slow.assign_role(self.object_id, "AcrPull")
-        self.acr_denied = self.emulator_thread.call(em.add_registry("e2edenied"))
-        self.acr_denied.upstream = self.acr_backend.url
-        # And one whose tokens live 150 s, to watch a real renewal happen.
-        self.acr_short = self.emulator_thread.call(em.add_registry("e2eshort"))
-        self.acr_short.upstream = self.acr_backend.url
+        self.acr_denied = self._acr_login_server("e2edenied", image)
+        self.acr_short = self._acr_login_server("e2eshort", image)
         self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
         self.acr_short.assign_role(self.object_id, "AcrPull")
-        # And one that only pods' own service accounts can pull from (per-pod identity).
-        self.acr_tenant = self.emulator_thread.call(em.add_registry("e2etenant"))
-        self.acr_tenant.upstream = self.acr_backend.url
+        self.acr_tenant = self._acr_login_server("e2etenant", image)
 
         self.moto = MotoServer()
         self.moto.start()
@@ -313,6 +285,42 @@ class Stack:
         auth.unlink()
         assert pushed.ok, pushed.stderr
         em.traffic.clear()
+
+    def _acr_login_server(self, name: str, image: OciImage) -> AcrRegistry:
+        """An ACR login server on the emulator in front of its own token-auth registry,
+        holding the seed image (pushed under a temporary AcrPush role)."""
+        assert self.emulator_thread is not None and self.emulator is not None
+        em = self.emulator
+        acr = self.emulator_thread.call(em.add_registry(name))
+        backend = DockerRegistry.token_auth(
+            self.workdir / f"registry-{name}",
+            realm=acr.realm,
+            service=acr.login_server,
+            issuer=ACR_ISSUER,
+            rootcertbundle=em.acr_signing_cert_path,
+        )
+        backend.start()
+        self.acr_backends.append(backend)
+        acr.upstream = backend.url
+        acr.assign_role("seed-pusher", "AcrPush")
+        auth = write_authfile(
+            self.workdir / f"seed-{name}.json",
+            dockerconfigjson(
+                acr.login_server, TOKEN_USERNAME, acr.mint_refresh_token("seed-pusher")
+            ),
+        )
+        pushed = asyncio.run(
+            skopeo_push(
+                image,
+                f"{acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}",
+                auth,
+                cert_dir=em.cert_dir,
+            )
+        )
+        acr.remove_role("seed-pusher")
+        auth.unlink()
+        assert pushed.ok, pushed.stderr
+        return acr
 
     def manifest_objects(self) -> list[dict[str, Any]]:
         """The install as an operator would make it: manifests/ plus the per-pod identity
@@ -647,7 +655,7 @@ class Stack:
                 replica.process.wait()
         if self.balancer is not None:
             self.balancer.stop()
-        for registry in (self.acr_backend, self.ecr_registry):
+        for registry in [*self.acr_backends, self.ecr_registry]:
             if registry is not None:
                 registry.stop()
         if self.ecr_api is not None:

@@ -41,30 +41,41 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _tar(files: Mapping[str, bytes]) -> bytes:
+def _tar(files: Mapping[str, bytes], executables: Mapping[str, bytes] | None = None) -> bytes:
     buffer = io.BytesIO()
+    entries = [(name, content, 0o644) for name, content in files.items()]
+    entries += [(name, content, 0o755) for name, content in (executables or {}).items()]
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, content in sorted(files.items()):
+        for name, content, mode in sorted(entries):
             info = tarfile.TarInfo(name)
             info.size = len(content)
-            info.mode = 0o644
+            info.mode = mode
             tar.addfile(info, io.BytesIO(content))
     return buffer.getvalue()
 
 
 def build_oci_layout(
-    directory: Path, tag: str = "v1", files: Mapping[str, bytes] | None = None
+    directory: Path,
+    tag: str = "v1",
+    files: Mapping[str, bytes] | None = None,
+    *,
+    executables: Mapping[str, bytes] | None = None,
+    entrypoint: list[str] | None = None,
 ) -> OciImage:
-    """Writes an OCI image layout (oci-layout, index.json, blobs) with one gzip layer."""
+    """Writes an OCI image layout (oci-layout, index.json, blobs) with one gzip layer.
+
+    ``executables`` are added with mode 0755 and ``entrypoint`` goes into the image
+    config, so a container runtime can run the image (e.g. a static busybox).
+    """
     files = files if files is not None else {"hello.txt": b"hello from pull-secret-webhook tests\n"}
-    layer_tar = _tar(files)
+    layer_tar = _tar(files, executables)
     # mtime=0 keeps the blob, and so every digest, stable for the same files.
     layer = gzip.compress(layer_tar, mtime=0)
     config = json.dumps(
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {},
+            "config": {"Entrypoint": entrypoint} if entrypoint else {},
             "rootfs": {"type": "layers", "diff_ids": [_digest(layer_tar)]},
         }
     ).encode()

@@ -596,6 +596,28 @@ class ControlPlane:
             interval=POLL_INTERVAL_SECONDS,
         )
 
+    def issue_kubeconfig(self, file_name: str, user: str, groups: Sequence[str] = ()) -> Path:
+        """Write a kubeconfig for ``user`` (in ``groups``) into the work directory.
+
+        The client certificate is signed by the cluster CA, which is how kubeadm gives the
+        kubelet (``system:node:NAME`` in ``system:nodes``, for the Node authorizer) and the
+        scheduler (``system:kube-scheduler``) their identities.
+        """
+        pki = self.workdir / "pki"
+        ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise TypeError("the cluster CA key is not an EC key")
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        key = _new_key()
+        cert = _certificate(_name(user, groups), key, (ca_cert.subject, ca_key), client=True)
+        stem = file_name.removesuffix(".kubeconfig")
+        cert_path = _write(pki / f"{stem}.crt", _pem(cert), 0o644)
+        key_path = _write(pki / f"{stem}.key", _key_pem(key))
+        path = self.workdir / f"{stem}.kubeconfig"
+        path.write_text(_kubeconfig(self.server, self.ca_cert, cert_path, key_path, user))
+        path.chmod(0o600)
+        return path
+
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context trusting the API server and presenting the admin cert."""
         context = ssl.create_default_context(cafile=str(self.ca_cert))

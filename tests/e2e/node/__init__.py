@@ -1,0 +1,1 @@
+"""A local Kubernetes node (containerd, kubelet, kube-scheduler) beside the control plane."""

@@ -1,0 +1,60 @@
+"""The local node itself: pods really run, and stopping it leaves the machine as found."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.controlplane import Binaries, ControlPlane
+from tests.e2e.node.build import NodeBinaries
+from tests.e2e.node.harness import Node
+from tests.e2e.node.host import HostSnapshot
+from tests.e2e.node.images import seed_image
+from tests.e2e.node.pods import pod_state, running_pod, wait_for_log, wait_for_pod
+from tests.fakes.oci import skopeo_push, write_authfile
+
+
+@pytest.fixture(scope="module")
+def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
+    """This module's own control plane: the session's holds other tests' pods (Pending for
+    lack of a node), which the node's scheduler would all take on."""
+    with ControlPlane(controlplane_binaries) as cp:
+        yield cp
+
+
+def test_a_pod_runs_and_stopping_the_node_leaves_the_host_as_found(
+    controlplane: ControlPlane, node_binaries: NodeBinaries, namespace: str, tmp_path: Path
+) -> None:
+    node = Node(controlplane, node_binaries)
+    node.start()
+    try:
+        during = HostSnapshot.take()
+        # The node's own anonymous registry also takes the seed image: no secret needed.
+        image = seed_image(tmp_path / "image", "v1")
+        reference = node.pause_image.rsplit("/", 1)[0] + "/demo/hello:v1"
+        authfile = write_authfile(tmp_path / "anonymous.json", {"auths": {}})
+        pushed = asyncio.run(skopeo_push(image, reference, authfile, tls_verify=False))
+        assert pushed.ok, pushed.stderr
+        controlplane.kubectl(
+            "apply", "-n", namespace, "-f", "-",
+            input=json.dumps(running_pod("p", {"app": reference})),
+        )  # fmt: skip
+        pod, _ = wait_for_pod(controlplane, namespace, "p")
+        assert pod["spec"]["nodeName"] == node.name
+        assert pod_state(pod).waiting == {}
+        # The container ran the image's own busybox and read the image's file.
+        assert wait_for_log(node, namespace, "p", "app")[0] == "app: pulled 37 bytes of hello.txt"
+    finally:
+        node.stop()
+    # Snapshots taken while the machine's node lock was held: no other node interferes.
+    before, after = node.host_before, node.host_after
+    assert before is not None and after is not None
+    # The check can fail: while the node ran the host did differ (a bridge, mounts, cgroups).
+    assert before.differences(during), "the snapshot saw nothing of a running node"
+    assert node.cleanup_problems == []
+    assert before.differences(after) == []
+    assert controlplane.api("GET", f"/api/v1/nodes/{node.name}").status == 404

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from tests.support.serving import loopback_options
 from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.pki import KeyPair, make_ca, make_serving_cert
-from webhook.server import NamesOnlySource, ServeOptions, start_server
+from webhook.server import NamesOnlySource, start_server
 
 EXPIRY = "pull_secret_webhook_certificate_expiry_timestamp_seconds"
 
@@ -35,14 +36,7 @@ async def test_expiry_of_serving_certificate_and_ca_is_exported_and_follows_rota
     server = await start_server(
         config,
         NamesOnlySource(),
-        ServeOptions(
-            cert_file=str(tmp_path / "tls.crt"),
-            key_file=str(tmp_path / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-        ),
+        loopback_options(tmp_path),
         metrics=metrics,
     )
     try:

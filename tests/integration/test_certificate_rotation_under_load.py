@@ -11,9 +11,10 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.reviews import make_pod, make_review
+from tests.support.serving import loopback_options, write_serving_pair
 from webhook.config import Config
-from webhook.pki import make_ca, make_serving_cert
-from webhook.server import NamesOnlySource, ServeOptions, start_server
+from webhook.pki import make_ca
+from webhook.server import NamesOnlySource, start_server
 
 ADMISSIONS = 400
 CONCURRENCY = 8
@@ -26,20 +27,11 @@ async def test_no_admission_fails_while_the_pair_and_ca_rotate(
     config: Config, tmp_path: Path
 ) -> None:
     old_ca, new_ca = make_ca("old-ca"), make_ca("new-ca")
-    make_serving_cert(old_ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
+    write_serving_pair(old_ca, tmp_path)
     server = await start_server(
         config,
         NamesOnlySource(),
-        ServeOptions(
-            cert_file=str(tmp_path / "tls.crt"),
-            key_file=str(tmp_path / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-        ),
+        loopback_options(tmp_path),
     )
     # The caBundle during a CA rotation trusts both (what `webhook certs` publishes first).
     ctx = ssl.create_default_context(cadata=(old_ca.cert_pem + new_ca.cert_pem).decode())
@@ -57,9 +49,7 @@ async def test_no_admission_fails_while_the_pair_and_ca_rotate(
             while not queue.empty():
                 i = queue.get_nowait()
                 if i == ADMISSIONS // 3:
-                    make_serving_cert(new_ca, ["localhost"], ["127.0.0.1"]).write(
-                        tmp_path / "tls.crt", tmp_path / "tls.key"
-                    )
+                    write_serving_pair(new_ca, tmp_path)
                 async with session.post(
                     f"https://127.0.0.1:{server.port}/mutate",
                     data=body,

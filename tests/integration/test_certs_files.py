@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.configs import sample_config
+from tests.support.serving import loopback_options
 from webhook import certs, pki
 from webhook.__main__ import build_parser
-from webhook.server import NamesOnlySource, ServeOptions, start_server
+from webhook.server import NamesOnlySource, start_server
 
 SERVICE_NAMES = pki.service_dns_names("pull-secret-webhook", "pull-secret-webhook")
 #: The name the API server dials for a Service-backed webhook.
@@ -271,14 +272,7 @@ async def test_the_running_webhook_serves_a_rotated_ca_pair_without_a_restart(
     server = await start_server(
         sample_config(),
         NamesOnlySource(),
-        ServeOptions(
-            cert_file=str(certs_dir / "tls.crt"),
-            key_file=str(certs_dir / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-        ),
+        loopback_options(certs_dir),
     )
     try:
         before = await asyncio.to_thread(handshake, server.port, old_ca)

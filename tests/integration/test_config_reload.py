@@ -19,12 +19,13 @@ import pytest
 import yaml
 
 from tests.support.reviews import make_pod, make_review
+from tests.support.serving import loopback_options, write_serving_pair
 from webhook.config import load_config
 from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.metrics import Metrics
-from webhook.pki import make_ca, make_serving_cert
+from webhook.pki import make_ca
 from webhook.runtime import _count
-from webhook.server import NamesOnlySource, RunningServer, ServeOptions, start_server
+from webhook.server import NamesOnlySource, RunningServer, start_server
 
 HARBOR = "harbor.example.com/team/app:1"
 QUAY = "quay.example.com/team/app:1"
@@ -100,20 +101,11 @@ async def reloading(tmp_path: Path) -> AsyncIterator[Reloading]:
     metrics = Metrics()
     watcher = ConfigWatcher(volume.path, store, on_reload=lambda ok: _count(metrics, ok))
     ca = make_ca()
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
+    write_serving_pair(ca, tmp_path)
     server = await start_server(
         store,
         NamesOnlySource(),
-        ServeOptions(
-            cert_file=str(tmp_path / "tls.crt"),
-            key_file=str(tmp_path / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-        ),
+        loopback_options(tmp_path),
         metrics=metrics,
     )
     server.tasks.append(asyncio.create_task(watcher.watch(poll=0.1)))

@@ -14,12 +14,13 @@ import aiohttp
 import pytest
 
 from tests.support.reviews import make_pod, make_review
+from tests.support.serving import loopback_options, write_serving_pair
 from webhook import server as server_module
 from webhook.budget import Budget, BudgetExhausted
 from webhook.config import Config
 from webhook.connections import KEEPALIVE_TIMEOUT
-from webhook.pki import make_ca, make_serving_cert
-from webhook.server import NamesOnlySource, RunningServer, ServeOptions, start_server
+from webhook.pki import make_ca
+from webhook.server import NamesOnlySource, RunningServer, start_server
 
 
 @dataclass
@@ -46,22 +47,11 @@ class Limited:
 @pytest.fixture
 async def limited(config: Config, tmp_path: Path) -> AsyncIterator[Limited]:
     ca = make_ca()
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
+    write_serving_pair(ca, tmp_path)
     server = await start_server(
         config,
         NamesOnlySource(),
-        ServeOptions(
-            cert_file=str(tmp_path / "tls.crt"),
-            key_file=str(tmp_path / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-            max_connections=4,
-            header_timeout=1.5,
-        ),
+        loopback_options(tmp_path, max_connections=4, header_timeout=1.5),
     )
     try:
         yield Limited(server, ssl.create_default_context(cadata=ca.cert_pem.decode()))
@@ -202,20 +192,11 @@ async def test_a_review_that_does_not_fit_the_memory_budget_gets_a_429_admission
     monkeypatch.setattr(server_module, "MEMORY_BUDGET_BYTES", 4096)
     monkeypatch.setattr(server_module, "BUDGET_WAIT", 0.3)
     ca = make_ca()
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
+    write_serving_pair(ca, tmp_path)
     server = await start_server(
         config,
         NamesOnlySource(),
-        ServeOptions(
-            cert_file=str(tmp_path / "tls.crt"),
-            key_file=str(tmp_path / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-        ),
+        loopback_options(tmp_path),
     )
     limited = Limited(server, ssl.create_default_context(cadata=ca.cert_pem.decode()))
     # A client that announces a 4,000-byte body and sends it slowly holds the budget...

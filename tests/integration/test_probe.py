@@ -17,7 +17,8 @@ import yaml
 
 from tests.fakes.registry import free_port
 from tests.support.configs import sample_document
-from webhook.pki import make_ca, make_serving_cert
+from tests.support.serving import write_serving_pair
+from webhook.pki import make_ca
 
 REPO = Path(__file__).resolve().parents[2]
 #: A cold interpreter imports aiohttp, azure and boto3 before it listens.
@@ -38,7 +39,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (tmp / "config.yaml").write_text(yaml.safe_dump(sample_document()))
     ca = make_ca()
     (tmp / "ca.crt").write_bytes(ca.cert_pem)
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(tmp / "tls.crt", tmp / "tls.key")
+    write_serving_pair(ca, tmp)
     port, health = free_port(), free_port()
     process = subprocess.Popen(
         [

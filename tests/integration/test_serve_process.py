@@ -16,7 +16,8 @@ import yaml
 from tests.fakes.registry import free_port
 from tests.support.configs import sample_document
 from tests.support.reviews import make_pod, make_review
-from webhook.pki import make_ca, make_serving_cert
+from tests.support.serving import write_serving_pair
+from webhook.pki import make_ca
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,9 +26,7 @@ def test_serve_answers_over_tls_and_exits_cleanly_on_sigterm(tmp_path: Path) -> 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(sample_document()))
     ca = make_ca()
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
+    write_serving_pair(ca, tmp_path)
     port, health = free_port(), free_port()
     process = subprocess.Popen(
         [

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.support.reviews import make_pod, make_review
+from tests.support.serving import loopback_options
 from webhook.admission import Outcome, SecretSource
 from webhook.config import Config
 from webhook.needs import PullNeed
@@ -23,7 +24,6 @@ from webhook.server import (
     MAX_BODY_BYTES,
     NamesOnlySource,
     RunningServer,
-    ServeOptions,
     start_server,
 )
 
@@ -70,14 +70,7 @@ async def served(config: Config, tmp_path: Path, source: SecretSource) -> AsyncI
     server = await start_server(
         config,
         source,
-        ServeOptions(
-            cert_file=str(tmp_path / "tls.crt"),
-            key_file=str(tmp_path / "tls.key"),
-            host="127.0.0.1",
-            port=0,
-            health_host="127.0.0.1",
-            health_port=0,
-        ),
+        loopback_options(tmp_path),
     )
     ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, force_close=True))

@@ -36,7 +36,8 @@ import yaml
 
 from tests.support.configs import sample_document
 from tests.support.reviews import make_pod, make_review
-from webhook.pki import make_ca, make_serving_cert
+from tests.support.serving import write_serving_pair
+from webhook.pki import make_ca
 from webhook.reviews import MAX_VALUES
 from webhook.server import MAX_BODY_BYTES
 
@@ -129,9 +130,7 @@ def run(connections: int, settle: float, hold_seconds: float) -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # the server inherits it
     with tempfile.TemporaryDirectory() as tmp:
         ca = make_ca()
-        make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-            Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-        )
+        write_serving_pair(ca, Path(tmp))
         (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(sample_document()))
         port, health = free_port(), free_port()
         proc = subprocess.Popen(

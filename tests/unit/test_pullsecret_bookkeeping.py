@@ -61,6 +61,16 @@ def need_of(config: Config) -> PullNeed:
     return need
 
 
+async def one_secret_made(
+    config: Config, kube: MemKube, minter: Minter | None = None
+) -> tuple[PullSecretManager, PullNeed]:
+    """A manager that has made the pull secret of one ACR image in team-a."""
+    m = manager(config, kube, minter)
+    need = need_of(config)
+    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    return m, need
+
+
 def record_of(kube: MemKube, namespace: str, need: PullNeed) -> dict[str, Any]:
     return kube.records[(HOME, record_name(namespace, need.secret_name))]
 
@@ -108,9 +118,7 @@ async def test_a_secret_replaced_by_someone_else_becomes_foreign_and_is_left_alo
     config: Config,
 ) -> None:
     kube = MemKube()
-    m = manager(config, kube, Minter(lifetime=120))
-    need = need_of(config)
-    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    m, need = await one_secret_made(config, kube, Minter(lifetime=120))
     del kube.secrets[("team-a", need.secret_name)]
     planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
     status = await m.refresh("team-a", need)  # renewal due: the UID no longer matches
@@ -122,9 +130,7 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     config: Config,
 ) -> None:
     kube = MemKube()
-    m = manager(config, kube)
-    need = need_of(config)
-    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    m, need = await one_secret_made(config, kube)
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     kube.reference("team-a", need.secret_name)
     refresher = Refresher(config, m, "replica-0")
@@ -193,9 +199,7 @@ async def test_a_review_for_a_namespace_that_did_not_opt_in_costs_nothing(
 
 async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -> None:
     kube = MemKube()
-    m = manager(config, kube)
-    need = need_of(config)
-    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    m, need = await one_secret_made(config, kube)
     kube.plant_secret("team-a", "app-database-credentials", labels={MANAGED_BY: MANAGER})
     refresher = Refresher(config, m, "replica-0")
     first = await refresher.run_once()
@@ -234,9 +238,7 @@ async def test_a_secret_deleted_with_orphan_cascade_is_noticed_and_re_created(
     config: Config,
 ) -> None:
     kube = MemKube()
-    m = manager(config, kube)
-    need = need_of(config)
-    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    m, need = await one_secret_made(config, kube)
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     kube.orphan_markers_of("team-a", need.secret_name)
     m.markers.apply("MODIFIED", kube.markers[("team-a", need.secret_name)])  # the watch
@@ -251,9 +253,7 @@ async def test_a_secret_deleted_with_orphan_cascade_is_noticed_and_re_created(
 
 async def test_a_replanted_secret_is_never_patched_into_pods(config: Config) -> None:
     kube = MemKube()
-    m = manager(config, kube)
-    need = need_of(config)
-    await m.ensure("team-a", [need], budget=5, dry_run=False)
+    m, need = await one_secret_made(config, kube)
     # kubectl replace --force: the Secret is deleted (its marker with it) and planted again.
     kube.delete_secret_as_someone_else("team-a", need.secret_name)
     planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})

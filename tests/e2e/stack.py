@@ -199,6 +199,7 @@ class Stack:
     webhook_ca: KeyPair | None = None
     webhook_env: dict[str, str] = field(default_factory=dict)
     webhook_kubeconfig: Path | None = None
+    _serving: tuple[Path, Path] = (Path(), Path())
 
     # -- set-up ------------------------------------------------------------------
 
@@ -437,7 +438,7 @@ class Stack:
         federated = self.workdir / "azure-federated-token"
         federated.write_text(self._token("api://AzureADTokenExchange"))
         self.webhook_kubeconfig = kubeconfig
-        self.webhook_env = env = {
+        self.webhook_env = {
             **os.environ,
             "AZURE_FEDERATED_TOKEN_FILE": str(federated),
             "AWS_ACCESS_KEY_ID": "testing",
@@ -445,10 +446,18 @@ class Stack:
             "AWS_DEFAULT_REGION": ECR_REGION,
             "PYTHONUNBUFFERED": "1",
         }
-        for i in range(self.replicas_wanted):
-            port, health = free_port(), free_port()
-            log = self.workdir / f"webhook-{i}.log"
-            handle = log.open("wb")
+        self._serving = (cert, key)
+        self.replicas.extend(self._launch(f"webhook-{i}") for i in range(self.replicas_wanted))
+        for replica in self.replicas:
+            self._await_ready(replica)
+        self.balancer = Balancer([r.port for r in self.replicas])
+        self.balancer.start()
+
+    def _launch(self, name: str) -> Replica:
+        cert, key = self._serving
+        port, health = free_port(), free_port()
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as handle:
             process = subprocess.Popen(
                 [
                     sys.executable,
@@ -470,9 +479,9 @@ class Stack:
                     "--health-port",
                     str(health),
                     "--kubeconfig",
-                    str(kubeconfig),
+                    str(self.webhook_kubeconfig),
                     "--pod-name",
-                    f"webhook-{i}",
+                    name,
                     "--log-level",
                     "debug",
                     # Nothing routes by readiness here: no need to linger after SIGTERM.
@@ -480,22 +489,37 @@ class Stack:
                     "0",
                 ],
                 cwd=REPO,
-                env=env,
+                env=self.webhook_env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
             )
-            handle.close()
-            self.replicas.append(Replica(f"webhook-{i}", port, health, process, log))
-        deadline = time.monotonic() + 30
-        for replica in self.replicas:
-            while not replica.ready():
-                if replica.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{replica.name} did not become ready:\n{replica.log_tail()}"
-                    )
-                time.sleep(0.1)
-        self.balancer = Balancer([r.port for r in self.replicas])
-        self.balancer.start()
+        return Replica(name, port, health, process, log)
+
+    @staticmethod
+    def _await_ready(replica: Replica, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not replica.ready():
+            if replica.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{replica.name} did not become ready:\n{replica.log_tail()}")
+            time.sleep(0.1)
+
+    @contextlib.contextmanager
+    def extra_replica(self, name: str) -> Iterator[Replica]:
+        """One more replica of the same install, behind no balancer: its metrics count
+        only what the caller sends it (the shared replicas keep refreshing other tests'
+        secrets in the background)."""
+        replica = self._launch(name)
+        try:
+            self._await_ready(replica)
+            yield replica
+        finally:
+            if replica.process.poll() is None:
+                replica.process.terminate()
+            try:
+                replica.process.wait(30)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait()
 
     def _register(self) -> None:
         assert self.balancer is not None and self.webhook_ca is not None

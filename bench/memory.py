@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
-from tests.support.configs import sample_document
-from tests.support.reviews import make_pod, make_review
-from tests.support.serving import write_serving_pair
+from devenv.support.configs import sample_document
+from devenv.support.reviews import make_pod, make_review
+from devenv.support.serving import write_serving_pair
 from webhook.pki import make_ca
 from webhook.reviews import MAX_VALUES
 from webhook.server import MAX_BODY_BYTES

@@ -3,7 +3,7 @@
 ``webhook``: the real server (``start_server``) and the real ``PullSecretManager``,
 its index pre-filled with the workload's secrets and its Kubernetes client and
 credential cache replaced by stand-ins that fail when touched; outbound
-connections are refused and counted too (``tests.support.hotpath``).
+connections are refused and counted too (``devenv.support.hotpath``).
 
 ``floor``: the least this stack can do per review: a bare aiohttp handler on the
 same TLS context, reading the body, decoding it with the same JSON library and
@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from bench import workload
-from tests.support.hotpath import (
+from devenv.support.hotpath import (
     CALLS,
     known_secret,
     no_outbound_connections,

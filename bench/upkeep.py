@@ -3,7 +3,7 @@
 Two measurements:
 
 ``pass``: a refresh pass over many managed secrets, in-process against an
-in-memory API (tests/support/memkube.py) that counts every call: the pass's time
+in-memory API (devenv/support/memkube.py) that counts every call: the pass's time
 and calls for 10,000 records with 0, 1% and 10% of them due. Its API calls must
 be proportional to the secrets due, not to all.
 
@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.configs import sample_config
-from tests.support.hotpath import opted_in
-from tests.support.memkube import MemKube
+from devenv.support.configs import sample_config
+from devenv.support.hotpath import opted_in
+from devenv.support.memkube import MemKube
 from webhook.credentials.base import Credential
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import PullSecretManager
@@ -48,7 +48,7 @@ class Minter:
 
 
 def _need() -> PullNeed:
-    from tests.support.reviews import make_pod
+    from devenv.support.reviews import make_pod
 
     [need] = pull_needs(
         sample_config(), make_pod("123456789012.dkr.ecr.us-east-1.amazonaws.com/a:1")
@@ -123,8 +123,8 @@ def _requests(metrics: str) -> dict[str, float]:
 
 
 def idle(sizes: tuple[int, ...] = (100, 1000)) -> list[dict[str, Any]]:
-    from tests.e2e.controlplane import ControlPlane, locate
-    from tests.e2e.stack import INJECT_LABEL, running_stack
+    from devenv.controlplane import ControlPlane, locate
+    from devenv.stack import INJECT_LABEL, running_stack
 
     results = []
     with (

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.support.configs import sample_config
-from tests.support.reviews import make_pod, make_review
+from devenv.support.configs import sample_config
+from devenv.support.reviews import make_pod, make_review
 from webhook.config import Config
 
 NAMESPACE = "team-a"

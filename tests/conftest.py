@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.configs import sample_config
+from devenv.support.configs import sample_config
 from webhook.config import Config
 
 

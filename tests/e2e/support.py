@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 from webhook.pullsecrets import MANAGED_SELECTOR
 
 T = TypeVar("T")

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack
+from devenv.stack import Stack
+from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import (
     get_json,
     managed_secrets,
@@ -22,7 +23,6 @@ from tests.e2e.support import (
     record_of,
     wait_for,
 )
-from tests.support.reviews import make_pod, make_review
 from webhook.pullsecrets import MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")

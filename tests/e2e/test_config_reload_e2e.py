@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.stack import Stack
+from devenv.stack import Stack
 from tests.e2e.support import get_json, ns_name, pod_manifest, pull_secret_names, wait_for
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")

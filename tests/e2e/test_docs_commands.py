@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 from tests.unit.test_manifests_render import REPO, kustomize
 
 pytestmark = pytest.mark.controlplane

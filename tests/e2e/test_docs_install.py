@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.controlplane.cluster import wait_until
+from devenv.controlplane import ControlPlane
+from devenv.controlplane.cluster import wait_until
 from tests.e2e.support import delete_install
 from tests.unit.test_manifests_docs import block_after
 from tests.unit.test_manifests_render import CHART, REPO, helm_binary

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.e2e.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 from tests.unit.test_manifests_render import REPO, Obj, helm_template, one
 from webhook import certs
 

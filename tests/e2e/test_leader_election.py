@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from tests.e2e.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 from webhook.kube import Kube, connect
 from webhook.refresher import LEASE_SECONDS, LeaderElector
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import NAMESPACE, Replica, Stack
+from devenv.stack import NAMESPACE, Replica, Stack
+from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import (
     admission_results,
     get_json,
@@ -28,7 +29,6 @@ from tests.e2e.support import (
     secret_name_preview,
     wait_for,
 )
-from tests.support.reviews import make_pod, make_review
 from webhook.pullsecrets import ANN_EXPIRES, MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.controlplane.cluster import wait_until
+from devenv.controlplane import ControlPlane
+from devenv.controlplane.cluster import wait_until
 from tests.e2e.support import delete_install
 from tests.unit.test_manifests_render import MANIFESTS, REPO, objects
 from webhook import certs

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.controlplane import Binaries, ControlPlane
-from tests.e2e.node.build import NodeBinaries
-from tests.e2e.node.harness import Node
-from tests.e2e.node.host import HostSnapshot
-from tests.e2e.node.images import seed_image
-from tests.e2e.node.pods import pod_state, running_pod, wait_for_log, wait_for_pod
-from tests.fakes.oci import skopeo_push, write_authfile
+from devenv.controlplane import Binaries, ControlPlane
+from devenv.node.build import NodeBinaries
+from devenv.node.harness import Node
+from devenv.node.host import HostSnapshot
+from devenv.node.images import seed_image
+from devenv.node.pods import pod_state, running_pod, wait_for_log, wait_for_pod
+from devenv.peers.oci import skopeo_push, write_authfile
 
 
 @pytest.fixture(scope="module")

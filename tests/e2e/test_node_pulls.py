@@ -1,6 +1,6 @@
 """The kubelet pulls with the secrets the webhook wrote: pods on a real node reach Running.
 
-A real kubelet and containerd (see tests/e2e/node) pull from the stack's registries: the
+A real kubelet and containerd (see devenv/node) pull from the stack's registries: the
 ACR login servers (token auth through the emulator, over TLS) and the ECR-style registry
 (basic auth). Nothing here writes a secret by hand.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.controlplane import Binaries, ControlPlane
-from tests.e2e.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
-from tests.e2e.node.build import NodeBinaries
-from tests.e2e.node.harness import Node
-from tests.e2e.node.pods import (
+from devenv.controlplane import Binaries, ControlPlane
+from devenv.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
+from devenv.node.build import NodeBinaries
+from devenv.node.harness import Node
+from devenv.node.pods import (
     event_counts,
     get_pod,
     pod_state,
@@ -30,10 +30,10 @@ from tests.e2e.node.pods import (
     wait_for_log,
     wait_for_pod,
 )
-from tests.e2e.stack import Stack, running_stack
-from tests.fakes.fixtures import require_binaries
-from tests.fakes.registry import REGISTRY_BINARY, SEED_REPOSITORY, SEED_TAG, SKOPEO_BINARY
-from tests.fakes.traffic import ACR_EXCHANGE
+from devenv.peers.fixtures import require_binaries
+from devenv.peers.registry import REGISTRY_BINARY, SEED_REPOSITORY, SEED_TAG, SKOPEO_BINARY
+from devenv.peers.traffic import ACR_EXCHANGE
+from devenv.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="module")

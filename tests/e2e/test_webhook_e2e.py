@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack
+from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
+from devenv.stack import Stack
 from tests.e2e.support import (
     admission_results,
     get_json,
@@ -24,7 +25,6 @@ from tests.e2e.support import (
     secret_name_preview,
     wait_for,
 )
-from tests.fakes.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from webhook.pullsecrets import ANN_EXPIRES, ANN_REFRESH
 from webhook.rfc3339 import from_rfc3339
 

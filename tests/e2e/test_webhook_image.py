@@ -1,7 +1,7 @@
 """The webhook runs from its own image, as a Pod on the local node, and serves admissions.
 
 The image is built here from the project's Dockerfile with buildah (base made with
-debootstrap, see tests/e2e/node/image.py), pushed to the node's registry and installed
+debootstrap, see devenv/node/image.py), pushed to the node's registry and installed
 with ``kubectl apply -k`` through manifests/overlays/local-node: its real ServiceAccount,
 probes, securityContext (non-root, read-only root filesystem) and config mount.
 """
@@ -16,15 +16,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.controlplane import Binaries, ControlPlane
-from tests.e2e.node.build import NodeBinaries
-from tests.e2e.node.deploy import WebhookPod, install_webhook_pod
-from tests.e2e.node.harness import Node
-from tests.e2e.node.image import missing_tools
-from tests.e2e.node.pods import running_pod, trust_stack_registries, wait_for_log, wait_for_pod
-from tests.e2e.stack import NAMESPACE, SERVICE_ACCOUNT, Stack, running_stack
-from tests.fakes.fixtures import require_binaries
-from tests.fakes.registry import REGISTRY_BINARY, SKOPEO_BINARY
+from devenv.controlplane import Binaries, ControlPlane
+from devenv.node.build import NodeBinaries
+from devenv.node.deploy import WebhookPod, install_webhook_pod
+from devenv.node.harness import Node
+from devenv.node.image import missing_tools
+from devenv.node.pods import running_pod, trust_stack_registries, wait_for_log, wait_for_pod
+from devenv.peers.fixtures import require_binaries
+from devenv.peers.registry import REGISTRY_BINARY, SKOPEO_BINARY
+from devenv.stack import NAMESPACE, SERVICE_ACCOUNT, Stack, running_stack
 
 ADMISSIONS = "pull_secret_webhook_admissions_total"
 # The first test also builds the image (~1 min warm, ~3 min with a cold base) and pulls it.

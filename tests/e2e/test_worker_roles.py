@@ -7,8 +7,8 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import replace
 
-from tests.e2e.controlplane import ControlPlane
-from tests.support.configs import sample_config
+from devenv.controlplane import ControlPlane
+from devenv.support.configs import sample_config
 from webhook.config import Config
 from webhook.kube import Kube, connect
 from webhook.metrics import Metrics

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devenv.support.reviews import make_pod, make_review
 from tests.fuzz.conftest import count
 from tests.support.hostile import check_logs, check_reply
-from tests.support.reviews import make_pod, make_review
 from tests.support.threaded import ThreadedServer
 from webhook import jsonio
 from webhook.reviews import UID_MAX

@@ -1,4 +1,4 @@
-"""Integration fixtures: the protocol peers from tests/fakes, an in-memory
+"""Integration fixtures: the protocol peers from devenv/peers, an in-memory
 implementation of the credentials' Kubernetes interfaces, and a counting,
 fault-injecting reverse proxy in front of moto."""
 
@@ -18,9 +18,9 @@ import pytest_asyncio
 from aiohttp import ClientSession, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes import jws
-from tests.fakes.fixtures import azure_emulator, moto_process, moto_server, test_ca
-from tests.fakes.tls import new_rsa_key
+from devenv.peers import jws
+from devenv.peers.fixtures import azure_emulator, moto_process, moto_server, test_ca
+from devenv.peers.tls import new_rsa_key
 from webhook.config import Config
 from webhook.credentials.base import SecretData
 from webhook.needs import PullNeed, identity_for, secret_name

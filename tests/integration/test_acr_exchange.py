@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fakes import jws
-from tests.fakes.acr import AcrRegistry
-from tests.fakes.azure import AzureEmulator
-from tests.fakes.directory import Principal
-from tests.fakes.tls import ClientCertificate
-from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
+from devenv.peers import jws
+from devenv.peers.acr import AcrRegistry
+from devenv.peers.azure import AzureEmulator
+from devenv.peers.directory import Principal
+from devenv.peers.tls import ClientCertificate
+from devenv.peers.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
 from tests.integration.conftest import CLUSTER_ISSUER, Clock, MemoryKube, pull_need
 from webhook.config import Config, parse_config
 from webhook.credentials import ACR_USERNAME, CredentialCache, RegistryAuthError, RetryPolicy

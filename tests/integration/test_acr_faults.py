@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
+from devenv.peers.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
 from tests.integration.conftest import CLUSTER_ISSUER
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from webhook.credentials import RegistryAuthError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.support.serving import loopback_options
+from devenv.support.serving import loopback_options
 from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.pki import KeyPair, make_ca, make_serving_cert

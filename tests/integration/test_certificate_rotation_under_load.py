@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.reviews import make_pod, make_review
-from tests.support.serving import loopback_options, write_serving_pair
+from devenv.support.reviews import make_pod, make_review
+from devenv.support.serving import loopback_options, write_serving_pair
 from webhook.config import Config
 from webhook.pki import make_ca
 from webhook.server import NamesOnlySource, start_server

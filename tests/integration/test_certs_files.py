@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.support.configs import sample_config
-from tests.support.serving import loopback_options
+from devenv.support.configs import sample_config
+from devenv.support.serving import loopback_options
 from webhook import certs, pki
 from webhook.__main__ import build_parser
 from webhook.server import NamesOnlySource, start_server

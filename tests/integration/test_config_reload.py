@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.support.reviews import make_pod, make_review
-from tests.support.serving import loopback_options, write_serving_pair
+from devenv.support.reviews import make_pod, make_review
+from devenv.support.serving import loopback_options, write_serving_pair
 from webhook.config import load_config
 from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.metrics import Metrics

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.reviews import make_pod, make_review
-from tests.support.serving import loopback_options, write_serving_pair
+from devenv.support.reviews import make_pod, make_review
+from devenv.support.serving import loopback_options, write_serving_pair
 from webhook import server as server_module
 from webhook.budget import Budget, BudgetExhausted
 from webhook.config import Config

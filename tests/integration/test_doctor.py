@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fakes.azure import AzureEmulator, EmulatorThread
-from tests.fakes.registry import free_port
+from devenv.peers.azure import AzureEmulator, EmulatorThread
+from devenv.peers.registry import free_port
 from tests.integration.conftest import CLUSTER_ISSUER, AwsProxy, Clock, MemoryKube
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import jws
-from tests.fakes.aws import TEST_CREDENTIALS
+from devenv.peers import jws
+from devenv.peers.aws import TEST_CREDENTIALS
 from tests.integration import conftest
 from tests.integration.conftest import AwsProxy, Clock, MemoryKube
 from webhook.config import Config, parse_config

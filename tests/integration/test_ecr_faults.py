@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import boto3
 import pytest
 
-from tests.fakes.aws import TEST_CREDENTIALS
+from devenv.peers.aws import TEST_CREDENTIALS
 from tests.integration.conftest import AwsProxy, Clock, MemoryKube
 from tests.integration.test_ecr_exchange import (
     MOTO_EXPIRES_AT,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.fakes.registry import free_port
-from tests.support.configs import sample_document
-from tests.support.reviews import make_pod, make_review
-from tests.support.serving import write_serving_pair
+from devenv.peers.registry import free_port
+from devenv.support.configs import sample_document
+from devenv.support.reviews import make_pod, make_review
+from devenv.support.serving import write_serving_pair
 from webhook.pki import make_ca
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.reviews import make_pod, make_review
-from tests.support.serving import loopback_options
+from devenv.support.reviews import make_pod, make_review
+from devenv.support.serving import loopback_options
 from webhook.admission import Outcome, SecretSource
 from webhook.config import Config
 from webhook.needs import PullNeed

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.configs import sample_config
+from devenv.support.configs import sample_config
 from webhook.logs import _ContextFilter
 from webhook.pki import make_ca, make_serving_cert
 from webhook.server import NamesOnlySource, RunningServer, ServeOptions, start_server

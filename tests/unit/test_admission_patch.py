@@ -9,7 +9,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests.support.reviews import make_pod, make_review
+from devenv.support.reviews import make_pod, make_review
 from webhook import admission
 from webhook.admission import NeedStatus, Outcome, Plan, Skip
 from webhook.config import Config

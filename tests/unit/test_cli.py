@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.configs import sample_document
+from devenv.support.configs import sample_document
 from webhook.__main__ import main
 
 

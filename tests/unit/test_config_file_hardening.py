@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.configs import sample_document
+from devenv.support.configs import sample_document
 from webhook.__main__ import main
 from webhook.config import ConfigError, load_config
 from webhook.configfile import MAX_EXPANDED_NODES, MAX_FILE_BYTES

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.configs import sample_document
+from devenv.support.configs import sample_document
 from webhook.config import AcrAuth, ConfigError, EcrAuth, GenericAuth, load_config, parse_config
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support.configs import sample_config
+from devenv.support.configs import sample_config
 from webhook.config import Config
 from webhook.credentials import Credential, CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.acr import AcrProvider

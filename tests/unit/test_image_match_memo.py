@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.support.configs import sample_config
-from tests.support.reviews import make_pod
+from devenv.support.configs import sample_config
+from devenv.support.reviews import make_pod
 from webhook.needs import MATCH_CACHE_SIZE, match_image, match_images, pull_needs
 
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.support.hotpath import opted_in
+from devenv.support.hotpath import opted_in
 from webhook.informer import Informer
 from webhook.kube import KubeAPIError
 from webhook.namespaces import NamespaceIndex

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.hotpath import NoNetwork, offline_manager, opted_in
-from tests.support.memkube import MemKube
-from tests.support.reviews import make_pod
+from devenv.support.hotpath import NoNetwork, offline_manager, opted_in
+from devenv.support.memkube import MemKube
+from devenv.support.reviews import make_pod
 from webhook.config import Config, parse_config
 from webhook.credentials.base import Credential
 from webhook.needs import PullNeed, pull_needs

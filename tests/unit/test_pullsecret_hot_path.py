@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.support.hotpath import known_secret, offline_manager, remember
-from tests.support.reviews import make_pod
+from devenv.support.hotpath import known_secret, offline_manager, remember
+from devenv.support.reviews import make_pod
 from webhook.config import Config
 from webhook.needs import pull_needs
 from webhook.records import ManagedSecret

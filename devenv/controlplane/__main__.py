@@ -1,0 +1,125 @@
+"""Command line: ``python -m devenv.controlplane {build,up,measure}``.
+
+``build`` makes sure every binary exists (building Kubernetes once, then a no-op);
+``up`` runs a control plane until Ctrl-C or SIGTERM and removes it afterwards;
+``measure`` times start-to-ready and stop over a few runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import time
+from types import FrameType
+
+from devenv.controlplane.build import BuildError, MissingBinariesError, locate
+from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
+
+
+def _build() -> int:
+    started = time.monotonic()
+    try:
+        binaries = locate(allow_build=True)
+    except (BuildError, MissingBinariesError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, path in vars(binaries).items():
+        print(f"{name:24} {path}")
+    print(f"control-plane binaries ready in {time.monotonic() - started:.2f}s")
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _up(verbosity: int) -> int:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
+    # for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        binaries = locate()
+    except MissingBinariesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    control_plane = ControlPlane(binaries, verbosity=verbosity)
+    try:
+        control_plane.start()
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        return 130
+    try:
+        print(f"# control plane ready in {control_plane.startup_seconds:.1f}s")
+        print(f"# server {control_plane.server}, logs in {control_plane.workdir / 'logs'}")
+        print(f"export KUBECONFIG={control_plane.kubeconfig}", flush=True)
+        print("# Ctrl-C or SIGTERM stops it and removes its files", file=sys.stderr, flush=True)
+        while True:
+            control_plane.check_alive()
+            time.sleep(1)
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        control_plane.stop()
+        print("# control plane stopped", file=sys.stderr)
+
+
+def _measure(runs: int) -> int:
+    """Start and stop a control plane ``runs`` times; print each start and stop time."""
+    try:
+        binaries = locate()
+    except MissingBinariesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    starts: list[float] = []
+    stops: list[float] = []
+    for run in range(1, runs + 1):
+        control_plane = ControlPlane(binaries)
+        try:
+            control_plane.start()
+            assert control_plane.startup_seconds is not None
+            starts.append(control_plane.startup_seconds)
+        finally:
+            stopping = time.monotonic()
+            control_plane.stop()
+            stops.append(time.monotonic() - stopping)
+        print(f"run {run}: ready in {starts[-1]:.2f}s, stopped in {stops[-1]:.2f}s", flush=True)
+    print(
+        f"start to ready: median {statistics.median(starts):.2f}s, max {max(starts):.2f}s; "
+        f"stop: median {statistics.median(stops):.2f}s ({runs} runs)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devenv.controlplane")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "build", help="build kube-apiserver/kube-controller-manager once; find etcd, kubectl"
+    )
+    up = sub.add_parser("up", help="run a control plane until Ctrl-C/SIGTERM")
+    up.add_argument("-v", "--verbosity", type=int, default=1, help="klog -v for components")
+    measure = sub.add_parser("measure", help="time control-plane start and stop")
+    measure.add_argument("-n", "--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return _build()
+    if args.command == "measure":
+        return _measure(args.runs)
+    return _up(args.verbosity)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Command line: ``python -m devenv.node {build,up,image}``.
+
+``build`` makes sure every node binary exists (building the Go programs once, then a
+no-op); ``up`` runs a control plane with a node until Ctrl-C or SIGTERM, then removes
+both and puts the machine back as it was; ``image`` builds the webhook's container image
+from the Dockerfile with buildah (devenv/node/image.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from types import FrameType
+
+from devenv.controlplane.build import BuildError, MissingBinariesError, locate
+from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
+from devenv.node.build import MissingNodeBinariesError, locate_node
+from devenv.node.harness import Node, NodeError
+from devenv.node.image import build_image
+
+
+def _build() -> int:
+    started = time.monotonic()
+    try:
+        binaries = locate_node(allow_build=True)
+    except (BuildError, MissingNodeBinariesError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, path in vars(binaries).items():
+        print(f"{name:24} {path}")
+    print(f"node binaries ready in {time.monotonic() - started:.2f}s")
+    return 0
+
+
+def _image() -> int:
+    try:
+        print(build_image())
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _up(verbosity: int) -> int:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        control_plane = ControlPlane(locate(), verbosity=verbosity)
+        node = Node(control_plane, locate_node(), verbosity=verbosity)
+    except (MissingBinariesError, MissingNodeBinariesError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        control_plane.start()
+        node.start()
+        print(f"# control plane and node {node.name} ready; logs in {node.workdir}")
+        print(f"# pod logs in {node.pod_logs_dir}")
+        print(f"export KUBECONFIG={control_plane.kubeconfig}", flush=True)
+        print("# Ctrl-C or SIGTERM stops both and removes their files", file=sys.stderr, flush=True)
+        while True:
+            control_plane.check_alive()
+            node.check_alive()
+            time.sleep(1)
+    except (ControlPlaneError, NodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        node.stop()
+        control_plane.stop()
+        for problem in node.cleanup_problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        print("# node and control plane stopped", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devenv.node")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build kubelet, kube-scheduler, containerd, crictl, pause once")
+    up = sub.add_parser("up", help="run a control plane and a node until Ctrl-C/SIGTERM")
+    up.add_argument("-v", "--verbosity", type=int, default=1, help="klog -v for components")
+    sub.add_parser("image", help="build the webhook's image with buildah (base from debootstrap)")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return _build()
+    if args.command == "image":
+        return _image()
+    return _up(args.verbosity)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

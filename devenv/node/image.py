@@ -1,0 +1,174 @@
+"""Build the webhook's container image from the project's Dockerfile, without a Docker daemon.
+
+No public image registry is reachable here, so the Dockerfile's base (``ARG PYTHON_IMAGE``)
+is made locally from Debian's packages:
+
+1. ``debootstrap --variant=minbase`` a bookworm root filesystem with Python 3.11 and the CA
+   certificates (~50 s on an idle machine, 275 MB), kept as a tarball in the cache;
+2. ``buildah bud`` a one-line ``FROM scratch`` + ``ADD`` of that tarball: the base image;
+3. ``buildah bud`` the Dockerfile with ``--build-arg PYTHON_IMAGE=<that base>``.
+
+buildah runs with the vfs storage driver and chroot isolation (no overlay mounts, no user
+namespaces: both work in this VM), ``--network host`` so pip in the RUN steps reaches the
+package index, and its storage under the cache directory, not /var/lib/containers:
+
+    ${XDG_CACHE_HOME:-~/.cache}/pull-secret-webhook/image/
+        base-bookworm.tar          the debootstrapped root filesystem
+        storage/, run/             buildah's --root and --runroot
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+from devenv.controlplane.build import BuildError, build_lock, cache_root
+
+REPO = Path(__file__).resolve().parents[3]
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# What the Dockerfile's stages run: python (venv, compileall, the webhook) and pip's HTTPS.
+BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
+BASE_IMAGE = f"localhost/pull-secret-webhook-base:{DEBIAN_SUITE}"
+IMAGE = "localhost/pull-secret-webhook:dev"
+# Debian's pip reads the system CA bundle; RUN steps see the host's through this mount.
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILD_TIMEOUT_SECONDS = 1200
+
+
+def image_dir() -> Path:
+    return cache_root() / "image"
+
+
+def base_tarball() -> Path:
+    return image_dir() / f"base-{DEBIAN_SUITE}.tar"
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+
+
+def _say(log: TextIO | None, message: str) -> None:
+    stream = log if log is not None else sys.stderr
+    stream.write(message + "\n")
+    stream.flush()
+
+
+def _run(cmd: list[str], *, log: TextIO | None, cwd: Path | None = None) -> str:
+    _say(log, "+ " + " ".join(cmd))
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False
+    )
+    if proc.returncode != 0:
+        raise BuildError(
+            f"`{' '.join(cmd)}` failed with exit code {proc.returncode}:\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
+    return proc.stdout
+
+
+def buildah(*args: str, log: TextIO | None = None, cwd: Path | None = None) -> str:
+    """buildah with its storage under the cache (vfs: no overlay mounts left behind)."""
+    return _run(
+        [
+            "buildah",
+            f"--root={image_dir() / 'storage'}",
+            f"--runroot={image_dir() / 'run'}",
+            "--storage-driver=vfs",
+            *args,
+        ],
+        log=log,
+        cwd=cwd,
+    )
+
+
+def _has_image(name: str) -> bool:
+    with open(os.devnull, "w") as quiet:
+        try:
+            buildah("inspect", "--type=image", "--format={{.FromImageID}}", name, log=quiet)
+        except BuildError:
+            return False
+    return True
+
+
+def build_base_tarball(log: TextIO | None = None) -> Path:
+    """debootstrap the base root filesystem into a tarball in the cache (once)."""
+    target = base_tarball()
+    if target.exists():
+        return target
+    image_dir().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".base-", dir=image_dir()))
+    try:
+        rootfs = work / "rootfs"
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                DEBIAN_SUITE,
+                str(rootfs),
+                DEBIAN_MIRROR,
+            ],
+            log=log,
+        )
+        # Downloaded packages and indexes are not part of an image.
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (rootfs / leftover).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        tmp = work / "base.tar"
+        _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tmp), "."], log=log)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def build_image(log: TextIO | None = None) -> str:
+    """Build the webhook's image from the Dockerfile; return its local name."""
+    problems = missing_tools()
+    if problems:
+        raise BuildError(
+            f"missing {', '.join(problems)}: apt-get install {' '.join(problems)} "
+            "(make system-deps installs them)"
+        )
+    with build_lock():
+        started = time.monotonic()
+        tarball = build_base_tarball(log)
+        if not _has_image(BASE_IMAGE):
+            context = Path(tempfile.mkdtemp(prefix=".base-context-", dir=image_dir()))
+            try:
+                os.link(tarball, context / tarball.name)
+                (context / "Containerfile").write_text(
+                    f'FROM scratch\nADD {tarball.name} /\nCMD ["python3"]\n'
+                )
+                buildah("bud", "--isolation=chroot", f"--tag={BASE_IMAGE}", str(context), log=log)
+            finally:
+                shutil.rmtree(context, ignore_errors=True)
+        buildah(
+            "bud",
+            "--isolation=chroot",
+            "--network=host",
+            f"--volume={CA_BUNDLE}:{CA_BUNDLE}:ro",
+            f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
+            "--layers=false",
+            f"--tag={IMAGE}",
+            "--file=Dockerfile",
+            str(REPO),
+            log=log,
+        )
+        # Dangling images of earlier builds of the same tag: vfs copies every layer.
+        buildah("rmi", "--prune", log=log)
+        _say(log, f"built {IMAGE} in {time.monotonic() - started:.1f}s")
+    return IMAGE
+
+
+def push_image(destination: str, log: TextIO | None = None) -> None:
+    """Push the built image to ``destination`` (HOST:PORT/NAME:TAG) over plain HTTP."""
+    buildah("push", "--tls-verify=false", IMAGE, f"docker://{destination}", log=log)

@@ -1,0 +1,361 @@
+"""A local Azure for tests: Entra ID, IMDS and ACR login servers on loopback.
+
+``AzureEmulator`` serves
+- Entra ID's token endpoint over HTTPS at ``authority_host``
+  (pass it as ``authority=`` or AZURE_AUTHORITY_HOST),
+- IMDS over plain HTTP at ``imds_host`` (AZURE_POD_IDENTITY_AUTHORITY_HOST),
+- one HTTPS listener per registry (``AcrRegistry.login_server`` = 127.0.0.1:PORT)
+  with ACR's token service and ``/v2/`` proxied to a real registry.
+Clients trust ``ca_path`` (or ``cert_dir`` for skopeo). Every request is
+recorded (see ``traffic``) and faults can be injected per endpoint.
+
+In-process: ``async with AzureEmulator() as azure: ...``. From sync code:
+``EmulatorThread``. As a playground: ``python -m devenv.peers.azure --state-dir DIR
+[--config FILE.json]`` prints and writes ``DIR/emulator.json`` with the URLs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+from aiohttp import web
+from cryptography import x509
+
+from devenv.peers import jws
+from devenv.peers.acr import AcrRegistry, TokenSigner
+from devenv.peers.directory import WORKLOAD_IDENTITY_AUDIENCE, Directory, Principal
+from devenv.peers.entra import EntraTokenEndpoint
+from devenv.peers.imds import ImdsHost
+from devenv.peers.tls import CertificateAuthority, cert_pem, new_ec_key, self_signed_certificate
+from devenv.peers.traffic import Traffic
+
+T = TypeVar("T")
+LOOPBACK = "127.0.0.1"
+
+
+def _oauth_error_body(status: int) -> dict[str, Any]:
+    error = "temporarily_unavailable" if status in (429, 503) else "server_error"
+    return {"error": error, "error_description": f"injected failure (HTTP {status})"}
+
+
+def _registry_error_body(status: int) -> dict[str, Any]:
+    code = "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE"
+    return {
+        "errors": [{"code": code, "message": f"injected failure (HTTP {status})", "detail": None}]
+    }
+
+
+def _bind_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOOPBACK, 0))
+    return sock
+
+
+class AzureEmulator:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        ca: CertificateAuthority | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._tempdir = None if state_dir else tempfile.TemporaryDirectory(prefix="azure-emulator-")
+        self.state_dir = state_dir or Path(self._tempdir.name)  # type: ignore[union-attr]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ca = ca or CertificateAuthority(self.state_dir / "tls")
+        # Unique file names: several emulators may share one CA directory.
+        self._server_cert = self.ca.issue_server_cert(f"azure-emulator-{uuid.uuid4().hex[:8]}")
+        self.directory = Directory(clock)
+        self.imds = ImdsHost(self.directory)
+        self.traffic = Traffic(clock)
+        acr_key = new_ec_key()
+        acr_cert = cert_pem(self_signed_certificate(acr_key, "acr-token-signer"))
+        self.acr_signer = TokenSigner(acr_key, acr_cert)
+        # docker-registry's token auth trusts this bundle (``rootcertbundle``).
+        self.acr_signing_cert_path = self.state_dir / "acr-token-signer.crt"
+        self.acr_signing_cert_path.write_bytes(acr_cert)
+        self.registries: dict[str, AcrRegistry] = {}
+        self._runners: list[web.AppRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.authority_host = ""
+        self.imds_host = ""
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._session is not None
+
+    @property
+    def ca_path(self) -> Path:
+        return self.ca.ca_path
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.ca.cert_dir
+
+    def _new_app(self, error_body: Callable[[int], Mapping[str, Any]]) -> web.Application:
+        return web.Application(middlewares=[self.traffic.middleware(error_body)])
+
+    async def _serve(self, app: web.Application, *, tls: bool) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        sock = _bind_loopback()
+        port = int(sock.getsockname()[1])
+        ssl_context = self._server_cert.server_ssl_context() if tls else None
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        return port
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        # The proxy must pass bodies through untouched: no decompression, no cookies.
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
+        entra = self._new_app(_oauth_error_body)
+        EntraTokenEndpoint(self.directory).add_routes(entra)
+        self.authority_host = f"https://{LOOPBACK}:{await self._serve(entra, tls=True)}"
+        imds = self._new_app(_oauth_error_body)
+        self.imds.add_routes(imds)
+        self.imds_host = f"http://{LOOPBACK}:{await self._serve(imds, tls=False)}"
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- registries ---------------------------------------------------------------
+
+    async def add_registry(self, name: str, upstream: str | None = None) -> AcrRegistry:
+        """Starts a login server for registry ``name``; ``upstream`` (or later
+        ``registry.upstream``) is the base URL of the registry its ``/v2/`` proxies to."""
+        if not self.running:
+            raise RuntimeError("start the emulator before adding registries")
+        if name in self.registries:
+            raise ValueError(f"registry {name} exists")
+        app = self._new_app(_registry_error_body)
+        registry = AcrRegistry(name, "", self.directory, self.acr_signer)
+        registry.add_routes(app)
+        port = await self._serve(app, tls=True)
+        registry.login_server = f"{LOOPBACK}:{port}"
+        registry.realm = f"https://{registry.login_server}/oauth2/token"
+        registry.upstream = upstream
+        registry.proxy_session = self._session
+        self.registries[name] = registry
+        return registry
+
+    def registry(self, name: str) -> AcrRegistry:
+        return self.registries[name]
+
+    def assign_role(self, registry: str, principal_id: str, role: str = "AcrPull") -> None:
+        self.registries[registry].assign_role(principal_id, role)
+
+    # --- directory ----------------------------------------------------------------
+
+    def add_tenant(self, tenant_id: str | None = None) -> str:
+        return self.directory.add_tenant(tenant_id)
+
+    def register_app(
+        self, tenant_id: str, client_id: str | None = None, **kwargs: Any
+    ) -> Principal:
+        """See ``Directory.register_app`` (``secret=``, ``certificate=``, ``object_id=``)."""
+        return self.directory.register_app(tenant_id, client_id, **kwargs)
+
+    def add_managed_identity(
+        self,
+        tenant_id: str,
+        *,
+        client_id: str | None = None,
+        object_id: str | None = None,
+        resource_id: str | None = None,
+        system_assigned: bool = False,
+        attach: bool = True,
+    ) -> Principal:
+        """A managed identity, attached to the emulated IMDS host unless ``attach=False``
+        (then only usable through federated credentials, as with workload identity)."""
+        principal = self.directory.add_managed_identity(
+            tenant_id, client_id=client_id, object_id=object_id, resource_id=resource_id
+        )
+        if attach:
+            self.imds.attach(principal, system_assigned=system_assigned)
+        return principal
+
+    def add_federated_credential(
+        self,
+        tenant_id: str,
+        client_id: str,
+        *,
+        issuer: str,
+        subject: str,
+        audiences: Iterable[str] = (WORKLOAD_IDENTITY_AUDIENCE,),
+    ) -> None:
+        self.directory.add_federated_credential(
+            tenant_id, client_id, issuer=issuer, subject=subject, audiences=audiences
+        )
+
+    def register_issuer_keys(self, issuer: str, keys: Mapping[str, Any] | Iterable[Any]) -> None:
+        self.directory.register_issuer_keys(issuer, keys)
+
+    @property
+    def entra_public_key(self) -> jws.PublicKey:
+        """Verifies every Entra access token the emulator issues (RS256)."""
+        return self.directory.signing_key.public_key()
+
+    @property
+    def acr_public_key(self) -> jws.PublicKey:
+        """Verifies every ACR refresh and access token the emulator issues (ES256)."""
+        return self.acr_signer.key.public_key()
+
+    def environment(self) -> dict[str, str]:
+        """Variables that point azure-identity at this emulator."""
+        return {
+            "AZURE_AUTHORITY_HOST": self.authority_host,
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST": self.imds_host,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "authority_host": self.authority_host,
+            "imds_host": self.imds_host,
+            "ca_path": str(self.ca_path),
+            "cert_dir": str(self.cert_dir),
+            "acr_signing_cert_path": str(self.acr_signing_cert_path),
+            "registries": {n: r.login_server for n, r in self.registries.items()},
+            "tenants": sorted(self.directory.tenants),
+        }
+
+    async def apply_config(self, config: Mapping[str, Any]) -> None:
+        """Registers what a playground config file describes (see ``main``)."""
+        for tenant in config.get("tenants", []):
+            self.add_tenant(tenant)
+        for app in config.get("apps", []):
+            certificate = None
+            if app.get("certificate"):
+                pem = await asyncio.to_thread(Path(app["certificate"]).read_bytes)
+                certificate = x509.load_pem_x509_certificate(pem)
+            self.register_app(
+                app["tenant"],
+                app.get("client_id"),
+                secret=app.get("secret"),
+                certificate=certificate,
+                object_id=app.get("object_id"),
+            )
+        for identity in config.get("managed_identities", []):
+            self.add_managed_identity(
+                identity["tenant"],
+                client_id=identity.get("client_id"),
+                object_id=identity.get("object_id"),
+                resource_id=identity.get("resource_id"),
+                system_assigned=bool(identity.get("system_assigned", False)),
+                attach=bool(identity.get("attach", True)),
+            )
+        for fic in config.get("federated_credentials", []):
+            self.add_federated_credential(
+                fic["tenant"], fic["client_id"], issuer=fic["issuer"], subject=fic["subject"]
+            )
+        for issuer, jwks in config.get("issuer_keys", {}).items():
+            self.register_issuer_keys(issuer, jwks)
+        for entry in config.get("registries", []):
+            registry = await self.add_registry(entry["name"], entry.get("upstream"))
+            for grant in entry.get("roles", []):
+                registry.assign_role(grant["principal"], grant.get("role", "AcrPull"))
+            for user in entry.get("users", []):
+                registry.add_basic_user(user["username"], user["password"])
+
+
+class EmulatorThread:
+    """Runs an emulator on its own event loop in a background thread, for sync callers."""
+
+    def __init__(self, emulator: AzureEmulator) -> None:
+        self.emulator = emulator
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="azure-emulator", daemon=True
+        )
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def start(self) -> AzureEmulator:
+        self._thread.start()
+        self.call(self.emulator.start())
+        return self.emulator
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.call(self.emulator.stop())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> AzureEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _serve_forever(state_dir: Path, config: Mapping[str, Any]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with AzureEmulator(state_dir) as emulator:
+        await emulator.apply_config(config)
+        description = json.dumps(emulator.describe(), indent=2)
+        (state_dir / "emulator.json").write_text(description + "\n")
+        print(description, flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--state-dir", type=Path, required=True, help="where TLS files and emulator.json go"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="JSON: tenants, apps, managed_identities, registries…"
+    )
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text()) if args.config else {}
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.state_dir, config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,699 @@
+"""The whole product on a real local control plane, for end-to-end tests and the playground.
+
+``Stack`` starts, around a running ``ControlPlane``: the Azure emulator (Entra ID,
+an ACR login server in front of a real docker-registry with token auth), a
+docker-registry with basic auth standing in for an ECR registry, moto for the
+ECR API, the webhook's RBAC and MutatingWebhookConfiguration from
+``manifests/`` (pointed at a local URL with its caBundle), and webhook replicas
+as separate processes running under the webhook's own ServiceAccount token,
+behind a round-robin TCP balancer like a Service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devenv.controlplane import ControlPlane
+from devenv.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
+from devenv.node.images import seed_image
+from devenv.peers.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
+from devenv.peers.aws import EcrExpiryProxy, MotoServer, ecr_client
+from devenv.peers.azure import AzureEmulator, EmulatorThread
+from devenv.peers.oci import (
+    OciImage,
+    SkopeoResult,
+    dockerconfigjson,
+    skopeo_copy_to_dir,
+    skopeo_push,
+    write_authfile,
+)
+from devenv.peers.registry import (
+    ECR_USERNAME,
+    SEED_REPOSITORY,
+    SEED_TAG,
+    DockerRegistry,
+    free_port,
+)
+from devenv.peers.tls import CertificateAuthority
+from webhook.pki import KeyPair, make_ca, make_serving_cert
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "pull-secret-webhook"
+SERVICE_ACCOUNT = "pull-secret-webhook"
+WEBHOOK_CONFIGURATION = "pull-secret-webhook"
+INJECT_LABEL = "pull-secret-webhook/inject"
+ECR_REGION = "us-east-1"
+RECORDS_CRD = "managedpullsecrets.pull-secret-webhook.io"
+#: Manifests kinds that make sense without a kubelet: identity, RBAC, the records' CRD,
+#: the policies that bound the webhook's writes, and registration.
+CLUSTER_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "MutatingWebhookConfiguration",
+}
+#: The webhook's ServiceAccount token lifetime for the test run (TokenRequest minimum
+#: is 10 minutes; a test session is shorter than 2 hours).
+TOKEN_SECONDS = 7200
+#: Lifetime of the short-lived registry's tokens: long enough to stay usable (the
+#: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
+#: renewal comes due 15 s after issue.
+SHORT_TOKEN_SECONDS = 150
+
+
+class Balancer:
+    """A TCP round-robin balancer in a thread: what a Service does for the replicas."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self.backends = backends
+        self.port = free_port()
+        self._next = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop
+        )
+        self._server = fut.result(10)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = self.backends[self._next % len(self.backends)]
+        self._next += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                with contextlib.suppress(OSError, RuntimeError):
+                    dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server = self._server
+
+            async def close() -> None:
+                server.close()
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    health_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\n".join(text)
+
+
+@dataclass
+class Stack:
+    controlplane: ControlPlane
+    workdir: Path
+    replicas_wanted: int = 2
+    refresh_interval: float = 1.0
+    gc_grace: float = 3.0
+    refresh_fraction: float = 0.5
+    failure_policy: str = "Fail"
+    emulator_thread: EmulatorThread | None = None
+    emulator: AzureEmulator | None = None
+    acr: AcrRegistry | None = None
+    acr_slow: AcrRegistry | None = None
+    acr_denied: AcrRegistry | None = None
+    acr_short: AcrRegistry | None = None
+    acr_tenant: AcrRegistry | None = None
+    acr_backend: DockerRegistry | None = None
+    acr_backends: list[DockerRegistry] = field(default_factory=list)
+    ecr_registry: DockerRegistry | None = None
+    moto: MotoServer | None = None
+    ecr_api: EcrExpiryProxy | None = None
+    balancer: Balancer | None = None
+    replicas: list[Replica] = field(default_factory=list)
+    tenant: str = ""
+    client_id: str = ""
+    object_id: str = ""
+    config_path: Path | None = None
+    webhook_ca: KeyPair | None = None
+    webhook_env: dict[str, str] = field(default_factory=dict)
+    webhook_kubeconfig: Path | None = None
+    _serving: tuple[Path, Path] = (Path(), Path())
+
+    # -- set-up ------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_emulator()
+            self._start_registries()
+            self._install_manifests()
+            self._write_config()
+            self._start_replicas()
+            self._register()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_emulator(self) -> None:
+        ca = CertificateAuthority(self.workdir / "azure-ca")
+        self.emulator = AzureEmulator(self.workdir / "azure", ca=ca)
+        self.emulator_thread = EmulatorThread(self.emulator)
+        self.emulator_thread.start()
+        em = self.emulator
+        self.tenant = em.add_tenant()
+        app = em.register_app(self.tenant)
+        self.client_id, self.object_id = app.client_id, app.object_id
+        em.add_federated_credential(
+            self.tenant,
+            self.client_id,
+            issuer=SERVICE_ACCOUNT_ISSUER,
+            subject=f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}",
+        )
+        # Let the emulator verify the federated tokens with the API server's own keys.
+        jwks = self.controlplane.api("GET", "/openid/v1/jwks").body
+        em.register_issuer_keys(SERVICE_ACCOUNT_ISSUER, jwks)
+
+    def _start_registries(self) -> None:
+        assert self.emulator_thread is not None and self.emulator is not None
+        em = self.emulator
+        image = seed_image(self.workdir / "image", SEED_TAG)
+        self.acr = self._acr_login_server("e2eacr", image)
+        self.acr_backend = self.acr_backends[0]
+        self.acr.assign_role(self.object_id, "AcrPull")
+        # Four more login servers, each with its own registry behind it (a registry checks
+        # that a token names it as audience, so login servers cannot share one): one whose
+        # token service will be slowed down, one where the identity has no role yet, one
+        # whose tokens live 150 s (to watch a real renewal happen), and one that only pods'
+        # own service accounts can pull from (per-pod identity).
+        self.acr_slow = self._acr_login_server("e2eslow", image)
+        self.acr_slow.assign_role(self.object_id, "AcrPull")
+        self.acr_denied = self._acr_login_server("e2edenied", image)
+        self.acr_short = self._acr_login_server("e2eshort", image)
+        self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
+        self.acr_short.assign_role(self.object_id, "AcrPull")
+        self.acr_tenant = self._acr_login_server("e2etenant", image)
+
+        self.moto = MotoServer()
+        self.moto.start()
+        self.ecr_api = EcrExpiryProxy(self.moto.endpoint_url)
+        self.ecr_api.start()
+        token = ecr_client(self.moto.endpoint_url, ECR_REGION).get_authorization_token()
+        user, password = (
+            base64.b64decode(token["authorizationData"][0]["authorizationToken"])
+            .decode()
+            .split(":", 1)
+        )
+        assert user == ECR_USERNAME
+        self.ecr_registry = DockerRegistry.htpasswd_auth(
+            self.workdir / "registry-ecr", {ECR_USERNAME: password}
+        )
+        self.ecr_registry.start()
+        auth = write_authfile(
+            self.workdir / "seed-ecr.json",
+            dockerconfigjson(self.ecr_registry.host, ECR_USERNAME, password),
+        )
+        pushed = asyncio.run(
+            skopeo_push(
+                image,
+                f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}",
+                auth,
+                tls_verify=False,
+            )
+        )
+        auth.unlink()
+        assert pushed.ok, pushed.stderr
+        em.traffic.clear()
+
+    def _acr_login_server(self, name: str, image: OciImage) -> AcrRegistry:
+        """An ACR login server on the emulator in front of its own token-auth registry,
+        holding the seed image (pushed under a temporary AcrPush role)."""
+        assert self.emulator_thread is not None and self.emulator is not None
+        em = self.emulator
+        acr = self.emulator_thread.call(em.add_registry(name))
+        backend = DockerRegistry.token_auth(
+            self.workdir / f"registry-{name}",
+            realm=acr.realm,
+            service=acr.login_server,
+            issuer=ACR_ISSUER,
+            rootcertbundle=em.acr_signing_cert_path,
+        )
+        backend.start()
+        self.acr_backends.append(backend)
+        acr.upstream = backend.url
+        acr.assign_role("seed-pusher", "AcrPush")
+        auth = write_authfile(
+            self.workdir / f"seed-{name}.json",
+            dockerconfigjson(
+                acr.login_server, TOKEN_USERNAME, acr.mint_refresh_token("seed-pusher")
+            ),
+        )
+        pushed = asyncio.run(
+            skopeo_push(
+                image,
+                f"{acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}",
+                auth,
+                cert_dir=em.cert_dir,
+            )
+        )
+        acr.remove_role("seed-pusher")
+        auth.unlink()
+        assert pushed.ok, pushed.stderr
+        return acr
+
+    def manifest_objects(self) -> list[dict[str, Any]]:
+        """The install as an operator would make it: manifests/ plus the per-pod identity
+        component (this stack's config has a podServiceAccount entry)."""
+        overlay = self.workdir / "install"
+        overlay.mkdir(exist_ok=True)
+        base = os.path.relpath(REPO / "manifests", overlay)  # kustomize wants relative paths
+        (overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [base],
+                    "components": [f"{base}/components/pod-identity"],
+                }
+            )
+        )
+        out = self.controlplane.kubectl("kustomize", str(overlay)).stdout
+        return [d for d in yaml.safe_load_all(out) if d and d.get("kind") in CLUSTER_KINDS]
+
+    def _install_manifests(self) -> None:
+        docs = [d for d in self.manifest_objects() if d["kind"] != "MutatingWebhookConfiguration"]
+        self.controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        self.controlplane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=30s", "crd", RECORDS_CRD
+        )
+        self.controlplane.wait_for_service_account(NAMESPACE, SERVICE_ACCOUNT)
+
+    def _write_config(self) -> None:
+        assert self.emulator and self.acr and self.ecr_registry and self.ecr_api
+        assert self.acr_slow and self.acr_denied and self.acr_short and self.acr_tenant
+        azure_auth = {
+            "mode": "workloadIdentity",
+            "clientId": self.client_id,
+            "tenantId": self.tenant,
+            "authorityHost": self.emulator.authority_host,
+        }
+        acr_entries = [
+            {"name": name, "kind": "acr", "hosts": [registry.login_server], "auth": azure_auth}
+            for name, registry in (
+                ("acr", self.acr),
+                ("acr-slow", self.acr_slow),
+                ("acr-denied", self.acr_denied),
+                ("acr-short", self.acr_short),
+            )
+        ]
+        per_pod = {
+            "name": "acr-tenant",
+            "kind": "acr",
+            "hosts": [self.acr_tenant.login_server],
+            "auth": {"mode": "podServiceAccount", "authorityHost": self.emulator.authority_host},
+        }
+        ecr_entry = {
+            "name": "ecr",
+            "kind": "ecr",
+            "hosts": [self.ecr_registry.host],
+            "region": ECR_REGION,
+            "endpointUrl": self.ecr_api.endpoint_url,
+            "stsEndpointUrl": self.ecr_api.endpoint_url,
+        }
+        config = {
+            "namespace": NAMESPACE,
+            "caFile": str(self.emulator.ca_path),
+            "admission": {"timeoutSeconds": 10},
+            "refresh": {
+                "intervalSeconds": self.refresh_interval,
+                "gcGraceSeconds": self.gc_grace,
+                "fraction": self.refresh_fraction,
+            },
+            "registries": [*acr_entries, per_pod, ecr_entry],
+        }
+        self.config_path = self.workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def _token(self, audience: str | None = None) -> str:
+        args = ["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={TOKEN_SECONDS}s"]
+        if audience:
+            args.append(f"--audience={audience}")
+        return self.controlplane.kubectl(*args).stdout.strip()
+
+    def _start_replicas(self) -> None:
+        assert self.emulator is not None and self.config_path is not None
+        ca = make_ca("e2e-webhook-ca")
+        self.webhook_ca = ca
+        serving = make_serving_cert(ca, ["localhost"], ["127.0.0.1"])
+        cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
+        serving.write(cert, key)
+        kubeconfig = self.workdir / "webhook-kubeconfig.yaml"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": self.controlplane.server,
+                                "certificate-authority": str(self.controlplane.ca_cert),
+                            },
+                        }
+                    ],
+                    "users": [{"name": SERVICE_ACCOUNT, "user": {"token": self._token()}}],
+                    "contexts": [
+                        {
+                            "name": "webhook",
+                            "context": {"cluster": "local", "user": SERVICE_ACCOUNT},
+                        }
+                    ],
+                    "current-context": "webhook",
+                }
+            )
+        )
+        federated = self.workdir / "azure-federated-token"
+        federated.write_text(self._token("api://AzureADTokenExchange"))
+        self.webhook_kubeconfig = kubeconfig
+        self.webhook_env = {
+            **os.environ,
+            "AZURE_FEDERATED_TOKEN_FILE": str(federated),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": ECR_REGION,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._serving = (cert, key)
+        self.replicas.extend(self._launch(f"webhook-{i}") for i in range(self.replicas_wanted))
+        for replica in self.replicas:
+            self._await_ready(replica)
+        self.balancer = Balancer([r.port for r in self.replicas])
+        self.balancer.start()
+
+    def _launch(self, name: str) -> Replica:
+        cert, key = self._serving
+        port, health = free_port(), free_port()
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as handle:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "webhook",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--cert-file",
+                    str(cert),
+                    "--key-file",
+                    str(key),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--health-bind",
+                    "127.0.0.1",
+                    "--health-port",
+                    str(health),
+                    "--kubeconfig",
+                    str(self.webhook_kubeconfig),
+                    "--pod-name",
+                    name,
+                    "--log-level",
+                    "debug",
+                    # Nothing routes by readiness here: no need to linger after SIGTERM.
+                    "--shutdown-delay",
+                    "0",
+                ],
+                cwd=REPO,
+                env=self.webhook_env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        return Replica(name, port, health, process, log)
+
+    @staticmethod
+    def _await_ready(replica: Replica, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not replica.ready():
+            if replica.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{replica.name} did not become ready:\n{replica.log_tail()}")
+            time.sleep(0.1)
+
+    @contextlib.contextmanager
+    def extra_replica(self, name: str) -> Iterator[Replica]:
+        """One more replica of the same install, behind no balancer: its metrics count
+        only what the caller sends it (the shared replicas keep refreshing other tests'
+        secrets in the background)."""
+        replica = self._launch(name)
+        try:
+            self._await_ready(replica)
+            yield replica
+        finally:
+            if replica.process.poll() is None:
+                replica.process.terminate()
+            try:
+                replica.process.wait(30)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait()
+
+    def _register(self) -> None:
+        assert self.balancer is not None and self.webhook_ca is not None
+        [config] = [
+            d for d in self.manifest_objects() if d["kind"] == "MutatingWebhookConfiguration"
+        ]
+        ca_bundle = base64.b64encode(self.webhook_ca.cert_pem).decode()
+        for hook in config["webhooks"]:
+            hook["clientConfig"] = {
+                "url": f"https://127.0.0.1:{self.balancer.port}/mutate",
+                "caBundle": ca_bundle,
+            }
+            hook["failurePolicy"] = self.failure_policy
+        config["metadata"].pop("annotations", None)
+        self.controlplane.kubectl("apply", "-f", "-", input=json.dumps(config))
+
+    # -- helpers for tests -------------------------------------------------------
+
+    def tenant_service_account(self, namespace: str, name: str) -> str:
+        """A ServiceAccount with its own Entra app (federated with it, annotated as AKS
+        workload identity does, AcrPull on the per-pod registry); returns the client id."""
+        assert self.emulator is not None and self.acr_tenant is not None
+        app = self.emulator.register_app(self.tenant)
+        self.emulator.add_federated_credential(
+            self.tenant,
+            app.client_id,
+            issuer=SERVICE_ACCOUNT_ISSUER,
+            subject=f"system:serviceaccount:{namespace}:{name}",
+        )
+        self.acr_tenant.assign_role(app.object_id, "AcrPull")
+        self.controlplane.kubectl("create", "serviceaccount", name, "-n", namespace)
+        self.controlplane.kubectl(
+            "annotate",
+            "serviceaccount",
+            name,
+            "-n",
+            namespace,
+            f"azure.workload.identity/client-id={app.client_id}",
+            f"azure.workload.identity/tenant-id={self.tenant}",
+        )
+        return app.client_id
+
+    def labelled_namespace(self, name: str, *, inject: bool = True) -> str:
+        self.controlplane.kubectl("create", "namespace", name)
+        if inject:
+            self.controlplane.kubectl("label", "namespace", name, f"{INJECT_LABEL}=enabled")
+        self.controlplane.wait_for_service_account(name)
+        return name
+
+    @property
+    def acr_image(self) -> str:
+        assert self.acr is not None
+        return f"{self.acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    @property
+    def ecr_image(self) -> str:
+        assert self.ecr_registry is not None
+        return f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
+
+    def pull_with_secret(self, secret: dict[str, Any], image: str, workdir: Path) -> SkopeoResult:
+        """skopeo reads the whole image using exactly the secret's .dockerconfigjson
+        (over the emulator's TLS for the ACR login servers, plain HTTP for the ECR one)."""
+        assert self.emulator is not None
+        name = secret["metadata"]["name"]
+        config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        authfile = write_authfile(workdir / f"{name}.json", config)
+        secure = not image.startswith(self.ecr_image.split("/")[0] + "/")
+        try:
+            result: SkopeoResult = asyncio.run(
+                skopeo_copy_to_dir(
+                    image,
+                    authfile,
+                    workdir / f"pulled-{name}-{time.monotonic_ns()}",
+                    cert_dir=self.emulator.cert_dir if secure else None,
+                    tls_verify=secure,
+                )
+            )
+        finally:
+            authfile.unlink()
+        return result
+
+    def webhook_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m webhook ARGS`` with the replicas' environment, config and identity."""
+        assert self.config_path is not None and self.webhook_kubeconfig is not None
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                *args,
+                "--config",
+                str(self.config_path),
+                "--kubeconfig",
+                str(self.webhook_kubeconfig),
+            ],
+            cwd=REPO,
+            env=self.webhook_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def as_webhook(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl with the webhook's real ServiceAccount token (not impersonation)."""
+        assert self.webhook_kubeconfig is not None
+        return subprocess.run(
+            [
+                str(self.controlplane.binaries.kubectl),
+                "--kubeconfig",
+                str(self.webhook_kubeconfig),
+                *args,
+            ],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def post_review(self, replica: Replica, review: dict[str, Any]) -> dict[str, Any]:
+        """POST an AdmissionReview straight to one replica, as anything in the cluster
+        network that can reach the Service could."""
+        assert self.webhook_ca is not None
+        context = ssl.create_default_context(cadata=self.webhook_ca.cert_pem.decode())
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{replica.port}/mutate",
+            data=json.dumps(review).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=30) as r:  # noqa: S310 (https, built above)
+            answer: dict[str, Any] = json.loads(r.read())
+        return answer
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r.name}\n{r.log_tail()}" for r in self.replicas)
+
+    # -- tear-down ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.controlplane.kubectl(
+                "delete",
+                "mutatingwebhookconfiguration",
+                WEBHOOK_CONFIGURATION,
+                "--ignore-not-found",
+                check=False,
+            )
+        for replica in self.replicas:
+            if replica.process.poll() is None:
+                replica.process.terminate()
+        for replica in self.replicas:
+            try:
+                replica.process.wait(30)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait()
+        if self.balancer is not None:
+            self.balancer.stop()
+        for registry in [*self.acr_backends, self.ecr_registry]:
+            if registry is not None:
+                registry.stop()
+        if self.ecr_api is not None:
+            self.ecr_api.stop()
+        if self.moto is not None:
+            self.moto.stop()
+        if self.emulator_thread is not None:
+            self.emulator_thread.stop()
+
+
+@contextlib.contextmanager
+def running_stack(controlplane: ControlPlane, workdir: Path, **kwargs: Any) -> Iterator[Stack]:
+    stack = Stack(controlplane, workdir, **kwargs).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from webhook.kube import KubeAPIError
+from webhook.kubeapi import KubeAPIError
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,20 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from webhook.credentials.base import SecretData
-from webhook.records import GROUP, MANAGED_BY_SELECTOR, MARKER_PLURAL, PLURAL, VERSION
+from webhook.kubeapi import (
+    BODY_LIMIT,
+    GROUP,
+    MANAGED_BY_SELECTOR,
+    MARKER_PLURAL,
+    PLURAL,
+    VERSION,
+    KubeAPIError,
+    SecretData,
+)
 from webhook.rfc3339 import now_rfc3339
 
 log = logging.getLogger(__name__)
 
-#: Remote error bodies are cut before they reach a message or a log line.
-_BODY_LIMIT = 300
 #: A watch is re-opened at least this often (the API server ends it at a random time
 #: between its --min-request-timeout and twice that anyway; 300 s keeps it explicit).
 WATCH_SECONDS = 300
@@ -41,13 +47,6 @@ def _pull_secret_refs(pod: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")},
         "spec": {"imagePullSecrets": spec.get("imagePullSecrets") or []},
     }
-
-
-class KubeAPIError(Exception):
-    def __init__(self, status: int, reason: str, message: str = "") -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(f"Kubernetes API {status} {reason}: {message[:_BODY_LIMIT]}".rstrip(": "))
 
 
 def _error(e: BaseException) -> KubeAPIError:
@@ -69,7 +68,7 @@ def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
     try:
         message = str(json.loads(body).get("message", ""))
     except (ValueError, AttributeError):
-        message = body[:_BODY_LIMIT].decode("utf-8", "replace")
+        message = body[:BODY_LIMIT].decode("utf-8", "replace")
     raise KubeAPIError(status, str(reason or ""), message)
 
 

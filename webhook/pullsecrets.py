@@ -36,7 +36,8 @@ from webhook.config import Config
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.credentials.cache import CredentialCache
 from webhook.informer import Informer
-from webhook.kube import Kube, KubeAPIError
+from webhook.kube import Kube
+from webhook.kubeapi import KubeAPIError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed

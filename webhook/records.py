@@ -22,17 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
 from webhook.credentials.base import EXPIRY_MARGIN
+from webhook.kubeapi import API_VERSION, KIND, MARKER_KIND
 from webhook.rfc3339 import from_rfc3339, to_rfc3339
-
-GROUP = "pull-secret-webhook.io"
-VERSION = "v1alpha1"
-PLURAL = "managedpullsecrets"
-KIND = "ManagedPullSecret"
-API_VERSION = f"{GROUP}/{VERSION}"
-MARKER_KIND = "PullSecretMarker"
-MARKER_PLURAL = "pullsecretmarkers"
-MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=pull-secret-webhook"
-
 
 State: TypeAlias = Literal["Claimed", "Ready", "Foreign"]
 STATES: tuple[State, ...] = ("Claimed", "Ready", "Foreign")

@@ -25,7 +25,8 @@ from typing import Any
 
 from webhook.config import Config
 from webhook.informer import Informer
-from webhook.kube import Kube, KubeAPIError
+from webhook.kube import Kube
+from webhook.kubeapi import KubeAPIError
 from webhook.needs import PullNeed, identity_for, secret_name
 from webhook.pullsecrets import PullSecretManager
 from webhook.records import ManagedSecret

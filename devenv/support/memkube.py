@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from webhook.kube import KubeAPIError
+from webhook.kubeapi import KubeAPIError
 
 
 class MemKube:

@@ -22,7 +22,7 @@ from devenv.peers import jws
 from devenv.peers.fixtures import azure_emulator, moto_process, moto_server, test_ca
 from devenv.peers.tls import new_rsa_key
 from webhook.config import Config
-from webhook.credentials.base import SecretData
+from webhook.kubeapi import KubeAPIError, SecretData
 from webhook.needs import PullNeed, identity_for, secret_name
 from webhook.registries import match_entry
 
@@ -49,14 +49,6 @@ def pull_need(config: Config, host: str, service_account: str = "default") -> Pu
     assert entry is not None, f"no entry for {host}"
     identity = identity_for(entry, service_account)
     return PullNeed(entry, host, identity, secret_name(config.secret_prefix, entry, host, identity))
-
-
-class KubeApiError(Exception):
-    """What the real client raises: an API failure with its HTTP status."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
 
 
 @dataclass
@@ -86,7 +78,7 @@ class MemoryKube:
     def _maybe_fail(self, operation: str) -> None:
         pending = self.failures.get(operation)
         if pending:
-            raise KubeApiError(pending.pop(0))
+            raise KubeAPIError(pending.pop(0), "injected fault")
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
         self._maybe_fail("read_secret")
@@ -103,7 +95,7 @@ class MemoryKube:
     ) -> str:
         self._maybe_fail("token")
         if (namespace, service_account) not in self.service_accounts:
-            raise KubeApiError(404)
+            raise KubeAPIError(404, "NotFound")
         self.token_requests.append((namespace, service_account, audience, expiration_seconds))
         now = int(time.time())
         claims = {

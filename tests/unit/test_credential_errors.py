@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -16,9 +17,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from webhook.config import SecretRef
 from webhook.credentials import Credential, RegistryAuthError
-from webhook.credentials.base import Attempt, api_error_code, jwt_claims, scrub
+from webhook.credentials.base import Attempt, jwt_claims, scrub
 from webhook.credentials.ecr_errors import map_boto_error
+from webhook.credentials.kubeio import read_secret
+from webhook.kubeapi import KubeAPIError
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
@@ -83,26 +87,46 @@ def test_jwt_claims_reads_the_payload_and_ignores_non_jwts() -> None:
     assert jwt_claims("a.!!!.c") == {}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int | None) -> None:
-        self.status = status
-
-
 @pytest.mark.parametrize(
-    ("exc", "expected"),
+    ("error", "expected"),
     [
-        (ApiError(503), ("503", True)),
-        (ApiError(429), ("429", True)),
-        (ApiError(403), ("403", False)),
-        (ApiError(None), ("ApiError", True)),
-        (ConnectionResetError(), ("ConnectionResetError", True)),
+        (KubeAPIError(503, "Service Unavailable"), ("503", True)),
+        (KubeAPIError(429, "Too Many Requests"), ("429", True)),
+        (KubeAPIError(403, "Forbidden"), ("403", False)),
+        (KubeAPIError(0, "ClientConnectorError"), ("ClientConnectorError", True)),
+        (KubeAPIError(0, ""), ("unreachable", True)),
     ],
-    ids=["503", "429", "403", "no-status", "connection"],
+    ids=["503", "429", "403", "connection", "no-reason"],
 )
 def test_kubernetes_api_errors_are_transient_only_when_the_api_is_in_trouble(
-    exc: Exception, expected: tuple[str, bool]
+    error: KubeAPIError, expected: tuple[str, bool]
 ) -> None:
-    assert api_error_code(exc) == expected
+    assert (error.code, error.transient) == expected
+
+
+class BrokenReader:
+    """A reader with a bug in it: what it raises is not the API's error contract."""
+
+    async def read_secret(self, namespace: str, name: str) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'data'")
+
+
+async def test_a_programming_error_in_a_kubernetes_read_is_not_retried_as_an_outage() -> None:
+    attempt = Attempt("entry", "example.com", deadline=time.monotonic() + 5)
+    with pytest.raises(AttributeError):
+        await read_secret(BrokenReader(), SecretRef("ns", "creds"), attempt, "username")
+
+
+async def test_a_failed_kubernetes_read_becomes_a_registry_auth_error_with_its_status() -> None:
+    class Failing:
+        async def read_secret(self, namespace: str, name: str) -> None:
+            raise KubeAPIError(503, "Service Unavailable")
+
+    attempt = Attempt("entry", "example.com", deadline=time.monotonic() + 5)
+    with pytest.raises(RegistryAuthError) as caught:
+        await read_secret(Failing(), SecretRef("ns", "creds"), attempt, "username")
+    assert caught.value.code == "503"
+    assert caught.value.transient
 
 
 def client_error(code: str, status: int, operation: str = "GetAuthorizationToken") -> ClientError:

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 import pytest
 
 from webhook.config import Config, parse_config
-from webhook.credentials import CredentialCache, RegistryAuthError, SecretData
+from webhook.credentials import CredentialCache, RegistryAuthError
 from webhook.credentials.generic import NOMINAL_LIFETIME, RECHECK_SECONDS
+from webhook.kubeapi import SecretData
 from webhook.needs import PullNeed, match_images
 
 HOST = "harbor.example.com"

@@ -8,7 +8,7 @@ from typing import Any
 
 from devenv.support.hotpath import opted_in
 from webhook.informer import Informer
-from webhook.kube import KubeAPIError
+from webhook.kubeapi import KubeAPIError
 from webhook.namespaces import NamespaceIndex
 
 

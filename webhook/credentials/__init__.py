@@ -8,12 +8,12 @@ from webhook.credentials.base import (
     Credential,
     Provider,
     RegistryAuthError,
-    SecretData,
     SecretReader,
     ServiceAccountTokens,
 )
 from webhook.credentials.cache import CredentialCache
 from webhook.credentials.retry import RetryPolicy
+from webhook.kubeapi import SecretData
 
 __all__ = [
     "ACR_USERNAME",

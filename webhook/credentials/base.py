@@ -16,6 +16,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from webhook.kubeapi import SecretData
 from webhook.needs import PullNeed
 
 #: A credential is handed out (and a pull secret counts as fresh) only while it has a
@@ -161,14 +162,6 @@ class Attempt:
         )
 
 
-@dataclass(frozen=True)
-class SecretData:
-    """The decoded ``data`` of a Secret and its resourceVersion (to notice changes)."""
-
-    data: Mapping[str, bytes]
-    resource_version: str = ""
-
-
 class SecretReader(Protocol):
     """Reads Secrets the webhook is told about (credentials, never pull secrets).
 
@@ -212,14 +205,6 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def api_error_code(exc: BaseException) -> tuple[str, bool]:
-    """(code, transient) of a failed Kubernetes call, following the protocols' convention."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and status > 0:
-        return str(status), status == 429 or status >= 500
-    return type(exc).__name__, True
 
 
 def jwt_claims(token: str) -> dict[str, Any]:

@@ -24,13 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import GenericAuth
-from webhook.credentials.base import (
-    Attempt,
-    Credential,
-    SecretData,
-    SecretReader,
-)
+from webhook.credentials.base import Attempt, Credential, SecretReader
 from webhook.credentials.kubeio import read_secret
+from webhook.kubeapi import SecretData
 from webhook.needs import PullNeed
 
 #: How often a cached generic credential is checked against its Secret: a rotated

@@ -7,13 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from webhook.config import SecretRef
-from webhook.credentials.base import (
-    Attempt,
-    SecretData,
-    SecretReader,
-    ServiceAccountTokens,
-    api_error_code,
-)
+from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens
+from webhook.kubeapi import KubeAPIError, SecretData
 
 _OUTSIDE = "run inside the cluster, or give doctor a kubeconfig"
 
@@ -28,8 +23,8 @@ async def read_secret(
         raise attempt.error("no-kubernetes", f"cannot read Secret {where}", hint=_OUTSIDE)
     try:
         secret = await secrets.read_secret(ref.namespace, ref.name)
-    except Exception as e:  # the reader's errors carry only a status
-        code, transient = api_error_code(e)
+    except KubeAPIError as e:
+        code, transient = e.code, e.transient
         hint = f"grant the webhook get on Secret {where}" if code == "403" else ""
         raise attempt.error(code, f"reading Secret {where}", hint=hint, transient=transient) from e
     if secret is None:
@@ -50,8 +45,8 @@ async def service_account_annotations(
         raise attempt.error("no-kubernetes", f"cannot read ServiceAccount {where}", hint=_OUTSIDE)
     try:
         annotations = await tokens.service_account_annotations(namespace, name)
-    except Exception as e:  # the API errors carry only a status
-        code, transient = api_error_code(e)
+    except KubeAPIError as e:
+        code, transient = e.code, e.transient
         hint = "grant the webhook get on serviceaccounts" if code == "403" else ""
         raise attempt.error(
             code, f"reading ServiceAccount {where}", hint=hint, transient=transient
@@ -76,8 +71,8 @@ async def service_account_token(
         raise attempt.error("no-kubernetes", f"no TokenRequest for {where}", hint=_OUTSIDE)
     try:
         return await tokens.token(namespace, name, audience, seconds)
-    except Exception as e:  # the API errors carry only a status
-        code, transient = api_error_code(e)
+    except KubeAPIError as e:
+        code, transient = e.code, e.transient
         hint = "grant the webhook create on serviceaccounts/token" if code == "403" else ""
         raise attempt.error(
             code, f"TokenRequest for {where}", hint=hint, transient=transient

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from webhook.config import Config, ConfigError, load_config
+from webhook.config import Config
+from webhook.configload import ConfigError, load_config
 from webhook.needs import ImageMatch, match_images
 from webhook.registries import family_of
 

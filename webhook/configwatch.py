@@ -18,8 +18,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from webhook.config import Config, ConfigError, load_config
+from webhook.config import Config
 from webhook.configfile import FileProblems, read_text
+from webhook.configload import ConfigError, load_config
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO, cast
 
-from webhook.config import Config, ConfigError, RegistryEntry, load_config
+from webhook.config import Config, RegistryEntry
+from webhook.configload import ConfigError, load_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.acr import AcrProvider
 from webhook.credentials.base import (
@@ -29,7 +30,6 @@ from webhook.credentials.base import (
 )
 from webhook.credentials.retry import with_retries
 from webhook.needs import PullNeed, identity_for, secret_name
-from webhook.registries import match_entry
 
 #: How long one registry may take: room for two or three attempts at a slow
 #: endpoint, short enough that a broken setup answers within a minute.
@@ -212,7 +212,7 @@ def parse_hosts(config: Config, values: Sequence[str]) -> dict[str, list[str]]:
     for value in values:
         name, sep, host = value.partition("=")
         if not sep:
-            entry = match_entry(config.registries, value.lower())
+            entry = config.entry_for(value.lower())
             if entry is None:
                 raise ValueError(f"--host {value}: no registry entry matches this host")
             name, host = entry.name, value

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from webhook.config import Config, RegistryEntry
 from webhook.images import ImageRef, InvalidReference, parse_image
-from webhook.registries import match_entry
 
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 #: Secret names are DNS subdomains (253); we stay within a DNS label (63) so the name
@@ -114,7 +113,7 @@ def match_image(config: Config, image: str, service_account: str = "default") ->
         ref = parse_image(image)
     except InvalidReference as e:
         return ImageMatch(image=image, ref=None, error=str(e))
-    entry = match_entry(config.registries, ref.domain)
+    entry = config.entry_for(ref.domain)
     if entry is None:
         return ImageMatch(image=image, ref=ref, error="no registry entry matches")
     identity = identity_for(entry, service_account)

@@ -10,10 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from webhook.config import RegistryEntry
 
 #: ACR login-server suffixes of the public and sovereign clouds (Azure public, China,
 #: US Government, and the retired Germany cloud still found in old configs).
@@ -106,14 +102,6 @@ def parse_ecr_host(host: str) -> EcrHost | None:
     if m is None:
         return None
     return EcrHost(account=m["account"], region=m["region"], fips=bool(m["fips"]))
-
-
-def match_entry(entries: Iterable[RegistryEntry], host: str) -> RegistryEntry | None:
-    """The first entry whose rule covers ``host`` (entries are matched in config order)."""
-    for entry in entries:
-        if entry.rule.matches(host):
-            return entry
-    return None
 
 
 def family_of(host: str) -> str | None:

@@ -24,7 +24,6 @@ from devenv.peers.tls import new_rsa_key
 from webhook.config import Config
 from webhook.kubeapi import KubeAPIError, SecretData
 from webhook.needs import PullNeed, identity_for, secret_name
-from webhook.registries import match_entry
 
 __all__ = ["azure_emulator", "moto_process", "moto_server", "test_ca"]
 
@@ -45,7 +44,7 @@ class Clock:
 
 def pull_need(config: Config, host: str, service_account: str = "default") -> PullNeed:
     """What the admission path would ask the cache for, for an image on ``host``."""
-    entry = match_entry(config.registries, host)
+    entry = config.entry_for(host)
     assert entry is not None, f"no entry for {host}"
     identity = identity_for(entry, service_account)
     return PullNeed(entry, host, identity, secret_name(config.secret_prefix, entry, host, identity))

@@ -20,7 +20,8 @@ from devenv.peers.directory import Principal
 from devenv.peers.tls import ClientCertificate
 from devenv.peers.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
 from tests.integration.conftest import CLUSTER_ISSUER, Clock, MemoryKube, pull_need
-from webhook.config import Config, parse_config
+from webhook.config import Config
+from webhook.configload import parse_config
 from webhook.credentials import ACR_USERNAME, CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.needs import PullNeed
 

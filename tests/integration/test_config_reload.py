@@ -20,7 +20,7 @@ import yaml
 
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
-from webhook.config import load_config
+from webhook.configload import load_config
 from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.metrics import Metrics
 from webhook.pki import make_ca

@@ -19,7 +19,7 @@ from tests.integration.conftest import CLUSTER_ISSUER, AwsProxy, Clock, MemoryKu
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env
 from webhook import doctor
-from webhook.config import parse_config
+from webhook.configload import parse_config
 from webhook.credentials.acr import ROLE_HINT
 
 __all__ = ["aws_env", "azure", "azure_env"]

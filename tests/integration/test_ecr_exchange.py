@@ -15,7 +15,8 @@ from devenv.peers import jws
 from devenv.peers.aws import TEST_CREDENTIALS
 from tests.integration import conftest
 from tests.integration.conftest import AwsProxy, Clock, MemoryKube
-from webhook.config import Config, parse_config
+from webhook.config import Config
+from webhook.configload import parse_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.needs import PullNeed
 

@@ -10,8 +10,8 @@ import pytest
 
 from devenv.support.configs import sample_document
 from webhook.__main__ import main
-from webhook.config import ConfigError, load_config
 from webhook.configfile import MAX_EXPANDED_NODES, MAX_FILE_BYTES
+from webhook.configload import ConfigError, load_config
 from webhook.pki import make_ca
 
 GENERIC = """\

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from webhook.config import Config, parse_config
+from webhook.config import Config
+from webhook.configload import parse_config
 from webhook.credentials import CredentialCache, RegistryAuthError
 from webhook.credentials.generic import NOMINAL_LIFETIME, RECHECK_SECONDS
 from webhook.kubeapi import SecretData

@@ -20,7 +20,8 @@ from tests.unit.test_manifests_render import (
 from webhook import pki
 from webhook.__main__ import DEFAULT_CERT_DIR, DEFAULT_CONFIG, build_parser
 from webhook.admission import OPT_OUT_LABEL, OPT_OUT_VALUE
-from webhook.config import AdmissionSettings, parse_config
+from webhook.config import AdmissionSettings
+from webhook.configload import parse_config
 
 NAME = "pull-secret-webhook"
 NAMESPACE = "pull-secret-webhook"

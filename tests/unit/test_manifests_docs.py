@@ -12,7 +12,7 @@ import yaml
 
 from tests.unit.test_manifests_render import REPO, helm_template, kustomize, one
 from webhook import pki
-from webhook.config import parse_config
+from webhook.configload import parse_config
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "certs" / "README.md"]
 _BLOCK_RE = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)

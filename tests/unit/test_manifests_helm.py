@@ -21,7 +21,7 @@ from tests.unit.test_manifests_render import (
     run_tool,
     without_generated_hash,
 )
-from webhook.config import parse_config
+from webhook.configload import parse_config
 
 #: Objects only the kustomize base has: Helm leaves the release namespace to
 #: `--create-namespace` (and never deletes it on uninstall), and installs the CRD from the

@@ -12,7 +12,8 @@ import pytest
 from devenv.support.hotpath import NoNetwork, offline_manager, opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
-from webhook.config import Config, parse_config
+from webhook.config import Config
+from webhook.configload import parse_config
 from webhook.credentials.base import Credential
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import (

@@ -13,43 +13,26 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from bench import servers, workload, wrk
+from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def serve(tree: Path, tmp: Path, tls: tuple[Path, Path]) -> tuple[subprocess.Popen[bytes], str]:
-    port, health = servers.free_port(), servers.free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "webhook", "serve", "--names-only"),
-            *("--config", str(tmp / "config.yaml")),
-            *("--cert-file", str(tls[0]), "--key-file", str(tls[1])),
-            *("--bind", "127.0.0.1", "--port", str(port)),
-            *("--health-bind", "127.0.0.1", "--health-port", str(health)),
-            *("--log-level", "warning", "--shutdown-delay", "0"),
-        ],
-        cwd=tree,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"serve from {tree} did not start") from None
-            time.sleep(0.1)
+    port, health = free_port(), free_port()
+    serve = Serve(tmp / "config.yaml", *tls, port, health, names_only=True, log_level="warning")
+    process = subprocess.Popen(serve.command(), cwd=tree, stderr=subprocess.DEVNULL)
+    try:
+        serve.wait_ready(process)
+    except RuntimeError as e:
+        raise RuntimeError(f"serve from {tree} did not start: {e}") from None
     return process, f"https://127.0.0.1:{port}/mutate"
 
 

@@ -23,10 +23,8 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
@@ -43,12 +42,6 @@ from webhook.server import MAX_BODY_BYTES
 
 LIMIT_MIB = 256
 ACR = "contoso.azurecr.io/app:1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -133,34 +126,16 @@ def run(connections: int, settle: float, hold_seconds: float) -> dict[str, Any]:
         write_serving_pair(ca, Path(tmp))
         (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(sample_document()))
         port, health = free_port(), free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--names-only",
-                "--config",
-                f"{tmp}/config.yaml",
-                "--cert-file",
-                f"{tmp}/tls.crt",
-                "--key-file",
-                f"{tmp}/tls.key",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--health-bind",
-                "127.0.0.1",
-                "--health-port",
-                str(health),
-                "--log-level",
-                "error",
-                "--shutdown-delay",
-                "0",
-            ],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        serve = Serve(
+            Path(tmp) / "config.yaml",
+            Path(tmp) / "tls.crt",
+            Path(tmp) / "tls.key",
+            port,
+            health,
+            names_only=True,
+            log_level="error",
         )
+        proc = subprocess.Popen(serve.command(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             return asyncio.run(
                 measure(proc.pid, ca.cert_pem.decode(), port, connections, settle, hold_seconds)

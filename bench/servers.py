@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from devenv.serve import free_port
 from webhook.pki import make_ca, make_serving_cert
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_tls(directory: Path) -> tuple[Path, Path]:

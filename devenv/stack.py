@@ -48,12 +48,12 @@ from devenv.peers.registry import (
     SEED_REPOSITORY,
     SEED_TAG,
     DockerRegistry,
-    free_port,
 )
 from devenv.peers.tls import CertificateAuthority
+from devenv.serve import Serve, free_port
 from webhook.pki import KeyPair, make_ca, make_serving_cert
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "pull-secret-webhook"
 SERVICE_ACCOUNT = "pull-secret-webhook"
 WEBHOOK_CONFIGURATION = "pull-secret-webhook"
@@ -455,45 +455,27 @@ class Stack:
 
     def _launch(self, name: str) -> Replica:
         cert, key = self._serving
-        port, health = free_port(), free_port()
+        assert self.config_path is not None
+        serve = Serve(
+            self.config_path,
+            cert,
+            key,
+            free_port(),
+            free_port(),
+            kubeconfig=self.webhook_kubeconfig,
+            pod_name=name,
+            log_level="debug",
+        )
         log = self.workdir / f"{name}.log"
         with log.open("ab") as handle:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "webhook",
-                    "serve",
-                    "--config",
-                    str(self.config_path),
-                    "--cert-file",
-                    str(cert),
-                    "--key-file",
-                    str(key),
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--health-bind",
-                    "127.0.0.1",
-                    "--health-port",
-                    str(health),
-                    "--kubeconfig",
-                    str(self.webhook_kubeconfig),
-                    "--pod-name",
-                    name,
-                    "--log-level",
-                    "debug",
-                    # Nothing routes by readiness here: no need to linger after SIGTERM.
-                    "--shutdown-delay",
-                    "0",
-                ],
+                serve.command(),
                 cwd=REPO,
                 env=self.webhook_env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
             )
-        return Replica(name, port, health, process, log)
+        return Replica(name, serve.port, serve.health_port, process, log)
 
     @staticmethod
     def _await_ready(replica: Replica, timeout: float = 30.0) -> None:

@@ -22,7 +22,7 @@ import yaml
 
 from devenv.node.harness import Node
 from devenv.node.image import build_image, push_image
-from devenv.peers.registry import free_port
+from devenv.serve import free_port
 from devenv.stack import NAMESPACE, REPO, Stack
 from webhook.pki import make_ca, make_serving_cert
 

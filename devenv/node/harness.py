@@ -41,7 +41,8 @@ from devenv.controlplane.cluster import ControlPlane, _die_with_parent, _tail
 from devenv.node.build import PAUSE_TAG, NodeBinaries, locate_node
 from devenv.node.host import HostSnapshot, processes_in_cgroups, unmount_under
 from devenv.peers.oci import build_oci_layout, skopeo_push, write_authfile
-from devenv.peers.registry import DockerRegistry, free_port
+from devenv.peers.registry import DockerRegistry
+from devenv.serve import free_port
 
 NODE_NAME = "local-node"
 # Node identities as the Node authorizer expects them (kubernetes.io/docs: "Node Authorization").

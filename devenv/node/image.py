@@ -30,7 +30,7 @@ from typing import TextIO
 
 from devenv.controlplane.build import BuildError, build_lock, cache_root
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # What the Dockerfile's stages run: python (venv, compileall, the webhook) and pip's HTTPS.

@@ -20,7 +20,7 @@ import boto3
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
-from devenv.peers.registry import free_port
+from devenv.serve import free_port
 
 DEFAULT_REGION = "us-east-1"
 # moto accepts any credentials; these only have to look like keys to botocore.

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self
 
+from devenv.serve import free_port
+
 if TYPE_CHECKING:
     from devenv.peers.acr import AcrRegistry
     from devenv.peers.azure import AzureEmulator
@@ -47,12 +49,6 @@ ECR_USERNAME = "AWS"
 
 def missing_binaries(*names: str) -> list[str]:
     return [name for name in names if shutil.which(name) is None]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bcrypt_hash(password: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from devenv.peers.azure import AzureEmulator, EmulatorThread
-from devenv.peers.registry import free_port
+from devenv.serve import free_port
 from tests.integration.conftest import CLUSTER_ISSUER, AwsProxy, Clock, MemoryKube
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env

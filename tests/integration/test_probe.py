@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.peers.registry import free_port
+from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.serving import write_serving_pair
 from webhook.pki import make_ca
@@ -41,31 +39,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (tmp / "ca.crt").write_bytes(ca.cert_pem)
     write_serving_pair(ca, tmp)
     port, health = free_port(), free_port()
+    serve = Serve(
+        tmp / "config.yaml", tmp / "tls.crt", tmp / "tls.key", port, health, names_only=True
+    )
     process = subprocess.Popen(
-        [
-            sys.executable, "-m", "webhook", "serve", "--names-only",
-            "--config", str(tmp / "config.yaml"),
-            "--cert-file", str(tmp / "tls.crt"), "--key-file", str(tmp / "tls.key"),
-            "--bind", "127.0.0.1", "--port", str(port),
-            "--health-bind", "127.0.0.1", "--health-port", str(health),
-            "--shutdown-delay", "0",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        serve.command(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None, "serve exited early"
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.1)
+        serve.wait_ready(process, timeout=READY_TIMEOUT_SECONDS)
         yield Served(url=f"https://127.0.0.1:{port}/mutate", ca_file=tmp / "ca.crt")
     finally:
         process.terminate()

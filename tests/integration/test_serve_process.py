@@ -6,14 +6,12 @@ import json
 import signal
 import ssl
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from devenv.peers.registry import free_port
+from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
@@ -28,48 +26,21 @@ def test_serve_answers_over_tls_and_exits_cleanly_on_sigterm(tmp_path: Path) -> 
     ca = make_ca()
     write_serving_pair(ca, tmp_path)
     port, health = free_port(), free_port()
+    serve = Serve(
+        config,
+        tmp_path / "tls.crt",
+        tmp_path / "tls.key",
+        port,
+        health,
+        names_only=True,
+        log_format="json",
+        shutdown_delay=0.5,
+    )
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webhook",
-            "serve",
-            "--names-only",
-            "--config",
-            str(config),
-            "--cert-file",
-            str(tmp_path / "tls.crt"),
-            "--key-file",
-            str(tmp_path / "tls.key"),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--health-bind",
-            "127.0.0.1",
-            "--health-port",
-            str(health),
-            "--log-format",
-            "json",
-            "--shutdown-delay",
-            "0.5",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        serve.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 20  # a cold interpreter imports aiohttp, azure, boto3
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None, "serve exited early"
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.1)
+        serve.wait_ready(process, timeout=20)
         context = ssl.create_default_context(cadata=ca.cert_pem.decode())
         review = json.dumps(make_review(make_pod("contoso.azurecr.io/app:1"))).encode()
         request = urllib.request.Request(

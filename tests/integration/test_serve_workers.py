@@ -7,7 +7,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.peers.registry import free_port
+from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
@@ -62,18 +61,20 @@ def replica(tmp_path: Path) -> Iterator[Replica]:
     ca = make_ca()
     write_serving_pair(ca, tmp_path)
     port, health = free_port(), free_port()
+    serve = Serve(
+        config,
+        tmp_path / "tls.crt",
+        tmp_path / "tls.key",
+        port,
+        health,
+        names_only=True,
+        workers=2,
+        log_format="json",
+        log_level="debug",
+        shutdown_delay=0.2,
+    )
     process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "webhook", "serve", "--names-only", "--workers", "2"),
-            *("--config", str(config)),
-            *("--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")),
-            *("--bind", "127.0.0.1", "--port", str(port)),
-            *("--health-bind", "127.0.0.1", "--health-port", str(health)),
-            *("--log-format", "json", "--log-level", "debug", "--shutdown-delay", "0.2"),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        serve.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     running = Replica(process, port, health, ca)
     try:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
-import datetime
 import functools
 import http.client
-import ipaddress
 import json
 import os
 import shutil
@@ -33,12 +31,11 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.controlplane.build import Binaries, locate
+from webhook.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
 # default audience of service-account tokens.
@@ -53,9 +50,7 @@ ADMIN_GROUP = "system:masters"
 # The identity the bootstrap RBAC policy grants kube-controller-manager's permissions to.
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 # Long enough for a playground left running for a while, and nothing here outlives a run.
-CERT_VALIDITY = datetime.timedelta(days=365)
-# Back-date certificates a little so a slightly skewed clock does not reject them.
-CLOCK_SKEW = datetime.timedelta(hours=1)
+CERT_VALIDITY_DAYS = 365
 # Each component gets this long after SIGTERM before SIGKILL; they normally exit in < 1 s.
 STOP_GRACE_SECONDS = 5.0
 # How often readiness is polled: short, since startup time is what the tests wait on.
@@ -122,18 +117,13 @@ class _Running:
 # --- certificates ------------------------------------------------------------------------
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    # P-256 for certificates: generated in microseconds, where RSA-2048 takes ~0.1 s each.
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def _new_service_account_key() -> rsa.RSAPrivateKey:
     # RSA, so tokens are RS256 as on kubeadm, AKS and EKS clusters: Entra ID workload
     # identity federation (and most OIDC relying parties) accept only RS256 issuer keys.
     return rsa.generate_private_key(public_exponent=65537, key_size=SERVICE_ACCOUNT_KEY_BITS)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -141,68 +131,10 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    return x509.Name(attributes)
-
-
-def _certificate(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    is_ca: bool = False,
-    server_sans: Sequence[x509.GeneralName] = (),
-    client: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-    )
-    if is_ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_sans else []
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        if server_sans:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(list(server_sans)), critical=False
-            )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
     path.write_bytes(data)
     path.chmod(mode)
     return path
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 @dataclass(frozen=True)
@@ -221,45 +153,35 @@ class _Pki:
 def _generate_pki(directory: Path) -> _Pki:
     """One CA signs the serving certificate and the client certificates (as kubeadm does)."""
     directory.mkdir(mode=0o700)
-    ca_key = _new_key()
-    ca_name = _name("pull-secret-webhook-test-ca")
-    ca = _certificate(ca_name, ca_key, None, is_ca=True)
-    issuer = (ca_name, ca_key)
-
-    serving_key = _new_key()
-    sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
-        x509.DNSName("localhost"),
-        *(
-            x509.DNSName(name)
-            for name in (
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "kubernetes.default.svc.cluster.local",
-            )
-        ),
-    ]
-    serving = _certificate(_name("kube-apiserver"), serving_key, issuer, server_sans=sans)
-
-    admin_key = _new_key()
-    admin = _certificate(_name(ADMIN_USER, [ADMIN_GROUP]), admin_key, issuer, client=True)
-    kcm_key = _new_key()
-    kcm = _certificate(_name(CONTROLLER_MANAGER_USER), kcm_key, issuer, client=True)
+    ca = make_ca("pull-secret-webhook-test-ca", days=CERT_VALIDITY_DAYS)
+    serving = issue(
+        ca,
+        "kube-apiserver",
+        dns_names=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+        ip_addresses=["127.0.0.1", KUBERNETES_SERVICE_IP],
+        days=CERT_VALIDITY_DAYS,
+    )
+    admin = issue(ca, ADMIN_USER, organizations=[ADMIN_GROUP], client=True, days=CERT_VALIDITY_DAYS)
+    kcm = issue(ca, CONTROLLER_MANAGER_USER, client=True, days=CERT_VALIDITY_DAYS)
     sa_key = _new_service_account_key()
 
     return _Pki(
-        ca_cert=_write(directory / "ca.crt", _pem(ca), 0o644),
-        ca_key=_write(directory / "ca.key", _key_pem(ca_key)),
-        serving_cert=_write(directory / "apiserver.crt", _pem(serving), 0o644),
-        serving_key=_write(directory / "apiserver.key", _key_pem(serving_key)),
+        ca_cert=_write(directory / "ca.crt", ca.cert_pem, 0o644),
+        ca_key=_write(directory / "ca.key", ca.key_pem),
+        serving_cert=_write(directory / "apiserver.crt", serving.cert_pem, 0o644),
+        serving_key=_write(directory / "apiserver.key", serving.key_pem),
         admin=AdminCredentials(
-            client_cert=_write(directory / "admin.crt", _pem(admin), 0o644),
-            client_key=_write(directory / "admin.key", _key_pem(admin_key)),
+            client_cert=_write(directory / "admin.crt", admin.cert_pem, 0o644),
+            client_key=_write(directory / "admin.key", admin.key_pem),
         ),
-        controller_manager_cert=_write(directory / "kcm.crt", _pem(kcm), 0o644),
-        controller_manager_key=_write(directory / "kcm.key", _key_pem(kcm_key)),
+        controller_manager_cert=_write(directory / "kcm.crt", kcm.cert_pem, 0o644),
+        controller_manager_key=_write(directory / "kcm.key", kcm.key_pem),
         service_account_key=_write(directory / "sa.key", _key_pem(sa_key)),
         service_account_pub=_write(
             directory / "sa.pub",
@@ -604,15 +526,11 @@ class ControlPlane:
         scheduler (``system:kube-scheduler``) their identities.
         """
         pki = self.workdir / "pki"
-        ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise TypeError("the cluster CA key is not an EC key")
-        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
-        key = _new_key()
-        cert = _certificate(_name(user, groups), key, (ca_cert.subject, ca_key), client=True)
+        ca = KeyPair(self.ca_cert.read_bytes(), (pki / "ca.key").read_bytes())
+        leaf = issue(ca, user, organizations=groups, client=True, days=CERT_VALIDITY_DAYS)
         stem = file_name.removesuffix(".kubeconfig")
-        cert_path = _write(pki / f"{stem}.crt", _pem(cert), 0o644)
-        key_path = _write(pki / f"{stem}.key", _key_pem(key))
+        cert_path = _write(pki / f"{stem}.crt", leaf.cert_pem, 0o644)
+        key_path = _write(pki / f"{stem}.key", leaf.key_pem)
         path = self.workdir / f"{stem}.kubeconfig"
         path.write_text(_kubeconfig(self.server, self.ca_cert, cert_path, key_path, user))
         path.chmod(0o600)

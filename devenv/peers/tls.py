@@ -17,14 +17,16 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from devenv.peers.jws import PrivateKey
+from webhook.pki import issue, make_ca
 
 # Valid from a little in the past so a peer whose clock is a few minutes behind
 # still accepts the certificate; a day of validity outlives any test run.
 _BACKDATE = datetime.timedelta(minutes=5)
-_VALIDITY = datetime.timedelta(days=1)
+_VALIDITY_DAYS = 1
+_VALIDITY = datetime.timedelta(days=_VALIDITY_DAYS)
 # RSA keys: 2048 bits is the smallest size every client here accepts.
 _RSA_BITS = 2048
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
@@ -109,78 +111,36 @@ class ClientCertificate:
 
 
 class CertificateAuthority:
-    """A CA that issues server certificates for loopback listeners."""
+    """A CA that issues server certificates for loopback listeners (``webhook.pki``'s)."""
 
     def __init__(self, directory: Path, common_name: str = "pull-secret-webhook test CA") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.key = new_ec_key()
-        now = _now()
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(_name(common_name))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+        self.pair = make_ca(common_name, days=_VALIDITY_DAYS)
+        self.certificate = self.pair.certificate
         self.ca_path = directory / "ca.pem"
-        self.ca_path.write_bytes(cert_pem(self.certificate))
+        self.ca_path.write_bytes(self.pair.cert_pem)
         # skopeo and containers/image read CA files named *.crt from --cert-dir.
         self.cert_dir = directory / "cert-dir"
         self.cert_dir.mkdir(exist_ok=True)
-        (self.cert_dir / "ca.crt").write_bytes(cert_pem(self.certificate))
+        (self.cert_dir / "ca.crt").write_bytes(self.pair.cert_pem)
 
     def issue_server_cert(self, name: str, hosts: tuple[str, ...] = DEFAULT_HOSTS) -> CertFiles:
         """A serving certificate for ``hosts`` (IP addresses or DNS names)."""
-        key = new_ec_key()
-        alt_names: list[x509.GeneralName] = []
+        ips, dns = [], []
         for host in hosts:
             try:
-                alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+                ipaddress.ip_address(host)
+                ips.append(host)
             except ValueError:
-                alt_names.append(x509.DNSName(host))
-        now = _now()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(hosts[0] if hosts else name))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+                dns.append(host)
+        leaf = issue(
+            self.pair, hosts[0] if hosts else name, dns_names=dns, ip_addresses=ips,
+            days=_VALIDITY_DAYS,
+        )  # fmt: skip
         cert_path = self.directory / f"{name}.crt"
-        cert_path.write_bytes(cert_pem(cert) + cert_pem(self.certificate))
-        key_path = _write_private(self.directory / f"{name}.key", key_pem(key))
+        cert_path.write_bytes(leaf.cert_pem + self.pair.cert_pem)
+        key_path = _write_private(self.directory / f"{name}.key", leaf.key_pem)
         return CertFiles(cert_path=cert_path, key_path=key_path)
 
     def client_ssl_context(self) -> ssl.SSLContext:

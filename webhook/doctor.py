@@ -29,7 +29,7 @@ from webhook.credentials.base import (
     principal_for,
 )
 from webhook.credentials.retry import with_retries
-from webhook.needs import PullNeed, identity_for, secret_name
+from webhook.needs import PullNeed
 
 #: How long one registry may take: room for two or three attempts at a slow
 #: endpoint, short enough that a broken setup answers within a minute.
@@ -127,10 +127,10 @@ class Doctor:
                 "(with a kubeconfig, or run in the cluster)",
             )
             return True
-        identity = identity_for(entry, self.service_account or "default")
         namespace = self.namespace if per_pod else self.config.namespace
-        host = target.host
-        need = PullNeed(entry, host, identity, secret_name("doctor", entry, host, identity))
+        need = PullNeed.make(
+            entry, target.host, prefix="doctor", service_account=self.service_account or "default"
+        )
         who = principal_for(need, namespace)
         if target.host == "*" and entry.kind != "acr":
             self.line(

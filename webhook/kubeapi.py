@@ -26,6 +26,8 @@ PLURAL = "managedpullsecrets"
 MARKER_KIND = "PullSecretMarker"
 MARKER_PLURAL = "pullsecretmarkers"
 MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=pull-secret-webhook"
+#: The one key of a ``kubernetes.io/dockerconfigjson`` Secret.
+DOCKERCONFIGJSON = ".dockerconfigjson"
 
 
 class KubeAPIError(Exception):

@@ -14,7 +14,7 @@ import hashlib
 import re
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from webhook.config import Config, RegistryEntry
@@ -53,6 +53,22 @@ class PullNeed:
     identity: Identity
     secret_name: str
     images: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def make(
+        cls,
+        entry: RegistryEntry,
+        host: str,
+        *,
+        prefix: str,
+        service_account: str = "default",
+        images: tuple[str, ...] = (),
+    ) -> PullNeed:
+        """The pull secret a pod running as ``service_account`` needs for ``host``: the
+        one place that decides its identity and its name."""
+        identity = identity_for(entry, service_account)
+        name = secret_name(prefix, entry, host, identity)
+        return cls(entry, host, identity, name, images)
 
 
 @dataclass(frozen=True)
@@ -116,12 +132,11 @@ def match_image(config: Config, image: str, service_account: str = "default") ->
     entry = config.entry_for(ref.domain)
     if entry is None:
         return ImageMatch(image=image, ref=ref, error="no registry entry matches")
-    identity = identity_for(entry, service_account)
-    need = PullNeed(
-        entry=entry,
-        host=ref.domain,
-        identity=identity,
-        secret_name=secret_name(config.secret_prefix, entry, ref.domain, identity),
+    need = PullNeed.make(
+        entry,
+        ref.domain,
+        prefix=config.secret_prefix,
+        service_account=service_account,
         images=(image,),
     )
     return ImageMatch(image=image, ref=ref, need=need)
@@ -198,11 +213,5 @@ def _merge(matches: Iterable[ImageMatch]) -> tuple[PullNeed, ...]:
         if seen is None:
             by_name[m.need.secret_name] = m.need
         elif m.image not in seen.images:
-            by_name[m.need.secret_name] = PullNeed(
-                entry=seen.entry,
-                host=seen.host,
-                identity=seen.identity,
-                secret_name=seen.secret_name,
-                images=(*seen.images, m.image),
-            )
+            by_name[m.need.secret_name] = replace(seen, images=(*seen.images, m.image))
     return tuple(by_name.values())

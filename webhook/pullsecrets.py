@@ -37,7 +37,7 @@ from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.credentials.cache import CredentialCache
 from webhook.informer import Informer
 from webhook.kube import Kube
-from webhook.kubeapi import KubeAPIError
+from webhook.kubeapi import DOCKERCONFIGJSON, KubeAPIError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
@@ -58,7 +58,6 @@ ANN_EXPIRES = "pull-secret-webhook/expires-at"
 ANN_REFRESH = "pull-secret-webhook/refresh-at"
 ANN_HOST = "pull-secret-webhook/host"
 ANN_SERVICE_ACCOUNT = "pull-secret-webhook/service-account"
-DOCKERCONFIGJSON = ".dockerconfigjson"
 
 #: What the shipped write policy says when the Secret it would change is not labelled
 #: as the webhook's (manifests/base/validatingadmissionpolicy.yaml).

@@ -27,7 +27,7 @@ from webhook.config import Config
 from webhook.informer import Informer
 from webhook.kube import Kube
 from webhook.kubeapi import KubeAPIError
-from webhook.needs import PullNeed, identity_for, secret_name
+from webhook.needs import PullNeed
 from webhook.pullsecrets import PullSecretManager
 from webhook.records import ManagedSecret
 from webhook.references import References
@@ -213,11 +213,13 @@ class Refresher:
         entry = self.entries.get(record.entry)
         if entry is None or not record.host:
             return None
-        identity = identity_for(entry, record.service_account or "default")
-        name = secret_name(self.config.secret_prefix, entry, record.host, identity)
-        if name != record.name:
-            return None
-        return PullNeed(entry=entry, host=record.host, identity=identity, secret_name=name)
+        need = PullNeed.make(
+            entry,
+            record.host,
+            prefix=self.config.secret_prefix,
+            service_account=record.service_account or "default",
+        )
+        return need if need.secret_name == record.name else None
 
     def _settled(self, record: ManagedSecret, now: float) -> bool:
         """In use, fresh, unmarked as unreferenced and its marker present."""

@@ -23,7 +23,7 @@ from devenv.peers.fixtures import azure_emulator, moto_process, moto_server, tes
 from devenv.peers.tls import new_rsa_key
 from webhook.config import Config
 from webhook.kubeapi import KubeAPIError, SecretData
-from webhook.needs import PullNeed, identity_for, secret_name
+from webhook.needs import PullNeed
 
 __all__ = ["azure_emulator", "moto_process", "moto_server", "test_ca"]
 
@@ -46,8 +46,7 @@ def pull_need(config: Config, host: str, service_account: str = "default") -> Pu
     """What the admission path would ask the cache for, for an image on ``host``."""
     entry = config.entry_for(host)
     assert entry is not None, f"no entry for {host}"
-    identity = identity_for(entry, service_account)
-    return PullNeed(entry, host, identity, secret_name(config.secret_prefix, entry, host, identity))
+    return PullNeed.make(entry, host, prefix=config.secret_prefix, service_account=service_account)
 
 
 @dataclass

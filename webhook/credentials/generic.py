@@ -26,7 +26,7 @@ from typing import Any
 from webhook.config import GenericAuth
 from webhook.credentials.base import Attempt, Credential, SecretReader
 from webhook.credentials.kubeio import read_secret
-from webhook.kubeapi import SecretData
+from webhook.kubeapi import DOCKERCONFIGJSON, SecretData
 from webhook.needs import PullNeed
 
 #: How often a cached generic credential is checked against its Secret: a rotated
@@ -35,7 +35,6 @@ RECHECK_SECONDS = 30.0
 #: The expiry given to static credentials (see the module docstring).
 NOMINAL_LIFETIME = 3600.0
 
-DOCKERCONFIGJSON = ".dockerconfigjson"
 
 
 @dataclass(frozen=True)

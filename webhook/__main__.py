@@ -60,8 +60,7 @@ def explain_lines(config: Config, matches: Sequence[ImageMatch]) -> list[str]:
                 f"  registry: {need.entry.name} (kind {need.entry.kind}; covers "
                 f"{need.entry.rule.describe()})"
             )
-            mode = getattr(need.entry.auth, "mode", "secret")
-            lines.append(f"  identity: {need.identity.key} (auth mode {mode})")
+            lines.append(f"  identity: {need.identity.key} (auth mode {need.entry.auth.mode})")
             if need.entry.scope:
                 lines.append(f"  scope:    {need.entry.scope}")
             lines.append(f"  secret:   {need.secret_name}")

@@ -126,6 +126,8 @@ class GenericAuth:
 
     secret: SecretRef
     """Secret with ``username`` and ``password`` keys, or a ``.dockerconfigjson``."""
+    mode: Literal["secret"] = "secret"
+    """The only mode: credentials read from ``secret``."""
 
     def identity(self) -> str:
         return f"secret:{self.secret.namespace}/{self.secret.name}"
@@ -157,7 +159,7 @@ class RegistryEntry:
 
     @property
     def per_pod_identity(self) -> bool:
-        return getattr(self.auth, "mode", "") == "podServiceAccount"
+        return self.auth.mode == "podServiceAccount"
 
     def identity(self) -> str:
         return self.auth.identity()

@@ -15,12 +15,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO, cast
+from typing import Any, Protocol, TextIO
 
 from webhook.config import Config, RegistryEntry
 from webhook.configload import ConfigError, load_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
-from webhook.credentials.acr import AcrProvider
 from webhook.credentials.base import (
     Credential,
     SecretReader,
@@ -89,9 +88,8 @@ def _skew_note(token: str, issued_at: float) -> str:
 
 
 def _describe(entry: RegistryEntry) -> str:
-    mode = getattr(entry.auth, "mode", "secret")
     scope = f", scope {entry.scope}" if entry.scope else ""
-    return f"{entry.kind} {mode}{scope}"
+    return f"{entry.kind} {entry.auth.mode}{scope}"
 
 
 class Doctor:
@@ -168,11 +166,9 @@ class Doctor:
     async def _identity_only(self, need: PullNeed, namespace: str) -> str:
         """For an ACR family entry without a host: the Entra ID step alone."""
         entry = need.entry
-        provider = cast(AcrProvider, self.cache.provider("acr"))
+        provider = self.cache.acr_provider()
         token = await with_retries(
-            lambda attempt: provider.entra.token(
-                entry, namespace, need.identity.service_account, attempt
-            ),
+            lambda attempt: provider.entra_token(need, namespace, attempt),
             entry=entry.name,
             identity=principal_for(need, namespace),
             deadline=time.monotonic() + self.timeout,

@@ -28,7 +28,7 @@ from webhook.credentials.base import (
     jwt_claims,
     principal_for,
 )
-from webhook.credentials.entra import EntraTokens
+from webhook.credentials.entra import EntraToken, EntraTokens
 from webhook.needs import PullNeed
 
 #: One ACR token request rarely takes more than a second; 10 s leaves room for a
@@ -68,7 +68,13 @@ class AcrProvider:
         self._timeout = request_timeout
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self.entra = EntraTokens(secrets, tokens, self._transport)
+        self._entra = EntraTokens(secrets, tokens, self._transport)
+
+    async def entra_token(self, need: PullNeed, namespace: str, attempt: Attempt) -> EntraToken:
+        """The exchange's first step alone: the Entra ID token of the need's identity."""
+        return await self._entra.token(
+            need.entry, namespace, need.identity.service_account, attempt
+        )
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -94,7 +100,7 @@ class AcrProvider:
 
     async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
         entry, host = need.entry, need.host
-        entra = await self.entra.token(entry, namespace, need.identity.service_account, attempt)
+        entra = await self.entra_token(need, namespace, attempt)
         attempt.step = "acr-exchange"
         form = [("grant_type", "access_token"), ("service", host), ("access_token", entra.token)]
         if entra.tenant:
@@ -159,7 +165,7 @@ class AcrProvider:
         )
 
     async def aclose(self) -> None:
-        await self.entra.aclose()
+        await self._entra.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from webhook.config import Config
 from webhook.credentials.base import (
@@ -28,6 +29,9 @@ from webhook.credentials.base import (
 )
 from webhook.credentials.retry import RetryPolicy, with_retries
 from webhook.needs import PullNeed
+
+if TYPE_CHECKING:
+    from webhook.credentials.acr import AcrProvider
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,15 @@ class CredentialCache:
             raise ValueError(f"unknown registry kind {kind!r}")
         self._providers[kind] = made
         return made
+
+    def acr_provider(self) -> AcrProvider:
+        """The ACR provider itself, for the steps only it has (``doctor``'s Entra ID check)."""
+        from webhook.credentials.acr import AcrProvider
+
+        provider = self.provider("acr")
+        if not isinstance(provider, AcrProvider):
+            raise TypeError(f"the acr provider is a {type(provider).__name__}")
+        return provider
 
     def _key(self, need: PullNeed, namespace: str) -> Hashable:
         return self.provider(need.entry.kind).cache_key(need, namespace)

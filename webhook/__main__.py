@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from webhook.config import Config
+from webhook.config import AcrEntry, Config
 from webhook.configload import ConfigError, load_config
 from webhook.needs import ImageMatch, match_images
 from webhook.registries import family_of
@@ -61,7 +61,7 @@ def explain_lines(config: Config, matches: Sequence[ImageMatch]) -> list[str]:
                 f"{need.entry.rule.describe()})"
             )
             lines.append(f"  identity: {need.identity.key} (auth mode {need.entry.auth.mode})")
-            if need.entry.scope:
+            if isinstance(need.entry, AcrEntry) and need.entry.scope:
                 lines.append(f"  scope:    {need.entry.scope}")
             lines.append(f"  secret:   {need.secret_name}")
         lines.append("")

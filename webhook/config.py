@@ -136,26 +136,15 @@ class GenericAuth:
 Auth: TypeAlias = AcrAuth | EcrAuth | GenericAuth
 
 
-@dataclass(frozen=True)
-class RegistryEntry:
-    """One configured registry (or family of registries) and its credentials."""
+class _Entry:
+    """What every kind of entry has (the dataclasses below declare the fields)."""
 
     name: str
     """Unique, DNS-label-like name; appears in secret names, logs and metrics."""
-    kind: Kind
-    """acr | ecr | generic."""
     rule: HostRule
     """Which image hosts this entry serves (exact hosts and/or the kind's family)."""
     auth: Auth
     """How credentials are obtained."""
-    scope: str = ""
-    """acr: space-separated ``repository:NAME:pull`` list for a scoped token. Default: none."""
-    region: str = ""
-    """ecr: region override. Default: read from the host."""
-    endpoint_url: str = ""
-    """ecr: ECR API endpoint override (VPC endpoints, tests). Default: AWS's."""
-    sts_endpoint_url: str = ""
-    """ecr: STS endpoint override. Default: AWS's regional endpoint."""
 
     @property
     def per_pod_identity(self) -> bool:
@@ -163,6 +152,48 @@ class RegistryEntry:
 
     def identity(self) -> str:
         return self.auth.identity()
+
+
+@dataclass(frozen=True)
+class AcrEntry(_Entry):
+    """An Azure Container Registry (or the family of them) and its Entra ID identity."""
+
+    name: str
+    rule: HostRule
+    auth: AcrAuth
+    scope: str = ""
+    """Space-separated ``repository:NAME:pull`` list for a scoped token. Default: none."""
+    kind: Literal["acr"] = "acr"
+
+
+@dataclass(frozen=True)
+class EcrEntry(_Entry):
+    """Amazon ECR registries (or the family of them) and the AWS identity to use."""
+
+    name: str
+    rule: HostRule
+    auth: EcrAuth
+    region: str = ""
+    """Region override. Default: read from the host."""
+    endpoint_url: str = ""
+    """ECR API endpoint override (VPC endpoints, tests). Default: AWS's."""
+    sts_endpoint_url: str = ""
+    """STS endpoint override. Default: AWS's regional endpoint."""
+    kind: Literal["ecr"] = "ecr"
+
+
+@dataclass(frozen=True)
+class GenericEntry(_Entry):
+    """Any registry, with static credentials from a Secret."""
+
+    name: str
+    rule: HostRule
+    auth: GenericAuth
+    kind: Literal["generic"] = "generic"
+
+
+#: One configured registry entry; ``kind`` tells which (match on the class to narrow).
+RegistryEntry: TypeAlias = AcrEntry | EcrEntry | GenericEntry
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ from webhook.config import (
     ACR_MODES,
     ECR_MODES,
     AcrAuth,
+    AcrEntry,
     AdmissionSettings,
-    Auth,
     Config,
     EcrAuth,
+    EcrEntry,
     GenericAuth,
+    GenericEntry,
     RefreshSettings,
     RegistryEntry,
     SecretRef,
@@ -301,17 +303,39 @@ class _Validator:
         self.unknown(m, where, common + extra)
         rule = self.host_rule(m, where, kind)
         auth_data = self.mapping(m.get("auth", {}), f"{where}.auth")
-        auth: Auth | None
         if kind == "acr":
-            auth = self.acr_auth(auth_data, f"{where}.auth")
-        elif kind == "ecr":
-            auth = self.ecr_auth(auth_data, f"{where}.auth")
-        else:
-            auth = self.generic_auth(auth_data, f"{where}.auth")
+            return self.acr_entry(m, where, name, rule, self.acr_auth(auth_data, f"{where}.auth"))
+        if kind == "ecr":
+            return self.ecr_entry(m, where, name, rule, self.ecr_auth(auth_data, f"{where}.auth"))
+        auth = self.generic_auth(auth_data, f"{where}.auth")
+        if rule is None or auth is None:
+            return None
+        return GenericEntry(name=name, rule=rule, auth=auth)
+
+    def acr_entry(
+        self,
+        m: Mapping[str, Any],
+        where: str,
+        name: str,
+        rule: HostRule | None,
+        auth: AcrAuth | None,
+    ) -> AcrEntry | None:
         scope = self.string(m, "scope", where)
         for part in scope.split():
             if not _SCOPE_RE.match(part):
                 self.bad(f"{where}.scope", part, "repository:NAME:pull (space-separated list)")
+        if rule is None or auth is None:
+            return None
+        return AcrEntry(name=name, rule=rule, auth=auth, scope=" ".join(scope.split()))
+
+    def ecr_entry(
+        self,
+        m: Mapping[str, Any],
+        where: str,
+        name: str,
+        rule: HostRule | None,
+        auth: EcrAuth | None,
+    ) -> EcrEntry | None:
         region = self.string(m, "region", where)
         if region and not _REGION_RE.match(region):
             self.bad(f"{where}.region", region, "an AWS region such as us-east-1")
@@ -324,12 +348,10 @@ class _Validator:
                 self.port_in_range(f"{where}.{key}", url)
         if rule is None or auth is None:
             return None
-        return RegistryEntry(
+        return EcrEntry(
             name=name,
-            kind=kind,
             rule=rule,
             auth=auth,
-            scope=" ".join(scope.split()),
             region=region,
             endpoint_url=endpoint,
             sts_endpoint_url=sts_endpoint,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from webhook.config import Config, RegistryEntry
+from webhook.config import AcrEntry, Config, EcrEntry, RegistryEntry
 from webhook.configload import ConfigError, load_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.base import (
@@ -69,7 +69,7 @@ def targets(config: Config, hosts: Mapping[str, Sequence[str]]) -> list[Target]:
     default_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
     for entry in config.registries:
         names = sorted(entry.rule.hosts) + [h for h in hosts.get(entry.name, ()) if h]
-        region = entry.region or default_region
+        region = (entry.region if isinstance(entry, EcrEntry) else "") or default_region
         if not names and entry.kind == "ecr" and region:
             # One ECR token serves every host of a region: any host there tests it, and
             # the account in the name is never sent (no registryIds).
@@ -88,7 +88,7 @@ def _skew_note(token: str, issued_at: float) -> str:
 
 
 def _describe(entry: RegistryEntry) -> str:
-    scope = f", scope {entry.scope}" if entry.scope else ""
+    scope = f", scope {entry.scope}" if isinstance(entry, AcrEntry) and entry.scope else ""
     return f"{entry.kind} {entry.auth.mode}{scope}"
 
 
@@ -126,27 +126,27 @@ class Doctor:
             )
             return True
         namespace = self.namespace if per_pod else self.config.namespace
-        need = PullNeed.make(
-            entry, target.host, prefix="doctor", service_account=self.service_account or "default"
-        )
+        account = self.service_account or "default"
+        need = PullNeed.make(entry, target.host, prefix="doctor", service_account=account)
         who = principal_for(need, namespace)
-        if target.host == "*" and entry.kind != "acr":
-            self.line(
-                "SKIP",
-                target,
-                who,
-                f"an ECR family entry needs a region: pass --host {entry.name}="
-                "ACCOUNT.dkr.ecr.REGION.amazonaws.com, set region, or set AWS_REGION",
-            )
-            return True
         try:
-            if target.host == "*":
-                text = await self._identity_only(need, namespace)
-            else:
+            if target.host != "*":
                 credential = await self.cache.get(
                     need, namespace, deadline=time.monotonic() + self.timeout
                 )
                 text = self._ok_text(entry, credential)
+            elif isinstance(entry, AcrEntry):
+                acr_need = PullNeed.make(entry, "*", prefix="doctor", service_account=account)
+                text = await self._identity_only(acr_need, namespace)
+            else:
+                self.line(
+                    "SKIP",
+                    target,
+                    who,
+                    f"an ECR family entry needs a region: pass --host {entry.name}="
+                    "ACCOUNT.dkr.ecr.REGION.amazonaws.com, set region, or set AWS_REGION",
+                )
+                return True
         except RegistryAuthError as e:
             if e.code == "no-kubernetes":
                 self.line("SKIP", target, who, f"{e.step}: {e.message} — {e.hint}")
@@ -163,7 +163,7 @@ class Doctor:
         skew = _skew_note(credential.password, credential.issued_at) if entry.kind == "acr" else ""
         return f"expires in {left} ({_describe(entry)}{skew})"
 
-    async def _identity_only(self, need: PullNeed, namespace: str) -> str:
+    async def _identity_only(self, need: PullNeed[AcrEntry], namespace: str) -> str:
         """For an ACR family entry without a host: the Entra ID step alone."""
         entry = need.entry
         provider = self.cache.acr_provider()

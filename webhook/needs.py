@@ -15,7 +15,9 @@ import re
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from webhook.config import Config, RegistryEntry
 from webhook.images import ImageRef, InvalidReference, parse_image
@@ -44,31 +46,35 @@ class Identity:
     """Per-pod mode: the pod's service account (in the pod's namespace)."""
 
 
+#: The kind of entry a need is for: a provider takes only its own kind's needs.
+EntryT = TypeVar("EntryT", bound=RegistryEntry, default=RegistryEntry, covariant=True)
+_E = TypeVar("_E", bound=RegistryEntry)
+
+
 @dataclass(frozen=True)
-class PullNeed:
+class PullNeed(Generic[EntryT]):
     """One pull secret a pod needs in its namespace."""
 
-    entry: RegistryEntry
+    entry: EntryT
     host: str
     identity: Identity
     secret_name: str
     images: tuple[str, ...] = field(default=(), compare=False)
 
-    @classmethod
+    @staticmethod
     def make(
-        cls,
-        entry: RegistryEntry,
+        entry: _E,
         host: str,
         *,
         prefix: str,
         service_account: str = "default",
         images: tuple[str, ...] = (),
-    ) -> PullNeed:
+    ) -> PullNeed[_E]:
         """The pull secret a pod running as ``service_account`` needs for ``host``: the
         one place that decides its identity and its name."""
         identity = identity_for(entry, service_account)
         name = secret_name(prefix, entry, host, identity)
-        return cls(entry, host, identity, name, images)
+        return PullNeed(entry, host, identity, name, images)
 
 
 @dataclass(frozen=True)

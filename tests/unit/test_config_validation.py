@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devenv.support.configs import sample_document
-from webhook.config import AcrAuth, EcrAuth, GenericAuth
+from webhook.config import AcrAuth, AcrEntry, EcrAuth, GenericAuth
 from webhook.configload import ConfigError, load_config, parse_config
 
 
@@ -25,7 +25,9 @@ def test_sample_config_parses_into_typed_entries() -> None:
     harbor = cfg.registries[4].auth
     assert isinstance(harbor, GenericAuth)
     assert harbor.secret.namespace == "pull-secret-webhook"  # defaults to the webhook's own
-    assert cfg.registries[0].scope == "repository:app:pull"
+    first = cfg.registries[0]
+    assert isinstance(first, AcrEntry)
+    assert first.scope == "repository:app:pull"
     assert cfg.admission.budget_seconds == pytest.approx(6.0)
 
 

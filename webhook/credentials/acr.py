@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport, AsyncHttpTransport
 
-from webhook.config import Config
+from webhook.config import AcrEntry, Config
 from webhook.credentials.base import (
     ACR_USERNAME,
     Attempt,
@@ -70,7 +70,9 @@ class AcrProvider:
         self._session: aiohttp.ClientSession | None = None
         self._entra = EntraTokens(secrets, tokens, self._transport)
 
-    async def entra_token(self, need: PullNeed, namespace: str, attempt: Attempt) -> EntraToken:
+    async def entra_token(
+        self, need: PullNeed[AcrEntry], namespace: str, attempt: Attempt
+    ) -> EntraToken:
         """The exchange's first step alone: the Entra ID token of the need's identity."""
         return await self._entra.token(
             need.entry, namespace, need.identity.service_account, attempt
@@ -95,10 +97,10 @@ class AcrProvider:
         )
         return transport
 
-    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+    def cache_key(self, need: PullNeed[AcrEntry], namespace: str) -> Hashable:
         return ("acr", need.entry.name, principal_for(need, namespace), need.host, need.entry.scope)
 
-    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+    async def fetch(self, need: PullNeed[AcrEntry], namespace: str, attempt: Attempt) -> Credential:
         entry, host = need.entry, need.host
         entra = await self.entra_token(need, namespace, attempt)
         attempt.step = "acr-exchange"

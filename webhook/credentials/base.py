@@ -14,8 +14,9 @@ import re
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from webhook.config import RegistryEntry
 from webhook.kubeapi import SecretData
 from webhook.needs import PullNeed
 
@@ -189,18 +190,24 @@ class ServiceAccountTokens(Protocol):
         ...
 
 
-class Provider(Protocol):
+#: The kind of entry a provider serves; the cache hands it only needs of that kind.
+EntryT_contra = TypeVar("EntryT_contra", bound=RegistryEntry, contravariant=True)
+
+
+class Provider(Protocol[EntryT_contra]):
     """Makes credentials of one registry kind, one attempt at a time."""
 
     recheck_seconds: float | None
     """Re-run ``fetch`` at least this often even when the credential is fresh
     (for sources that can change without notice); None: only near expiry."""
 
-    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+    def cache_key(self, need: PullNeed[EntryT_contra], namespace: str) -> Hashable:
         """What makes two needs share one credential."""
         ...
 
-    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+    async def fetch(
+        self, need: PullNeed[EntryT_contra], namespace: str, attempt: Attempt
+    ) -> Credential:
         """One exchange; raises RegistryAuthError (built with ``attempt.error``)."""
         ...
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from webhook.config import Config
 from webhook.credentials.base import (
@@ -77,7 +77,7 @@ class CredentialCache:
         fraction: float | None = None,
         retry: RetryPolicy | None = None,
         exchange_budget: float = EXCHANGE_BUDGET,
-        providers: Mapping[str, Provider] | None = None,
+        providers: Mapping[str, Provider[Any]] | None = None,
         on_exchange: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._config = config
@@ -87,7 +87,9 @@ class CredentialCache:
         self._fraction = config.refresh.fraction if fraction is None else fraction
         self._retry = retry or RetryPolicy()
         self._budget = exchange_budget
-        self._providers: dict[str, Provider] = dict(providers or {})
+        # By kind: the entry's ``kind`` is the tag that sends each need to the provider
+        # typed for it.
+        self._providers: dict[str, Provider[Any]] = dict(providers or {})
         self._slots: dict[Hashable, _Slot] = {}
         self._closed = False
         self._on_exchange = on_exchange
@@ -97,11 +99,11 @@ class CredentialCache:
 
     # -- providers ---------------------------------------------------------------
 
-    def provider(self, kind: str) -> Provider:
+    def provider(self, kind: str) -> Provider[Any]:
         found = self._providers.get(kind)
         if found is not None:
             return found
-        made: Provider
+        made: Provider[Any]
         if kind == "acr":
             from webhook.credentials.acr import AcrProvider
 

@@ -22,7 +22,7 @@ import boto3
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
-from webhook.config import Config, EcrAuth, RegistryEntry
+from webhook.config import Config, EcrAuth, EcrEntry
 from webhook.credentials.base import (
     Attempt,
     Credential,
@@ -112,16 +112,15 @@ class EcrProvider:
 
     # -- keys ----------------------------------------------------------------------
 
-    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+    def cache_key(self, need: PullNeed[EcrEntry], namespace: str) -> Hashable:
         target = _target(need.entry, need.host)
         return ("ecr", need.entry.name, principal_for(need, namespace), target)
 
     # -- exchange ------------------------------------------------------------------
 
-    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+    async def fetch(self, need: PullNeed[EcrEntry], namespace: str, attempt: Attempt) -> Credential:
         entry = need.entry
         auth = entry.auth
-        assert isinstance(auth, EcrAuth)
         target = _target(entry, need.host)
         if not target.region:
             attempt.step = "ecr-region"
@@ -223,7 +222,7 @@ class EcrProvider:
         )
 
     async def _assume_role(
-        self, entry: RegistryEntry, auth: EcrAuth, target: _Target, attempt: Attempt
+        self, entry: EcrEntry, auth: EcrAuth, target: _Target, attempt: Attempt
     ) -> _Keys:
         attempt.step = "sts-assume-role"
         sts = _ClientKey("sts", target, entry.sts_endpoint_url, "default", None)
@@ -235,14 +234,13 @@ class EcrProvider:
 
     async def _web_identity(
         self,
-        entry: RegistryEntry,
-        need: PullNeed,
+        entry: EcrEntry,
+        need: PullNeed[EcrEntry],
         namespace: str,
         target: _Target,
         attempt: Attempt,
     ) -> _Keys:
         auth = entry.auth
-        assert isinstance(auth, EcrAuth)
         sa = need.identity.service_account
         annotations = await service_account_annotations(self._tokens, namespace, sa, attempt)
         role_arn = annotations.get(ROLE_ARN_ANNOTATION, "")
@@ -283,7 +281,7 @@ def _session_keys(answer: Mapping[str, Any]) -> _Keys:
     return _Keys(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
 
 
-def _target(entry: RegistryEntry, host: str) -> _Target:
+def _target(entry: EcrEntry, host: str) -> _Target:
     if host == ECR_PUBLIC_HOST:
         return _Target(ECR_PUBLIC_REGION, public=True)
     parsed = parse_ecr_host(host)

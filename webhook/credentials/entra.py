@@ -34,7 +34,7 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
-from webhook.config import AcrAuth, RegistryEntry
+from webhook.config import AcrAuth, AcrEntry
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens, jwt_claims
 from webhook.credentials.kubeio import (
     read_secret,
@@ -103,10 +103,9 @@ class EntraTokens:
         return kwargs
 
     async def token(
-        self, entry: RegistryEntry, namespace: str, service_account: str, attempt: Attempt
+        self, entry: AcrEntry, namespace: str, service_account: str, attempt: Attempt
     ) -> EntraToken:
         auth = entry.auth
-        assert isinstance(auth, AcrAuth)
         if auth.mode == "podServiceAccount":
             return await self._pod_token(auth, namespace, service_account, attempt)
         source, build = await self._source(auth, attempt)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.config import GenericAuth
+from webhook.config import GenericEntry
 from webhook.credentials.base import Attempt, Credential, SecretReader
 from webhook.credentials.kubeio import read_secret
 from webhook.kubeapi import DOCKERCONFIGJSON, SecretData
@@ -34,7 +34,6 @@ from webhook.needs import PullNeed
 RECHECK_SECONDS = 30.0
 #: The expiry given to static credentials (see the module docstring).
 NOMINAL_LIFETIME = 3600.0
-
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,13 @@ class GenericProvider:
         self._clock = clock
         self._seen: dict[Hashable, _Seen] = {}
 
-    def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
+    def cache_key(self, need: PullNeed[GenericEntry], namespace: str) -> Hashable:
         return ("generic", need.entry.name, need.host)
 
-    async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
+    async def fetch(
+        self, need: PullNeed[GenericEntry], namespace: str, attempt: Attempt
+    ) -> Credential:
         auth = need.entry.auth
-        assert isinstance(auth, GenericAuth)
         ref = auth.secret
         where = f"{ref.namespace}/{ref.name}"
         secret = await read_secret(

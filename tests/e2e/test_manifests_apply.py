@@ -123,7 +123,7 @@ def rotate_ca(controlplane: ControlPlane, install: Install) -> tuple[int, str]:
     """``certs --rotate-ca``, in-process with the CLI's own parser and flag name."""
     from io import StringIO
 
-    from webhook.__main__ import build_parser
+    from webhook.cli import build_parser
 
     args = build_parser().parse_args(
         [

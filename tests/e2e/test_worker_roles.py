@@ -9,11 +9,11 @@ from dataclasses import replace
 
 from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
+from webhook.cli.serve import start_manager
 from webhook.config import Config
 from webhook.kube import Kube, connect
 from webhook.metrics import Metrics
 from webhook.refresher import RENEW_SECONDS
-from webhook.runtime import start_manager
 from webhook.server import ServerState
 
 

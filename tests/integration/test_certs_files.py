@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from devenv.support.configs import sample_config
 from devenv.support.serving import loopback_options
 from webhook import certs, pki
-from webhook.__main__ import build_parser
+from webhook.cli import build_parser
 from webhook.server import NamesOnlySource, start_server
 
 SERVICE_NAMES = pki.service_dns_names("pull-secret-webhook", "pull-secret-webhook")

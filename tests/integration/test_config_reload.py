@@ -20,11 +20,11 @@ import yaml
 
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
+from webhook.cli.serve import _count
 from webhook.configload import load_config
 from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.metrics import Metrics
 from webhook.pki import make_ca
-from webhook.runtime import _count
 from webhook.server import NamesOnlySource, RunningServer, start_server
 
 HARBOR = "harbor.example.com/team/app:1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import subprocess
@@ -18,7 +17,7 @@ from devenv.serve import free_port
 from tests.integration.conftest import CLUSTER_ISSUER, AwsProxy, Clock, MemoryKube
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env
-from webhook import doctor
+from webhook.cli import doctor
 from webhook.configload import parse_config
 from webhook.credentials.acr import ROLE_HINT
 
@@ -245,10 +244,9 @@ def test_main_reads_the_config_file_and_runs_without_kubernetes(
         config_file = tmp_path / "config.yaml"
         config_file.write_text(yaml.safe_dump(document))
         out, err = io.StringIO(), io.StringIO()
-        args = argparse.Namespace(
-            host=[f"contoso={registry.login_server}"], service_account="", kubeconfig=None
+        code = doctor.main(
+            str(config_file), hosts=[f"contoso={registry.login_server}"], out=out, err=err
         )
-        code = doctor.main(str(config_file), args, out=out, err=err)
     finally:
         thread.stop()
     assert (code, err.getvalue()) == (0, "")
@@ -258,8 +256,8 @@ def test_main_reads_the_config_file_and_runs_without_kubernetes(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param({"host": ["nope=x.azurecr.io"]}, "no registry entry named nope", id="entry"),
-        pytest.param({"host": ["quay.io"]}, "no registry entry matches", id="host"),
+        pytest.param({"hosts": ["nope=x.azurecr.io"]}, "no registry entry named nope", id="entry"),
+        pytest.param({"hosts": ["quay.io"]}, "no registry entry matches", id="host"),
         pytest.param({"service_account": "just-a-name"}, "NAMESPACE/NAME", id="service-account"),
     ],
 )
@@ -270,11 +268,8 @@ def test_main_refuses_unusable_arguments(
     config_file.write_text(
         yaml.safe_dump({"registries": [{"name": "acr", "kind": "acr", "anyRegistry": True}]})
     )
-    namespace = argparse.Namespace(
-        **{"host": [], "service_account": "", "kubeconfig": None, **args}
-    )
     err = io.StringIO()
-    assert doctor.main(str(config_file), namespace, out=io.StringIO(), err=err) == 2
+    assert doctor.main(str(config_file), **args, out=io.StringIO(), err=err) == 2
     assert message in err.getvalue()
 
 
@@ -282,7 +277,7 @@ def test_main_reports_an_invalid_config(tmp_path: Path) -> None:
     config_file = tmp_path / "config.yaml"
     config_file.write_text("registries: 3\n")
     err = io.StringIO()
-    assert doctor.main(str(config_file), None, out=io.StringIO(), err=err) == 2
+    assert doctor.main(str(config_file), out=io.StringIO(), err=err) == 2
     assert "registries" in err.getvalue()
 
 

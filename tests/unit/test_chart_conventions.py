@@ -25,7 +25,7 @@ from tests.unit.test_manifests_render import (
     one,
     run_tool,
 )
-from webhook.__main__ import build_parser
+from webhook.cli import build_parser
 
 #: The placeholder owner of the released image: the README, docs, chart, base and the
 #: release workflow's rewrite step must all use the same one.

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from devenv.support.configs import sample_document
-from webhook.__main__ import main
+from webhook.cli import main
 
 
 @pytest.fixture

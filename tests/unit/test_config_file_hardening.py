@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devenv.support.configs import sample_document
-from webhook.__main__ import main
+from webhook.cli import main
 from webhook.configfile import MAX_EXPANDED_NODES, MAX_FILE_BYTES
 from webhook.configload import ConfigError, load_config
 from webhook.pki import make_ca

@@ -18,8 +18,9 @@ from tests.unit.test_manifests_render import (
     one,
 )
 from webhook import pki
-from webhook.__main__ import DEFAULT_CERT_DIR, DEFAULT_CONFIG, build_parser
 from webhook.admission import OPT_OUT_LABEL, OPT_OUT_VALUE
+from webhook.cli import build_parser
+from webhook.cli.common import DEFAULT_CERT_DIR, DEFAULT_CONFIG
 from webhook.config import AdmissionSettings
 from webhook.configload import parse_config
 

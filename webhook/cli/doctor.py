@@ -7,7 +7,6 @@ is 1 when anything failed, 2 for unusable arguments or config, else 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -15,10 +14,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
+from webhook.cli.common import Commands, add_config_option, config_path, load
 from webhook.config import AcrEntry, Config, EcrEntry, RegistryEntry
-from webhook.configload import ConfigError, load_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.base import (
     Credential,
@@ -219,11 +218,14 @@ def parse_hosts(config: Config, values: Sequence[str]) -> dict[str, list[str]]:
 
 
 async def _with_kube(
-    config: Config, args: Any, hosts: dict[str, list[str]], out: TextIO, err: TextIO
+    config: Config,
+    hosts: dict[str, list[str]],
+    service_account: str,
+    kubeconfig: str | None,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     """Runs with Kubernetes access when a kubeconfig is given or we run in a cluster."""
-    kubeconfig = getattr(args, "kubeconfig", None)
-    service_account = getattr(args, "service_account", "") or ""
     if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return await run(config, out=out, hosts=hosts, service_account=service_account)
     from webhook.kube import Kube, connect
@@ -239,26 +241,52 @@ async def _with_kube(
         await kube.close()
 
 
+def add_command(sub: Commands) -> None:
+    p = sub.add_parser("doctor", help="try every registry's identity exchange from here")
+    add_config_option(p)
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="ENTRY=HOST: a host to try for a family entry (repeatable)",
+    )
+    p.add_argument(
+        "--service-account",
+        default="",
+        help="NAMESPACE/NAME whose token podServiceAccount entries use",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig for Secrets and service-account tokens")
+    p.set_defaults(
+        func=lambda args, out, err: main(
+            config_path(args.config),
+            hosts=args.host,
+            service_account=args.service_account,
+            kubeconfig=args.kubeconfig,
+            out=out,
+            err=err,
+        )
+    )
+
+
 def main(
-    config_path: str | None,
-    args: argparse.Namespace | None = None,
+    path: str,
     *,
+    hosts: Sequence[str] = (),
+    service_account: str = "",
+    kubeconfig: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Entry point of ``python -m webhook doctor`` (args: host, service_account, kubeconfig)."""
+    """``python -m webhook doctor``: 0 all ok, 1 something failed, 2 unusable input."""
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        config = load_config(config_path or "/etc/pull-secret-webhook/config.yaml")
-    except ConfigError as e:
-        print(f"error: invalid configuration {e}", file=err)
+    config = load(path, err)
+    if config is None:
         return 2
-    service_account = getattr(args, "service_account", "") or ""
     if service_account and service_account.count("/") != 1:
         print(f"error: --service-account {service_account}: expected NAMESPACE/NAME", file=err)
         return 2
     try:
-        hosts = parse_hosts(config, getattr(args, "host", None) or [])
+        by_entry = parse_hosts(config, hosts)
     except ValueError as e:
         print(f"error: {e}", file=err)
         return 2
@@ -269,6 +297,6 @@ def main(
     level = quiet.level
     quiet.setLevel(max(level, logging.ERROR))
     try:
-        return asyncio.run(_with_kube(config, args, hosts, out, err))
+        return asyncio.run(_with_kube(config, by_entry, service_account, kubeconfig, out, err))
     finally:
         quiet.setLevel(level)

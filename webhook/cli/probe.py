@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from typing import Any, TextIO
 
+from webhook.cli.common import DEFAULT_CERT_DIR, Commands, DefaultsFormatter
 from webhook.reviews import API_VERSION, KIND
 
 #: The image of the probe pod; see the module docstring.
@@ -115,6 +116,32 @@ def probe(url: str, ca_file: str, *, namespace: str, timeout: float) -> tuple[st
         raise ProbeError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
     check_answer(body, uid)
     return uid, elapsed
+
+
+def add_command(sub: Commands) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="send a running webhook a dry-run admission and check its answer",
+        description=(
+            "POST one dry-run AdmissionReview (a pod whose image no registry entry matches) to "
+            "the webhook's /mutate URL over HTTPS, trusting only --ca-file, and check that the "
+            "answer echoes the request's uid and allows the pod. `helm test` runs it."
+        ),
+        formatter_class=DefaultsFormatter,
+    )
+    p.add_argument(
+        "--url",
+        default="https://pull-secret-webhook.pull-secret-webhook.svc:443/mutate",
+        help="the webhook's /mutate URL, as the API server calls it",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=f"{DEFAULT_CERT_DIR}/ca.crt",
+        help="the CA to trust (the caBundle; ca.crt of the webhook's TLS Secret)",
+    )
+    p.add_argument("--namespace", default="default", help="namespace of the probe pod")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

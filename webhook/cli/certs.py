@@ -1,0 +1,87 @@
+"""``certs``: create or rotate the webhook's CA, serving certificate and caBundle.
+
+The rotation itself (what to issue, where it is kept, the Kubernetes writes) is
+``webhook.certs``; this module is its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from webhook import certs
+from webhook.cli.common import Commands, DefaultsFormatter
+
+
+def add_command(sub: Commands) -> None:
+    p = sub.add_parser(
+        "certs",
+        help="create or rotate the serving certificate and caBundle",
+        description=(
+            "Make the webhook's serving certificate, signed by a private CA, and publish the CA "
+            "as the MutatingWebhookConfiguration's caBundle. The CA is reused while it is "
+            "valid, so a rerun renews the serving certificate without the API server ever "
+            "distrusting the webhook. Nothing is written until every object has been read. "
+            "Give --secret, --out-dir, or both."
+        ),
+        epilog=(
+            "example: python -m webhook certs --secret pull-secret-webhook-tls  "
+            "(certs/README.md has rotation and the Secrets it writes)"
+        ),
+        formatter_class=DefaultsFormatter,
+    )
+    p.add_argument(
+        "--namespace",
+        default="pull-secret-webhook",
+        help="the webhook's namespace: where the Secrets go, and part of the DNS names",
+    )
+    p.add_argument(
+        "--service", default="pull-secret-webhook", help="the webhook's Service (DNS names)"
+    )
+    p.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="write ca.crt, ca.key (the CA's private key: keep it safe), tls.crt, tls.key here",
+    )
+    p.add_argument(
+        "--secret",
+        metavar="NAME",
+        help=(
+            "write tls.crt, tls.key, ca.crt into this kubernetes.io/tls Secret, and the CA's "
+            "certificate and key into NAME-ca (mounted by no pod)"
+        ),
+    )
+    p.add_argument(
+        "--webhook-config",
+        metavar="NAME",
+        default="pull-secret-webhook",
+        help=(
+            "MutatingWebhookConfiguration whose caBundle to patch ('' to skip); the Secrets "
+            "are owned by it, so deleting it deletes them"
+        ),
+    )
+    p.add_argument("--ip", action="append", default=[], help="extra IP SAN (repeatable)")
+    p.add_argument("--dns", action="append", default=[], help="extra DNS SAN (repeatable)")
+    p.add_argument("--days", type=int, default=365, help="serving certificate lifetime in days")
+    p.add_argument(
+        "--renew-before",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="change nothing while the pair in place has more than DAYS left and its CA is "
+        "trusted and reusable (for a daily CronJob); default: always issue",
+    )
+    p.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="also make a new CA; the caBundle trusts old and new until the new pair is in use",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig to use instead of $KUBECONFIG, ~/.kube/config or the in-cluster account",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return certs.main(args, out, err)

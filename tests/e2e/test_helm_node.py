@@ -420,6 +420,7 @@ def test_helm_uninstall_leaves_nothing_of_the_release_but_its_crds(
     helm: Path, controlplane: ControlPlane, installed: Installed, tmp_path: Path
 ) -> None:
     cp = controlplane
+    started = time.monotonic()
     run_helm(helm, cp, tmp_path, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
     installed.uninstalled = True
     kinds = cp.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
@@ -438,6 +439,9 @@ def test_helm_uninstall_leaves_nothing_of_the_release_but_its_crds(
         if time.monotonic() > deadline:
             raise AssertionError(f"left after uninstall: {labelled + secrets + pods}")
         time.sleep(0.5)
+    print(
+        f"helm uninstall --wait, to the last pod and Secret gone: {time.monotonic() - started:.1f}s"
+    )
     # Helm leaves the namespace, and in it what the webhook wrote, not the chart: its
     # leader-election Lease and its records of the pull secrets it made (docs/install.md,
     # "Upgrading and uninstalling"), besides what Kubernetes puts in every namespace.

@@ -15,10 +15,17 @@ package index, and its storage under the cache directory, not /var/lib/container
     ${XDG_CACHE_HOME:-~/.cache}/pull-secret-webhook/image/
         base-bookworm.tar          the debootstrapped root filesystem
         storage/, run/             buildah's --root and --runroot
+
+The image carries a digest of its build inputs (the Dockerfile, what .dockerignore lets
+into the context, the base image's ID) as a label: a build is skipped while the image in
+the cache has the same digest, and redone when the sources change (or when another
+checkout sharing the cache built its own sources under the same name).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +47,10 @@ IMAGE = "localhost/pull-secret-webhook:dev"
 # Debian's pip reads the system CA bundle; RUN steps see the host's through this mount.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_TIMEOUT_SECONDS = 1200
+INPUTS_LABEL = "io.github.example-org.pull-secret-webhook.build-inputs"
+# What .dockerignore lets into the build context, and the Dockerfile itself.
+CONTEXT_FILES = ("Dockerfile", "requirements.lock")
+CONTEXT_TREES = ("webhook",)
 
 
 def image_dir() -> Path:
@@ -97,6 +108,44 @@ def _has_image(name: str) -> bool:
     return True
 
 
+def build_inputs_digest(base_id: str) -> str:
+    """sha256 over the build inputs: each file's path and content, and the base image."""
+    digest = hashlib.sha256(f"base {base_id}\n".encode())
+    paths = [REPO / name for name in CONTEXT_FILES]
+    for tree in CONTEXT_TREES:
+        paths += [
+            p
+            for p in (REPO / tree).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        ]
+    for path in sorted(paths):
+        content = path.read_bytes()
+        digest.update(f"{path.relative_to(REPO)} {len(content)}\n".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def _image_json(name: str) -> dict[str, object] | None:
+    with open(os.devnull, "w") as quiet:
+        try:
+            out = buildah("inspect", "--type=image", name, log=quiet)
+        except BuildError:
+            return None
+    found: dict[str, object] = json.loads(out)
+    return found
+
+
+def _built_inputs(name: str) -> str | None:
+    """The build-inputs label of the cached image ``name``, if it is there."""
+    found = _image_json(name)
+    if found is None:
+        return None
+    config = found.get("OCIv1")
+    labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
+    value = (labels or {}).get(INPUTS_LABEL)
+    return value if isinstance(value, str) else None
+
+
 def build_base_tarball(log: TextIO | None = None) -> Path:
     """debootstrap the base root filesystem into a tarball in the cache (once)."""
     target = base_tarball()
@@ -131,7 +180,8 @@ def build_base_tarball(log: TextIO | None = None) -> Path:
 
 
 def build_image(log: TextIO | None = None) -> str:
-    """Build the webhook's image from the Dockerfile; return its local name."""
+    """Build the webhook's image from the Dockerfile unless the cached one was built from
+    the same inputs; return its local name."""
     problems = missing_tools()
     if problems:
         raise BuildError(
@@ -139,36 +189,52 @@ def build_image(log: TextIO | None = None) -> str:
             "(make system-deps installs them)"
         )
     with build_lock():
-        started = time.monotonic()
-        tarball = build_base_tarball(log)
-        if not _has_image(BASE_IMAGE):
-            context = Path(tempfile.mkdtemp(prefix=".base-context-", dir=image_dir()))
-            try:
-                os.link(tarball, context / tarball.name)
-                (context / "Containerfile").write_text(
-                    f'FROM scratch\nADD {tarball.name} /\nCMD ["python3"]\n'
-                )
-                buildah("bud", "--isolation=chroot", f"--tag={BASE_IMAGE}", str(context), log=log)
-            finally:
-                shutil.rmtree(context, ignore_errors=True)
-        buildah(
-            "bud",
-            "--isolation=chroot",
-            "--network=host",
-            f"--volume={CA_BUNDLE}:{CA_BUNDLE}:ro",
-            f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
-            "--layers=false",
-            f"--tag={IMAGE}",
-            "--file=Dockerfile",
-            str(REPO),
-            log=log,
-        )
-        # Dangling images of earlier builds of the same tag: vfs copies every layer.
-        buildah("rmi", "--prune", log=log)
-        _say(log, f"built {IMAGE} in {time.monotonic() - started:.1f}s")
+        _build_if_stale(log)
     return IMAGE
 
 
+def _build_if_stale(log: TextIO | None) -> None:
+    """Build the image (with the build lock held) unless it has the current inputs."""
+    started = time.monotonic()
+    tarball = build_base_tarball(log)
+    if not _has_image(BASE_IMAGE):
+        context = Path(tempfile.mkdtemp(prefix=".base-context-", dir=image_dir()))
+        try:
+            os.link(tarball, context / tarball.name)
+            (context / "Containerfile").write_text(
+                f'FROM scratch\nADD {tarball.name} /\nCMD ["python3"]\n'
+            )
+            buildah("bud", "--isolation=chroot", f"--tag={BASE_IMAGE}", str(context), log=log)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+    base = _image_json(BASE_IMAGE)
+    assert base is not None, f"{BASE_IMAGE} vanished"
+    inputs = build_inputs_digest(str(base.get("FromImageID", "")))
+    if _built_inputs(IMAGE) == inputs:
+        _say(log, f"{IMAGE} is up to date (build inputs {inputs[:12]})")
+        return
+    buildah(
+        "bud",
+        "--isolation=chroot",
+        "--network=host",
+        f"--volume={CA_BUNDLE}:{CA_BUNDLE}:ro",
+        f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
+        f"--label={INPUTS_LABEL}={inputs}",
+        "--layers=false",
+        f"--tag={IMAGE}",
+        "--file=Dockerfile",
+        str(REPO),
+        log=log,
+    )
+    # Dangling images of earlier builds of the same tag: vfs copies every layer.
+    buildah("rmi", "--prune", log=log)
+    _say(log, f"built {IMAGE} in {time.monotonic() - started:.1f}s")
+
+
 def push_image(destination: str, log: TextIO | None = None) -> None:
-    """Push the built image to ``destination`` (HOST:PORT/NAME:TAG) over plain HTTP."""
-    buildah("push", "--tls-verify=false", IMAGE, f"docker://{destination}", log=log)
+    """Push the image of the current sources to ``destination`` (HOST:PORT/NAME:TAG) over
+    plain HTTP. Under the build lock, after a fresh check: another checkout sharing the
+    cache may have built its own sources under the same name meanwhile."""
+    with build_lock():
+        _build_if_stale(log)
+        buildah("push", "--tls-verify=false", IMAGE, f"docker://{destination}", log=log)

@@ -368,6 +368,56 @@ def test_the_certs_job_may_touch_only_its_secrets_and_webhook_configuration() ->
     ]
 
 
+def hook_pod_specs(objs: list[Obj]) -> dict[str, Obj]:
+    """The pod specs of the certs Jobs and the test pod, by object name."""
+    specs = {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objs if o["kind"] == "Job"
+    }
+    specs.update({o["metadata"]["name"]: o["spec"] for o in objs if o["kind"] == "Pod"})
+    return specs
+
+
+def test_hook_pods_use_the_cluster_network_unless_told_otherwise(tmp_path: Any) -> None:
+    default = hook_pod_specs(helm_template())
+    assert sorted(default) == [
+        "pull-secret-webhook-certs-create",
+        "pull-secret-webhook-certs-patch",
+        "pull-secret-webhook-test",
+    ]
+    for spec in default.values():
+        assert not {"hostNetwork", "dnsPolicy", "hostAliases"} & set(spec)
+        [container] = spec["containers"]
+        assert "env" not in container
+    [probe] = default["pull-secret-webhook-test"]["containers"]
+    assert "--url=https://pull-secret-webhook.pull-secret-webhook.svc:443/mutate" in probe["args"]
+
+    aliases = [{"ip": "127.0.0.1", "hostnames": ["pull-secret-webhook.pull-secret-webhook.svc"]}]
+    env = [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"}]
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "hookPods": {"hostNetwork": True, "hostAliases": aliases, "extraEnv": env},
+                "test": {"url": "https://pull-secret-webhook.pull-secret-webhook.svc:9443/mutate"},
+            }
+        )
+    )
+    objs = helm_template("-f", str(values))
+    for spec in hook_pod_specs(objs).values():
+        assert spec["hostNetwork"] is True
+        assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert spec["hostAliases"] == aliases
+        [container] = spec["containers"]
+        assert container["env"] == env
+    [probe] = hook_pod_specs(objs)["pull-secret-webhook-test"]["containers"]
+    assert "--url=https://pull-secret-webhook.pull-secret-webhook.svc:9443/mutate" in probe["args"]
+    # The webhook's own pod has its own switches (hostNetwork, extraEnv).
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert "hostNetwork" not in pod and "hostAliases" not in pod
+    with pytest.raises(AssertionError, match=r"test\.url"):
+        helm_template("--set", "test.url=http://plain.example/mutate")
+
+
 def test_unknown_values_are_refused_by_the_schema() -> None:
     with pytest.raises(AssertionError, match="additional properties"):
         run_tool([helm_binary(), "template", "x", CHART, "--set", "webhok.failurePolicy=Fail"])

@@ -48,6 +48,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
+{{/* Pod spec lines of the certs Jobs and the test pod for the hookPods values. */}}
+{{- define "psw.hookPodNetwork" -}}
+{{- if .Values.hookPods.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- with .Values.hookPods.hostAliases }}
+hostAliases:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
 {{/*
 Namespaces the webhook never serves: kube-system (system pods must never wait for it), the
 release namespace (its own pods must start while it is down), then webhook.excludeNamespaces.

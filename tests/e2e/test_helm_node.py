@@ -34,25 +34,25 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.controlplane import Binaries, ControlPlane
-from tests.e2e.node.build import NodeBinaries
-from tests.e2e.node.harness import NODE_NAME, Node
-from tests.e2e.node.image import missing_tools, push_image
-from tests.e2e.node.images import seed_image
-from tests.e2e.node.pods import running_pod, wait_for_log, wait_for_pod
-from tests.e2e.stack import INJECT_LABEL, REPO
-from tests.fakes.aws import EcrExpiryProxy, MotoServer, ecr_client
-from tests.fakes.fixtures import require_binaries
-from tests.fakes.oci import dockerconfigjson, skopeo_push, write_authfile
-from tests.fakes.registry import (
+from devenv.controlplane import Binaries, ControlPlane
+from devenv.node.build import NodeBinaries
+from devenv.node.harness import NODE_NAME, Node
+from devenv.node.image import missing_tools, push_image
+from devenv.node.images import seed_image
+from devenv.node.pods import running_pod, wait_for_log, wait_for_pod
+from devenv.peers.aws import EcrExpiryProxy, MotoServer, ecr_client
+from devenv.peers.fixtures import require_binaries
+from devenv.peers.oci import dockerconfigjson, skopeo_push, write_authfile
+from devenv.peers.registry import (
     ECR_USERNAME,
     REGISTRY_BINARY,
     SEED_REPOSITORY,
     SEED_TAG,
     SKOPEO_BINARY,
     DockerRegistry,
-    free_port,
 )
+from devenv.serve import free_port
+from devenv.stack import INJECT_LABEL, REPO
 from tests.unit.test_manifests_render import CHART, helm_binary, in_ci
 
 VALUES = REPO / "hack" / "local-node-values.yaml"

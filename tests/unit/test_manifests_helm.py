@@ -424,8 +424,9 @@ def test_the_certs_renewal_cron_job_and_its_grants_are_those_of_the_base(
     [c], [b] = ours["containers"], theirs["containers"]
     for field in ("args", "env", "securityContext", "resources"):
         assert c[field] == b[field], field
-    assert one(chart.values(), "CronJob", name)["spec"]["schedule"] == (
-        one(base.values(), "CronJob", name)["spec"]["schedule"]
+    assert (
+        one(chart.values(), "CronJob", name)["spec"]["schedule"]
+        == (one(base.values(), "CronJob", name)["spec"]["schedule"])
     )
     for kind in ("Role", "ClusterRole"):
         assert one(chart.values(), kind, name)["rules"] == one(base.values(), kind, name)["rules"]

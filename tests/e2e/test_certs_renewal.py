@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -357,9 +358,15 @@ def seed_near_expiry(cp: ControlPlane, renewal: Renewal, *, ca_near_expiry: bool
             "patch", "secret", name, "-n", renewal.namespace, "--type=merge", "-p",
             json.dumps(patch),
         )  # fmt: skip
+    set_bundle(cp, renewal, ca.cert_pem)
+
+
+def set_bundle(cp: ControlPlane, renewal: Renewal, pem: bytes) -> None:
+    """Every webhook's caBundle, as admin."""
+    value = base64.b64encode(pem).decode()
     hooks = get(cp, webhook_path(renewal))["webhooks"]
     ops = [
-        {"op": "replace", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": b64(ca.cert_pem)}
+        {"op": "replace", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": value}
         for i in range(len(hooks))
     ]
     cp.kubectl(
@@ -593,6 +600,46 @@ async def test_the_cron_job_renews_a_certificate_near_expiry_with_no_failed_admi
     code, again = await run_command(command(renewal, kubeconfig))
     assert code == 0, again
     assert "nothing to renew" in again
+    assert versions(cp, renewal) == after
+
+
+def test_a_later_run_drops_the_ca_a_finished_rotation_left_trusted(
+    controlplane: ControlPlane, renewal: Renewal, renewal_kubeconfig: Path
+) -> None:
+    cp = controlplane
+    seed_near_expiry(cp, renewal, ca_near_expiry=False)
+    # What a CA rotation leaves once its pair has been served for a while: the pair of
+    # the current CA, issued before the propagation grace, and the previous CA trusted.
+    secret = get(cp, secret_path(renewal, f"{renewal.secret}-ca"))
+    current = pki.KeyPair(
+        base64.b64decode(secret["data"]["tls.crt"]), base64.b64decode(secret["data"]["tls.key"])
+    )
+    previous = pki.make_ca("previous-ca")
+    opts = renewal.options
+    serving = pki.make_serving_cert(
+        current,
+        pki.service_dns_names(opts.service, opts.namespace),
+        issued_at=certs._now() - certs.PROPAGATION_GRACE - dt.timedelta(minutes=1),
+    )
+    data = {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem}
+    cp.kubectl(
+        "patch", "secret", renewal.secret, "-n", renewal.namespace, "--type=merge", "-p",
+        json.dumps({"data": {k: base64.b64encode(v).decode() for k, v in data.items()}}),
+    )  # fmt: skip
+    set_bundle(cp, renewal, current.cert_pem + previous.cert_pem)
+    before = versions(cp, renewal)
+
+    code, out = asyncio.run(run_command(command(renewal, renewal_kubeconfig)))
+
+    assert code == 0, out
+    assert "caBundle drops previous CA previous-ca" in out
+    assert fingerprints(stored_bundle(get(cp, webhook_path(renewal)))) == [
+        certs.fingerprint(current.certificate)
+    ]
+    after = versions(cp, renewal)
+    assert after[:2] == before[:2]  # neither Secret is written
+    code, again = asyncio.run(run_command(command(renewal, renewal_kubeconfig)))
+    assert code == 0 and "nothing to renew" in again and "drops" not in again, again
     assert versions(cp, renewal) == after
 
 

@@ -360,26 +360,10 @@ def test_renew_before_drops_a_stale_ca_from_the_files_and_changes_nothing_else(
     # The state a finished CA rotation leaves: a pair of the current CA, issued more than
     # the propagation grace ago, and both CAs still trusted.
     issued_at = dt.datetime.now(dt.UTC) - certs.PROPAGATION_GRACE - dt.timedelta(minutes=1)
-    key = pki.make_serving_cert(current, SERVICE_NAMES).key_pem
-    serving = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "svc")]))
-        .issuer_name(current.certificate.subject)
-        .public_key(
-            certs.serialization.load_pem_private_key(key, password=None).public_key()  # type: ignore[arg-type]
-        )
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(issued_at - pki.BACKDATE)
-        .not_valid_after(issued_at + dt.timedelta(days=300))
-        .sign(
-            certs.serialization.load_pem_private_key(current.key_pem, password=None),  # type: ignore[arg-type]
-            hashes.SHA256(),
-        )
-    )
+    serving = pki.make_serving_cert(current, SERVICE_NAMES, issued_at=issued_at)
     (tmp_path / "ca.crt").write_bytes(current.cert_pem + old.cert_pem)
     (tmp_path / "ca.key").write_bytes(current.key_pem)
-    (tmp_path / "tls.crt").write_bytes(serving.public_bytes(Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(key)
+    serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     code, out, _ = run_certs(files_only(tmp_path, "--days", "365", "--renew-before", "30"))

@@ -4,8 +4,8 @@ near expiry) while a webhook serving the mounted files keeps admitting, changes 
 when there is nothing to renew, and its token reaches nothing else.
 
 Both installs are rendered as an operator gets them: the kustomize base (through an
-overlay that moves and renames it, with the patches docs/install.md prescribes for a
-rename, so nothing collides with the session stack's objects) and the Helm chart (its own
+overlay that moves and renames it, with the patches docs/install.md gives for a rename,
+so nothing collides with the session stack's objects) and the Helm chart (its own
 release name and namespace). No kubelet runs here, so the CronJob's container command is
 run locally with the token its pod would mount; ``$(POD_NAMESPACE)`` is expanded as the
 kubelet expands it.
@@ -49,6 +49,7 @@ from tests.e2e.controlplane import ControlPlane
 from tests.support.configs import sample_config
 from tests.support.reviews import make_pod, make_review
 from tests.support.serving import loopback_options
+from tests.unit.test_manifests_docs import block_after
 from tests.unit.test_manifests_render import MANIFESTS, REPO, Obj, helm_template, kustomize
 from webhook import certs, pki
 from webhook.__main__ import build_parser
@@ -57,7 +58,7 @@ from webhook.server import NamesOnlySource, start_server
 pytestmark = pytest.mark.controlplane
 
 COMPONENT = "certs-renewal"
-CRON_JOB_ARGS = "/spec/jobTemplate/spec/template/spec/containers/0/args"
+RENEWAL = "pull-secret-webhook-certs-renewal"
 #: Admissions that go through before the renewal starts.
 WARM_UP_ADMISSIONS = 50
 #: One `webhook certs` run: a few API calls and up to two EC key generations.
@@ -132,11 +133,13 @@ def renewal_of(objs: list[Obj]) -> Renewal:
     )
 
 
-def kustomize_overlay(directory: Path, namespace: str, suffix: str) -> Path:
-    """The base moved and renamed, with the renewal patches docs/install.md gives."""
+def kustomize_overlay(directory: Path, namespace: str, prefix: str) -> Path:
+    """The base moved and renamed, with the renewal patches docs/install.md gives for a
+    ``namePrefix: team-`` (``team-`` becoming ``prefix``)."""
     directory.mkdir(parents=True)
     base = os.path.relpath(MANIFESTS, directory)  # kustomize takes a base by relative path
-    name = f"pull-secret-webhook-{suffix}"
+    documented = block_after(REPO / "docs" / "install.md", f"name: {RENEWAL}}}")
+    patches = yaml.safe_load(documented.replace("team-", prefix))
     (directory / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
@@ -144,35 +147,8 @@ def kustomize_overlay(directory: Path, namespace: str, suffix: str) -> Path:
                 "kind": "Kustomization",
                 "resources": [base],
                 "namespace": namespace,
-                "nameSuffix": f"-{suffix}",
-                "patches": [
-                    {
-                        "target": {"kind": "CronJob", "name": "pull-secret-webhook-certs-renewal"},
-                        "patch": yaml.safe_dump(
-                            [
-                                {
-                                    "op": "replace",
-                                    "path": f"{CRON_JOB_ARGS}/2",
-                                    "value": f"--service={name}",
-                                },
-                                {
-                                    "op": "replace",
-                                    "path": f"{CRON_JOB_ARGS}/4",
-                                    "value": f"--webhook-config={name}",
-                                },
-                            ]
-                        ),
-                    },
-                    {
-                        "target": {
-                            "kind": "ClusterRole",
-                            "name": "pull-secret-webhook-certs-renewal",
-                        },
-                        "patch": yaml.safe_dump(
-                            [{"op": "replace", "path": "/rules/0/resourceNames/0", "value": name}]
-                        ),
-                    },
-                ],
+                "namePrefix": prefix,
+                **patches,
             }
         )
     )
@@ -183,7 +159,7 @@ def render(kind: str, tmp: Path) -> list[Obj]:
     suffix = f"r{uuid.uuid4().hex[:6]}"
     namespace = f"psw-{suffix}"
     if kind == "kustomize":
-        objs = kustomize(kustomize_overlay(tmp / "overlay", namespace, suffix))
+        objs = kustomize(kustomize_overlay(tmp / "overlay", namespace, f"{suffix}-"))
     else:
         # Helm leaves the namespace to the operator (`kubectl create namespace`).
         objs = helm_template(release=suffix, namespace=namespace, hooks=False)
@@ -641,6 +617,24 @@ def test_a_later_run_drops_the_ca_a_finished_rotation_left_trusted(
     code, again = asyncio.run(run_command(command(renewal, renewal_kubeconfig)))
     assert code == 0 and "nothing to renew" in again and "drops" not in again, again
     assert versions(cp, renewal) == after
+
+
+def test_before_the_first_certs_run_the_cron_job_creates_nothing_and_says_why(
+    controlplane: ControlPlane, renewal: Renewal, renewal_kubeconfig: Path
+) -> None:
+    cp = controlplane
+    for name in (renewal.secret, f"{renewal.secret}-ca"):
+        cp.kubectl("delete", "secret", name, "-n", renewal.namespace, "--ignore-not-found")
+    bundle = stored_bundle(get(cp, webhook_path(renewal)))
+
+    code, out = asyncio.run(run_command(command(renewal, renewal_kubeconfig)))
+
+    assert code == 1, out
+    assert "cannot create it: run python -m webhook certs once" in out
+    assert "created" not in out and "patched" not in out
+    for name in (renewal.secret, f"{renewal.secret}-ca"):
+        assert cp.api("GET", secret_path(renewal, name)).status == 404
+    assert stored_bundle(get(cp, webhook_path(renewal))) == bundle
 
 
 def token_free(text: str) -> bool:

@@ -469,3 +469,8 @@ def test_a_long_release_name_still_gives_a_valid_cron_job_name() -> None:
 
     # The API server refuses CronJob names over 52 characters (Job names add 11).
     assert len(cron["metadata"]["name"]) <= 52
+
+
+def test_a_renewal_window_as_long_as_the_certificate_is_refused() -> None:
+    with pytest.raises(AssertionError, match=r"renewBeforeDays must be below certsJob\.days"):
+        helm_template("--set", "certsJob.days=30", "--set", "certsRenewal.renewBeforeDays=30")

@@ -268,3 +268,12 @@ def test_each_component_adds_to_the_whole_base(component: str) -> None:
     built = by_key(kustomize(components=[f"components/{component}"]))
 
     assert set(base) < set(built)
+
+
+def test_the_local_node_overlay_leaves_its_certificates_to_the_harness() -> None:
+    base = by_key(kustomize())
+    built = by_key(kustomize(MANIFESTS / "overlays" / "local-node"))
+    renewal = {k for k in base if k[1] == "pull-secret-webhook-certs-renewal"}
+
+    assert renewal and not renewal & set(built)
+    assert set(base) - renewal <= set(built)

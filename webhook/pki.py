@@ -100,7 +100,10 @@ def make_serving_cert(
     dns_names: Sequence[str],
     ip_addresses: Sequence[str] = (),
     days: int = 365,
+    issued_at: dt.datetime | None = None,
 ) -> KeyPair:
+    """A serving pair signed by ``ca``, issued now (``issued_at`` only to describe a pair
+    issued earlier, as rotation tests need)."""
     if not dns_names and not ip_addresses:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
     ca_cert = ca.certificate
@@ -110,7 +113,7 @@ def make_serving_cert(
     key = _key()
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
-    now = dt.datetime.now(dt.UTC)
+    now = issued_at or dt.datetime.now(dt.UTC)
     cn = dns_names[0] if dns_names else ip_addresses[0]
     cert = (
         x509.CertificateBuilder()

@@ -444,6 +444,12 @@ class Cluster:
             await self.core.replace_namespaced_secret(name, self.namespace, body)
             return "updated"
         except ApiException as e:
+            if e.status == 403 and version is None:
+                raise CertsError(
+                    f"{api_error(f'creating Secret {self.namespace}/{name}', e)}; an identity "
+                    "that may only renew (the certs renewal CronJob) cannot create it: run "
+                    "python -m webhook certs once with one that may"
+                ) from e
             if e.status == 404 and version is None:
                 raise CertsError(
                     f"namespace {self.namespace} not found: apply the manifests first "
@@ -595,6 +601,19 @@ def still_good(existing: Existing, renew_before_days: int, now: dt.datetime) -> 
     )
 
 
+def stale_cas(existing: Existing, now: dt.datetime) -> tuple[x509.Certificate, ...]:
+    """CAs the caBundle still trusts that no replica can need any more: the serving
+    certificate in place was issued by the current CA more than ``PROPAGATION_GRACE`` ago.
+    What a CA rotation leaves behind once it is complete."""
+    serving, ca = existing.serving, existing.ca
+    if serving is None or ca is None or not issued_by(serving, ca.certificate):
+        return ()
+    if now - (serving.not_valid_before_utc + pki.BACKDATE) < PROPAGATION_GRACE:
+        return ()
+    current = ca.certificate.fingerprint(hashes.SHA256())
+    return tuple(c for c in existing.bundle if c.fingerprint(hashes.SHA256()) != current)
+
+
 async def run(opts: Options, out: TextIO) -> None:
     # What was issued is reported only once something was written: a run that fails before
     # its first write (no such namespace, no rights) must not claim "CA: created".
@@ -611,12 +630,21 @@ async def run(opts: Options, out: TextIO) -> None:
 
     files = read_files(opts.out_dir) if opts.out_dir else None
     if not opts.needs_cluster:
+        now = _now()
+        existing_files = files or Existing()
         reason = (
-            still_good(files or Existing(), opts.renew_before_days, _now())
+            still_good(existing_files, opts.renew_before_days, now)
             if opts.renew_before_days and not opts.rotate_ca
             else ""
         )
         if reason:
+            stale = stale_cas(existing_files, now)
+            if stale and opts.out_dir and existing_files.ca:
+                for old in stale:
+                    say(f"caBundle drops previous CA {describe(old)}")
+                _write_file(opts.out_dir / "ca.crt", existing_files.ca.cert_pem, 0o644)
+                done(f"{reason}; wrote {opts.out_dir / 'ca.crt'}")
+                return
             done(reason)
             return
         issued = issue(
@@ -645,8 +673,21 @@ async def run(opts: Options, out: TextIO) -> None:
         # Every read before any write: a refused or missing object changes nothing.
         existing = _merge(await cluster.read(want_secret=bool(opts.secret)), files)
         if opts.renew_before_days and not opts.rotate_ca:
-            reason = still_good(existing, opts.renew_before_days, _now())
+            now = _now()
+            reason = still_good(existing, opts.renew_before_days, now)
             if reason:
+                # Nothing to renew, but a finished CA rotation may have left its
+                # predecessor trusted: drop it (a scheduled run is the "later run").
+                stale = stale_cas(existing, now)
+                if stale and opts.webhook_config and existing.ca:
+                    for old in stale:
+                        say(f"caBundle drops previous CA {describe(old)}")
+                    await cluster.patch_webhook_bundle([existing.ca.certificate])
+                    done(
+                        f"{reason}; patched caBundle of MutatingWebhookConfiguration "
+                        f"{opts.webhook_config}: {fingerprint(existing.ca.certificate)}"
+                    )
+                    return
                 done(reason)
                 return
         issued = issue(

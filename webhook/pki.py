@@ -104,6 +104,7 @@ def issue(
     organizations: Sequence[str] = (),
     client: bool = False,
     days: int = 365,
+    issued_at: dt.datetime | None = None,
 ) -> KeyPair:
     """A leaf certificate signed by ``ca``: for serving when it names hosts (SANs), for
     TLS client authentication with ``client`` (Kubernetes reads the user from the common
@@ -122,7 +123,7 @@ def issue(
         raise ValueError("a certificate needs a DNS name or IP address to serve, or client use")
     subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    now = dt.datetime.now(dt.UTC)
+    now = issued_at or dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(subject))
@@ -149,8 +150,18 @@ def make_serving_cert(
     dns_names: Sequence[str],
     ip_addresses: Sequence[str] = (),
     days: int = 365,
+    issued_at: dt.datetime | None = None,
 ) -> KeyPair:
+    """A serving pair signed by ``ca``, issued now (``issued_at`` only to describe a pair
+    issued earlier, as rotation tests need)."""
     if not dns_names and not ip_addresses:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
     common_name = dns_names[0] if dns_names else ip_addresses[0]
-    return issue(ca, common_name, dns_names=dns_names, ip_addresses=ip_addresses, days=days)
+    return issue(
+        ca,
+        common_name,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        days=days,
+        issued_at=issued_at,
+    )

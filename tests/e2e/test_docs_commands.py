@@ -36,7 +36,7 @@ pytestmark = pytest.mark.controlplane
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "certs" / "README.md"]
 #: Kinds of the base that live in the webhook's namespace and need no kubelet to exist.
-NAMESPACED_KINDS = {"ServiceAccount", "ConfigMap", "Deployment", "Service"}
+NAMESPACED_KINDS = {"ServiceAccount", "ConfigMap", "Deployment", "Service", "CronJob"}
 #: What the guides' shell variables would hold: placeholders of the right shape.
 PLACEHOLDERS = {
     "PASSWORD": "placeholder-password",

@@ -323,3 +323,55 @@ def test_renew_before_must_be_below_days(tmp_path: Path) -> None:
     code, _, err = run_certs(files_only(tmp_path, "--days", "30", "--renew-before", "30"))
     assert code == 2
     assert "--renew-before 30: expected 1 to 29" in err
+
+
+def test_a_scheduled_run_drops_the_previous_ca_only_after_the_propagation_grace() -> None:
+    old = pki.make_ca()
+    rotated = certs.issue(
+        certs.Existing(ca=old, bundle=(old.certificate,)),
+        dns_names=SERVICE_NAMES,
+        ip_addresses=(),
+        days=365,
+        rotate_ca=True,
+    )
+    after = certs.Existing(
+        ca=rotated.ca, serving=rotated.serving.certificate, bundle=rotated.bundle
+    )
+    now = dt.datetime.now(dt.UTC)
+
+    assert certs.stale_cas(after, now) == ()
+    assert [fp(c) for c in certs.stale_cas(after, now + certs.PROPAGATION_GRACE)] == [
+        fp(old.certificate)
+    ]
+    # A pair still signed by the previous CA (its rotation was interrupted) keeps it.
+    interrupted = certs.Existing(
+        ca=rotated.ca,
+        serving=pki.make_serving_cert(old, SERVICE_NAMES).certificate,
+        bundle=rotated.bundle,
+    )
+    assert certs.stale_cas(interrupted, now + dt.timedelta(days=30)) == ()
+
+
+def test_renew_before_drops_a_stale_ca_from_the_files_and_changes_nothing_else(
+    tmp_path: Path,
+) -> None:
+    old = pki.make_ca("old-ca")
+    current = pki.make_ca("current-ca")
+    # The state a finished CA rotation leaves: a pair of the current CA, issued more than
+    # the propagation grace ago, and both CAs still trusted.
+    issued_at = dt.datetime.now(dt.UTC) - certs.PROPAGATION_GRACE - dt.timedelta(minutes=1)
+    serving = pki.make_serving_cert(current, SERVICE_NAMES, issued_at=issued_at)
+    (tmp_path / "ca.crt").write_bytes(current.cert_pem + old.cert_pem)
+    (tmp_path / "ca.key").write_bytes(current.key_pem)
+    serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    code, out, _ = run_certs(files_only(tmp_path, "--days", "365", "--renew-before", "30"))
+    again = run_certs(files_only(tmp_path, "--days", "365", "--renew-before", "30"))
+
+    assert code == 0, out
+    assert "caBundle drops previous CA old-ca" in out
+    assert [fp(c) for c in bundle(tmp_path / "ca.crt")] == [fp(current.certificate)]
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {n for n in after if after[n] != before[n]} == {"ca.crt"}
+    assert again[0] == 0 and "drops" not in again[1] and "nothing to renew" in again[1]

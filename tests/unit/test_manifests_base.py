@@ -28,6 +28,8 @@ NAME = "pull-secret-webhook"
 NAMESPACE = "pull-secret-webhook"
 TLS_SECRET = "pull-secret-webhook-tls"
 CONFIG_MAP = "pull-secret-webhook-config"
+#: The certificate renewal CronJob and its identity (certs-renewal.yaml).
+RENEWAL = "pull-secret-webhook-certs-renewal"
 #: The image's user (Dockerfile USER); the manifests must run as the same numeric uid.
 NONROOT_UID = 65532
 CLUSTER_SCOPED = (
@@ -73,6 +75,7 @@ def test_every_namespaced_object_lives_in_the_webhook_namespace(base: list[Obj])
         assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
         assert obj["metadata"]["name"] in (
             NAME,
+            RENEWAL,
             generated_config_map(base)["metadata"]["name"],
         ), obj["kind"]
 
@@ -166,9 +169,100 @@ def test_the_cluster_role_grants_exactly_what_the_webhook_uses(base: list[Obj]) 
 
 
 def test_the_default_install_can_neither_read_secrets_nor_mint_tokens(base: list[Obj]) -> None:
-    granted = set().union(*(rules(o) for o in base if o["kind"] in ("ClusterRole", "Role")))
+    unnamed = [
+        {**o, "rules": [r for r in o["rules"] if not r.get("resourceNames")]}
+        for o in base
+        if o["kind"] in ("ClusterRole", "Role")
+    ]
+    granted = set().union(*(rules(o) for o in unnamed))
     assert not {g for g in granted if g[1] == "secrets" and g[2] in ("get", "list", "watch")}
     assert not {g for g in granted if g[1].startswith("serviceaccounts")}
+    # The only Secrets anyone here may read are the certificate renewal's own two, by name.
+    named = [
+        (o["metadata"]["name"], r)
+        for o in base
+        if o["kind"] in ("ClusterRole", "Role")
+        for r in o["rules"]
+        if r.get("resourceNames") and "secrets" in r["resources"]
+    ]
+    assert named == [
+        (
+            RENEWAL,
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [TLS_SECRET, f"{TLS_SECRET}-ca"],
+                "verbs": ["get", "update"],
+            },
+        )
+    ]
+
+
+def test_the_certs_renewal_identity_reaches_only_its_secrets_and_webhook_by_name(
+    base: list[Obj],
+) -> None:
+    role, cluster_role = one(base, "Role", RENEWAL), one(base, "ClusterRole", RENEWAL)
+
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [TLS_SECRET, f"{TLS_SECRET}-ca"],
+            "verbs": ["get", "update"],
+        }
+    ]
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [NAME],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    for kind, role_kind in (("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")):
+        binding = one(base, kind, RENEWAL)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": RENEWAL,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": RENEWAL, "namespace": NAMESPACE}
+        ]
+    assert one(base, "ServiceAccount", RENEWAL)["automountServiceAccountToken"] is False
+
+
+def test_the_certs_renewal_cron_job_renews_what_the_deployment_mounts(base: list[Obj]) -> None:
+    cron = one(base, "CronJob", RENEWAL)
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    args = build_parser().parse_args(c["args"])
+    webhook_pod = one(base, "Deployment", NAME)["spec"]["template"]["spec"]
+
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert pod["serviceAccountName"] == RENEWAL
+    assert c["image"] == container(base)["image"]
+    assert c["securityContext"] == container(base)["securityContext"]
+    assert pod["securityContext"]["runAsUser"] == NONROOT_UID
+    # $(POD_NAMESPACE) is expanded by the kubelet from the pod's own namespace.
+    assert args.namespace == "$(POD_NAMESPACE)"
+    assert c["env"] == [
+        {
+            "name": "POD_NAMESPACE",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+        }
+    ]
+    assert (args.service, args.secret, args.webhook_config) == (NAME, TLS_SECRET, NAME)
+    assert 1 <= args.renew_before < args.days
+    assert not args.rotate_ca and not args.out_dir
+    mounted = {
+        src["secret"]["name"]
+        for v in webhook_pod["volumes"]
+        for src in v.get("projected", {}).get("sources", [])
+        if "secret" in src
+    }
+    assert mounted == {TLS_SECRET}
 
 
 def test_the_pod_identity_component_adds_only_tokens_and_their_policy() -> None:

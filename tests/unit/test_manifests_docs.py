@@ -216,3 +216,36 @@ def test_the_readme_overlay_builds_with_the_example_config(tmp_path: Path) -> No
     assert c["image"] == "myregistry.example.com/pull-secret-webhook:0.1.0"
     [cm] = [o for o in objs if o["kind"] == "ConfigMap"]
     assert parse_config(yaml.safe_load(cm["data"]["config.yaml"])).registries
+
+
+def test_the_renamed_install_renews_its_own_service_and_registration(tmp_path: Path) -> None:
+    renewal = "pull-secret-webhook-certs-renewal"
+    block = yaml.safe_load(block_after(REPO / "docs" / "install.md", f"name: {renewal}}}"))
+    overlay = write_install_overlay(
+        tmp_path, {"namespace": "tools", "namePrefix": "team-", **block}
+    )
+
+    objs = kustomize(overlay)
+
+    service = one(objs, "Service", "team-pull-secret-webhook")["metadata"]
+    registration = one(objs, "MutatingWebhookConfiguration", "team-pull-secret-webhook")
+    cron = one(objs, "CronJob", f"team-{renewal}")
+    [c] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    args = {a.split("=")[0]: a.split("=")[1] for a in c["args"][1:]}
+    assert args["--service"] == service["name"]
+    assert args["--webhook-config"] == registration["metadata"]["name"]
+    assert args["--namespace"] == "$(POD_NAMESPACE)" and cron["metadata"]["namespace"] == "tools"
+    [rule] = one(objs, "ClusterRole", f"team-{renewal}")["rules"]
+    assert rule["resourceNames"] == [registration["metadata"]["name"]]
+    # The Secrets keep their names (no kustomize object renames them): the Deployment
+    # mounts, and the renewal may write, the same two.
+    [secrets] = one(objs, "Role", f"team-{renewal}")["rules"]
+    volumes = one(objs, "Deployment", "team-pull-secret-webhook")["spec"]["template"]["spec"]
+    mounted = {
+        src["secret"]["name"]
+        for v in volumes["volumes"]
+        for src in v.get("projected", {}).get("sources", [])
+        if "secret" in src
+    }
+    assert mounted == {args["--secret"]}
+    assert secrets["resourceNames"] == [args["--secret"], f"{args['--secret']}-ca"]

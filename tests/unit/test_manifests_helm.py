@@ -290,6 +290,7 @@ def test_another_release_gets_its_own_names_and_excludes_its_own_namespace() -> 
         name,
         f"{name}-config",
         f"{name}-secrets",
+        f"{name}-certs-renewal",
     }
     assert hook["clientConfig"]["service"]["name"] == name
     assert hook["clientConfig"]["service"]["namespace"] == "platform"
@@ -454,3 +455,72 @@ def test_pod_identity_and_network_policy_are_off_by_default_and_render_when_on()
     )
     policy = one(on, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/28"}}]
+
+
+def renewal_pod(objs: Any, name: str) -> dict[str, Any]:
+    cron = one(objs, "CronJob", name)
+    pod: dict[str, Any] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_the_certs_renewal_cron_job_and_its_grants_are_those_of_the_base(
+    base: dict[tuple[str, str, str], Obj], chart: dict[tuple[str, str, str], Obj]
+) -> None:
+    name = "pull-secret-webhook-certs-renewal"
+    ours, theirs = renewal_pod(chart.values(), name), renewal_pod(base.values(), name)
+
+    for field in ("serviceAccountName", "automountServiceAccountToken", "restartPolicy"):
+        assert ours[field] == theirs[field], field
+    [c], [b] = ours["containers"], theirs["containers"]
+    for field in ("args", "env", "securityContext", "resources"):
+        assert c[field] == b[field], field
+    assert (
+        one(chart.values(), "CronJob", name)["spec"]["schedule"]
+        == (one(base.values(), "CronJob", name)["spec"]["schedule"])
+    )
+    for kind in ("Role", "ClusterRole"):
+        assert one(chart.values(), kind, name)["rules"] == one(base.values(), kind, name)["rules"]
+
+
+def test_another_release_renews_its_own_secrets_and_webhook_configuration() -> None:
+    objs = helm_template(release="psw", namespace="platform")
+    name = "psw-pull-secret-webhook"
+    [c] = renewal_pod(objs, f"{name}-certs-renewal")["containers"]
+
+    assert c["args"] == [
+        "certs",
+        "--namespace=$(POD_NAMESPACE)",
+        f"--service={name}",
+        f"--secret={name}-tls",
+        f"--webhook-config={name}",
+        "--days=365",
+        "--renew-before=30",
+    ]
+    [secrets] = one(objs, "Role", f"{name}-certs-renewal")["rules"]
+    assert secrets["resourceNames"] == [f"{name}-tls", f"{name}-tls-ca"]
+    [hooks] = one(objs, "ClusterRole", f"{name}-certs-renewal")["rules"]
+    assert hooks["resourceNames"] == [name]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["--set", "certsRenewal.enabled=false"], ["--set", "certManager.enabled=true"]],
+    ids=["turned-off", "cert-manager"],
+)
+def test_no_renewal_cron_job_when_off_or_with_cert_manager(values: list[str]) -> None:
+    objs = helm_template(*values)
+
+    assert not [o for o in objs if "certs-renewal" in o["metadata"]["name"]]
+
+
+def test_a_long_release_name_still_gives_a_valid_cron_job_name() -> None:
+    objs = helm_template("--set", f"fullnameOverride={'x' * 63}")
+    [cron] = [o for o in objs if o["kind"] == "CronJob"]
+
+    # The API server refuses CronJob names over 52 characters (Job names add 11).
+    assert len(cron["metadata"]["name"]) <= 52
+
+
+def test_a_renewal_window_as_long_as_the_certificate_is_refused() -> None:
+    with pytest.raises(AssertionError, match=r"renewBeforeDays must be below certsJob\.days"):
+        helm_template("--set", "certsJob.days=30", "--set", "certsRenewal.renewBeforeDays=30")

@@ -206,6 +206,13 @@ def test_the_base_builds_with_the_kustomize_in_kubectl() -> None:
             "Service",
             "PodDisruptionBudget",
             "MutatingWebhookConfiguration",
+            # certs-renewal.yaml: the CronJob and its own identity.
+            "CronJob",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
         ]
     )
 
@@ -215,8 +222,15 @@ def test_each_overlay_builds_on_the_whole_base(overlay: str) -> None:
     """(And each component: a user's kustomization adding it still has the whole base.)"""
     base = by_key(kustomize())
     built = by_key(kustomize(MANIFESTS / "overlays" / overlay))
+    renewal = {k for k in base if k[1] == "pull-secret-webhook-certs-renewal"}
 
-    assert set(base) <= set(built)
+    assert len(renewal) == 6
+    if overlay == "cert-manager":
+        # cert-manager renews: the renewal CronJob and its identity and grants go.
+        assert set(base) - renewal <= set(built)
+        assert not renewal & set(built)
+    else:
+        assert set(base) <= set(built)
 
 
 def test_helm_lint_passes_in_strict_mode() -> None:
@@ -254,3 +268,12 @@ def test_each_component_adds_to_the_whole_base(component: str) -> None:
     built = by_key(kustomize(components=[f"components/{component}"]))
 
     assert set(base) < set(built)
+
+
+def test_the_local_node_overlay_leaves_its_certificates_to_the_harness() -> None:
+    base = by_key(kustomize())
+    built = by_key(kustomize(MANIFESTS / "overlays" / "local-node"))
+    renewal = {k for k in base if k[1] == "pull-secret-webhook-certs-renewal"}
+
+    assert renewal and not renewal & set(built)
+    assert set(base) - renewal <= set(built)

@@ -49,7 +49,8 @@ def _pull_secret_refs(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _error(e: BaseException) -> KubeAPIError:
+def as_api_error(e: BaseException) -> KubeAPIError:
+    """The error contract of ``webhook.kubeapi`` for whatever the client raised."""
     if isinstance(e, ApiException):
         message = ""
         try:
@@ -105,9 +106,9 @@ class Kube:
             resp = await method(*args, _preload_content=False, **kwargs)
             body = await resp.read()
         except ApiException as e:
-            raise _error(e) from e
+            raise as_api_error(e) from e
         except (TimeoutError, OSError, aiohttp.ClientError) as e:
-            raise _error(e) from e
+            raise as_api_error(e) from e
         _raise_for_status(resp.status, resp.reason, body)
         return json.loads(body) if body else {}
 
@@ -144,9 +145,9 @@ class Kube:
                 **kwargs,
             )
         except ApiException as e:
-            raise _error(e) from e
+            raise as_api_error(e) from e
         except (TimeoutError, OSError, aiohttp.ClientError) as e:
-            raise _error(e) from e
+            raise as_api_error(e) from e
         try:
             if not 200 <= resp.status < 300:
                 _raise_for_status(resp.status, resp.reason, await resp.read())
@@ -154,7 +155,7 @@ class Kube:
                 if line.strip():
                     yield json.loads(line)
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as e:
-            raise _error(e) from e
+            raise as_api_error(e) from e
         finally:
             resp.release()
 

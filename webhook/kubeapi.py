@@ -37,7 +37,8 @@ class KubeAPIError(Exception):
     def __init__(self, status: int, reason: str, message: str = "") -> None:
         self.status = status
         self.reason = reason
-        super().__init__(f"Kubernetes API {status} {reason}: {message[:BODY_LIMIT]}".rstrip(": "))
+        self.message = " ".join(message[:BODY_LIMIT].split())
+        super().__init__(f"Kubernetes API {status} {reason}: {self.message}".rstrip(": "))
 
     @property
     def transient(self) -> bool:

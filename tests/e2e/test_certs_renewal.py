@@ -51,7 +51,8 @@ from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options
 from tests.unit.test_manifests_docs import block_after
 from tests.unit.test_manifests_render import MANIFESTS, REPO, Obj, helm_template, kustomize
-from webhook import certs, pki
+from webhook import pki
+from webhook.certs import rotation
 from webhook.cli import build_parser
 from webhook.server import NamesOnlySource, start_server
 
@@ -67,7 +68,7 @@ CERTS_TIMEOUT_SECONDS = 60.0
 TOKEN_SECONDS = 600
 #: The seeded install's serving certificate: inside the CronJob's renewal window.
 NEAR_EXPIRY_DAYS = 5
-#: A CA this close to its end is replaced (certs.CA_REUSE_MIN_REMAINING is 30 days).
+#: A CA this close to its end is replaced (rotation.CA_REUSE_MIN_REMAINING is 30 days).
 CA_NEAR_EXPIRY_DAYS = 20
 #: A kubelet updates a mounted Secret about a minute after it changed; a second here.
 KUBELET_DELAY_SECONDS = 1.0
@@ -275,7 +276,7 @@ def stored_bundle(config: Any) -> bytes:
 
 
 def fingerprints(pem: bytes) -> list[str]:
-    return [certs.fingerprint(c) for c in certs.load_certs(pem)]
+    return [rotation.fingerprint(c) for c in rotation.load_certs(pem)]
 
 
 def versions(cp: ControlPlane, renewal: Renewal) -> tuple[str, str, str]:
@@ -396,7 +397,7 @@ def secret_data(cp: ControlPlane, renewal: Renewal) -> dict[str, bytes]:
 
 def served_fingerprint(cert_der: bytes | None) -> str:
     assert cert_der is not None
-    return certs.fingerprint(x509.load_der_x509_certificate(cert_der))
+    return rotation.fingerprint(x509.load_der_x509_certificate(cert_der))
 
 
 @contextlib.asynccontextmanager
@@ -560,22 +561,22 @@ async def test_the_cron_job_renews_a_certificate_near_expiry_with_no_failed_admi
     # The rotation really happened mid-stream: the old pair, then the new one.
     assert seen.served == [fingerprints(old_serving)[0], new_fp]
     serving = x509.load_pem_x509_certificate(new_serving)
-    left = serving.not_valid_after_utc - certs._now()
+    left = serving.not_valid_after_utc - rotation.utc_now()
     assert left.days > renewal.options.renew_before
     ca = ca_pair(cp, renewal)
     bundle = stored_bundle(get(cp, webhook_path(renewal)))
-    assert certs.issued_by(serving, ca)
+    assert rotation.issued_by(serving, ca)
     after = versions(cp, renewal)
     assert after[0] != before[0]  # the serving pair
     if ca_near_expiry:
-        assert certs.fingerprint(ca) != certs.fingerprint(old_ca)
+        assert rotation.fingerprint(ca) != rotation.fingerprint(old_ca)
         assert "CA: created" in out
         # Old and new CA are trusted together through the switch, the new one first.
-        assert fingerprints(bundle) == [certs.fingerprint(ca), certs.fingerprint(old_ca)]
+        assert fingerprints(bundle) == [rotation.fingerprint(ca), rotation.fingerprint(old_ca)]
         assert seen.bundles == [fingerprints(old_bundle), fingerprints(bundle)]
         assert after[1] != before[1] and after[2] != before[2]
     else:
-        assert certs.fingerprint(ca) == certs.fingerprint(old_ca)
+        assert rotation.fingerprint(ca) == rotation.fingerprint(old_ca)
         assert "CA: reused" in out
         assert bundle == old_bundle
         assert seen.bundles == [fingerprints(old_bundle)]
@@ -605,7 +606,7 @@ def test_a_later_run_drops_the_ca_a_finished_rotation_left_trusted(
     serving = pki.make_serving_cert(
         current,
         pki.service_dns_names(opts.service, opts.namespace),
-        issued_at=certs._now() - certs.PROPAGATION_GRACE - dt.timedelta(minutes=1),
+        issued_at=rotation.utc_now() - rotation.PROPAGATION_GRACE - dt.timedelta(minutes=1),
     )
     data = {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem}
     cp.kubectl(
@@ -620,7 +621,7 @@ def test_a_later_run_drops_the_ca_a_finished_rotation_left_trusted(
     assert code == 0, out
     assert "caBundle drops previous CA previous-ca" in out
     assert fingerprints(stored_bundle(get(cp, webhook_path(renewal)))) == [
-        certs.fingerprint(current.certificate)
+        rotation.fingerprint(current.certificate)
     ]
     after = versions(cp, renewal)
     assert after[:2] == before[:2]  # neither Secret is written

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from devenv.controlplane import ControlPlane
 from tests.unit.test_manifests_render import REPO, Obj, helm_template, one
-from webhook import certs
+from webhook.certs import rotation
 
 pytestmark = pytest.mark.controlplane
 
@@ -162,8 +162,8 @@ def test_the_certs_jobs_succeed_with_only_their_own_rbac(
     secret = get(controlplane, "secret", f"{release.fullname}-tls", "-n", release.namespace)
     serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
     config = get(controlplane, "mutatingwebhookconfiguration", release.fullname)
-    [ca] = certs.load_certs(base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]))
-    assert certs.issued_by(serving, ca)
+    [ca] = rotation.load_certs(base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]))
+    assert rotation.issued_by(serving, ca)
     # The patch step (after the release's objects exist) makes the release's webhook
     # configuration the Secrets' owner: `helm uninstall` deletes them with it.
     for name in (f"{release.fullname}-tls", f"{release.fullname}-tls-ca"):

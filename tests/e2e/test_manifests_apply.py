@@ -26,7 +26,8 @@ from devenv.controlplane import ControlPlane
 from devenv.controlplane.cluster import wait_until
 from tests.e2e.support import delete_install
 from tests.unit.test_manifests_render import MANIFESTS, REPO, objects
-from webhook import certs
+from webhook.certs import cluster, rotation
+from webhook.cli import certs as certs_command
 
 pytestmark = pytest.mark.controlplane
 
@@ -142,7 +143,7 @@ def rotate_ca(controlplane: ControlPlane, install: Install) -> tuple[int, str]:
     )
     args.rotate_ca = True
     out = StringIO()
-    code = certs.main(args, out, out)
+    code = certs_command.main(args, out, out)
     return code, out.getvalue()
 
 
@@ -150,7 +151,7 @@ def ca_bundle(controlplane: ControlPlane, install: Install) -> list[x509.Certifi
     config = get(controlplane, "mutatingwebhookconfiguration", install.name)
     bundles = {h["clientConfig"].get("caBundle", "") for h in config["webhooks"]}
     assert len(bundles) == 1
-    return certs.load_certs(base64.b64decode(bundles.pop()))
+    return rotation.load_certs(base64.b64decode(bundles.pop()))
 
 
 def tls_secret(controlplane: ControlPlane, install: Install, name: str) -> dict[str, bytes]:
@@ -265,10 +266,10 @@ def test_certs_creates_the_mounted_secret_and_the_ca_bundle_that_verifies_it(
     tls = tls_secret(controlplane, installed, "pull-secret-webhook-tls")
     [ca] = ca_bundle(controlplane, installed)
     serving = x509.load_pem_x509_certificate(tls["tls.crt"])
-    assert certs.issued_by(serving, ca)
+    assert rotation.issued_by(serving, ca)
     names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert f"{installed.name}.{installed.namespace}.svc" in names.get_values_for_type(x509.DNSName)
-    assert certs.load_certs(tls["ca.crt"]) == [ca]
+    assert rotation.load_certs(tls["ca.crt"]) == [ca]
     assert set(tls_secret(controlplane, installed, "pull-secret-webhook-tls-ca")) == {
         "tls.crt",
         "tls.key",
@@ -305,7 +306,7 @@ def test_rotating_the_ca_publishes_old_and_new_before_the_new_pair(
     serving = x509.load_pem_x509_certificate(
         tls_secret(controlplane, installed, "pull-secret-webhook-tls")["tls.crt"]
     )
-    assert certs.issued_by(serving, new)
+    assert rotation.issued_by(serving, new)
     # "patched caBundle" is printed before "updated Secret ...-tls": trust before use.
     assert out.index("patched caBundle") < out.index(
         "Secret " + installed.namespace + "/pull-secret-webhook-tls ("
@@ -328,7 +329,7 @@ def test_re_applying_the_manifests_keeps_the_ca_bundle(
 def test_certs_refuses_a_webhook_whose_ca_bundle_cert_manager_injects(
     controlplane: ControlPlane, installed: Install
 ) -> None:
-    annotation = f"{certs.CERT_MANAGER_ANNOTATION}={installed.namespace}/serving"
+    annotation = f"{cluster.CERT_MANAGER_ANNOTATION}={installed.namespace}/serving"
     controlplane.kubectl("annotate", "mutatingwebhookconfiguration", installed.name, annotation)
     try:
         code, out = run_certs(controlplane, installed)
@@ -337,7 +338,7 @@ def test_certs_refuses_a_webhook_whose_ca_bundle_cert_manager_injects(
             "annotate",
             "mutatingwebhookconfiguration",
             installed.name,
-            f"{certs.CERT_MANAGER_ANNOTATION}-",
+            f"{cluster.CERT_MANAGER_ANNOTATION}-",
         )
 
     assert code == 1

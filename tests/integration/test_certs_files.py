@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from devenv.support.configs import sample_config
 from devenv.support.serving import loopback_options
-from webhook import certs, pki
+from webhook import pki
+from webhook.certs import rotation
 from webhook.cli import build_parser
+from webhook.cli import certs as certs_command
 from webhook.server import NamesOnlySource, start_server
 
 SERVICE_NAMES = pki.service_dns_names("pull-secret-webhook", "pull-secret-webhook")
@@ -35,7 +37,7 @@ def run_certs(argv: Sequence[str], *, rotate_ca: bool = False) -> tuple[int, str
     # the parser's help text.
     args.rotate_ca = rotate_ca
     out, err = io.StringIO(), io.StringIO()
-    code = certs.main(args, out, err)
+    code = certs_command.main(args, out, err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -44,7 +46,7 @@ def files_only(out_dir: Path, *extra: str) -> list[str]:
 
 
 def bundle(path: Path) -> list[x509.Certificate]:
-    return certs.load_certs(path.read_bytes())
+    return rotation.load_certs(path.read_bytes())
 
 
 def fp(cert: x509.Certificate) -> bytes:
@@ -66,7 +68,7 @@ def test_a_first_run_writes_a_ca_and_a_serving_pair_for_the_service_names(
     assert code == 0, err
     [ca] = bundle(tmp_path / "ca.crt")
     serving = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
-    assert certs.issued_by(serving, ca)
+    assert rotation.issued_by(serving, ca)
     assert sans(serving) == (SERVICE_NAMES, [])
     assert "CA: created" in out and "no CA yet" in out
 
@@ -123,7 +125,7 @@ def test_rotate_ca_keeps_the_old_ca_trusted_next_to_the_new_one(tmp_path: Path) 
     new, kept = bundle(tmp_path / "ca.crt")
     assert fp(kept) == fp(old) and fp(new) != fp(old)
     serving = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
-    assert certs.issued_by(serving, new)
+    assert rotation.issued_by(serving, new)
     assert "--rotate-ca" in out and "keeps previous CA" in out
 
 
@@ -151,33 +153,33 @@ def test_a_ca_key_that_does_not_belong_to_the_ca_is_not_used(tmp_path: Path) -> 
     assert "does not belong to the CA certificate" in out
     new = bundle(tmp_path / "ca.crt")[0]
     serving = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
-    assert certs.issued_by(serving, new)
+    assert rotation.issued_by(serving, new)
 
 
 def test_the_old_ca_is_dropped_once_the_new_pair_has_been_in_place_long_enough() -> None:
     old = pki.make_ca()
-    first = certs.issue(
-        certs.Existing(ca=old, bundle=(old.certificate,)),
+    first = rotation.issue(
+        rotation.Existing(ca=old, bundle=(old.certificate,)),
         dns_names=SERVICE_NAMES,
         ip_addresses=(),
         days=365,
         rotate_ca=True,
     )
-    after_rotation = certs.Existing(
+    after_rotation = rotation.Existing(
         ca=first.ca, serving=first.serving.certificate, bundle=first.bundle
     )
     now = dt.datetime.now(dt.UTC)
 
-    soon = certs.issue(
+    soon = rotation.issue(
         after_rotation, dns_names=SERVICE_NAMES, ip_addresses=(), days=365, rotate_ca=False, now=now
     )
-    later = certs.issue(
+    later = rotation.issue(
         after_rotation,
         dns_names=SERVICE_NAMES,
         ip_addresses=(),
         days=365,
         rotate_ca=False,
-        now=now + certs.PROPAGATION_GRACE,
+        now=now + rotation.PROPAGATION_GRACE,
     )
 
     assert [fp(c) for c in soon.bundle] == [fp(first.ca.certificate), fp(old.certificate)]
@@ -191,11 +193,11 @@ def test_a_previous_ca_stays_while_the_pair_in_place_was_signed_by_it() -> None:
     old = pki.make_ca()
     current = pki.make_ca()
     in_place = pki.make_serving_cert(old, SERVICE_NAMES).certificate
-    existing = certs.Existing(
+    existing = rotation.Existing(
         ca=current, serving=in_place, bundle=(current.certificate, old.certificate)
     )
 
-    issued = certs.issue(
+    issued = rotation.issue(
         existing,
         dns_names=SERVICE_NAMES,
         ip_addresses=(),
@@ -210,8 +212,12 @@ def test_a_previous_ca_stays_while_the_pair_in_place_was_signed_by_it() -> None:
 def test_the_serving_certificate_never_outlives_its_ca() -> None:
     ca = pki.make_ca(days=100)
 
-    issued = certs.issue(
-        certs.Existing(ca=ca), dns_names=SERVICE_NAMES, ip_addresses=(), days=365, rotate_ca=False
+    issued = rotation.issue(
+        rotation.Existing(ca=ca),
+        dns_names=SERVICE_NAMES,
+        ip_addresses=(),
+        days=365,
+        rotate_ca=False,
     )
 
     serving = issued.serving.certificate
@@ -309,11 +315,11 @@ def test_renew_before_changes_nothing_while_the_pair_has_time_left(tmp_path: Pat
 def test_renew_before_renews_a_pair_inside_the_window_with_the_same_ca(tmp_path: Path) -> None:
     assert run_certs(files_only(tmp_path, "--days", "20"))[0] == 0
     old_ca = bundle(tmp_path / "ca.crt")[0]
-    old = certs.load_certs((tmp_path / "tls.crt").read_bytes())[0]
+    old = rotation.load_certs((tmp_path / "tls.crt").read_bytes())[0]
     code, out, _ = run_certs(files_only(tmp_path, "--days", "90", "--renew-before", "30"))
     assert code == 0
     assert "nothing to renew" not in out
-    new = certs.load_certs((tmp_path / "tls.crt").read_bytes())[0]
+    new = rotation.load_certs((tmp_path / "tls.crt").read_bytes())[0]
     assert fp(new) != fp(old)
     assert new.not_valid_after_utc > old.not_valid_after_utc
     assert fp(bundle(tmp_path / "ca.crt")[0]) == fp(old_ca)  # the CA is reused
@@ -327,29 +333,29 @@ def test_renew_before_must_be_below_days(tmp_path: Path) -> None:
 
 def test_a_scheduled_run_drops_the_previous_ca_only_after_the_propagation_grace() -> None:
     old = pki.make_ca()
-    rotated = certs.issue(
-        certs.Existing(ca=old, bundle=(old.certificate,)),
+    rotated = rotation.issue(
+        rotation.Existing(ca=old, bundle=(old.certificate,)),
         dns_names=SERVICE_NAMES,
         ip_addresses=(),
         days=365,
         rotate_ca=True,
     )
-    after = certs.Existing(
+    after = rotation.Existing(
         ca=rotated.ca, serving=rotated.serving.certificate, bundle=rotated.bundle
     )
     now = dt.datetime.now(dt.UTC)
 
-    assert certs.stale_cas(after, now) == ()
-    assert [fp(c) for c in certs.stale_cas(after, now + certs.PROPAGATION_GRACE)] == [
+    assert rotation.stale_cas(after, now) == ()
+    assert [fp(c) for c in rotation.stale_cas(after, now + rotation.PROPAGATION_GRACE)] == [
         fp(old.certificate)
     ]
     # A pair still signed by the previous CA (its rotation was interrupted) keeps it.
-    interrupted = certs.Existing(
+    interrupted = rotation.Existing(
         ca=rotated.ca,
         serving=pki.make_serving_cert(old, SERVICE_NAMES).certificate,
         bundle=rotated.bundle,
     )
-    assert certs.stale_cas(interrupted, now + dt.timedelta(days=30)) == ()
+    assert rotation.stale_cas(interrupted, now + dt.timedelta(days=30)) == ()
 
 
 def test_renew_before_drops_a_stale_ca_from_the_files_and_changes_nothing_else(
@@ -359,7 +365,7 @@ def test_renew_before_drops_a_stale_ca_from_the_files_and_changes_nothing_else(
     current = pki.make_ca("current-ca")
     # The state a finished CA rotation leaves: a pair of the current CA, issued more than
     # the propagation grace ago, and both CAs still trusted.
-    issued_at = dt.datetime.now(dt.UTC) - certs.PROPAGATION_GRACE - dt.timedelta(minutes=1)
+    issued_at = dt.datetime.now(dt.UTC) - rotation.PROPAGATION_GRACE - dt.timedelta(minutes=1)
     serving = pki.make_serving_cert(current, SERVICE_NAMES, issued_at=issued_at)
     (tmp_path / "ca.crt").write_bytes(current.cert_pem + old.cert_pem)
     (tmp_path / "ca.key").write_bytes(current.key_pem)

@@ -7,9 +7,15 @@ The rotation itself (what to issue, where it is kept, the Kubernetes writes) is
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
+import re
+from pathlib import Path
 from typing import TextIO
 
-from webhook import certs
+from webhook.certs.cluster import check_kubeconfig
+from webhook.certs.rotation import CA_DAYS, CertsError
+from webhook.certs.run import Options, run
 from webhook.cli.common import Commands, DefaultsFormatter
 
 
@@ -80,8 +86,67 @@ def add_command(sub: Commands) -> None:
         "--kubeconfig",
         help="kubeconfig to use instead of $KUBECONFIG, ~/.kube/config or the in-cluster account",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=main)
 
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return certs.main(args, out, err)
+_DNS_RE = re.compile(
+    r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The typed options, or CertsError listing every unusable argument."""
+    problems: list[str] = []
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    secret = args.secret or ""
+    if out_dir is None and not secret:
+        problems.append(
+            "nothing to write: pass --secret NAME (the Deployment mounts "
+            "pull-secret-webhook-tls) and/or --out-dir DIR"
+        )
+    for ip in args.ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            problems.append(f"--ip {ip!r} is not an IP address")
+    dns = [d.lower().rstrip(".") for d in args.dns]
+    problems += [f"--dns {d!r} is not a DNS name" for d in dns if not _DNS_RE.match(d)]
+    if not 1 <= args.days <= CA_DAYS:
+        problems.append(f"--days {args.days}: expected 1 to {CA_DAYS}")
+    renew_before = args.renew_before
+    if renew_before and not 1 <= renew_before < args.days:
+        problems.append(
+            f"--renew-before {renew_before}: expected 1 to {args.days - 1} (below --days)"
+        )
+    if problems:
+        raise CertsError("; ".join(problems))
+    return Options(
+        namespace=args.namespace,
+        service=args.service,
+        out_dir=out_dir,
+        secret=secret,
+        webhook_config=args.webhook_config or "",
+        dns=tuple(dict.fromkeys(dns)),
+        ips=tuple(dict.fromkeys(args.ip)),
+        days=args.days,
+        rotate_ca=args.rotate_ca,
+        kubeconfig=args.kubeconfig,
+        renew_before_days=renew_before,
+    )
+
+
+def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Entry point of ``python -m webhook certs``: 0 done, 1 failed, 2 bad arguments."""
+    try:
+        opts = options_from_args(args)
+    except CertsError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    try:
+        if opts.needs_cluster:
+            check_kubeconfig(opts.kubeconfig)
+        asyncio.run(run(opts, out))
+    except CertsError as e:
+        print(f"error: {e}", file=err)
+        return 1
+    return 0

@@ -32,6 +32,10 @@ PROBE_MAX_SECONDS = 2.0
 #: Each pause is scaled by a random factor in [1 - JITTER, 1 + JITTER], so replicas
 #: restarted together do not probe (or resume) in lockstep.
 JITTER = 0.2
+#: For this long after it answers again, an API server is still settling: one just
+#: restarted says ready a moment before its authorizer has caught up, and refuses (403)
+#: what it will allow a second later. Failures then are retried on the API's cadence.
+SETTLE_SECONDS = 10.0
 
 Probe = Callable[[], Awaitable[bool]]
 
@@ -52,6 +56,7 @@ class ApiHealth:
         only the next successful call clears the unavailable state."""
         self.probe = probe
         self._down_since: float | None = None
+        self._up_since = -SETTLE_SECONDS
         self._recovered = asyncio.Event()
         self._prober: asyncio.Task[None] | None = None
         self.outages = 0
@@ -59,6 +64,11 @@ class ApiHealth:
     @property
     def down(self) -> bool:
         return self._down_since is not None
+
+    @property
+    def settling(self) -> bool:
+        """Unavailable, or back for less than SETTLE_SECONDS."""
+        return self.down or time.monotonic() - self._up_since < SETTLE_SECONDS
 
     def failed(self, status: int) -> None:
         """A call failed with ``status`` (0: no HTTP answer)."""
@@ -80,6 +90,7 @@ class ApiHealth:
             time.monotonic() - self._down_since,
         )
         self._down_since = None
+        self._up_since = time.monotonic()
         self._recovered.set()
 
     async def until_recovered(self, seconds: float) -> bool:

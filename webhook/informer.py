@@ -90,14 +90,20 @@ class Informer:
             except KubeAPIError as e:
                 if e.status != 410:  # 410: our version is too old; list again at once
                     log.warning("watch of %s failed, listing again: %s", self.what, e)
-                    await self._back_off(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    woken = await self._back_off(delay)
+                    # Back from an outage: a failure next (an API server just restarted
+                    # may refuse a moment longer) is a new one, retried after 1 s again.
+                    delay = RETRY_SECONDS if woken else min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def _back_off(self, delay: float) -> None:
+    async def _back_off(self, delay: float) -> bool:
+        """Sleep ``delay``, or until the API server answers again (True)."""
         if self._health is None:
             await asyncio.sleep(delay)
-        elif await self._health.until_recovered(jittered(delay)):
-            await asyncio.sleep(random.uniform(0, RECOVERY_SPREAD_SECONDS))
+            return False
+        if not await self._health.until_recovered(jittered(delay)):
+            return False
+        await asyncio.sleep(random.uniform(0, RECOVERY_SPREAD_SECONDS))
+        return True
 
     async def _follow(self, version: str) -> str:
         async for event in self._watch(version):

@@ -123,12 +123,15 @@ class Kube:
     def _heard(self, status: int) -> None:
         if unavailable(status):
             self.health.failed(status)
-        else:
-            self.health.succeeded()  # an answer, even a refusal, means it is serving
+        elif 200 <= status < 300:
+            self.health.succeeded()
+        # Other answers (403, 404, 409...) are not taken as its return: an API server
+        # still starting answers some requests before it is ready for them.
 
     async def ready(self) -> bool:
         """Does the API server say it is ready (``GET /readyz``)? Not counted as a
-        call: it only runs while the API server is unavailable (``ApiHealth``)."""
+        call: it only runs while the API server is unavailable (``ApiHealth``). Where
+        the webhook may not read /readyz (a 401 or 403), any such answer will do."""
         try:
             resp: Any = await self.api.call_api(
                 "/readyz",
@@ -142,7 +145,7 @@ class Kube:
             await resp.read()
         except (ApiException, TimeoutError, OSError, aiohttp.ClientError):
             return False
-        return bool(200 <= resp.status < 300)
+        return bool(200 <= resp.status < 300 or resp.status in (401, 403))
 
     async def _optional(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -367,8 +367,10 @@ class PullSecretManager:
         try:
             while time.monotonic() < give_up:
                 if status.api_unavailable:
-                    await self._await_api(api_delay)
-                    api_delay = min(api_delay * 2, RETRY_API_MAX_SECONDS)
+                    woken = await self._await_api(api_delay)
+                    # Back from an outage: a failure next is a new one, from 1 s again.
+                    api_delay = RETRY_API_FIRST_SECONDS if woken else api_delay * 2
+                    api_delay = min(api_delay, RETRY_API_MAX_SECONDS)
                 else:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_SECONDS)
@@ -382,14 +384,18 @@ class PullSecretManager:
         finally:
             self._retrying.discard(key)
 
-    async def _await_api(self, delay: float) -> None:
+    async def _await_api(self, delay: float) -> bool:
         """Wait ``delay`` (jittered), or until the API server answers again; then a
-        moment more, spread by how many retries are waiting with this one."""
+        moment more, spread by how many retries are waiting with this one. True when
+        woken by its return."""
         if self.health is None:
             await asyncio.sleep(jittered(delay))
-        elif await self.health.until_recovered(jittered(delay)):
-            spread = max(RESUME_SPREAD_MIN, len(self._retrying) / RESUME_PER_SECOND)
-            await asyncio.sleep(random.uniform(0, spread))
+            return False
+        if not await self.health.until_recovered(jittered(delay)):
+            return False
+        spread = max(RESUME_SPREAD_MIN, len(self._retrying) / RESUME_PER_SECOND)
+        await asyncio.sleep(random.uniform(0, spread))
+        return True
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
         try:
@@ -399,7 +405,7 @@ class PullSecretManager:
             # A credential read from the API server (a Secret, a TokenRequest) that could
             # not reach it waits for the API server, not for the registry.
             cause = e.__cause__
-            down = isinstance(cause, KubeAPIError) and unavailable(cause.status)
+            down = isinstance(cause, KubeAPIError) and self._api_down(cause)
             return NeedStatus("pending", f"{e.step} {e.code}".strip(), api_unavailable=down)
         try:
             return await self.write(namespace, need, credential)
@@ -412,8 +418,13 @@ class PullSecretManager:
             return NeedStatus(
                 "pending",
                 f"Secret write failed: {e.status} {e.reason}",
-                api_unavailable=unavailable(e.status),
+                api_unavailable=self._api_down(e),
             )
+
+    def _api_down(self, error: KubeAPIError) -> bool:
+        """Did ``error`` come from an API server unavailable, or just back and still
+        settling (one just restarted may refuse what it allows a moment later)?"""
+        return unavailable(error.status) or (self.health is not None and self.health.settling)
 
     # -- writing -----------------------------------------------------------------
 

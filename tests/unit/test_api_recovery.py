@@ -98,6 +98,38 @@ async def test_a_secret_unwritable_while_the_api_was_unreachable_is_made_as_it_r
     await m.close()
 
 
+async def test_a_refusal_from_an_api_server_just_back_is_retried_on_its_cadence(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kube-apiserver just restarted says ready a moment before its authorizer has
+    caught up: the 403 it gives then is retried after ~1 s, not on the 5 s schedule."""
+    monkeypatch.setattr(pullsecrets, "RETRY_API_FIRST_SECONDS", 60.0)
+    kube = MemKube()
+    m = manager(config, kube, Minter())
+    [need] = pull_needs(config, make_pod(ACR))
+    create_record = kube.create_record
+    refusals = [KubeAPIError(403, "Forbidden", "cannot create resource")]
+
+    async def settling(namespace: str, body: Any) -> dict[str, Any]:
+        if not kube.unreachable and refusals:
+            raise refusals.pop()
+        return await create_record(namespace, body)
+
+    kube.create_record = settling  # type: ignore[method-assign]
+    kube.unreachable = True
+    await m.ensure("team-a", [need], budget=2, dry_run=False)
+    await asyncio.sleep(0.2)
+    kube.unreachable = False
+    # Woken by the return, refused once, then retried 1 s (jittered) later: the back-off
+    # starts afresh after an outage (the 60 s set above would otherwise apply).
+    monkeypatch.setattr(pullsecrets, "RETRY_API_FIRST_SECONDS", 1.0)
+    took = await wait_until(
+        lambda: ("team-a", need.secret_name) in kube.secrets, NOTICED_WITHIN + 1.3
+    )
+    assert refusals == [] and took < RETRY_FIRST_SECONDS
+    await m.close()
+
+
 async def test_retries_while_the_api_server_stays_away_back_off_from_a_second(
     config: Config,
 ) -> None:

@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 #: Statuses that mean the API server (or the path to it) is not serving: no connection,
 #: or a proxy / the server saying it is unavailable or timed out.
 UNAVAILABLE = frozenset({0, 502, 503, 504})
-#: First and longest pause between probes while the API server is unavailable. One cheap
-#: request per replica at most every 2 s; the return is noticed within ~2 s.
+#: First and longest pause between probes while the API server is unavailable: one
+#: cheap request per replica and second at most, and its return noticed within ~1 s.
 PROBE_FIRST_SECONDS = 0.5
-PROBE_MAX_SECONDS = 2.0
+PROBE_MAX_SECONDS = 1.0
 #: Each pause is scaled by a random factor in [1 - JITTER, 1 + JITTER], so replicas
 #: restarted together do not probe (or resume) in lockstep.
 JITTER = 0.2
@@ -66,9 +66,14 @@ class ApiHealth:
         return self._down_since is not None
 
     @property
+    def just_back(self) -> bool:
+        """Answering again, for less than SETTLE_SECONDS."""
+        return not self.down and time.monotonic() - self._up_since < SETTLE_SECONDS
+
+    @property
     def settling(self) -> bool:
-        """Unavailable, or back for less than SETTLE_SECONDS."""
-        return self.down or time.monotonic() - self._up_since < SETTLE_SECONDS
+        """Unavailable, or just back."""
+        return self.down or self.just_back
 
     def failed(self, status: int) -> None:
         """A call failed with ``status`` (0: no HTTP answer)."""

@@ -90,9 +90,11 @@ class Informer:
             except KubeAPIError as e:
                 if e.status != 410:  # 410: our version is too old; list again at once
                     log.warning("watch of %s failed, listing again: %s", self.what, e)
+                    if self._health is not None and self._health.just_back:
+                        # An API server just restarted may refuse (403) a moment longer
+                        # than it says it is ready: the outage's back-off is over.
+                        delay = RETRY_SECONDS
                     woken = await self._back_off(delay)
-                    # Back from an outage: a failure next (an API server just restarted
-                    # may refuse a moment longer) is a new one, retried after 1 s again.
                     delay = RETRY_SECONDS if woken else min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _back_off(self, delay: float) -> bool:

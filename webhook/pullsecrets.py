@@ -367,8 +367,9 @@ class PullSecretManager:
         try:
             while time.monotonic() < give_up:
                 if status.api_unavailable:
+                    if self.health is not None and self.health.just_back:
+                        api_delay = RETRY_API_FIRST_SECONDS  # the outage's back-off is over
                     woken = await self._await_api(api_delay)
-                    # Back from an outage: a failure next is a new one, from 1 s again.
                     api_delay = RETRY_API_FIRST_SECONDS if woken else api_delay * 2
                     api_delay = min(api_delay, RETRY_API_MAX_SECONDS)
                 else:

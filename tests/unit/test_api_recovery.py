@@ -242,6 +242,50 @@ async def test_a_watch_backing_off_lists_again_as_soon_as_the_api_server_answers
         await informer.close()
 
 
+async def test_a_watch_refused_by_an_api_server_just_back_lists_again_after_the_first_delay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its back-off grown during the outage, a watch that lists on its own timer just
+    after the API server's return and is refused (403: the authorizer not caught up)
+    starts its back-off afresh instead of doubling it."""
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 0.1)
+    health = ApiHealth()
+    lists: list[float] = []
+    outcome: list[int] = [0, 0, 0, 0, 403]  # four refused connections, then a 403
+
+    async def lister() -> tuple[list[dict[str, Any]], str]:
+        lists.append(time.monotonic())
+        if outcome:
+            status = outcome.pop(0)
+            if status == 0:
+                health.failed(0)
+            else:
+                health.succeeded()  # it answered another call a moment before
+            raise KubeAPIError(status, "refused", "")
+        return opted_in("team-a"), "10"
+
+    async def watcher(version: str) -> AsyncIterator[dict[str, Any]]:
+        await asyncio.sleep(3600)
+        yield {}
+
+    monkeypatch.setattr(ApiHealth, "until_recovered", _plain_sleep)  # no wake-ups here
+    informer = Informer("namespaces", lister, watcher, NamespaceIndex(set()), health=health)
+    informer.start()
+    try:
+        await wait_until(informer.synced.is_set, 5.0)
+    finally:
+        await informer.close()
+    gaps = [b - a for a, b in itertools.pairwise(lists)]
+    # 0.1, 0.2, 0.4, 0.8 (jittered) while down; then, just back, 0.1 again, not 1.6.
+    assert len(gaps) == 5 and gaps[3] >= 0.8 * (1 - JITTER), gaps
+    assert gaps[4] <= 0.1 * (1 + JITTER) + 0.05, gaps
+
+
+async def _plain_sleep(self: ApiHealth, seconds: float) -> bool:
+    await asyncio.sleep(seconds)
+    return False
+
+
 async def test_api_health_counts_only_unavailability_and_a_probe_clears_it() -> None:
     answers = [False, True]
 

@@ -6,7 +6,8 @@ docker-registry with basic auth standing in for an ECR registry, moto for the
 ECR API, the webhook's RBAC and MutatingWebhookConfiguration from
 ``manifests/`` (pointed at a local URL with its caBundle), and webhook replicas
 as separate processes running under the webhook's own ServiceAccount token,
-behind a round-robin TCP balancer like a Service.
+behind a round-robin TCP balancer that, like a Service, sends new connections only to
+ready replicas.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ API server's return the webhook is whole again. Figures are printed (pytest -s).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from tests.e2e.controlplane import ControlPlane
 from tests.e2e.stack import INJECT_LABEL, Stack
 from tests.e2e.support import ns_name, pod_manifest, pull_secret_names
 from tests.fakes.traffic import ACR_EXCHANGE
+from webhook.kube import Kube, connect
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 
@@ -50,6 +52,19 @@ def secret_exists(cp: ControlPlane, namespace: str, name: str) -> bool:
         return False
 
 
+def webhook_probe(stack: Stack) -> bool:
+    """The webhook's readiness probe of the API server, as its own ServiceAccount."""
+
+    async def probe() -> bool:
+        kube = Kube(await connect(str(stack.webhook_kubeconfig)))
+        try:
+            return await kube.ready()
+        finally:
+            await kube.close()
+
+    return asyncio.run(probe())
+
+
 def test_after_kube_apiserver_restarts_admissions_and_pending_secrets_converge_in_seconds(
     stack: Stack,
 ) -> None:
@@ -69,8 +84,10 @@ def test_after_kube_apiserver_restarts_admissions_and_pending_secrets_converge_i
     [pending] = pull_secret_names(pod)  # patched, its secret still being made
     assert not secret_exists(cp, pending_ns, pending)
 
+    assert webhook_probe(stack)  # /readyz, which the webhook's identity may read
     cp.stop_apiserver()
     try:
+        assert not webhook_probe(stack)
         time.sleep(OUTAGE_SECONDS)  # meanwhile the exchange completes; its write fails
     finally:
         startup = cp.start_apiserver()

@@ -6,7 +6,8 @@ docker-registry with basic auth standing in for an ECR registry, moto for the
 ECR API, the webhook's RBAC and MutatingWebhookConfiguration from
 ``manifests/`` (pointed at a local URL with its caBundle), and webhook replicas
 as separate processes running under the webhook's own ServiceAccount token,
-behind a round-robin TCP balancer like a Service.
+behind a round-robin TCP balancer that, like a Service, sends new connections only to
+ready replicas.
 """
 
 from __future__ import annotations
@@ -82,14 +83,30 @@ TOKEN_SECONDS = 7200
 #: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
 #: renewal comes due 15 s after issue.
 SHORT_TOKEN_SECONDS = 150
+#: Replicas behind the balancer serve this long, not ready, after SIGTERM: longer than the
+#: balancer takes to stop sending them connections (Balancer.READY_POLL_SECONDS), as the
+#: webhook's 5 s default is longer than endpoints take in a cluster; shorter, to keep the
+#: suite quick.
+SHUTDOWN_DELAY = 2.0
 
 
 class Balancer:
-    """A TCP round-robin balancer in a thread: what a Service does for the replicas."""
+    """A TCP round-robin balancer in a thread: what a Service and kube-proxy do for the
+    replicas. New connections go only to replicas whose /readyz says ok (polled every
+    READY_POLL_SECONDS, as the endpoints controller and kube-proxy follow readiness); a
+    connection once made stays with its replica until either side closes it (conntrack).
+    """
 
-    def __init__(self, backends: list[int]) -> None:
-        self.backends = backends
+    #: How often each backend's readiness is read: the endpoints controller and kube-proxy
+    #: together take about a second to follow a readiness change in a cluster.
+    READY_POLL_SECONDS = 1.0
+
+    def __init__(self, backends: list[Replica]) -> None:
+        self.backends = list(backends)
         self.port = free_port()
+        self.connections: dict[str, int] = {}
+        """New connections sent to each replica, by name."""
+        self._ready: set[int] = set()
         self._next = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -97,16 +114,44 @@ class Balancer:
 
     def start(self) -> None:
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop
-        )
+        fut = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
         self._server = fut.result(10)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = self.backends[self._next % len(self.backends)]
+    async def _start(self) -> asyncio.Server:
+        await self._poll_once()
+        self._loop.create_task(self._poll())
+        return await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    def set_backends(self, backends: list[Replica]) -> None:
+        """Replace the endpoints (taken up by the next poll, as endpoints are)."""
+        self._loop.call_soon_threadsafe(setattr, self, "backends", list(backends))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.READY_POLL_SECONDS)
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        backends = list(self.backends)
+        answers = await asyncio.gather(*(_ready(b.health_port) for b in backends))
+        self._ready = {b.port for b, ok in zip(backends, answers, strict=True) if ok}
+
+    def _pick(self) -> Replica | None:
+        ready = [b for b in self.backends if b.port in self._ready]
+        if not ready:
+            return None
+        backend = ready[self._next % len(ready)]
         self._next += 1
+        return backend
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = self._pick()
+        if backend is None:  # no ready endpoint: the connection is refused
+            writer.close()
+            return
+        self.connections[backend.name] = self.connections.get(backend.name, 0) + 1
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend.port)
         except OSError:
             writer.close()
             return
@@ -138,6 +183,21 @@ class Balancer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+async def _ready(health_port: int) -> bool:
+    """Does the replica's /readyz answer 200 (within a second)?"""
+    try:
+        async with asyncio.timeout(1.0):
+            reader, writer = await asyncio.open_connection("127.0.0.1", health_port)
+            try:
+                writer.write(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                status = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return status.split(b" ")[1:2] == [b"200"]
 
 
 @dataclass
@@ -200,6 +260,7 @@ class Stack:
     webhook_env: dict[str, str] = field(default_factory=dict)
     webhook_kubeconfig: Path | None = None
     _serving: tuple[Path, Path] = (Path(), Path())
+    _launched: int = 0
 
     # -- set-up ------------------------------------------------------------------
 
@@ -447,13 +508,13 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         self._serving = (cert, key)
-        self.replicas.extend(self._launch(f"webhook-{i}") for i in range(self.replicas_wanted))
+        self.replicas.extend(self._serving_replica() for _ in range(self.replicas_wanted))
         for replica in self.replicas:
             self._await_ready(replica)
-        self.balancer = Balancer([r.port for r in self.replicas])
+        self.balancer = Balancer(self.replicas)
         self.balancer.start()
 
-    def _launch(self, name: str) -> Replica:
+    def _launch(self, name: str, shutdown_delay: float = 0.0) -> Replica:
         cert, key = self._serving
         assert self.config_path is not None
         serve = Serve(
@@ -465,6 +526,7 @@ class Stack:
             kubeconfig=self.webhook_kubeconfig,
             pod_name=name,
             log_level="debug",
+            shutdown_delay=shutdown_delay,
         )
         log = self.workdir / f"{name}.log"
         with log.open("ab") as handle:
@@ -476,6 +538,30 @@ class Stack:
                 stderr=subprocess.STDOUT,
             )
         return Replica(name, serve.port, serve.health_port, process, log)
+
+    def _serving_replica(self) -> Replica:
+        """A replica for behind the balancer: it lingers, not ready, after SIGTERM, as the
+        Deployment's do (the balancer follows readiness)."""
+        self._launched += 1
+        return self._launch(f"webhook-{self._launched - 1}", SHUTDOWN_DELAY)
+
+    def add_replica(self) -> Replica:
+        """One more replica behind the balancer, once ready (a rolling update's new pod)."""
+        assert self.balancer is not None
+        replica = self._serving_replica()
+        self._await_ready(replica)
+        self.replicas.append(replica)
+        self.balancer.set_backends(self.replicas)
+        return replica
+
+    def retire(self, replica: Replica, timeout: float = 30.0) -> int:
+        """Wait for a replica sent SIGTERM to exit; drop it from the balancer's endpoints
+        and from ``replicas``. Returns its exit code."""
+        assert self.balancer is not None
+        code = replica.process.wait(timeout)
+        self.replicas.remove(replica)
+        self.balancer.set_backends(self.replicas)
+        return code
 
     @staticmethod
     def _await_ready(replica: Replica, timeout: float = 30.0) -> None:

@@ -55,6 +55,9 @@ class NeedStatus:
     foreign: a Secret of that name exists that the webhook did not create."""
     message: str = ""
     """Why not ready: short, safe to show users (no credentials)."""
+    api_unavailable: bool = field(default=False, compare=False)
+    """Pending because the API server could not be reached (not for want of a
+    credential): retried as soon as it answers again."""
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,21 @@ resourceVersion; WATCH from there streams ADDED/MODIFIED/DELETED events (and
 BOOKMARKs that only move the version on); when the watch ends it is reopened from
 the last version seen, and when that version is too old (410 Gone) or anything
 fails, the loop lists again. The handler sees the whole list, then every event.
+
+While the API server is unavailable, the back-off before listing again ends early when
+it answers again (``ApiHealth``): the copy converges within about a second of its
+return, whatever the back-off had grown to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from webhook.apihealth import ApiHealth, jittered
 from webhook.kubeapi import KubeAPIError
 
 log = logging.getLogger(__name__)
@@ -23,6 +29,9 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 #: Longest back-off while the API server stays unreachable.
 RETRY_MAX_SECONDS = 8.0
+#: Woken by the API server's return, each watch lists again within this many seconds
+#: (spread at random: every replica's watches do not list in the same instant).
+RECOVERY_SPREAD_SECONDS = 0.5
 
 
 class Handler(Protocol):
@@ -46,8 +55,10 @@ class Informer:
         handler: Handler,
         *,
         on_change: Callable[[], None] = lambda: None,
+        health: ApiHealth | None = None,
     ) -> None:
         self.what = what
+        self._health = health
         self._list = lister
         self._watch = watcher
         self._handler = handler
@@ -79,8 +90,22 @@ class Informer:
             except KubeAPIError as e:
                 if e.status != 410:  # 410: our version is too old; list again at once
                     log.warning("watch of %s failed, listing again: %s", self.what, e)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    if self._health is not None and self._health.just_back:
+                        # An API server just restarted may refuse (403) a moment longer
+                        # than it says it is ready: the outage's back-off is over.
+                        delay = RETRY_SECONDS
+                    woken = await self._back_off(delay)
+                    delay = RETRY_SECONDS if woken else min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _back_off(self, delay: float) -> bool:
+        """Sleep ``delay``, or until the API server answers again (True)."""
+        if self._health is None:
+            await asyncio.sleep(delay)
+            return False
+        if not await self._health.until_recovered(jittered(delay)):
+            return False
+        await asyncio.sleep(random.uniform(0, RECOVERY_SPREAD_SECONDS))
+        return True
 
     async def _follow(self, version: str) -> str:
         async for event in self._watch(version):

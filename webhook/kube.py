@@ -17,6 +17,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from webhook.apihealth import ApiHealth, unavailable
 from webhook.kubeapi import (
     BODY_LIMIT,
     GROUP,
@@ -90,14 +91,17 @@ class Kube:
         self, api: client.ApiClient, *, on_request: Callable[[str], None] = lambda call: None
     ) -> None:
         """``on_request`` hears the name of every call sent (``watch <list call>`` for a
-        watch), so the load the webhook puts on the API server can be measured."""
+        watch), so the load the webhook puts on the API server can be measured.
+        ``health`` hears whether each call reached the API server."""
         self.api = api
         self._on_request = on_request
+        self.health = ApiHealth(self.ready)
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     async def close(self) -> None:
+        await self.health.close()
         await self.api.close()
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -105,12 +109,43 @@ class Kube:
         try:
             resp = await method(*args, _preload_content=False, **kwargs)
             body = await resp.read()
-        except ApiException as e:
-            raise as_api_error(e) from e
-        except (TimeoutError, OSError, aiohttp.ClientError) as e:
-            raise as_api_error(e) from e
-        _raise_for_status(resp.status, resp.reason, body)
+            _raise_for_status(resp.status, resp.reason, body)
+        except KubeAPIError as e:
+            self._heard(e.status)
+            raise
+        except (ApiException, TimeoutError, OSError, aiohttp.ClientError) as e:
+            error = as_api_error(e)
+            self._heard(error.status)
+            raise error from e
+        self._heard(resp.status)
         return json.loads(body) if body else {}
+
+    def _heard(self, status: int) -> None:
+        if unavailable(status):
+            self.health.failed(status)
+        elif 200 <= status < 300:
+            self.health.succeeded()
+        # Other answers (403, 404, 409...) are not taken as its return: an API server
+        # still starting answers some requests before it is ready for them.
+
+    async def ready(self) -> bool:
+        """Does the API server say it is ready (``GET /readyz``)? Not counted as a
+        call: it only runs while the API server is unavailable (``ApiHealth``). Where
+        the webhook may not read /readyz (a 401 or 403), any such answer will do."""
+        try:
+            resp: Any = await self.api.call_api(
+                "/readyz",
+                "GET",
+                header_params={"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=2,
+            )
+            await resp.read()
+        except (ApiException, TimeoutError, OSError, aiohttp.ClientError):
+            return False
+        return bool(200 <= resp.status < 300 or resp.status in (401, 403))
 
     async def _optional(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -144,18 +179,22 @@ class Kube:
                 _preload_content=False,
                 **kwargs,
             )
-        except ApiException as e:
-            raise as_api_error(e) from e
-        except (TimeoutError, OSError, aiohttp.ClientError) as e:
-            raise as_api_error(e) from e
+        except (ApiException, TimeoutError, OSError, aiohttp.ClientError) as e:
+            error = as_api_error(e)
+            self._heard(error.status)
+            raise error from e
         try:
             if not 200 <= resp.status < 300:
+                self._heard(resp.status)
                 _raise_for_status(resp.status, resp.reason, await resp.read())
+            self._heard(resp.status)
             async for line in resp.content:
                 if line.strip():
                     yield json.loads(line)
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as e:
-            raise as_api_error(e) from e
+            error = as_api_error(e)
+            self._heard(error.status)
+            raise error from e
         finally:
             resp.release()
 

@@ -27,11 +27,13 @@ import asyncio
 import base64
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from webhook.admission import NeedStatus, Outcome
+from webhook.apihealth import ApiHealth, jittered, unavailable
 from webhook.config import Config
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.credentials.cache import CredentialCache
@@ -80,6 +82,17 @@ EVENT_INTERVAL = 60.0
 RETRY_FIRST_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 RETRY_GIVE_UP_SECONDS = 3600.0
+#: A secret that could not be written because the API server was unavailable is retried
+#: as soon as the API server answers again (``ApiHealth``), and otherwise after 1 s
+#: backing off to 30 s: the kubelet's schedule is for credentials, and a few seconds
+#: after the API server returns the secret should be there.
+RETRY_API_FIRST_SECONDS = 1.0
+RETRY_API_MAX_SECONDS = 30.0
+#: Woken together by the API server's return, retries start spread over this many
+#: seconds per RESUME_PER_SECOND waiting (at least RESUME_SPREAD_MIN): a thousand
+#: pending secrets must not arrive in the same instant at an API server just back.
+RESUME_SPREAD_MIN = 0.5
+RESUME_PER_SECOND = 200.0
 #: A pod needs one pull secret per registry (and identity) its images come from; real
 #: pods name a handful. More than this in one review is refused work, not served: one
 #: forged review must not fan out into thousands of exchanges, writes and retries.
@@ -155,9 +168,13 @@ class PullSecretManager:
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        health: ApiHealth | None = None,
     ) -> None:
+        """``health`` says when the API server answers again (``kube.health``); without
+        it, retries wait out their back-off."""
         self.config = config
         self.kube = kube
+        self.health = health
         self.cache = cache
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -177,18 +194,21 @@ class PullSecretManager:
                 lambda version: kube.watch_records(home, version),
                 self.records,
                 on_change=lambda: self.metrics.managed_secrets.set(len(self.records)),
+                health=health,
             ),
             Informer(
                 "namespaces",
                 lambda: kube.list_namespaces(),
                 lambda version: kube.watch_namespaces(version),
                 self.namespaces,
+                health=health,
             ),
             Informer(
                 "pull secret markers",
                 lambda: kube.list_markers(),
                 lambda version: kube.watch_markers(version),
                 self.markers,
+                health=health,
             ),
         )
 
@@ -327,40 +347,67 @@ class PullSecretManager:
         if error is not None:
             log.error("making %s/%s failed unexpectedly", *key, exc_info=error)
             return
+        status = task.result()
         if (
-            task.result().state == "pending"
+            status.state == "pending"
             and key not in self._retrying
             and len(self._retrying) < MAX_RETRYING
         ):
             self._retrying.add(key)
-            self._spawn(self._retry(key, need))
+            self._spawn(self._retry(key, need, status))
 
-    async def _retry(self, key: tuple[str, str], need: PullNeed) -> None:
+    async def _retry(self, key: tuple[str, str], need: PullNeed, status: NeedStatus) -> None:
         """Keep trying to make a secret an admission could not, so the kubelet's next
-        pull retry finds it."""
+        pull retry finds it: on the kubelet's schedule while a credential is wanting,
+        and as soon as the API server answers again while it was unreachable."""
         namespace = key[0]
         delay = RETRY_FIRST_SECONDS
+        api_delay = RETRY_API_FIRST_SECONDS
         give_up = time.monotonic() + RETRY_GIVE_UP_SECONDS
         try:
             while time.monotonic() < give_up:
-                await asyncio.sleep(delay)
+                if status.api_unavailable:
+                    if self.health is not None and self.health.just_back:
+                        api_delay = RETRY_API_FIRST_SECONDS  # the outage's back-off is over
+                    woken = await self._await_api(api_delay)
+                    api_delay = RETRY_API_FIRST_SECONDS if woken else api_delay * 2
+                    api_delay = min(api_delay, RETRY_API_MAX_SECONDS)
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
                 if self.namespaces.refusal(namespace) is not None:
                     return  # the namespace opted out or is gone
                 status = await self._start(namespace, need)
                 if status.state != "pending":
                     log.info("pull secret %s/%s made after a retry", namespace, need.secret_name)
                     return
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
             log.warning("gave up making %s/%s for now", namespace, need.secret_name)
         finally:
             self._retrying.discard(key)
+
+    async def _await_api(self, delay: float) -> bool:
+        """Wait ``delay`` (jittered), or until the API server answers again; then a
+        moment more, spread by how many retries are waiting with this one. True when
+        woken by its return."""
+        if self.health is None:
+            await asyncio.sleep(jittered(delay))
+            return False
+        if not await self.health.until_recovered(jittered(delay)):
+            return False
+        spread = max(RESUME_SPREAD_MIN, len(self._retrying) / RESUME_PER_SECOND)
+        await asyncio.sleep(random.uniform(0, spread))
+        return True
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
         try:
             credential = await self.cache.get(need, namespace)
         except RegistryAuthError as e:
             log.warning("no credential for %s in %s: %s", need.host, namespace, e)
-            return NeedStatus("pending", f"{e.step} {e.code}".strip())
+            # A credential read from the API server (a Secret, a TokenRequest) that could
+            # not reach it waits for the API server, not for the registry.
+            cause = e.__cause__
+            down = isinstance(cause, KubeAPIError) and self._api_down(cause)
+            return NeedStatus("pending", f"{e.step} {e.code}".strip(), api_unavailable=down)
         try:
             return await self.write(namespace, need, credential)
         except RecordsMissing as e:
@@ -369,7 +416,16 @@ class PullSecretManager:
         except KubeAPIError as e:
             self.metrics.secret_writes.labels("write", "error").inc()
             log.warning("cannot write Secret %s/%s: %s", namespace, need.secret_name, e)
-            return NeedStatus("pending", f"Secret write failed: {e.status} {e.reason}")
+            return NeedStatus(
+                "pending",
+                f"Secret write failed: {e.status} {e.reason}",
+                api_unavailable=self._api_down(e),
+            )
+
+    def _api_down(self, error: KubeAPIError) -> bool:
+        """Did ``error`` come from an API server unavailable, or just back and still
+        settling (one just restarted may refuse what it allows a moment later)?"""
+        return unavailable(error.status) or (self.health is not None and self.health.settling)
 
     # -- writing -----------------------------------------------------------------
 

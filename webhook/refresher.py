@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from webhook.config import Config
+from webhook.config import Config, RegistryEntry
+from webhook.configwatch import ConfigStore
 from webhook.informer import Informer
 from webhook.kube import Kube
 from webhook.kubeapi import KubeAPIError
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 #: replaced within ~15 s, far below any credential's refresh margin.
 LEASE_SECONDS = 15
 RENEW_SECONDS = 5.0
+#: On shutdown, how long releasing the Lease may take before it is left to expire.
+RELEASE_SECONDS = 2.0
 
 
 def _micro_time(ts: float) -> str:
@@ -110,6 +113,25 @@ class LeaderElector:
                 return False
             raise
 
+    async def release(self) -> bool:
+        """Give the Lease up if this replica holds it (as client-go's ReleaseOnCancel
+        does): the next replica to try takes it at once, not a lease duration later."""
+        lease = await self.kube.get_lease(self.namespace, self.name)
+        spec = (lease or {}).get("spec") or {}
+        if lease is None or spec.get("holderIdentity") != self.holder:
+            return False
+        now = _micro_time(self.clock())
+        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=now, acquireTime=now)
+        lease["spec"] = spec
+        try:
+            await self.kube.replace_lease(self.namespace, self.name, lease)
+        except KubeAPIError as e:
+            if e.status == 409:  # renewed or taken meanwhile: no longer ours to give
+                return False
+            raise
+        log.info("released the refresher lease")
+        return True
+
 
 @dataclass
 class PassReport:
@@ -126,23 +148,39 @@ class PassReport:
 class Refresher:
     def __init__(
         self,
-        config: Config,
+        config: Config | ConfigStore,
         manager: PullSecretManager,
         holder: str,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
+        """``config`` may be the store the config file is reloaded into: each pass then
+        renews secrets by the registry entries in use at that time."""
+        self.store = config if isinstance(config, ConfigStore) else ConfigStore(config)
         self.manager = manager
         self.clock = clock
+        start = self.store.current
         self.elector = LeaderElector(
-            manager.kube, config.namespace, config.refresh.lease_name, holder, clock=clock
+            manager.kube, start.namespace, start.refresh.lease_name, holder, clock=clock
         )
-        self.entries = {e.name: e for e in config.registries}
+        self._entries: tuple[int, dict[str, RegistryEntry]] = (0, {})
         self._task: asyncio.Task[None] | None = None
         self.leader = False
-        self.references = References(config.secret_prefix)
+        self.references = References(start.secret_prefix)
         self._watches: tuple[Informer, ...] = ()
+
+    @property
+    def config(self) -> Config:
+        return self.store.current
+
+    @property
+    def entries(self) -> dict[str, RegistryEntry]:
+        """The registry entries of the config in use, by name."""
+        generation, entries = self._entries
+        if generation != self.store.generation:
+            entries = {e.name: e for e in self.store.current.registries}
+            self._entries = (self.store.generation, entries)
+        return entries
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -152,6 +190,13 @@ class Refresher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._follow(False)
+        if self.leader:
+            self.leader = False
+            try:
+                async with asyncio.timeout(RELEASE_SECONDS):
+                    await self.elector.release()
+            except (KubeAPIError, TimeoutError) as e:
+                log.warning("refresher lease not released (it expires by itself): %s", e)
 
     async def _follow(self, on: bool) -> None:
         """Only the leader watches pods (which secrets are in use): garbage collection is

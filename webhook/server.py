@@ -194,7 +194,12 @@ async def handle_mutate(request: web.Request) -> web.Response:
         async with request.app[BUDGET].hold() as held:
             response = await _mutate(request, held)
             large = held.amount >= LARGE_REVIEW_BYTES
-            return response
+        if request.app[STATE].shutting_down:
+            # Draining: no keep-alive. The API server's next admission then opens a new
+            # connection, which the Service sends to a ready replica, instead of riding a
+            # kept-alive one into this replica's exit.
+            response.force_close()
+        return response
     finally:
         guard.request_finished(request, large=large)
 

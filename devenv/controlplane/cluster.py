@@ -110,6 +110,7 @@ class _Running:
     admin: AdminCredentials
     kubeconfig: Path
     logs: dict[str, Path]
+    pki: _Pki
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     log_handles: list[IO[bytes]] = field(default_factory=list)
 
@@ -426,6 +427,7 @@ class ControlPlane:
                 admin=pki.admin,
                 kubeconfig=kubeconfig,
                 logs={},
+                pki=pki,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -474,6 +476,29 @@ class ControlPlane:
             for handle in running.log_handles:
                 handle.close()
             shutil.rmtree(running.workdir, ignore_errors=True)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (SIGTERM, as a restart or an upgrade does); etcd,
+        the controller manager and every file stay. ``start_apiserver`` brings it back."""
+        state = self._state
+        process = state.processes.pop("kube-apiserver", None)
+        if process is not None:
+            _terminate(process)
+
+    def start_apiserver(self, timeout: float | None = None) -> float:
+        """Start kube-apiserver again on its port, with its certificates and etcd, and
+        wait until /readyz answers ok; returns the seconds that took."""
+        state = self._state
+        if "kube-apiserver" in state.processes:
+            raise RuntimeError("kube-apiserver is already running")
+        started = time.monotonic()
+        self._spawn("kube-apiserver", self._apiserver_args(state.ports, state.pki))
+        self._wait(
+            "kube-apiserver /readyz",
+            started + (timeout if timeout is not None else self.startup_timeout),
+            self._apiserver_ready,
+        )
+        return time.monotonic() - started
 
     def check_alive(self) -> None:
         """Raise ControlPlaneError (with the log tails) if any component has exited."""
@@ -585,7 +610,7 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str]) -> None:
         state = self._state
         log_path = state.workdir / "logs" / f"{name}.log"
-        handle = log_path.open("wb")
+        handle = log_path.open("ab")  # a component restarted in place logs on
         state.log_handles.append(handle)
         state.logs[name] = log_path
         state.processes[name] = subprocess.Popen(

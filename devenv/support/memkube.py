@@ -5,7 +5,9 @@ same against a real kube-apiserver).
 What it keeps from the API server: names are unique per namespace (create → 409
 AlreadyExists); an update or delete naming a ``metadata.uid`` / ``preconditions.uid``
 that is not the object's → 409; an update naming an old ``resourceVersion`` → 409;
-a missing object → 404. Every call is counted by name.
+a missing object → 404. Every call is counted by name. ``unreachable = True`` stands for
+an API server that cannot be reached: every call fails as a refused connection does
+(status 0), and ``health`` hears of each call's fate as ``Kube`` reports it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from webhook.apihealth import ApiHealth
 from webhook.kubeapi import KubeAPIError
 
 
@@ -29,6 +32,20 @@ class MemKube:
         self.events: list[dict[str, Any]] = []
         self.calls: Counter[str] = Counter()
         self._versions = itertools.count(100)
+        self.unreachable = False
+        self.health = ApiHealth(self.ready)
+        self.probes = 0
+
+    async def ready(self) -> bool:
+        self.probes += 1
+        return not self.unreachable
+
+    def _count(self, call: str) -> None:
+        self.calls[call] += 1
+        if self.unreachable:
+            self.health.failed(0)
+            raise KubeAPIError(0, "ClientConnectorError", "Connection refused")
+        self.health.succeeded()
 
     # -- helpers for tests -------------------------------------------------------
 
@@ -82,7 +99,7 @@ class MemKube:
     # -- pull secrets ------------------------------------------------------------
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls["create_secret"] += 1
+        self._count("create_secret")
         key = (namespace, body["metadata"]["name"])
         if key in self.secrets:
             raise KubeAPIError(409, "AlreadyExists", f"secrets {key[1]} already exists")
@@ -91,11 +108,11 @@ class MemKube:
     async def replace_secret(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self.calls["replace_secret"] += 1
+        self._count("replace_secret")
         return self._update(self.secrets, (namespace, name), body)
 
     async def check_secret(self, namespace: str, name: str, uid: str) -> None:
-        self.calls["check_secret"] += 1
+        self._count("check_secret")
         current = self.secrets.get((namespace, name))
         if current is None:
             raise KubeAPIError(404, "NotFound", f"{name} not found")
@@ -103,7 +120,7 @@ class MemKube:
             raise KubeAPIError(409, "Conflict", "Precondition failed: UID in precondition")
 
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
-        self.calls["delete_secret"] += 1
+        self._count("delete_secret")
         current = self.secrets.get((namespace, name))
         if current is None:
             return
@@ -124,12 +141,12 @@ class MemKube:
         yield {}  # pragma: no cover
 
     async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls["get_record"] += 1
+        self._count("get_record")
         doc = self.records.get((namespace, name))
         return copy.deepcopy(doc) if doc is not None else None
 
     async def create_record(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls["create_record"] += 1
+        self._count("create_record")
         key = (namespace, body["metadata"]["name"])
         if key in self.records:
             raise KubeAPIError(409, "AlreadyExists", f"{key[1]} already exists")
@@ -138,11 +155,11 @@ class MemKube:
     async def replace_record(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self.calls["replace_record"] += 1
+        self._count("replace_record")
         return self._update(self.records, (namespace, name), body)
 
     async def delete_record(self, namespace: str, name: str, resource_version: str) -> None:
-        self.calls["delete_record"] += 1
+        self._count("delete_record")
         current = self.records.get((namespace, name))
         if current is None:
             return
@@ -160,14 +177,14 @@ class MemKube:
     # -- markers -----------------------------------------------------------------
 
     async def create_marker(self, namespace: str, body: Mapping[str, Any]) -> None:
-        self.calls["create_marker"] += 1
+        self._count("create_marker")
         key = (namespace, body["metadata"]["name"])
         if key in self.markers:
             raise KubeAPIError(409, "AlreadyExists", f"{key[1]} already exists")
         self._stamp(self.markers, key, body, new=True)
 
     async def delete_marker(self, namespace: str, name: str) -> None:
-        self.calls["delete_marker"] += 1
+        self._count("delete_marker")
         self.markers.pop((namespace, name), None)
 
     def orphan_markers_of(self, namespace: str, name: str) -> None:
@@ -181,8 +198,9 @@ class MemKube:
     # -- the rest ----------------------------------------------------------------
 
     async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
-        self.calls["list_pods"] += 1
+        self._count("list_pods")
         return copy.deepcopy(self.pods), str(next(self._versions))
 
     async def create_event(self, namespace: str, **event: Any) -> None:
+        self._count("create_event")
         self.events.append({"namespace": namespace, **event})

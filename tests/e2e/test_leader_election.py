@@ -1,4 +1,5 @@
-"""The refresher's Lease on a real API server: one holder, renewal, takeover after expiry."""
+"""The refresher's Lease on a real API server: one holder, renewal, takeover after expiry
+or release."""
 
 from __future__ import annotations
 
@@ -72,3 +73,19 @@ async def test_racing_replicas_cannot_both_win(kube: Kube, namespace: str) -> No
     a, b, _ = electors(kube, namespace)
     results = await asyncio.gather(a.try_acquire(), b.try_acquire())
     assert sorted(results) == [False, True]
+
+
+async def test_a_released_lease_is_taken_at_once_by_the_other_replica(
+    kube: Kube, namespace: str
+) -> None:
+    a, b, clock = electors(kube, namespace)
+    assert await a.try_acquire()
+    assert not await b.release()  # not b's to give
+    assert await a.release()  # a shuts down
+    clock.now += 1  # far less than LEASE_SECONDS
+    assert await b.try_acquire()
+    lease = await kube.get_lease(namespace, a.name)
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "replica-b"
+    assert lease["spec"]["leaseTransitions"] == 1
+    assert not await a.release()  # no longer a's

@@ -26,6 +26,7 @@ SECRET_LABELS = {
     "app.kubernetes.io/component": "certificates",
 }
 
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -196,7 +196,7 @@ async def run_server(
             source = NamesOnlySource()
         else:
             source = await start_manager(
-                config,
+                store,
                 stack,
                 metrics=metrics,
                 state=state,
@@ -221,7 +221,7 @@ def _count(metrics: Metrics, ok: bool) -> None:
 
 
 async def start_manager(
-    config: Config,
+    store: Config | ConfigStore,
     stack: AsyncExitStack,
     *,
     metrics: Metrics,
@@ -232,7 +232,9 @@ async def start_manager(
 ) -> PullSecretManager:
     """Connect to the cluster; start the secret manager and, when ``leader_election``, the
     refresher (under a Lease). Secondary workers serve from their own manager and watch
-    and leave the background work to their replica's primary."""
+    and leave the background work to their replica's primary. The refresher follows
+    ``store`` when it is the store config reloads go to."""
+    config = store.current if isinstance(store, ConfigStore) else store
     kube = Kube(
         await connect(kubeconfig), on_request=lambda call: metrics.api_requests.labels(call).inc()
     )
@@ -246,14 +248,14 @@ async def start_manager(
         ).inc(),
     )
     stack.push_async_callback(cache.aclose)
-    manager = PullSecretManager(config, kube, cache, metrics)
+    manager = PullSecretManager(config, kube, cache, metrics, health=kube.health)
     await manager.start()
     stack.push_async_callback(manager.close)
     state.ready_checks.append(manager.not_ready_reason)
     if not leader_election:
         return manager
     refresher = Refresher(
-        config, manager, holder=pod_name or f"{socket.gethostname()}-{os.getpid()}"
+        store, manager, holder=pod_name or f"{socket.gethostname()}-{os.getpid()}"
     )
     refresher.start()
     stack.push_async_callback(refresher.close)

@@ -60,11 +60,11 @@ async def one_pass(records: int, due: int) -> dict[str, Any]:
     """A pass over ``records`` Ready, referenced, marked secrets of which ``due`` are due."""
     config = sample_config()
     kube = MemKube()
-    manager = PullSecretManager(config, kube, Minter())  # type: ignore[arg-type]
+    manager = PullSecretManager(config, kube, Minter())
     need = _need()
     namespaces = [f"ns-{i}" for i in range(records)]
     manager.namespaces.replace_all(opted_in(*namespaces))
-    refresher = Refresher(config, manager, "bench")
+    refresher = Refresher(config, manager, kube, "bench")
     now = time.time()
     pods = []
     for i, ns in enumerate(namespaces):

@@ -29,22 +29,21 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from webhook.admission import NeedStatus, Outcome
 from webhook.apihealth import ApiHealth, jittered, unavailable
 from webhook.config import Config
 from webhook.credentials.base import Credential, RegistryAuthError
-from webhook.credentials.cache import CredentialCache
 from webhook.informer import Informer
-from webhook.kube import Kube
 from webhook.kubeapi import DOCKERCONFIGJSON, KubeAPIError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
 from webhook.records import ManagedSecret, Markers, RecordIndex, marker_object, record_name
 from webhook.rfc3339 import to_rfc3339
+from webhook.secretapi import CredentialSource, PullSecretApi
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +162,8 @@ class PullSecretManager:
     def __init__(
         self,
         config: Config,
-        kube: Kube,
-        cache: CredentialCache,
+        kube: PullSecretApi,
+        cache: CredentialSource,
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
@@ -213,6 +212,23 @@ class PullSecretManager:
         )
 
     # -- lifecycle ---------------------------------------------------------------
+
+    # -- what the background upkeep reads (webhook.refresher.SecretBook) ---------------
+
+    def managed(self) -> Iterable[ManagedSecret]:
+        """Every record of a pull secret this install manages (from the watch)."""
+        return self.records.records()
+
+    def namespace_exists(self, namespace: str) -> bool:
+        return self.namespaces.exists(namespace)
+
+    def opted_in(self, namespace: str) -> bool:
+        """May pull secrets be written there (labelled, not excluded, not terminating)?"""
+        return namespace in self.namespaces
+
+    def marked(self, record: ManagedSecret) -> bool:
+        """Is the record's Secret known to exist (its marker seen by the watch)?"""
+        return self.markers.marked(record)
 
     async def start(self) -> None:
         for informer in self._informers:

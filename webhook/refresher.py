@@ -18,119 +18,58 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from webhook.admission import NeedStatus
 from webhook.config import Config, RegistryEntry
 from webhook.configwatch import ConfigStore
+from webhook.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, LeaseApi
 from webhook.informer import Informer
-from webhook.kube import Kube
 from webhook.kubeapi import KubeAPIError
 from webhook.needs import PullNeed
-from webhook.pullsecrets import PullSecretManager
 from webhook.records import ManagedSecret
 from webhook.references import References
-from webhook.rfc3339 import from_rfc3339
 
 log = logging.getLogger(__name__)
 
-#: client-go's defaults for leader election: a 15 s lease renewed every few seconds
-#: (LeaseDuration 15 s, RenewDeadline 10 s, RetryPeriod 2 s). A crashed leader is
-#: replaced within ~15 s, far below any credential's refresh margin.
-LEASE_SECONDS = 15
-RENEW_SECONDS = 5.0
-#: On shutdown, how long releasing the Lease may take before it is left to expire.
-RELEASE_SECONDS = 2.0
+
+class PodSource(Protocol):
+    """Where the leader learns which pull secrets pods reference (``webhook.kube.Kube``)."""
+
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]: ...
 
 
-def _micro_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class UpkeepApi(LeaseApi, PodSource, Protocol):
+    """All the refresher asks of Kubernetes directly."""
 
 
-class LeaderElector:
-    def __init__(
-        self,
-        kube: Kube,
-        namespace: str,
-        name: str,
-        holder: str,
-        *,
-        lease_seconds: int = LEASE_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.name = name
-        self.holder = holder
-        self.lease_seconds = lease_seconds
-        self.clock = clock
+class SecretBook(Protocol):
+    """What the refresher reads and asks of the pull-secret manager: its records and
+    indexes (kept by watches) and the writes it makes under its race-safe rules."""
 
-    async def try_acquire(self) -> bool:
-        """Acquire or renew the Lease; False when another replica holds it."""
-        now = self.clock()
-        lease = await self.kube.get_lease(self.namespace, self.name)
-        spec: dict[str, Any] = {
-            "holderIdentity": self.holder,
-            "leaseDurationSeconds": self.lease_seconds,
-            "renewTime": _micro_time(now),
-        }
-        try:
-            if lease is None:
-                spec.update(acquireTime=_micro_time(now), leaseTransitions=0)
-                await self.kube.create_lease(
-                    self.namespace,
-                    {
-                        "apiVersion": "coordination.k8s.io/v1",
-                        "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.namespace},
-                        "spec": spec,
-                    },
-                )
-                return True
-            current = lease.get("spec") or {}
-            holder = current.get("holderIdentity") or ""
-            renewed = from_rfc3339(current.get("renewTime") or "") or 0.0
-            duration = float(current.get("leaseDurationSeconds") or self.lease_seconds)
-            if holder and holder != self.holder and renewed + duration > now:
-                return False
-            transitions = int(current.get("leaseTransitions") or 0)
-            if holder != self.holder:
-                spec.update(acquireTime=_micro_time(now), leaseTransitions=transitions + 1)
-            else:
-                spec.update(
-                    acquireTime=current.get("acquireTime") or _micro_time(now),
-                    leaseTransitions=transitions,
-                )
-            lease["spec"] = spec
-            await self.kube.replace_lease(self.namespace, self.name, lease)
-            if holder != self.holder:
-                log.info("took the refresher lease over from %r", holder or "nobody")
-            return True
-        except KubeAPIError as e:
-            if e.status == 409:  # another replica created or renewed it first
-                return False
-            raise
+    def managed(self) -> Iterable[ManagedSecret]: ...
 
-    async def release(self) -> bool:
-        """Give the Lease up if this replica holds it (as client-go's ReleaseOnCancel
-        does): the next replica to try takes it at once, not a lease duration later."""
-        lease = await self.kube.get_lease(self.namespace, self.name)
-        spec = (lease or {}).get("spec") or {}
-        if lease is None or spec.get("holderIdentity") != self.holder:
-            return False
-        now = _micro_time(self.clock())
-        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=now, acquireTime=now)
-        lease["spec"] = spec
-        try:
-            await self.kube.replace_lease(self.namespace, self.name, lease)
-        except KubeAPIError as e:
-            if e.status == 409:  # renewed or taken meanwhile: no longer ours to give
-                return False
-            raise
-        log.info("released the refresher lease")
-        return True
+    def namespace_exists(self, namespace: str) -> bool: ...
+
+    def opted_in(self, namespace: str) -> bool: ...
+
+    def marked(self, record: ManagedSecret) -> bool: ...
+
+    async def wait_synced(self) -> None: ...
+
+    async def verify(self, record: ManagedSecret) -> bool: ...
+
+    async def refresh(self, namespace: str, need: PullNeed) -> NeedStatus: ...
+
+    async def mark(self, record: ManagedSecret, since: float | None) -> None: ...
+
+    async def collect(self, record: ManagedSecret) -> None: ...
+
+    async def forget(self, record: ManagedSecret) -> None: ...
 
 
 @dataclass
@@ -149,19 +88,24 @@ class Refresher:
     def __init__(
         self,
         config: Config | ConfigStore,
-        manager: PullSecretManager,
+        manager: SecretBook,
+        kube: UpkeepApi,
         holder: str,
         *,
+        on_leader: Callable[[bool], None] = lambda leader: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``config`` may be the store the config file is reloaded into: each pass then
-        renews secrets by the registry entries in use at that time."""
+        renews secrets by the registry entries in use at that time. ``on_leader`` hears
+        whether this replica leads after each try (for the leader metric)."""
         self.store = config if isinstance(config, ConfigStore) else ConfigStore(config)
         self.manager = manager
+        self.kube = kube
+        self.on_leader = on_leader
         self.clock = clock
         start = self.store.current
         self.elector = LeaderElector(
-            manager.kube, start.namespace, start.refresh.lease_name, holder, clock=clock
+            kube, start.namespace, start.refresh.lease_name, holder, clock=clock
         )
         self._entries: tuple[int, dict[str, RegistryEntry]] = (0, {})
         self._task: asyncio.Task[None] | None = None
@@ -202,7 +146,7 @@ class Refresher:
         """Only the leader watches pods (which secrets are in use): garbage collection is
         its job alone. (Every replica watches the markers: the hot path needs them.)"""
         if on and not self._watches:
-            kube = self.manager.kube
+            kube = self.kube
             self.references = References(self.config.secret_prefix)
             self._watches = (
                 Informer(
@@ -230,7 +174,7 @@ class Refresher:
             except KubeAPIError as e:
                 log.warning("refresher lease not renewed: %s", e)
                 self.leader = False
-            self.manager.metrics.leader.set(1 if self.leader else 0)
+            self.on_leader(self.leader)
             await self._follow(self.leader)
             if (
                 self.leader
@@ -272,7 +216,7 @@ class Refresher:
             record.state == "Ready"
             and record.unreferenced_since is None
             and now < record.refresh_at
-            and self.manager.markers.marked(record)
+            and self.manager.marked(record)
         )
 
     async def run_once(self) -> PassReport:
@@ -280,15 +224,15 @@ class Refresher:
         now = self.clock()
         manager = self.manager
         by_namespace: dict[str, list[ManagedSecret]] = defaultdict(list)
-        for record in manager.records.records():
+        for record in manager.managed():
             by_namespace[record.namespace].append(record)
         for namespace, records in by_namespace.items():
-            if not manager.namespaces.exists(namespace):
+            if not manager.namespace_exists(namespace):
                 # Gone, and its Secrets with it.
                 for record in records:
                     await self._guarded(record, report, self._forget)
                 continue
-            if namespace not in manager.namespaces:
+            if not manager.opted_in(namespace):
                 # Opted out (or excluded since): nothing may be written there any more;
                 # the records wait in case it opts in again.
                 continue
@@ -321,7 +265,7 @@ class Refresher:
         if record.state != "Ready":
             return  # Foreign: never touched; Claimed: an admission is making it
         due = self.clock() >= record.refresh_at
-        if not due and self.manager.markers.marked(record):
+        if not due and self.manager.marked(record):
             return  # fresh, and its marker says the Secret is there: nothing to do
         where = f"{record.namespace}/{record.name}"
         need = self.need_for(record)

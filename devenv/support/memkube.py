@@ -30,6 +30,8 @@ class MemKube:
         self.pods: list[dict[str, Any]] = []
         self.markers: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.namespaces: list[dict[str, Any]] = []
         self.calls: Counter[str] = Counter()
         self._versions = itertools.count(100)
         self.unreachable = False
@@ -134,11 +136,8 @@ class MemKube:
         items = [copy.deepcopy(d) for (ns, _), d in self.records.items() if ns == namespace]
         return items, str(next(self._versions))
 
-    async def watch_records(
-        self, namespace: str, resource_version: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        raise AssertionError("the tests drive the record index directly")
-        yield {}  # pragma: no cover
+    def watch_records(self, namespace: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._no_watch()
 
     async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._count("get_record")
@@ -195,12 +194,67 @@ class MemKube:
     async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
         return [copy.deepcopy(m) for m in self.markers.values()], str(next(self._versions))
 
+    def watch_markers(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._no_watch()
+
+    # -- leases (leader election) ------------------------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("get_lease")
+        doc = self.leases.get((namespace, name))
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._count("create_lease")
+        key = (namespace, body["metadata"]["name"])
+        if key in self.leases:
+            raise KubeAPIError(409, "AlreadyExists", f"leases {key[1]} already exists")
+        return self._stamp(self.leases, key, body, new=True)
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self._count("replace_lease")
+        return self._update(self.leases, (namespace, name), body)
+
     # -- the rest ----------------------------------------------------------------
+
+    async def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
+        return copy.deepcopy(self.namespaces), str(next(self._versions))
+
+    def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._no_watch()
 
     async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
         self._count("list_pods")
         return copy.deepcopy(self.pods), str(next(self._versions))
 
-    async def create_event(self, namespace: str, **event: Any) -> None:
+    def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self._no_watch()
+
+    async def create_event(
+        self,
+        namespace: str,
+        *,
+        involved: Mapping[str, str],
+        reason: str,
+        message: str,
+        event_type: str = "Warning",
+        component: str = "pull-secret-webhook",
+    ) -> None:
         self._count("create_event")
-        self.events.append({"namespace": namespace, **event})
+        self.events.append(
+            {
+                "namespace": namespace,
+                "involved": dict(involved),
+                "reason": reason,
+                "message": message,
+                "event_type": event_type,
+                "component": component,
+            }
+        )
+
+    @staticmethod
+    async def _no_watch() -> AsyncIterator[dict[str, Any]]:
+        raise AssertionError("the tests drive the indexes directly")
+        yield {}  # pragma: no cover

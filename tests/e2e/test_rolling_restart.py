@@ -30,7 +30,7 @@ from tests.e2e.support import (
     pull_secret_names,
     wait_for,
 )
-from webhook.refresher import LEASE_SECONDS
+from webhook.election import LEASE_SECONDS
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

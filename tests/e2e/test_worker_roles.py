@@ -11,9 +11,9 @@ from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
 from webhook.cli.serve import start_manager
 from webhook.config import Config
+from webhook.election import RENEW_SECONDS
 from webhook.kube import Kube, connect
 from webhook.metrics import Metrics
-from webhook.refresher import RENEW_SECONDS
 from webhook.server import ServerState
 
 

@@ -61,7 +61,7 @@ class Minter:
 
 
 def manager(config: Config, kube: MemKube, minter: Minter) -> PullSecretManager:
-    m = PullSecretManager(config, kube, minter, health=kube.health)  # type: ignore[arg-type]
+    m = PullSecretManager(config, kube, minter, health=kube.health)
     m.namespaces.replace_all(opted_in("team-a"))
     return m
 
@@ -314,8 +314,8 @@ def test_the_refresher_renews_by_the_entries_of_a_reloaded_config() -> None:
     reloaded = parse_config(document)
     store = ConfigStore(first)
     kube = MemKube()
-    m = PullSecretManager(first, kube, Minter())  # type: ignore[arg-type]
-    refresher = Refresher(store, m, "replica-0")
+    m = PullSecretManager(first, kube, Minter())
+    refresher = Refresher(store, m, kube, "replica-0")
     [need] = pull_needs(reloaded, make_pod(ACR))
     record = ManagedSecret(
         namespace="team-a",

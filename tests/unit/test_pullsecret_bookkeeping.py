@@ -52,7 +52,7 @@ class Minter:
 
 
 def manager(config: Config, kube: MemKube, minter: Minter | None = None) -> PullSecretManager:
-    m = PullSecretManager(config, kube, minter or Minter())  # type: ignore[arg-type]
+    m = PullSecretManager(config, kube, minter or Minter())
     m.namespaces.replace_all(opted_in("team-a", "team-b"))
     return m
 
@@ -110,7 +110,7 @@ async def test_a_planted_labelled_secret_is_never_adopted_changed_or_patched(
     assert kube.secrets[("team-a", need.secret_name)] == planted
     assert record_of(kube, "team-a", need)["status"]["state"] == "Foreign"
     # From then on the record answers without a call, and never says ready.
-    m.kube = NoNetwork()  # type: ignore[assignment]
+    m.kube = NoNetwork()  # any call fails the test
     again = await m.ensure("team-a", [need], budget=5, dry_run=False)
     assert again.status(need.secret_name).state == "foreign"
 
@@ -134,7 +134,7 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     m, need = await one_secret_made(config, kube)
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     kube.reference("team-a", need.secret_name)
-    refresher = Refresher(config, m, "replica-0")
+    refresher = Refresher(config, m, kube, "replica-0")
     refresher.references.replace_all(kube.pods)  # what the leader's watches hold
     m.markers.replace_all(list(kube.markers.values()))
     idle = await refresher.run_once()
@@ -202,7 +202,7 @@ async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
     kube.plant_secret("team-a", "app-database-credentials", labels={MANAGED_BY: MANAGER})
-    refresher = Refresher(config, m, "replica-0")
+    refresher = Refresher(config, m, kube, "replica-0")
     first = await refresher.run_once()
     assert first.marked == [f"team-a/{need.secret_name}"]
     refresher.clock = lambda: time.time() + config.refresh.gc_grace_seconds + 1

@@ -255,7 +255,11 @@ async def start_manager(
     if not leader_election:
         return manager
     refresher = Refresher(
-        store, manager, holder=pod_name or f"{socket.gethostname()}-{os.getpid()}"
+        store,
+        manager,
+        kube,
+        holder=pod_name or f"{socket.gethostname()}-{os.getpid()}",
+        on_leader=lambda leader: metrics.leader.set(1 if leader else 0),
     )
     refresher.start()
     stack.push_async_callback(refresher.close)

@@ -27,14 +27,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.controlplane.build import Binaries, locate
+from devenv.lifecycle import Component
 from webhook.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
@@ -291,7 +291,7 @@ def wait_until(
         time.sleep(interval)
 
 
-class ControlPlane:
+class ControlPlane(Component):
     """etcd + kube-apiserver + kube-controller-manager on loopback, for tests and playing.
 
     Attributes (available once started): ``server`` (https URL), ``kubeconfig`` (admin
@@ -365,19 +365,7 @@ class ControlPlane:
     def logs(self) -> Mapping[str, Path]:
         return dict(self._state.logs)
 
-    # --- lifecycle -------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # --- lifecycle (``with`` starts and stops it: devenv.lifecycle.Component) ---
 
     def start(self) -> None:
         """Start all components and return once the API is ready for pods."""

@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import yaml
 
 from devenv.controlplane.cluster import ControlPlane, _die_with_parent, _tail
+from devenv.lifecycle import Component
 from devenv.node.build import PAUSE_TAG, NodeBinaries, locate_node
 from devenv.node.host import HostSnapshot, processes_in_cgroups, unmount_under
 from devenv.peers.oci import build_oci_layout, skopeo_push, write_authfile
@@ -82,7 +82,7 @@ class _Running:
     logs: dict[str, Path] = field(default_factory=dict)
 
 
-class Node:
+class Node(Component):
     """containerd + kubelet + kube-scheduler on this machine, registered as ``local-node``."""
 
     def __init__(
@@ -136,19 +136,7 @@ class Node:
         assert registry is not None
         return f"{registry.host}/{PAUSE_REPOSITORY}:{PAUSE_TAG}"
 
-    # --- lifecycle ---------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # --- lifecycle (``with`` starts and stops it: devenv.lifecycle.Component) ---
 
     def start(self) -> None:
         """Start containerd, the kubelet and the scheduler; return once the node is Ready."""

@@ -12,14 +12,14 @@ import json
 import threading
 import time
 import urllib.request
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import boto3
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
+from devenv.lifecycle import Component
 from devenv.serve import free_port
 
 DEFAULT_REGION = "us-east-1"
@@ -30,7 +30,7 @@ TEST_CREDENTIALS = {
 }
 
 
-class MotoServer:
+class MotoServer(Component):
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
@@ -68,17 +68,7 @@ class MotoServer:
     def client(self, service: str, region: str = DEFAULT_REGION) -> Any:
         return aws_client(service, self.endpoint_url, region)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # --- lifecycle (``with`` starts and stops it: devenv.lifecycle.Component) ---
 
 
 def aws_client(service: str, endpoint_url: str, region: str = DEFAULT_REGION) -> Any:

@@ -24,9 +24,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import IO, TYPE_CHECKING, Any
 
+from devenv.lifecycle import Component
 from devenv.serve import free_port
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def bcrypt_hash(password: str) -> str:
     raise RuntimeError("no bcrypt implementation: neither libcrypt nor htpasswd is available")
 
 
-class DockerRegistry:
+class DockerRegistry(Component):
     """One ``docker-registry serve`` process with its own config, storage and log."""
 
     def __init__(self, directory: Path, auth: Mapping[str, Any] | None) -> None:
@@ -205,17 +205,7 @@ class DockerRegistry:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # --- lifecycle (``with`` starts and stops it: devenv.lifecycle.Component) ---
 
 
 @dataclass

@@ -457,11 +457,10 @@ class Stack:
         self.config_path = self.workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
 
-    def _token(self, audience: str | None = None) -> str:
-        args = ["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={TOKEN_SECONDS}s"]
-        if audience:
-            args.append(f"--audience={audience}")
-        return self.controlplane.kubectl(*args).stdout.strip()
+    def _token(self, audience: str = "") -> str:
+        return self.controlplane.service_account_token(
+            NAMESPACE, SERVICE_ACCOUNT, seconds=TOKEN_SECONDS, audience=audience
+        )
 
     def _start_replicas(self) -> None:
         assert self.emulator is not None and self.config_path is not None
@@ -470,31 +469,11 @@ class Stack:
         serving = make_serving_cert(ca, ["localhost"], ["127.0.0.1"])
         cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
         serving.write(cert, key)
-        kubeconfig = self.workdir / "webhook-kubeconfig.yaml"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "local",
-                            "cluster": {
-                                "server": self.controlplane.server,
-                                "certificate-authority": str(self.controlplane.ca_cert),
-                            },
-                        }
-                    ],
-                    "users": [{"name": SERVICE_ACCOUNT, "user": {"token": self._token()}}],
-                    "contexts": [
-                        {
-                            "name": "webhook",
-                            "context": {"cluster": "local", "user": SERVICE_ACCOUNT},
-                        }
-                    ],
-                    "current-context": "webhook",
-                }
-            )
+        kubeconfig = self.controlplane.token_kubeconfig(
+            self.workdir / "webhook-kubeconfig.yaml",
+            NAMESPACE,
+            SERVICE_ACCOUNT,
+            seconds=TOKEN_SECONDS,
         )
         federated = self.workdir / "azure-federated-token"
         federated.write_text(self._token("api://AzureADTokenExchange"))

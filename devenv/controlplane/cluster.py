@@ -195,11 +195,20 @@ def _generate_pki(directory: Path) -> _Pki:
 
 
 def _kubeconfig(server: str, ca_cert: Path, cert: Path, key: Path, user: str) -> str:
+    return _kubeconfig_for(
+        server,
+        ca_cert,
+        user,
+        {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
+    )
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _kubeconfig_for(server: str, ca_cert: Path, user: str, credentials: dict[str, str]) -> str:
     """A self-contained kubeconfig (credentials embedded, so it can be copied anywhere)."""
-
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -209,12 +218,7 @@ def _kubeconfig(server: str, ca_cert: Path, cert: Path, key: Path, user: str) ->
                 "cluster": {"server": server, "certificate-authority-data": b64(ca_cert)},
             }
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
-            }
-        ],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [
             {"name": "controlplane", "context": {"cluster": "controlplane", "user": user}}
         ],
@@ -548,6 +552,38 @@ class ControlPlane(Component):
         path.write_text(_kubeconfig(self.server, self.ca_cert, cert_path, key_path, user))
         path.chmod(0o600)
         return path
+
+    def token_kubeconfig(
+        self,
+        path: Path,
+        namespace: str,
+        service_account: str,
+        *,
+        seconds: int = 3600,
+        audience: str = "",
+    ) -> Path:
+        """Write a kubeconfig holding a real token of the ServiceAccount (a TokenRequest
+        made as admin): the identity a pod running as it would have."""
+        path.write_text(
+            _kubeconfig_for(
+                self.server,
+                self.ca_cert,
+                service_account,
+                {"token": self.service_account_token(namespace, service_account, seconds=seconds,
+                                                      audience=audience)},
+            )
+        )  # fmt: skip
+        path.chmod(0o600)
+        return path
+
+    def service_account_token(
+        self, namespace: str, service_account: str, *, seconds: int = 3600, audience: str = ""
+    ) -> str:
+        """A TokenRequest token of the ServiceAccount, requested as admin."""
+        args = ["create", "token", service_account, "-n", namespace, f"--duration={seconds}s"]
+        if audience:
+            args.append(f"--audience={audience}")
+        return self.kubectl(*args).stdout.strip()
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context trusting the API server and presenting the admin cert."""

@@ -207,31 +207,7 @@ def renewal(
 
 def token_kubeconfig(cp: ControlPlane, namespace: str, account: str, path: Path) -> Path:
     """A kubeconfig holding a real token of the ServiceAccount (TokenRequest as admin)."""
-    token = cp.kubectl(
-        "create", "token", account, "-n", namespace, f"--duration={TOKEN_SECONDS}s"
-    ).stdout.strip()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "e2e",
-                        "cluster": {
-                            "server": cp.server,
-                            "certificate-authority": str(cp.ca_cert),
-                        },
-                    }
-                ],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": account}}],
-                "current-context": "e2e",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
+    return cp.token_kubeconfig(path, namespace, account, seconds=TOKEN_SECONDS)
 
 
 @pytest.fixture(scope="module")

@@ -77,31 +77,7 @@ def get(controlplane: ControlPlane, *args: str) -> Any:
 def service_account_kubeconfig(
     controlplane: ControlPlane, namespace: str, name: str, path: Path
 ) -> Path:
-    token = controlplane.kubectl(
-        "create", "token", name, "-n", namespace, f"--duration={TOKEN_SECONDS}s"
-    ).stdout.strip()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "e2e",
-                        "cluster": {
-                            "server": controlplane.server,
-                            "certificate-authority": str(controlplane.ca_cert),
-                        },
-                    }
-                ],
-                "users": [{"name": name, "user": {"token": token}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": name}}],
-                "current-context": "e2e",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
+    return controlplane.token_kubeconfig(path, namespace, name, seconds=TOKEN_SECONDS)
 
 
 def run_job_command(args: list[str], kubeconfig: Path) -> tuple[int, str]:

@@ -161,6 +161,40 @@ async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config
     assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
 
 
+async def test_the_replica_that_loses_the_race_follows_the_winner_without_a_write(
+    config: Config,
+) -> None:
+    """Both replicas get the same cold admission at once, each with a credential of its
+    own: one Secret write, one marker, and the loser asks nothing it can learn from its
+    watches (no check of the Secret, no marker made again, no renewal)."""
+    kube = MemKube()
+    a, b = manager(config, kube), manager(config, kube)
+
+    async def watches() -> None:  # what each replica's watches deliver, a moment later
+        while True:
+            await asyncio.sleep(0.01)
+            for m in (a, b):
+                for record in list(kube.records.values()):
+                    m.records.apply("MODIFIED", record)
+                m.markers.replace_all(list(kube.markers.values()))
+
+    watching = asyncio.create_task(watches())
+    need = need_of(config)
+    try:
+        outcomes = await asyncio.gather(
+            a.ensure("team-a", [need], budget=5, dry_run=False),
+            b.ensure("team-a", [need], budget=5, dry_run=False),
+        )
+    finally:
+        watching.cancel()
+    assert [dict(o.statuses) for o in outcomes] == [{}, {}]
+    assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
+    for call in ("replace_secret", "check_secret", "delete_marker"):
+        assert kube.calls[call] == 0, call
+    assert kube.calls["create_record"] == 2  # the claim: one wins, one gets 409
+    assert kube.calls["replace_record"] == 1  # the winner's Ready
+
+
 async def test_a_claim_left_by_a_dead_replica_is_taken_over(config: Config) -> None:
     kube = MemKube()
     need = need_of(config)

@@ -33,7 +33,7 @@ from tests.e2e.controlplane import ControlPlane, locate
 from tests.e2e.stack import Replica, Stack, running_stack
 from tests.fakes.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from tests.support import storm
-from tests.support.storm import Api, Registry
+from tests.support.storm import Api
 
 #: Answers of the identity endpoints are held this long (``--latency``).
 LATENCY_SECONDS = 0.1
@@ -41,29 +41,6 @@ LATENCY_SECONDS = 0.1
 P99_SECONDS = 1.0
 #: Holds for as long as any benchmark runs.
 FOREVER = 10**9
-
-
-def identity_calls(st: Stack) -> dict[str, int]:
-    """The identity endpoints' own counts: the emulator's traffic log per ACR login
-    server, and the ECR endpoint's count of GetAuthorizationToken."""
-    assert st.emulator and st.acr and st.acr_slow and st.ecr_api
-    traffic = st.emulator.traffic
-    return {
-        "acr": traffic.count(ACR_EXCHANGE, st.acr.login_server),
-        "acr-slow": traffic.count(ACR_EXCHANGE, st.acr_slow.login_server),
-        "ecr": st.ecr_api.calls["GetAuthorizationToken"],
-        "entra": traffic.count(ENTRA_TOKEN),
-    }
-
-
-def storm_registries(st: Stack) -> list[Registry]:
-    assert st.acr_slow is not None
-    slow = f"{st.acr_slow.login_server}/{st.acr_image.split('/', 1)[1]}"
-    return [
-        Registry("acr", st.acr_image),
-        Registry("acr-slow", slow),
-        Registry("ecr", st.ecr_image),
-    ]
 
 
 def add_latency(st: Stack, seconds: float) -> None:
@@ -117,7 +94,7 @@ def delta(
 
 
 async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    registries = storm_registries(st)
+    registries = storm.stack_registries(st)
     names = [f"storm-{i}" for i in range(args.namespaces)]
     api = Api(cp.server, cp.ssl_context(), args.pods)
     try:
@@ -130,7 +107,7 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
             names,
             args.pods // args.namespaces,
             registries,
-            lambda: identity_calls(st),
+            lambda: storm.identity_calls(st),
         )
         apiserver_after = apiserver_secret_writes(await api.get("/metrics"))
     finally:

@@ -26,13 +26,17 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from tests.fakes.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from webhook.namespaces import INJECT_LABEL, INJECT_VALUE
 from webhook.pullsecrets import MANAGED_SELECTOR
 from webhook.records import GROUP, MARKER_PLURAL, PLURAL, VERSION
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Stack
 
 #: Seconds without a new write after which the storm's writes count as settled.
 QUIET_SECONDS = 3.0
@@ -271,6 +275,32 @@ class Result:
     settle_seconds: float
     namespaces: list[str]
     images_per_pod: int
+
+
+def stack_registries(st: Stack) -> list[Registry]:
+    """Three registries of the stack, each with an identity of its own kind: two ACR
+    login servers (workload identity through Entra ID) and the ECR one (AWS keys)."""
+    assert st.acr_slow is not None
+    slow = f"{st.acr_slow.login_server}/{st.acr_image.split('/', 1)[1]}"
+    return [
+        Registry("acr", st.acr_image),
+        Registry("acr-slow", slow),
+        Registry("ecr", st.ecr_image),
+    ]
+
+
+def identity_calls(st: Stack) -> dict[str, int]:
+    """The identity endpoints' own counts: the emulator's traffic log per ACR login
+    server (``/oauth2/exchange``) and for Entra ID, and the ECR endpoint's count of
+    GetAuthorizationToken."""
+    assert st.emulator and st.acr and st.acr_slow and st.ecr_api
+    traffic = st.emulator.traffic
+    return {
+        "acr": traffic.count(ACR_EXCHANGE, st.acr.login_server),
+        "acr-slow": traffic.count(ACR_EXCHANGE, st.acr_slow.login_server),
+        "ecr": st.ecr_api.calls["GetAuthorizationToken"],
+        "entra": traffic.count(ENTRA_TOKEN),
+    }
 
 
 def registries_of(index: int, registries: Sequence[Registry]) -> tuple[Registry, Registry]:

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from webhook.credentials.base import SecretData
+from webhook.namespaces import INJECT_LABEL
 from webhook.records import GROUP, MANAGED_BY_SELECTOR, MARKER_PLURAL, PLURAL, VERSION
 from webhook.rfc3339 import now_rfc3339
 
@@ -34,12 +35,49 @@ WATCH_SECONDS = 300
 LIST_PAGE = 500
 
 
+# What a LIST keeps of each item: only the fields its watch's handler reads, so that
+# a page's worth of full objects is all the memory a list of many objects needs.
+
+
 def _pull_secret_refs(pod: Mapping[str, Any]) -> dict[str, Any]:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     return {
         "metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")},
         "spec": {"imagePullSecrets": spec.get("imagePullSecrets") or []},
+    }
+
+
+def _namespace_view(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    meta = namespace.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = namespace.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "labels": {INJECT_LABEL: labels[INJECT_LABEL]} if INJECT_LABEL in labels else {},
+        },
+        "status": {"phase": status.get("phase")},
+    }
+
+
+def _marker_view(marker: Mapping[str, Any]) -> dict[str, Any]:
+    meta = marker.get("metadata") or {}
+    return {
+        "metadata": {
+            "namespace": meta.get("namespace"),
+            "name": meta.get("name"),
+            "ownerReferences": meta.get("ownerReferences") or [],
+        }
+    }
+
+
+def _record_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    meta = record.get("metadata") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
+        "spec": record.get("spec"),
+        "status": record.get("status"),
     }
 
 
@@ -121,12 +159,25 @@ class Kube:
             raise
 
     async def _list(
-        self, method: Any, *args: Any, **kwargs: Any
+        self,
+        method: Any,
+        *args: Any,
+        keep: Callable[[Mapping[str, Any]], dict[str, Any]],
+        **kwargs: Any,
     ) -> tuple[list[dict[str, Any]], str]:
-        """A LIST's items and its resourceVersion (where a watch starts)."""
-        doc = await self._call(method, *args, **kwargs)
-        version = str((doc.get("metadata") or {}).get("resourceVersion", ""))
-        return list(doc.get("items") or []), version
+        """A LIST's items, each reduced by ``keep``, and its resourceVersion (where a watch
+        starts); a page of LIST_PAGE items at a time, so no response holds them all."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            doc = await self._call(
+                method, *args, limit=LIST_PAGE, _continue=token or None, **kwargs
+            )
+            items.extend(keep(item) for item in doc.get("items") or [])
+            meta = doc.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                return items, str(meta.get("resourceVersion", ""))
 
     async def _watch(
         self, method: Any, *args: Any, resource_version: str, **kwargs: Any
@@ -198,7 +249,12 @@ class Kube:
 
     async def list_records(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            keep=_record_view,
         )
 
     def watch_records(self, namespace: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
@@ -283,6 +339,7 @@ class Kube:
             VERSION,
             MARKER_PLURAL,
             label_selector=MANAGED_BY_SELECTOR,
+            keep=_marker_view,
         )
 
     def watch_markers(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
@@ -298,7 +355,7 @@ class Kube:
     # -- namespaces --------------------------------------------------------------
 
     async def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
-        return await self._list(self.core.list_namespace)
+        return await self._list(self.core.list_namespace, keep=_namespace_view)
 
     def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(self.core.list_namespace, resource_version=resource_version)
@@ -349,18 +406,8 @@ class Kube:
 
     async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
         """Every pod, reduced to what garbage collection reads (namespace, name,
-        imagePullSecrets), a page at a time so no response holds every pod at once."""
-        pods: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            doc = await self._call(
-                self.core.list_pod_for_all_namespaces, limit=LIST_PAGE, _continue=token or None
-            )
-            pods.extend(_pull_secret_refs(p) for p in doc.get("items") or [])
-            meta = doc.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                return pods, str(meta.get("resourceVersion", ""))
+        imagePullSecrets)."""
+        return await self._list(self.core.list_pod_for_all_namespaces, keep=_pull_secret_refs)
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(self.core.list_pod_for_all_namespaces, resource_version=resource_version)

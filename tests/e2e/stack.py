@@ -503,6 +503,22 @@ class Stack:
                 raise RuntimeError(f"{replica.name} did not become ready:\n{replica.log_tail()}")
             time.sleep(0.1)
 
+    def relaunch(self, replica: Replica, *, timeout: float = 30.0) -> Replica:
+        """Stop one of the stack's replicas and start a new process in its place (same
+        name: a leader takes its own Lease back at once)."""
+        replica.process.terminate()
+        try:
+            replica.process.wait(30)
+        except subprocess.TimeoutExpired:
+            replica.process.kill()
+            replica.process.wait()
+        fresh = self._launch(replica.name)
+        self._await_ready(fresh, timeout)
+        self.replicas[self.replicas.index(replica)] = fresh
+        if self.balancer is not None:
+            self.balancer.backends[:] = [r.port for r in self.replicas]
+        return fresh
+
     @contextlib.contextmanager
     def extra_replica(self, name: str) -> Iterator[Replica]:
         """One more replica of the same install, behind no balancer: its metrics count

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, overload
 
 import aiohttp
 from kubernetes_asyncio import client, config
@@ -31,21 +32,59 @@ _BODY_LIMIT = 300
 WATCH_SECONDS = 300
 
 
-#: Items per page of a cluster-wide list (the size client-go's reflector pages with).
-LIST_PAGE = 500
+#: Items per page of a list. client-go's reflector pages with 500; a fifth of that keeps
+#: what a (re)list of 100,000 pods holds at once to a few MB (full pods parsed from JSON,
+#: four lists at a time), at the price of more, cheap, requests (the API server serves
+#: them from its watch cache) when a replica starts or a watch falls too far behind.
+LIST_PAGE = 100
 
 
 # What a LIST keeps of each item: only the fields its watch's handler reads, so that
 # a page's worth of full objects is all the memory a list of many objects needs.
 
 
-def _pull_secret_refs(pod: Mapping[str, Any]) -> dict[str, Any]:
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    return {
-        "metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")},
-        "spec": {"imagePullSecrets": spec.get("imagePullSecrets") or []},
-    }
+class PodRefs(Sequence[Mapping[str, Any]]):
+    """Listed pods as (namespace, name, pull secret names) rows, read back as minimal
+    pod objects: ~150 bytes a pod where even a reduced object takes ~1 KB, so that
+    listing 100,000 pods does not take 100 MB. Namespaces and secret names are interned,
+    equal name tuples shared."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[str, str, tuple[str, ...]]] = []
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def add(self, pod: Mapping[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        refs = (pod.get("spec") or {}).get("imagePullSecrets") or []
+        names = tuple(
+            sorted({sys.intern(r["name"]) for r in refs if isinstance(r.get("name"), str)})
+        )
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if names and isinstance(namespace, str) and isinstance(name, str):
+            names = self._shared.setdefault(names, names)
+            self._rows.append((sys.intern(namespace), name, names))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+        if isinstance(index, slice):
+            return [self._pod(row) for row in self._rows[index]]
+        return self._pod(self._rows[index])
+
+    @staticmethod
+    def _pod(row: tuple[str, str, tuple[str, ...]]) -> Mapping[str, Any]:
+        namespace, name, names = row
+        return {
+            "metadata": {"namespace": namespace, "name": name},
+            "spec": {"imagePullSecrets": [{"name": n} for n in names]},
+        }
 
 
 def _namespace_view(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,6 +197,23 @@ class Kube:
                 return None
             raise
 
+    async def _pages(
+        self, method: Any, *args: Any, each: Callable[[Mapping[str, Any]], None], **kwargs: Any
+    ) -> str:
+        """Hand every item of a LIST to ``each``, a page of LIST_PAGE items at a time (so
+        no response holds them all); returns its resourceVersion (where a watch starts)."""
+        token = ""
+        while True:
+            doc = await self._call(
+                method, *args, limit=LIST_PAGE, _continue=token or None, **kwargs
+            )
+            for item in doc.get("items") or []:
+                each(item)
+            meta = doc.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                return str(meta.get("resourceVersion", ""))
+
     async def _list(
         self,
         method: Any,
@@ -165,19 +221,12 @@ class Kube:
         keep: Callable[[Mapping[str, Any]], dict[str, Any]],
         **kwargs: Any,
     ) -> tuple[list[dict[str, Any]], str]:
-        """A LIST's items, each reduced by ``keep``, and its resourceVersion (where a watch
-        starts); a page of LIST_PAGE items at a time, so no response holds them all."""
+        """A LIST's items, each reduced by ``keep``, and its resourceVersion."""
         items: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            doc = await self._call(
-                method, *args, limit=LIST_PAGE, _continue=token or None, **kwargs
-            )
-            items.extend(keep(item) for item in doc.get("items") or [])
-            meta = doc.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                return items, str(meta.get("resourceVersion", ""))
+        version = await self._pages(
+            method, *args, each=lambda item: items.append(keep(item)), **kwargs
+        )
+        return items, version
 
     async def _watch(
         self, method: Any, *args: Any, resource_version: str, **kwargs: Any
@@ -404,10 +453,12 @@ class Kube:
 
     # -- pods and events ---------------------------------------------------------
 
-    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
-        """Every pod, reduced to what garbage collection reads (namespace, name,
-        imagePullSecrets)."""
-        return await self._list(self.core.list_pod_for_all_namespaces, keep=_pull_secret_refs)
+    async def list_pods(self) -> tuple[PodRefs, str]:
+        """Every pod that lists pull secrets, reduced to what garbage collection reads
+        (namespace, name, the secrets' names)."""
+        pods = PodRefs()
+        version = await self._pages(self.core.list_pod_for_all_namespaces, each=pods.add)
+        return pods, version
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(self.core.list_pod_for_all_namespaces, resource_version=resource_version)

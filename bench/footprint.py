@@ -166,7 +166,7 @@ async def populate(
 
 
 async def fill(cp: ControlPlane, st: Stack, first: int, last: int, per_ns: int) -> dict[str, float]:
-    api = Api(cp.server, cp.ssl_context(), CONCURRENCY)
+    api = storm.admin_api(cp, CONCURRENCY)
     try:
         return await populate(api, st, first, last, per_ns)
     finally:

@@ -33,7 +33,6 @@ from tests.e2e.controlplane import ControlPlane, locate
 from tests.e2e.stack import Replica, Stack, running_stack
 from tests.fakes.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from tests.support import storm
-from tests.support.storm import Api
 
 #: Answers of the identity endpoints are held this long (``--latency``).
 LATENCY_SECONDS = 0.1
@@ -96,7 +95,7 @@ def delta(
 async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict[str, Any]:
     registries = storm.stack_registries(st)
     names = [f"storm-{i}" for i in range(args.namespaces)]
-    api = Api(cp.server, cp.ssl_context(), args.pods)
+    api = storm.admin_api(cp, args.pods)
     try:
         await storm.make_namespaces(api, names)
         add_latency(st, args.latency)

@@ -29,8 +29,7 @@ def exchanges(replica: Replica) -> dict[str, float]:
 
 
 def _api(stack: Stack) -> storm.Api:
-    cp = stack.controlplane
-    return storm.Api(cp.server, cp.ssl_context(), NAMESPACES * PODS_PER_NAMESPACE)
+    return storm.admin_api(stack.controlplane, NAMESPACES * PODS_PER_NAMESPACE)
 
 
 async def _namespaces(stack: Stack, names: list[str]) -> None:

@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import json
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -36,8 +38,10 @@ from webhook.pullsecrets import MANAGED_SELECTOR
 from webhook.records import GROUP, MARKER_PLURAL, PLURAL, VERSION
 
 if TYPE_CHECKING:
+    from tests.e2e.controlplane import ControlPlane
     from tests.e2e.stack import Stack
 
+REPO = Path(__file__).resolve().parents[2]
 #: Seconds without a new write after which the storm's writes count as settled.
 QUIET_SECONDS = 3.0
 
@@ -81,13 +85,30 @@ class Writes:
         return dict(out)
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """Files of the API server's CA and of a client certificate and key."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+def admin_api(cp: ControlPlane, connections: int) -> Api:
+    """The control plane's API server as its admin (``system:masters``)."""
+    files = Credentials(str(cp.ca_cert), str(cp.admin.client_cert), str(cp.admin.client_key))
+    return Api(cp.server, files, connections)
+
+
 class Api:
     """The API server as admin over ``connections`` kept-alive HTTP/1.1 connections."""
 
-    def __init__(self, server: str, context: ssl.SSLContext, connections: int) -> None:
+    def __init__(self, server: str, credentials: Credentials, connections: int) -> None:
         self.server = server.rstrip("/")
-        self.context = context
+        self.credentials = credentials
         self.connections = connections
+        context = ssl.create_default_context(cafile=credentials.ca)
+        context.load_cert_chain(credentials.cert, credentials.key)
         connector = aiohttp.TCPConnector(
             ssl=context, limit=connections, limit_per_host=connections, keepalive_timeout=120
         )
@@ -165,7 +186,7 @@ WATCHED = {
 async def watching(api: Api) -> AsyncIterator[dict[str, Writes]]:
     """Writes of each WATCHED kind from now until the block ends. A separate session:
     the watches must not hold connections the storm's requests are meant to use."""
-    watch_api = Api(api.server, api.context, len(WATCHED) + 1)
+    watch_api = Api(api.server, api.credentials, len(WATCHED) + 1)
     out = {kind: Writes() for kind in WATCHED}
 
     async def follow(kind: str, path: str, version: str) -> None:
@@ -175,6 +196,8 @@ async def watching(api: Api) -> AsyncIterator[dict[str, Writes]]:
                 out[kind].add(event["type"], meta.get("namespace", ""), meta.get("name", ""))
             elif event.get("type") == "ERROR":
                 raise RuntimeError(f"watch {kind} ended: {event.get('object')}")
+        # Until cancelled: a watch the server ended would leave writes uncounted.
+        raise RuntimeError(f"the API server ended the watch of {kind} early")
 
     try:
         versions = {k: await watch_api.resource_version(p) for k, p in WATCHED.items()}
@@ -345,20 +368,44 @@ async def run(
     """Create ``pods_per_namespace`` pods in each namespace, all at once; wait until the
     webhook's writes have settled. ``identity_calls()`` reads the identity endpoints'
     own request counts (taken before and after)."""
-    await api.warm()
     jobs: list[tuple[str, dict[str, Any]]] = []
     for n, ns in enumerate(namespaces):
         images = [r.image for r in registries_of(n, registries)]
         jobs.extend((ns, pod(f"storm-{i}", images)) for i in range(pods_per_namespace))
-    async with watching(api) as writes:
-        before = identity_calls()
-        started = time.perf_counter()
-        created = await asyncio.gather(*(api.create_pod(ns, body) for ns, body in jobs))
-        storm_seconds = time.perf_counter() - started
-        wanted = {(c.namespace, s) for c in created for s in c.pull_secrets}
-        done = lambda: wanted <= set(writes["secrets"].per_object())  # noqa: E731
-        settle_seconds = await settled(writes, done, settle_timeout)
-        after = identity_calls()
+    # The pods are created by a process of their own, so that the client's work does not
+    # share an interpreter with the stack's balancer and emulators (threads of this one).
+    creator = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.storm",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        limit=64 * 1024 * 1024,  # the results come back as one JSON line
+    )
+    assert creator.stdin is not None and creator.stdout is not None
+    try:
+        spec = {"server": api.server, "credentials": asdict(api.credentials), "jobs": jobs}
+        creator.stdin.write(json.dumps(spec).encode() + b"\n")
+        await creator.stdin.drain()
+        if (await creator.stdout.readline()).strip() != b"ready":
+            raise RuntimeError("the pod creator did not start")
+        async with watching(api) as writes:
+            before = identity_calls()
+            started = time.perf_counter()
+            creator.stdin.write(b"go\n")
+            await creator.stdin.drain()
+            lines = json.loads(await creator.stdout.readline())
+            created = [Created(**{**c, "pull_secrets": tuple(c["pull_secrets"])}) for c in lines]
+            storm_seconds = time.perf_counter() - started
+            wanted = {(c.namespace, s) for c in created for s in c.pull_secrets}
+            done = lambda: wanted <= set(writes["secrets"].per_object())  # noqa: E731
+            settle_seconds = await settled(writes, done, settle_timeout)
+            after = identity_calls()
+    finally:
+        if creator.returncode is None:
+            creator.kill()
+        await creator.wait()
     return Result(
         created=list(created),
         writes=writes,
@@ -392,3 +439,23 @@ def violations(result: Result, replicas: int, exchange_keys: Sequence[str]) -> l
         if result.identity_calls.get(key, 0) > replicas:
             out.append(f"{key}: {result.identity_calls[key]} exchanges for {replicas} replicas")
     return out
+
+
+async def _create_all(spec: dict[str, Any]) -> None:
+    """The pod creator: open a connection per pod, say ``ready``, wait for ``go``, create
+    every pod at once, print the results as one JSON line."""
+    jobs = spec["jobs"]
+    api = Api(spec["server"], Credentials(**spec["credentials"]), len(jobs))
+    loop = asyncio.get_running_loop()
+    try:
+        await api.warm()
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        created = await asyncio.gather(*(api.create_pod(ns, body) for ns, body in jobs))
+        print(json.dumps([asdict(c) for c in created]), flush=True)
+    finally:
+        await api.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(_create_all(json.loads(sys.stdin.readline())))

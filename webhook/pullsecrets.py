@@ -364,13 +364,15 @@ class PullSecretManager:
             self._retrying.discard(key)
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
+        known = self.records.get(namespace, need.secret_name)
         try:
             credential = await self.cache.get(need, namespace)
         except RegistryAuthError as e:
             log.warning("no credential for %s in %s: %s", need.host, namespace, e)
             return NeedStatus("pending", f"{e.step} {e.code}".strip())
         try:
-            return await self.write(namespace, need, credential)
+            seen = known.resource_version if known is not None else ""
+            return await self.write(namespace, need, credential, seen=seen)
         except RecordsMissing as e:
             log.error("cannot record pull secrets: %s is not installed", e)
             return NeedStatus("pending", "the ManagedPullSecret CRD is not installed")
@@ -381,10 +383,19 @@ class PullSecretManager:
 
     # -- writing -----------------------------------------------------------------
 
-    async def write(self, namespace: str, need: PullNeed, credential: Credential) -> NeedStatus:
-        """Create or renew the secret unless the cluster already has one as fresh."""
+    async def write(
+        self,
+        namespace: str,
+        need: PullNeed,
+        credential: Credential,
+        *,
+        seen: str | None = None,
+    ) -> NeedStatus:
+        """Create or renew the secret unless the cluster already has one as fresh.
+        ``seen``: the version of its record ("" for none) when this attempt began, before
+        its credential was asked for; a newer one is another writer's work."""
         name = need.secret_name
-        contested = False  # another writer was at this Secret during this call
+        contested = False  # another writer was at this Secret during this attempt
         for _ in range(WRITE_ATTEMPTS):
             now = self.clock()
             record = self.records.get(namespace, name)
@@ -415,7 +426,10 @@ class PullSecretManager:
                     continue  # deleted (re-created next round) or replaced (Foreign)
                 if record.usable(now) and (
                     record.expires_at >= credential.expires_at
-                    or (contested and now < record.refresh_at)
+                    or (
+                        (contested or (seen is not None and record.resource_version != seen))
+                        and now < record.refresh_at
+                    )
                 ):
                     # Another writer got there first: its Secret is fresh, and writing ours
                     # over it (a credential a few ms younger) would only be a second write.

@@ -195,6 +195,33 @@ async def test_the_replica_that_loses_the_race_follows_the_winner_without_a_writ
     assert kube.calls["replace_record"] == 1  # the winner's Ready
 
 
+async def test_a_secret_made_while_this_replica_minted_is_not_written_again(
+    config: Config,
+) -> None:
+    """Its watches already show the other replica's Secret (record Ready, marker there)
+    when its own credential arrives, a younger one: no renewal of a Secret just made."""
+    kube = MemKube()
+    a = manager(config, kube)
+    minted = asyncio.Event()
+
+    class SlowMinter(Minter):
+        async def get(self, need: PullNeed, namespace: str) -> Credential:
+            await minted.wait()
+            return await super().get(need, namespace)
+
+    b = manager(config, kube, SlowMinter())
+    need = need_of(config)
+    late = asyncio.create_task(b.ensure("team-a", [need], budget=5, dry_run=False))
+    await asyncio.sleep(0.01)  # b is minting
+    assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    for record in kube.records.values():  # what b's watches deliver meanwhile
+        b.records.apply("ADDED", record)
+    b.markers.replace_all(list(kube.markers.values()))
+    minted.set()
+    assert dict((await late).statuses) == {}
+    assert kube.calls["create_secret"] == 1 and kube.calls["replace_secret"] == 0
+
+
 async def test_a_claim_left_by_a_dead_replica_is_taken_over(config: Config) -> None:
     kube = MemKube()
     need = need_of(config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from webhook.apihealth import ApiHealth
 from webhook.kube import LIST_PAGE, Kube, PodRefs, _marker_view, _namespace_view
 from webhook.namespaces import INJECT_LABEL, NamespaceIndex
 from webhook.records import Markers, marker_object
@@ -57,6 +58,7 @@ async def test_a_list_is_read_a_page_at_a_time_and_keeps_only_what_the_handler_r
     method = PagedNamespaces(names)
     kube = Kube.__new__(Kube)
     kube._on_request = lambda call: None
+    kube.health = ApiHealth()
     items, version = await kube._list(method, keep=_namespace_view)
     assert version == "42"
     assert [a.get("_continue") for a in method.asked] == [None, str(LIST_PAGE), str(2 * LIST_PAGE)]

@@ -596,11 +596,11 @@ class Stack:
         except subprocess.TimeoutExpired:
             replica.process.kill()
             replica.process.wait()
-        fresh = self._launch(replica.name)
+        fresh = self._launch(replica.name, SHUTDOWN_DELAY)
         self._await_ready(fresh, timeout)
         self.replicas[self.replicas.index(replica)] = fresh
         if self.balancer is not None:
-            self.balancer.backends[:] = [r.port for r in self.replicas]
+            self.balancer.set_backends(self.replicas)
         return fresh
 
     @contextlib.contextmanager
@@ -628,7 +628,7 @@ class Stack:
         returns once a server-side dry run in ``namespace`` (opted in) reached the new
         replicas."""
         assert self.balancer is not None
-        balancer = Balancer([r.port for r in replicas])
+        balancer = Balancer(list(replicas))
         balancer.start()
         try:
             self._register(balancer.port)

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit e2e venv system-deps controlplane node cluster tools \
-	clean clean-cache bench bench-memory kind-e2e lock image fuzz
+	clean clean-cache bench bench-memory bench-storm bench-footprint kind-e2e lock image fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,16 @@ bench: $(STAMP) system-deps
 # One replica's RSS under 1,000 idle/slow TLS connections plus a maximal review, and after.
 bench-memory: $(STAMP)
 	$(PY) -m bench.memory
+
+# A cold storm on the real control plane: 1,000 pods at once across 100 namespaces and 3
+# registries, two replicas, identity endpoints 100 ms away (~1 min); bench/results/storm.json.
+bench-storm: $(STAMP) system-deps controlplane
+	$(PY) -m bench.storm $(ARGS)
+
+# One replica's RSS with up to 10,000 namespaces and 100,000 pods known, on the real
+# control plane (~15 min: the objects are really created); bench/results/footprint.json.
+bench-footprint: $(STAMP) controlplane
+	$(PY) -m bench.footprint $(ARGS)
 
 # Regenerate requirements.lock (runtime dependencies at .venv's versions, with hashes).
 lock: $(STAMP)

@@ -550,6 +550,22 @@ class Stack:
                 raise RuntimeError(f"{replica.name} did not become ready:\n{replica.log_tail()}")
             time.sleep(0.1)
 
+    def relaunch(self, replica: Replica, *, timeout: float = 30.0) -> Replica:
+        """Stop one of the stack's replicas and start a new process in its place (same
+        name: a leader takes its own Lease back at once)."""
+        replica.process.terminate()
+        try:
+            replica.process.wait(30)
+        except subprocess.TimeoutExpired:
+            replica.process.kill()
+            replica.process.wait()
+        fresh = self._launch(replica.name, SHUTDOWN_DELAY)
+        self._await_ready(fresh, timeout)
+        self.replicas[self.replicas.index(replica)] = fresh
+        if self.balancer is not None:
+            self.balancer.set_backends(self.replicas)
+        return fresh
+
     @contextlib.contextmanager
     def extra_replica(self, name: str) -> Iterator[Replica]:
         """One more replica of the same install, behind no balancer: its metrics count
@@ -568,7 +584,51 @@ class Stack:
                 replica.process.kill()
                 replica.process.wait()
 
-    def _register(self) -> None:
+    @contextlib.contextmanager
+    def routed_to(self, replicas: list[Replica], namespace: str) -> Iterator[None]:
+        """The API server sends its admissions to ``replicas`` only (behind a balancer of
+        their own) until the block ends, then to the stack's replicas again. Each switch
+        returns once a server-side dry run in ``namespace`` (opted in) reached the new
+        replicas."""
+        assert self.balancer is not None
+        balancer = Balancer(list(replicas))
+        balancer.start()
+        try:
+            self._register(balancer.port)
+            self._await_route(replicas, namespace)
+            yield
+        finally:
+            self._register(self.balancer.port)
+            self._await_route(self.replicas, namespace)
+            balancer.stop()
+
+    def _await_route(self, replicas: list[Replica], namespace: str, timeout: float = 30) -> None:
+        def admitted() -> float:
+            total = 0.0
+            for replica in replicas:
+                for line in replica.metrics().splitlines():
+                    if line.startswith("pull_secret_webhook_admissions_total{"):
+                        total += float(line.rpartition(" ")[2])
+            return total
+
+        # An image no registry entry matches: the review is answered, nothing is made.
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "route-"},
+            "spec": {"containers": [{"name": "c", "image": "registry.invalid/route:1"}]},
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            before = admitted()
+            self.controlplane.api("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", pod)
+            if admitted() > before:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"admissions did not reach {[r.name for r in replicas]}")
+            time.sleep(0.2)
+
+    def _register(self, port: int | None = None) -> None:
         assert self.balancer is not None and self.webhook_ca is not None
         [config] = [
             d for d in self.manifest_objects() if d["kind"] == "MutatingWebhookConfiguration"
@@ -576,7 +636,7 @@ class Stack:
         ca_bundle = base64.b64encode(self.webhook_ca.cert_pem).decode()
         for hook in config["webhooks"]:
             hook["clientConfig"] = {
-                "url": f"https://127.0.0.1:{self.balancer.port}/mutate",
+                "url": f"https://127.0.0.1:{port or self.balancer.port}/mutate",
                 "caBundle": ca_bundle,
             }
             hook["failurePolicy"] = self.failure_policy

@@ -40,7 +40,7 @@ class Handler(Protocol):
     def apply(self, event: str, obj: Mapping[str, Any]) -> None: ...
 
 
-Lister = Callable[[], Awaitable[tuple[list[dict[str, Any]], str]]]
+Lister = Callable[[], Awaitable[tuple[Sequence[Mapping[str, Any]], str]]]
 Watcher = Callable[[str], AsyncIterator[dict[str, Any]]]
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, overload
 
 import aiohttp
 from kubernetes_asyncio import client, config
@@ -21,6 +22,7 @@ from webhook.apihealth import ApiHealth, unavailable
 from webhook.kubeapi import (
     BODY_LIMIT,
     GROUP,
+    INJECT_LABEL,
     MANAGED_BY_SELECTOR,
     MARKER_PLURAL,
     PLURAL,
@@ -37,16 +39,91 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 
 
-#: Items per page of a cluster-wide list (the size client-go's reflector pages with).
-LIST_PAGE = 500
+#: Items per page of a list. client-go's reflector pages with 500; a fifth of that keeps
+#: what a (re)list of 100,000 pods holds at once to a few MB (full pods parsed from JSON,
+#: four lists at a time), at the price of more, cheap, requests (the API server serves
+#: them from its watch cache) when a replica starts or a watch falls too far behind.
+LIST_PAGE = 100
 
 
-def _pull_secret_refs(pod: Mapping[str, Any]) -> dict[str, Any]:
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
+# What a LIST keeps of each item: only the fields its watch's handler reads, so that
+# a page's worth of full objects is all the memory a list of many objects needs.
+
+
+class PodRefs(Sequence[Mapping[str, Any]]):
+    """Listed pods as (namespace, name, pull secret names) rows, read back as minimal
+    pod objects: ~150 bytes a pod where even a reduced object takes ~1 KB, so that
+    listing 100,000 pods does not take 100 MB. Namespaces and secret names are interned,
+    equal name tuples shared."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[str, str, tuple[str, ...]]] = []
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def add(self, pod: Mapping[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        refs = (pod.get("spec") or {}).get("imagePullSecrets") or []
+        names = tuple(
+            sorted({sys.intern(r["name"]) for r in refs if isinstance(r.get("name"), str)})
+        )
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if names and isinstance(namespace, str) and isinstance(name, str):
+            names = self._shared.setdefault(names, names)
+            self._rows.append((sys.intern(namespace), name, names))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+        if isinstance(index, slice):
+            return [self._pod(row) for row in self._rows[index]]
+        return self._pod(self._rows[index])
+
+    @staticmethod
+    def _pod(row: tuple[str, str, tuple[str, ...]]) -> Mapping[str, Any]:
+        namespace, name, names = row
+        return {
+            "metadata": {"namespace": namespace, "name": name},
+            "spec": {"imagePullSecrets": [{"name": n} for n in names]},
+        }
+
+
+def _namespace_view(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    meta = namespace.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = namespace.get("status") or {}
     return {
-        "metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")},
-        "spec": {"imagePullSecrets": spec.get("imagePullSecrets") or []},
+        "metadata": {
+            "name": meta.get("name"),
+            "labels": {INJECT_LABEL: labels[INJECT_LABEL]} if INJECT_LABEL in labels else {},
+        },
+        "status": {"phase": status.get("phase")},
+    }
+
+
+def _marker_view(marker: Mapping[str, Any]) -> dict[str, Any]:
+    meta = marker.get("metadata") or {}
+    return {
+        "metadata": {
+            "namespace": meta.get("namespace"),
+            "name": meta.get("name"),
+            "ownerReferences": meta.get("ownerReferences") or [],
+        }
+    }
+
+
+def _record_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    meta = record.get("metadata") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
+        "spec": record.get("spec"),
+        "status": record.get("status"),
     }
 
 
@@ -155,13 +232,36 @@ class Kube:
                 return None
             raise
 
+    async def _pages(
+        self, method: Any, *args: Any, each: Callable[[Mapping[str, Any]], None], **kwargs: Any
+    ) -> str:
+        """Hand every item of a LIST to ``each``, a page of LIST_PAGE items at a time (so
+        no response holds them all); returns its resourceVersion (where a watch starts)."""
+        token = ""
+        while True:
+            doc = await self._call(
+                method, *args, limit=LIST_PAGE, _continue=token or None, **kwargs
+            )
+            for item in doc.get("items") or []:
+                each(item)
+            meta = doc.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                return str(meta.get("resourceVersion", ""))
+
     async def _list(
-        self, method: Any, *args: Any, **kwargs: Any
+        self,
+        method: Any,
+        *args: Any,
+        keep: Callable[[Mapping[str, Any]], dict[str, Any]],
+        **kwargs: Any,
     ) -> tuple[list[dict[str, Any]], str]:
-        """A LIST's items and its resourceVersion (where a watch starts)."""
-        doc = await self._call(method, *args, **kwargs)
-        version = str((doc.get("metadata") or {}).get("resourceVersion", ""))
-        return list(doc.get("items") or []), version
+        """A LIST's items, each reduced by ``keep``, and its resourceVersion."""
+        items: list[dict[str, Any]] = []
+        version = await self._pages(
+            method, *args, each=lambda item: items.append(keep(item)), **kwargs
+        )
+        return items, version
 
     async def _watch(
         self, method: Any, *args: Any, resource_version: str, **kwargs: Any
@@ -237,7 +337,12 @@ class Kube:
 
     async def list_records(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            keep=_record_view,
         )
 
     def watch_records(self, namespace: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
@@ -322,6 +427,7 @@ class Kube:
             VERSION,
             MARKER_PLURAL,
             label_selector=MANAGED_BY_SELECTOR,
+            keep=_marker_view,
         )
 
     def watch_markers(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
@@ -337,7 +443,7 @@ class Kube:
     # -- namespaces --------------------------------------------------------------
 
     async def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
-        return await self._list(self.core.list_namespace)
+        return await self._list(self.core.list_namespace, keep=_namespace_view)
 
     def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(self.core.list_namespace, resource_version=resource_version)
@@ -386,20 +492,12 @@ class Kube:
 
     # -- pods and events ---------------------------------------------------------
 
-    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
-        """Every pod, reduced to what garbage collection reads (namespace, name,
-        imagePullSecrets), a page at a time so no response holds every pod at once."""
-        pods: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            doc = await self._call(
-                self.core.list_pod_for_all_namespaces, limit=LIST_PAGE, _continue=token or None
-            )
-            pods.extend(_pull_secret_refs(p) for p in doc.get("items") or [])
-            meta = doc.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                return pods, str(meta.get("resourceVersion", ""))
+    async def list_pods(self) -> tuple[PodRefs, str]:
+        """Every pod that lists pull secrets, reduced to what garbage collection reads
+        (namespace, name, the secrets' names)."""
+        pods = PodRefs()
+        version = await self._pages(self.core.list_pod_for_all_namespaces, each=pods.add)
+        return pods, version
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(self.core.list_pod_for_all_namespaces, resource_version=resource_version)

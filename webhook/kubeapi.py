@@ -26,6 +26,9 @@ PLURAL = "managedpullsecrets"
 MARKER_KIND = "PullSecretMarker"
 MARKER_PLURAL = "pullsecretmarkers"
 MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=pull-secret-webhook"
+#: The label that opts a namespace in (``namespaceSelector`` and the namespace watch).
+INJECT_LABEL = "pull-secret-webhook/inject"
+INJECT_VALUE = "enabled"
 #: The one key of a ``kubernetes.io/dockerconfigjson`` Secret.
 DOCKERCONFIGJSON = ".dockerconfigjson"
 

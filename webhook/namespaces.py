@@ -10,11 +10,11 @@ watch of Namespaces (names and that one label are all that is kept).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-INJECT_LABEL = "pull-secret-webhook/inject"
-INJECT_VALUE = "enabled"
+from webhook.kubeapi import INJECT_LABEL, INJECT_VALUE
 
 
 class NamespaceIndex:
@@ -89,4 +89,5 @@ class NamespaceIndex:
 def _name(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
-    return name if isinstance(name, str) else ""
+    # Interned: the same string as the other watches' copies of the namespace's name.
+    return sys.intern(name) if isinstance(name, str) else ""

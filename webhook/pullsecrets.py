@@ -69,8 +69,16 @@ WRITE_ATTEMPTS = 5
 #: How long another replica's claim on a name is honoured before it is taken over (the
 #: claimer creates the Secret right after claiming; a longer silence means it died).
 CLAIM_SECONDS = 30.0
-#: While another replica holds a fresh claim, look at its record again this often.
-CLAIM_POLL_SECONDS = 0.2
+#: While another replica holds a fresh claim, look at its record (in the watch's copy)
+#: again this often.
+CLAIM_POLL_SECONDS = 0.05
+#: ... and asks the API server for it when the watch has said nothing for this long.
+CLAIM_RELOAD_SECONDS = 1.0
+#: How long a replica waits for the marker of a Secret claimed less than CLAIM_SECONDS
+#: ago (its maker creates the marker right after the record turns Ready) before checking
+#: the Secret itself; and how often it looks at its watch meanwhile (no call).
+MARKER_WAIT_SECONDS = 2.0
+MARKER_POLL_SECONDS = 0.02
 #: One Warning Event per (namespace, secret) per minute at most, so a Deployment of
 #: hundreds of replicas during an outage does not flood the namespace's events.
 EVENT_INTERVAL = 60.0
@@ -415,6 +423,7 @@ class PullSecretManager:
         return True
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
+        known = self.records.get(namespace, need.secret_name)
         try:
             credential = await self.cache.get(need, namespace)
         except RegistryAuthError as e:
@@ -425,7 +434,8 @@ class PullSecretManager:
             down = isinstance(cause, KubeAPIError) and self._api_down(cause)
             return NeedStatus("pending", f"{e.step} {e.code}".strip(), api_unavailable=down)
         try:
-            return await self.write(namespace, need, credential)
+            seen = known.resource_version if known is not None else ""
+            return await self.write(namespace, need, credential, seen=seen)
         except RecordsMissing as e:
             log.error("cannot record pull secrets: %s is not installed", e)
             return NeedStatus("pending", "the ManagedPullSecret CRD is not installed")
@@ -445,9 +455,19 @@ class PullSecretManager:
 
     # -- writing -----------------------------------------------------------------
 
-    async def write(self, namespace: str, need: PullNeed, credential: Credential) -> NeedStatus:
-        """Create or renew the secret unless the cluster already has one as fresh."""
+    async def write(
+        self,
+        namespace: str,
+        need: PullNeed,
+        credential: Credential,
+        *,
+        seen: str | None = None,
+    ) -> NeedStatus:
+        """Create or renew the secret unless the cluster already has one as fresh.
+        ``seen``: the version of its record ("" for none) when this attempt began, before
+        its credential was asked for; a newer one is another writer's work."""
         name = need.secret_name
+        contested = False  # another writer was at this Secret during this attempt
         for _ in range(WRITE_ATTEMPTS):
             now = self.clock()
             record = self.records.get(namespace, name)
@@ -459,23 +479,39 @@ class PullSecretManager:
                     return NeedStatus("foreign")
                 if record.state == "Claimed":
                     if now - record.claimed_at < CLAIM_SECONDS:
-                        await asyncio.sleep(CLAIM_POLL_SECONDS)  # another replica is at it
-                        await self._reload(namespace, name)
+                        await self._claim_settles(record)  # another replica is at it
+                        contested = True
                         continue
                     record = await self._save(record.claimed(now))  # its claimer died
                     return await self._create(record, need, credential)
                 if not record.secret_uid:  # never write without a UID to hold it to
                     record = await self._save(record.claimed(now))
                     return await self._create(record, need, credential)
-                if not self.markers.marked(record) and not await self.verify(record):
+                if (
+                    not self.markers.marked(record)
+                    and not (
+                        now - record.claimed_at < CLAIM_SECONDS
+                        and await self._marker_arrives(record)
+                    )
+                    and not await self.verify(record)
+                ):
                     continue  # deleted (re-created next round) or replaced (Foreign)
-                if record.expires_at >= credential.expires_at and record.usable(now):
-                    return NeedStatus("ready")  # another writer got there first
+                if record.usable(now) and (
+                    record.expires_at >= credential.expires_at
+                    or (
+                        (contested or (seen is not None and record.resource_version != seen))
+                        and now < record.refresh_at
+                    )
+                ):
+                    # Another writer got there first: its Secret is fresh, and writing ours
+                    # over it (a credential a few ms younger) would only be a second write.
+                    return NeedStatus("ready")
                 return await self._renew(record, need, credential)
             except KubeAPIError as e:
                 if e.status != 409:
                     raise
                 # A record changed under us (another replica): look again.
+                contested = True
                 await self._reload(namespace, name)
         return NeedStatus("pending", "lost repeated write races")
 
@@ -492,8 +528,13 @@ class PullSecretManager:
             return NeedStatus("foreign")
         self.metrics.secret_writes.labels("create", "ok").inc()
         log.info("created pull secret %s/%s for %s", *_where(record), need.host)
-        uid = await self._save_ready(record, doc, credential)
-        await self.mark_secret(record.namespace, record.name, uid)
+        # The record and the marker at once: neither needs the other, and an admission
+        # waits for both.
+        uid = str((doc.get("metadata") or {}).get("uid", ""))
+        await asyncio.gather(
+            self._save_ready(record, doc, credential),
+            self.mark_secret(record.namespace, record.name, uid),
+        )
         return NeedStatus("ready")
 
     async def _renew(
@@ -517,6 +558,32 @@ class PullSecretManager:
         log.info("refreshed pull secret %s/%s for %s", *_where(record), need.host)
         await self._save_ready(record, doc, credential)
         return NeedStatus("ready")
+
+    async def _claim_settles(self, claimed: ManagedSecret) -> None:
+        """Wait until another replica's claim moves on (the record changes in the
+        records watch's copy: a local look-up every CLAIM_POLL_SECONDS), asking the API
+        server only after CLAIM_RELOAD_SECONDS without news. (Asking at once, as every
+        waiting replica would for every name being made, adds reads to a cold start's
+        writes.)"""
+        deadline = time.monotonic() + CLAIM_RELOAD_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            current = self.records.get(claimed.namespace, claimed.name)
+            if current is None or current.resource_version != claimed.resource_version:
+                return
+        await self._reload(claimed.namespace, claimed.name)
+
+    async def _marker_arrives(self, record: ManagedSecret) -> bool:
+        """Whether the marker of a Secret made moments ago (by another replica) shows up
+        in our watch within MARKER_WAIT_SECONDS: its maker creates it right after the
+        record says Ready, so checking the Secret at once would cost calls (a patch, the
+        marker deleted and made again) for a Secret that is there."""
+        deadline = time.monotonic() + MARKER_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if self.markers.marked(record):
+                return True
+            await asyncio.sleep(MARKER_POLL_SECONDS)
+        return self.markers.marked(record)
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the

@@ -17,6 +17,7 @@ Pure: the objects are built and parsed here; ``kube`` sends them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
@@ -39,7 +40,7 @@ def record_name(namespace: str, secret: str) -> str:
     return f"{namespace}.{secret}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManagedSecret:
     """One record: a pull secret in ``namespace`` the webhook made (or tried to)."""
 
@@ -129,13 +130,14 @@ class ManagedSecret:
         if meta.get("name") != record_name(namespace, name):
             return None  # a record can only speak for the Secret its name says
         since = status.get("unreferencedSince")
+        # Interned: namespaces, registries and identities repeat across many records.
         return cls(
-            namespace=namespace,
-            name=name,
-            entry=_text(spec, "registry"),
-            host=_text(spec, "host"),
-            identity=_text(spec, "identity"),
-            service_account=_text(spec, "serviceAccount"),
+            namespace=sys.intern(namespace),
+            name=sys.intern(name),
+            entry=sys.intern(_text(spec, "registry")),
+            host=sys.intern(_text(spec, "host")),
+            identity=sys.intern(_text(spec, "identity")),
+            service_account=sys.intern(_text(spec, "serviceAccount")),
             state=state,
             secret_uid=_text(status, "secretUID"),
             expires_at=from_rfc3339(_text(status, "expiresAt")) or 0.0,
@@ -214,7 +216,7 @@ class Markers:
         if event == "DELETED" or not uid:
             self._owner.pop((namespace, name), None)
         else:
-            self._owner[(namespace, name)] = uid
+            self._owner[(sys.intern(namespace), sys.intern(name))] = uid
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

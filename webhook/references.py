@@ -11,17 +11,25 @@ webhook's secrets, not all pods.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+#: What one pod references: one name (the common case) or several, sorted.
+Names = str | tuple[str, ...]
+
 
 class References:
-    """Pods' references to pull secrets named ``<prefix>-…``, counted per secret."""
+    """Pods' references to pull secrets named ``<prefix>-…``, counted per secret.
+
+    Kept small, as it may follow 100,000 pods: per namespace, each pod's name and what
+    it references; namespace and secret names are interned (one string however many
+    pods repeat them), a single reference is kept as the name itself."""
 
     def __init__(self, prefix: str) -> None:
         self._prefix = f"{prefix}-"
-        self._by_pod: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._pods: dict[str, dict[str, Names]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
 
     def referenced(self, namespace: str, secret: str) -> bool:
@@ -29,13 +37,13 @@ class References:
 
     def __len__(self) -> int:
         """How many pods reference at least one such secret."""
-        return len(self._by_pod)
+        return sum(map(len, self._pods.values()))
 
     # -- the informer's handler --------------------------------------------------
 
     def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
-        self._by_pod.clear()
-        self._counts.clear()
+        self._pods = {}
+        self._counts = Counter()
         for pod in objects:
             self.apply("ADDED", pod)
 
@@ -43,30 +51,47 @@ class References:
         key = _pod_key(obj)
         if key is None:
             return
-        names = () if event == "DELETED" else self._names(obj)
-        old = self._by_pod.pop(key, ())
-        for name in old:
-            self._counts[(key[0], name)] -= 1
-            if self._counts[(key[0], name)] <= 0:
-                del self._counts[(key[0], name)]
+        namespace, pod = key
+        names = None if event == "DELETED" else self._names(obj)
+        pods = self._pods.get(namespace)
+        old = pods.pop(pod, None) if pods is not None else None
+        for name in _each(old):
+            self._counts[(namespace, name)] -= 1
+            if self._counts[(namespace, name)] <= 0:
+                del self._counts[(namespace, name)]
         if names:
-            self._by_pod[key] = names
-            for name in names:
-                self._counts[(key[0], name)] += 1
+            namespace = sys.intern(namespace)
+            if pods is None:
+                pods = self._pods[namespace] = {}
+            pods[pod] = names
+            for name in _each(names):
+                self._counts[(namespace, name)] += 1
+        elif pods is not None and not pods:
+            del self._pods[namespace]
 
-    def _names(self, pod: Mapping[str, Any]) -> tuple[str, ...]:
+    def _names(self, pod: Mapping[str, Any]) -> Names | None:
         spec = pod.get("spec")
         refs = spec.get("imagePullSecrets") if isinstance(spec, Mapping) else None
         if not isinstance(refs, list):
-            return ()
-        names = {
-            ref["name"]
-            for ref in refs
-            if isinstance(ref, Mapping)
-            and isinstance(ref.get("name"), str)
-            and ref["name"].startswith(self._prefix)
-        }
-        return tuple(sorted(names))
+            return None
+        names = sorted(
+            {
+                sys.intern(ref["name"])
+                for ref in refs
+                if isinstance(ref, Mapping)
+                and isinstance(ref.get("name"), str)
+                and ref["name"].startswith(self._prefix)
+            }
+        )
+        if not names:
+            return None
+        return names[0] if len(names) == 1 else tuple(names)
+
+
+def _each(names: Names | None) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    return (names,) if isinstance(names, str) else names
 
 
 def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class PodSource(Protocol):
     """Where the leader learns which pull secrets pods reference (``webhook.kube.Kube``)."""
 
-    async def list_pods(self) -> tuple[list[dict[str, Any]], str]: ...
+    async def list_pods(self) -> tuple[Sequence[Mapping[str, Any]], str]: ...
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]: ...
 

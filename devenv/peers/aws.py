@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -84,6 +85,19 @@ def ecr_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
 ECR_TOKEN_SECONDS = 12 * 3600
 
 
+def _operation(request: web.Request, body: bytes) -> str:
+    """The AWS operation of a request: JSON protocols (ECR) name it in ``X-Amz-Target``,
+    query protocols (STS) in the form's ``Action``."""
+    target = request.headers.get("X-Amz-Target", "")
+    if target:
+        return target.rpartition(".")[2]
+    for pair in body.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == b"Action":
+            return value.decode("ascii", "replace")
+    return "unknown"
+
+
 class EcrExpiryProxy:
     """Forwards to moto and dates ECR tokens as ECR does: 12 hours from now.
 
@@ -91,6 +105,10 @@ class EcrExpiryProxy:
     any expiry-aware client must refuse as already expired. Only that field is
     rewritten; everything else is moto's own answer. Runs on its own loop in a thread
     so that synchronous callers (the end-to-end stack) can use it.
+
+    ``calls`` counts the requests it forwarded by operation (``GetAuthorizationToken``,
+    ``AssumeRoleWithWebIdentity``...): what the webhook really asked AWS for. ``delay``
+    holds every request that long before forwarding it, as a distant endpoint would.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -100,6 +118,8 @@ class EcrExpiryProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.calls: Counter[str] = Counter()
+        self.delay = 0.0
 
     @property
     def endpoint_url(self) -> str:
@@ -108,6 +128,9 @@ class EcrExpiryProxy:
     async def _handle(self, request: web.Request) -> web.Response:
         assert self._session is not None
         body = await request.read()
+        self.calls[_operation(request, body)] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         async with self._session.request(
             request.method, self.upstream + request.path_qs, data=body, headers=headers

@@ -162,6 +162,67 @@ async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config
     assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
 
 
+async def test_the_replica_that_loses_the_race_follows_the_winner_without_a_write(
+    config: Config,
+) -> None:
+    """Both replicas get the same cold admission at once, each with a credential of its
+    own: one Secret write, one marker, and the loser asks nothing it can learn from its
+    watches (no check of the Secret, no marker made again, no renewal)."""
+    kube = MemKube()
+    a, b = manager(config, kube), manager(config, kube)
+
+    async def watches() -> None:  # what each replica's watches deliver, a moment later
+        while True:
+            await asyncio.sleep(0.01)
+            for m in (a, b):
+                for record in list(kube.records.values()):
+                    m.records.apply("MODIFIED", record)
+                m.markers.replace_all(list(kube.markers.values()))
+
+    watching = asyncio.create_task(watches())
+    need = need_of(config)
+    try:
+        outcomes = await asyncio.gather(
+            a.ensure("team-a", [need], budget=5, dry_run=False),
+            b.ensure("team-a", [need], budget=5, dry_run=False),
+        )
+    finally:
+        watching.cancel()
+    assert [dict(o.statuses) for o in outcomes] == [{}, {}]
+    assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
+    for call in ("replace_secret", "check_secret", "delete_marker"):
+        assert kube.calls[call] == 0, call
+    assert kube.calls["create_record"] == 2  # the claim: one wins, one gets 409
+    assert kube.calls["replace_record"] == 1  # the winner's Ready
+
+
+async def test_a_secret_made_while_this_replica_minted_is_not_written_again(
+    config: Config,
+) -> None:
+    """Its watches already show the other replica's Secret (record Ready, marker there)
+    when its own credential arrives, a younger one: no renewal of a Secret just made."""
+    kube = MemKube()
+    a = manager(config, kube)
+    minted = asyncio.Event()
+
+    class SlowMinter(Minter):
+        async def get(self, need: PullNeed, namespace: str) -> Credential:
+            await minted.wait()
+            return await super().get(need, namespace)
+
+    b = manager(config, kube, SlowMinter())
+    need = need_of(config)
+    late = asyncio.create_task(b.ensure("team-a", [need], budget=5, dry_run=False))
+    await asyncio.sleep(0.01)  # b is minting
+    assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    for record in kube.records.values():  # what b's watches deliver meanwhile
+        b.records.apply("ADDED", record)
+    b.markers.replace_all(list(kube.markers.values()))
+    minted.set()
+    assert dict((await late).statuses) == {}
+    assert kube.calls["create_secret"] == 1 and kube.calls["replace_secret"] == 0
+
+
 async def test_a_claim_left_by_a_dead_replica_is_taken_over(config: Config) -> None:
     kube = MemKube()
     need = need_of(config)

@@ -1,0 +1,87 @@
+"""A small cold storm through the API server: pods created all at once in namespaces
+whose pull secrets do not exist yet, served by two replicas of its own (cold credential
+caches). The full size, with timings, is ``python -m bench.storm``; this keeps its
+invariants from rotting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from devenv.stack import Replica, Stack
+from devenv.support import storm
+from tests.e2e.support import ns_name
+
+NAMESPACES = 5
+PODS_PER_NAMESPACE = 10
+
+
+def exchanges(replica: Replica) -> dict[str, float]:
+    """One replica's credential exchanges by registry entry (its own counter: these
+    replicas serve nothing but this test)."""
+    counted = storm.counter_values(
+        replica.metrics(), "pull_secret_webhook_credential_exchanges_total"
+    )
+    out: dict[str, float] = {}
+    for labels, value in counted.items():
+        entry = labels.split('entry="', 1)[1].split('"', 1)[0]
+        out[entry] = out.get(entry, 0.0) + value
+    return out
+
+
+def _api(stack: Stack) -> storm.Api:
+    return storm.admin_api(stack.controlplane, NAMESPACES * PODS_PER_NAMESPACE)
+
+
+async def _namespaces(stack: Stack, names: list[str]) -> None:
+    api = _api(stack)
+    try:
+        await storm.make_namespaces(api, names)
+    finally:
+        await api.close()
+
+
+async def _storm(stack: Stack, names: list[str]) -> storm.Result:
+    api = _api(stack)
+    try:
+        return await storm.run(
+            api,
+            names,
+            PODS_PER_NAMESPACE,
+            storm.stack_registries(stack),
+            lambda: storm.identity_calls(stack),
+            settle_timeout=60,
+        )
+    finally:
+        await api.close()
+
+
+def test_a_cold_storm_admits_every_pod_and_writes_each_secret_once(
+    stack: Stack, webhook_logs_on_failure: None
+) -> None:
+    names = [ns_name("storm") for _ in range(NAMESPACES)]
+    try:
+        asyncio.run(_namespaces(stack, names))
+        with stack.extra_replica("storm-a") as a, stack.extra_replica("storm-b") as b:
+            with stack.routed_to([a, b], names[0]):
+                result = asyncio.run(_storm(stack, names))
+            counted = {r.name: exchanges(r) for r in (a, b)}
+        # No failed or unpatched admission, no pull Secret written twice (what the API
+        # server streamed for these namespaces' Secrets).
+        assert storm.violations(result, replicas=2, exchange_keys=()) == []
+        assert len(result.created) == NAMESPACES * PODS_PER_NAMESPACE
+        per_secret = result.writes["secrets"].per_object(names)
+        assert len(per_secret) == 2 * NAMESPACES and set(per_secret.values()) == {1}
+        # One marker per Secret, never deleted and made again.
+        markers = result.writes["markers"]
+        assert markers.by_kind(names) == {"ADDED": 2 * NAMESPACES}
+        # At most one exchange per registry (and identity) per replica, and each one
+        # counted by the replica was really made at the endpoint (which also sees the
+        # session's other replicas, so it may count more, never fewer).
+        for name, by_entry in counted.items():
+            assert all(n <= 1 for n in by_entry.values()), (name, by_entry)
+        for entry in ("acr", "acr-slow", "ecr"):
+            ours = sum(by_entry.get(entry, 0.0) for by_entry in counted.values())
+            assert 1 <= ours <= result.identity_calls[entry], (entry, counted, result)
+    finally:
+        for ns in names:
+            stack.controlplane.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -1,0 +1,128 @@
+"""What the watches keep: LISTs a page at a time, each item reduced to what its handler
+reads; pod references counted per secret with as little kept per pod as possible."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from webhook.apihealth import ApiHealth
+from webhook.kube import LIST_PAGE, Kube, PodRefs, _marker_view, _namespace_view
+from webhook.kubeapi import INJECT_LABEL
+from webhook.namespaces import NamespaceIndex
+from webhook.records import Markers, marker_object
+from webhook.references import References
+
+
+class Response:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.status, self.reason, self._body = 200, "OK", json.dumps(doc).encode()
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class PagedNamespaces:
+    """``list_namespace`` as the API server pages it: ``limit`` items, then a token."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.__name__ = "list_namespace"
+        self.asked: list[dict[str, Any]] = []
+
+    async def __call__(self, **kwargs: Any) -> Response:
+        self.asked.append(kwargs)
+        start = int(kwargs.get("_continue") or 0)
+        end = start + kwargs["limit"]
+        items = [
+            {
+                "metadata": {
+                    "name": n,
+                    "uid": "u",
+                    "labels": {INJECT_LABEL: "enabled", "team": "x"},
+                    "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}}],
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            }
+            for n in self.names[start:end]
+        ]
+        meta = {
+            "resourceVersion": "42",
+            **({"continue": str(end)} if end < len(self.names) else {}),
+        }
+        return Response({"items": items, "metadata": meta})
+
+
+async def test_a_list_is_read_a_page_at_a_time_and_keeps_only_what_the_handler_reads() -> None:
+    names = [f"ns-{i}" for i in range(LIST_PAGE * 2 + 3)]
+    method = PagedNamespaces(names)
+    kube = Kube.__new__(Kube)
+    kube._on_request = lambda call: None
+    kube.health = ApiHealth()
+    items, version = await kube._list(method, keep=_namespace_view)
+    assert version == "42"
+    assert [a.get("_continue") for a in method.asked] == [None, str(LIST_PAGE), str(2 * LIST_PAGE)]
+    assert all(a["limit"] == LIST_PAGE for a in method.asked)
+    assert [i["metadata"]["name"] for i in items] == names
+    assert items[0] == {
+        "metadata": {"name": "ns-0", "labels": {INJECT_LABEL: "enabled"}},
+        "status": {"phase": "Active"},
+    }
+    index = NamespaceIndex([])
+    index.replace_all(items)
+    assert "ns-0" in index and len(index) == len(names)
+
+
+def test_a_marker_keeps_its_owner_through_the_reduction() -> None:
+    marker = marker_object("team-a", "psw-a", "uid-1")
+    marker["metadata"]["managedFields"] = [{"manager": "webhook"}]
+    markers = Markers()
+    markers.replace_all([_marker_view(marker)])
+    assert markers._owner == {("team-a", "psw-a"): "uid-1"}
+
+
+def test_references_of_pods_with_several_secrets_are_counted_and_forgotten() -> None:
+    refs = References("psw")
+    both = {
+        "metadata": {"namespace": "team-a", "name": "web-1"},
+        "spec": {"imagePullSecrets": [{"name": "psw-b"}, {"name": "psw-a"}, {"name": "psw-a"}]},
+    }
+    one = {
+        "metadata": {"namespace": "team-a", "name": "web-2"},
+        "spec": {"imagePullSecrets": [{"name": "psw-a"}]},
+    }
+    refs.replace_all([both, one])
+    assert len(refs) == 2
+    assert refs.referenced("team-a", "psw-a") and refs.referenced("team-a", "psw-b")
+    refs.apply("DELETED", both)
+    assert refs.referenced("team-a", "psw-a") and not refs.referenced("team-a", "psw-b")
+    refs.apply("DELETED", one)
+    assert not refs.referenced("team-a", "psw-a") and len(refs) == 0
+    assert refs._pods == {}  # nothing left behind for a namespace without such pods
+
+
+def test_listed_pods_are_kept_as_rows_and_read_back_as_the_pods_references() -> None:
+    pods = PodRefs()
+    pods.add(
+        {
+            "metadata": {"namespace": "team-a", "name": "web-1", "uid": "u"},
+            "spec": {"imagePullSecrets": [{"name": "psw-b"}, {"name": "psw-a"}]},
+        }
+    )
+    pods.add({"metadata": {"namespace": "team-a", "name": "plain"}, "spec": {}})
+    pods.add(
+        {
+            "metadata": {"namespace": "team-a", "name": "web-2"},
+            "spec": {"imagePullSecrets": [{"name": "psw-a"}, {"name": "psw-b"}]},
+        }
+    )
+    assert len(pods) == 2  # a pod without pull secrets is not kept
+    assert pods[0] == {
+        "metadata": {"namespace": "team-a", "name": "web-1"},
+        "spec": {"imagePullSecrets": [{"name": "psw-a"}, {"name": "psw-b"}]},
+    }
+    assert pods._rows[0][2] is pods._rows[1][2]  # equal name lists shared
+    refs = References("psw")
+    refs.replace_all(pods)
+    assert len(refs) == 2 and refs.referenced("team-a", "psw-b")

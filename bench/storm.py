@@ -46,7 +46,7 @@ def add_latency(st: Stack, seconds: float) -> None:
     assert st.emulator is not None and st.ecr_api is not None
     for endpoint in (ENTRA_TOKEN, ACR_EXCHANGE):
         st.emulator.traffic.inject_fault(endpoint, status=None, delay=seconds, count=FOREVER)
-    st.ecr_api.delay = seconds
+    st.ecr_api.proxy.delay = seconds
 
 
 def replica_counters(replicas: list[Replica]) -> list[dict[str, dict[str, float]]]:

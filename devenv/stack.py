@@ -34,7 +34,7 @@ from devenv.controlplane import ControlPlane
 from devenv.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
 from devenv.node.images import seed_image
 from devenv.peers.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
-from devenv.peers.aws import EcrExpiryProxy, MotoServer, ecr_client
+from devenv.peers.aws import MotoServer, ThreadedMotoProxy, ecr_client
 from devenv.peers.azure import AzureEmulator, EmulatorThread
 from devenv.peers.oci import (
     OciImage,
@@ -249,7 +249,7 @@ class Stack:
     acr_backends: list[DockerRegistry] = field(default_factory=list)
     ecr_registry: DockerRegistry | None = None
     moto: MotoServer | None = None
-    ecr_api: EcrExpiryProxy | None = None
+    ecr_api: ThreadedMotoProxy | None = None
     balancer: Balancer | None = None
     replicas: list[Replica] = field(default_factory=list)
     tenant: str = ""
@@ -319,7 +319,7 @@ class Stack:
 
         self.moto = MotoServer()
         self.moto.start()
-        self.ecr_api = EcrExpiryProxy(self.moto.endpoint_url)
+        self.ecr_api = ThreadedMotoProxy(self.moto.endpoint_url)
         self.ecr_api.start()
         token = ecr_client(self.moto.endpoint_url, ECR_REGION).get_authorization_token()
         user, password = (

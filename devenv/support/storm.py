@@ -320,7 +320,7 @@ def identity_calls(st: Stack) -> dict[str, int]:
     return {
         "acr": traffic.count(ACR_EXCHANGE, st.acr.login_server),
         "acr-slow": traffic.count(ACR_EXCHANGE, st.acr_slow.login_server),
-        "ecr": st.ecr_api.calls["GetAuthorizationToken"],
+        "ecr": st.ecr_api.proxy.count("GetAuthorizationToken"),
         "entra": traffic.count(ENTRA_TOKEN),
     }
 
@@ -376,7 +376,7 @@ async def run(
     creator = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.support.storm",
+        "devenv.support.storm",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,

@@ -40,7 +40,7 @@ from devenv.node.harness import NODE_NAME, Node
 from devenv.node.image import missing_tools, push_image
 from devenv.node.images import seed_image
 from devenv.node.pods import running_pod, wait_for_log, wait_for_pod
-from devenv.peers.aws import EcrExpiryProxy, MotoServer, ecr_client
+from devenv.peers.aws import MotoServer, ThreadedMotoProxy, ecr_client
 from devenv.peers.fixtures import require_binaries
 from devenv.peers.oci import dockerconfigjson, skopeo_push, write_authfile
 from devenv.peers.registry import (
@@ -79,7 +79,7 @@ class Registry:
     """An ECR-style registry (basic auth) whose password moto's ECR API hands out, through
     the proxy that dates ECR tokens as ECR does (moto's are dated 2015)."""
 
-    ecr_api: EcrExpiryProxy
+    ecr_api: ThreadedMotoProxy
     registry: DockerRegistry
 
     @property
@@ -143,7 +143,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             .split(":", 1)
         )
         assert user == ECR_USERNAME
-        ecr_api = EcrExpiryProxy(moto.endpoint_url)
+        ecr_api = ThreadedMotoProxy(moto.endpoint_url)
         ecr_api.start()
         registry = DockerRegistry.htpasswd_auth(workdir / "ecr", {ECR_USERNAME: password})
         registry.start()

@@ -4,21 +4,16 @@ fault-injecting reverse proxy in front of moto."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
 
 import pytest
 import pytest_asyncio
-from aiohttp import ClientSession, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.peers import jws
+from devenv.peers.aws import MotoProxy
 from devenv.peers.fixtures import azure_emulator, moto_process, moto_server, test_ca
 from devenv.peers.tls import new_rsa_key
 from webhook.config import Config
@@ -112,155 +107,9 @@ def kube() -> MemoryKube:
     return MemoryKube()
 
 
-# --------------------------------------------------------------------------- AWS proxy
-
-_TARGET_RE = re.compile(r"\.(\w+)$")
-_ACTION_RE = re.compile(r"(?:^|&)Action=(\w+)")
-# SigV4: "Credential=AKID/20150101/us-east-1/ecr/aws4_request"
-_SCOPE_RE = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/")
-
-
-@dataclass(frozen=True)
-class AwsCall:
-    operation: str
-    target: str
-    """``X-Amz-Target`` of JSON-protocol calls (names the service API)."""
-    access_key: str
-    """Access key id the request was signed with; empty when unsigned."""
-    region: str
-    service: str
-    form: dict[str, str]
-    """Parameters of query-protocol calls (STS)."""
-    json: dict[str, object]
-    """Body of JSON-protocol calls (ECR)."""
-
-
-@dataclass
-class AwsFault:
-    operation: str
-    count: int
-    status: int = 0
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    drop: bool = False
-
-
-class AwsProxy:
-    """Forwards every request to moto, recording the AWS operation (from
-    ``X-Amz-Target`` or the query ``Action``), and lets a test make the next N
-    calls of an operation fail the way AWS fails: an error body, a slow answer or
-    a dropped connection."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.url = ""
-        self.calls: list[AwsCall] = []
-        self.faults: list[AwsFault] = []
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-
-    def count(self, operation: str) -> int:
-        return sum(1 for call in self.calls if call.operation == operation)
-
-    def operations(self) -> list[str]:
-        return [call.operation for call in self.calls]
-
-    def answer(self, operation: str, document: Mapping[str, object]) -> None:
-        """Answers the next call of ``operation`` itself (for APIs moto lacks)."""
-        body = json.dumps(document).encode()
-        headers = {"Content-Type": "application/x-amz-json-1.1"}
-        self.faults.append(AwsFault(operation, 1, 200, body, headers))
-
-    def json_error(self, operation: str, code: str, message: str, status: int = 400) -> None:
-        """An error of a JSON-protocol service (ECR), as AWS sends it."""
-        body = f'{{"__type":"{code}","message":"{message}"}}'.encode()
-        headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": code}
-        self.faults.append(AwsFault(operation, 1, status, body, headers))
-
-    def query_error(self, operation: str, code: str, message: str, status: int = 400) -> None:
-        """An error of a query-protocol service (STS), as AWS sends it."""
-        body = (
-            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
-            f"<Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
-            "<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
-        ).encode()
-        self.faults.append(AwsFault(operation, 1, status, body, {"Content-Type": "text/xml"}))
-
-    def slow(self, operation: str, delay: float) -> None:
-        self.faults.append(AwsFault(operation, 1, delay=delay))
-
-    def drop(self, operation: str) -> None:
-        self.faults.append(AwsFault(operation, 1, drop=True))
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        target = request.headers.get("X-Amz-Target", "")
-        text = body.decode("latin-1")
-        match = _TARGET_RE.search(target) or _ACTION_RE.search(text)
-        scope = _SCOPE_RE.search(request.headers.get("Authorization", ""))
-        form = {} if target else {k: v[0] for k, v in parse_qs(text).items()}
-        self.calls.append(
-            AwsCall(
-                operation=match.group(1) if match else "unknown",
-                target=target,
-                access_key=scope.group(1) if scope else "",
-                region=scope.group(2) if scope else "",
-                service=scope.group(3) if scope else "",
-                form=form,
-                json=json.loads(body) if target and body else {},
-            )
-        )
-        operation = self.calls[-1].operation
-        fault = next((f for f in self.faults if f.operation == operation), None)
-        if fault is not None:
-            fault.count -= 1
-            if fault.count <= 0:
-                self.faults.remove(fault)
-            if fault.drop:
-                assert request.transport is not None
-                request.transport.close()
-                return web.Response(status=500)
-            if fault.status:
-                return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
-            await asyncio.sleep(fault.delay)
-        assert self._session is not None
-        # The Host header is kept: it is part of the SigV4 signature moto checks when
-        # IAM enforcement is on.
-        headers = dict(request.headers)
-        async with self._session.request(
-            request.method, self.upstream + request.path_qs, data=body, headers=headers
-        ) as upstream:
-            payload = await upstream.read()
-            kept = {
-                k: v
-                for k, v in upstream.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")
-            }
-            return web.Response(status=upstream.status, body=payload, headers=kept)
-
-    async def start(self) -> str:
-        self._session = ClientSession(auto_decompress=False)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock).start()
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-
 @pytest_asyncio.fixture
-async def aws(moto_server: str) -> AsyncIterator[AwsProxy]:
-    proxy = AwsProxy(moto_server)
+async def aws(moto_server: str) -> AsyncIterator[MotoProxy]:
+    proxy = MotoProxy(moto_server)
     await proxy.start()
     try:
         yield proxy

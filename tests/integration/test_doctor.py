@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv.peers.aws import MotoProxy
 from devenv.peers.azure import AzureEmulator, EmulatorThread
 from devenv.serve import free_port
-from tests.integration.conftest import CLUSTER_ISSUER, AwsProxy, Clock, MemoryKube
+from tests.integration.conftest import CLUSTER_ISSUER, Clock, MemoryKube
 from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
 from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env
 from webhook.cli import doctor
@@ -155,7 +156,7 @@ async def test_a_clock_off_by_more_than_five_minutes_is_reported(azure: Azure) -
 
 
 async def test_an_ecr_family_entry_with_a_region_is_checked_in_that_region(
-    aws: AwsProxy, kube: MemoryKube
+    aws: MotoProxy, kube: MemoryKube
 ) -> None:
     document = {
         "registries": [
@@ -181,7 +182,7 @@ async def test_an_ecr_family_entry_with_a_region_is_checked_in_that_region(
 
 
 async def test_an_ecr_family_entry_takes_the_region_from_the_aws_environment(
-    aws: AwsProxy, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch
+    aws: MotoProxy, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_REGION", "ap-south-1")
     document = {

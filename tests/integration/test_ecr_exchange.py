@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from devenv.peers import jws
-from devenv.peers.aws import TEST_CREDENTIALS
+from devenv.peers.aws import TEST_CREDENTIALS, MotoProxy
 from tests.integration import conftest
-from tests.integration.conftest import AwsProxy, Clock, MemoryKube
+from tests.integration.conftest import Clock, MemoryKube
 from webhook.config import Config
 from webhook.configload import parse_config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
@@ -60,7 +60,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     yield
 
 
-def ecr_config(aws: AwsProxy, auth: dict[str, Any], hosts: list[str] | None = None) -> Config:
+def ecr_config(aws: MotoProxy, auth: dict[str, Any], hosts: list[str] | None = None) -> Config:
     return parse_config(
         {
             "registries": [
@@ -86,7 +86,7 @@ def new_cache(config: Config, kube: MemoryKube, clock: Clock, **kwargs: Any) -> 
 
 
 async def test_default_chain_keys_give_the_decoded_ecr_password_and_its_expiry(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     async with new_cache(config, kube, clock) as cache:
@@ -105,7 +105,7 @@ async def test_default_chain_keys_give_the_decoded_ecr_password_and_its_expiry(
     assert call.access_key == TEST_CREDENTIALS["aws_access_key_id"]
 
 
-async def test_registry_ids_are_never_sent(aws: AwsProxy, kube: MemoryKube, clock: Clock) -> None:
+async def test_registry_ids_are_never_sent(aws: MotoProxy, kube: MemoryKube, clock: Clock) -> None:
     config = ecr_config(aws, {"mode": "default"})
     async with new_cache(config, kube, clock) as cache:
         await cache.get(pull_need(config, OTHER_ACCOUNT_HOST), "team-a")
@@ -113,7 +113,7 @@ async def test_registry_ids_are_never_sent(aws: AwsProxy, kube: MemoryKube, cloc
 
 
 async def test_one_token_serves_every_ecr_host_of_a_principal_in_one_region(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     async with new_cache(config, kube, clock) as cache:
@@ -128,7 +128,7 @@ async def test_one_token_serves_every_ecr_host_of_a_principal_in_one_region(
 
 
 async def test_two_hundred_concurrent_gets_make_exactly_one_exchange(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     hosts = [HOST, OTHER_ACCOUNT_HOST]
@@ -141,7 +141,7 @@ async def test_two_hundred_concurrent_gets_make_exactly_one_exchange(
 
 
 async def test_the_refresh_fraction_decides_when_a_new_token_is_fetched(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     need = pull_need(config)
@@ -158,7 +158,7 @@ async def test_the_refresh_fraction_decides_when_a_new_token_is_fetched(
 
 
 async def test_static_keys_come_from_the_secret(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     kube.put_secret(
         "pull-secret-webhook",
@@ -172,7 +172,7 @@ async def test_static_keys_come_from_the_secret(
 
 
 async def test_rotated_static_keys_are_used_after_the_next_refresh(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     kube.put_secret(
         "pull-secret-webhook",
@@ -193,7 +193,7 @@ async def test_rotated_static_keys_are_used_after_the_next_refresh(
 
 
 async def test_assume_role_sends_the_session_name_and_external_id_and_uses_the_role(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(
         aws,
@@ -218,7 +218,7 @@ async def test_assume_role_sends_the_session_name_and_external_id_and_uses_the_r
 
 
 async def test_web_identity_from_the_environment_is_used_by_the_default_chain(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    aws: MotoProxy, kube: MemoryKube, clock: Clock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(await kube_token(kube, "pull-secret-webhook", "pull-secret-webhook"))
@@ -240,7 +240,7 @@ async def kube_token(kube: MemoryKube, namespace: str, name: str) -> str:
 
 
 async def test_a_pod_service_account_assumes_its_annotated_role_with_its_own_token(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     kube.put_service_account("team-a", "builder", **{"eks.amazonaws.com/role-arn": ROLE_ARN})
     config = ecr_config(aws, {"mode": "podServiceAccount", "sessionName": "psw-team-a"})
@@ -259,7 +259,7 @@ async def test_a_pod_service_account_assumes_its_annotated_role_with_its_own_tok
 
 
 async def test_pod_identities_of_two_namespaces_never_share_a_credential(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     for namespace in ("team-a", "team-b"):
         kube.put_service_account(namespace, "default", **{"eks.amazonaws.com/role-arn": ROLE_ARN})
@@ -272,7 +272,7 @@ async def test_pod_identities_of_two_namespaces_never_share_a_credential(
 
 
 async def test_a_service_account_without_a_role_annotation_fails_with_a_hint(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     kube.put_service_account("team-a", "default")
     config = ecr_config(aws, {"mode": "podServiceAccount"})
@@ -291,7 +291,7 @@ async def test_a_service_account_without_a_role_annotation_fails_with_a_hint(
 
 
 async def test_ecr_public_uses_its_own_api_in_us_east_1(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     # moto has no ECR Public server API: the proxy answers as the service documents.
     aws.answer(
@@ -313,7 +313,7 @@ async def test_ecr_public_uses_its_own_api_in_us_east_1(
 
 
 async def test_secrets_never_reach_errors_or_logs(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock, caplog: pytest.LogCaptureFixture
+    aws: MotoProxy, kube: MemoryKube, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret_key = "q" * 40

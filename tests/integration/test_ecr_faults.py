@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import boto3
 import pytest
 
-from devenv.peers.aws import TEST_CREDENTIALS
-from tests.integration.conftest import AwsProxy, Clock, MemoryKube
+from devenv.peers.aws import TEST_CREDENTIALS, MotoProxy
+from tests.integration.conftest import Clock, MemoryKube
 from tests.integration.test_ecr_exchange import (
     MOTO_EXPIRES_AT,
     ROLE_ARN,
@@ -29,7 +29,7 @@ from webhook.credentials.ecr import EcrProvider
 
 __all__ = ["aws_env", "clock"]
 
-Inject = Callable[[AwsProxy], None]
+Inject = Callable[[MotoProxy], None]
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ Inject = Callable[[AwsProxy], None]
     ],
 )
 async def test_a_transient_ecr_failure_is_retried_and_then_succeeds(
-    aws: AwsProxy,
+    aws: MotoProxy,
     kube: MemoryKube,
     clock: Clock,
     inject: Inject,
@@ -90,7 +90,7 @@ async def test_a_transient_ecr_failure_is_retried_and_then_succeeds(
     ],
 )
 async def test_a_permanent_ecr_failure_is_not_retried_and_says_what_to_fix(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock, code: str, status: int, hint: str
+    aws: MotoProxy, kube: MemoryKube, clock: Clock, code: str, status: int, hint: str
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     aws.json_error("GetAuthorizationToken", code, "refused", status)
@@ -122,7 +122,7 @@ async def test_a_permanent_ecr_failure_is_not_retried_and_says_what_to_fix(
     ],
 )
 async def test_a_refused_web_identity_names_the_service_account_in_its_hint(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock, code: str, hint: str
+    aws: MotoProxy, kube: MemoryKube, clock: Clock, code: str, hint: str
 ) -> None:
     kube.put_service_account("team-a", "builder", **{"eks.amazonaws.com/role-arn": ROLE_ARN})
     aws.query_error("AssumeRoleWithWebIdentity", code, "Not authorized", 403)
@@ -142,7 +142,7 @@ async def test_a_refused_web_identity_names_the_service_account_in_its_hint(
 
 
 @pytest.fixture
-def iam_enforced(aws: AwsProxy) -> Iterator[Callable[[int], None]]:
+def iam_enforced(aws: MotoProxy) -> Iterator[Callable[[int], None]]:
     """Turns on moto's IAM enforcement after ``n`` more unauthenticated requests;
     always turns it off again (the moto server is shared by the session)."""
 
@@ -161,7 +161,7 @@ def iam_enforced(aws: AwsProxy) -> Iterator[Callable[[int], None]]:
 
 
 async def test_an_identity_without_sts_assume_role_permission_is_denied_by_iam(
-    aws: AwsProxy,
+    aws: MotoProxy,
     kube: MemoryKube,
     clock: Clock,
     iam_enforced: Callable[[int], None],
@@ -188,7 +188,7 @@ async def test_an_identity_without_sts_assume_role_permission_is_denied_by_iam(
 
 
 async def test_a_failure_is_remembered_only_for_the_negative_ttl(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     aws.json_error("GetAuthorizationToken", "AccessDeniedException", "no")
@@ -203,7 +203,7 @@ async def test_a_failure_is_remembered_only_for_the_negative_ttl(
 
 
 async def test_a_failed_refresh_keeps_serving_the_still_valid_token(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     need = pull_need(config)
@@ -226,7 +226,7 @@ async def test_a_failed_refresh_keeps_serving_the_still_valid_token(
 
 
 async def test_a_get_past_its_deadline_times_out_while_the_exchange_goes_on(
-    aws: AwsProxy, kube: MemoryKube, clock: Clock
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
 ) -> None:
     config = ecr_config(aws, {"mode": "default"})
     aws.slow("GetAuthorizationToken", 1.0)

@@ -43,8 +43,8 @@ from devenv.support.storm import Api
 from webhook.configload import load_config
 from webhook.kubeapi import GROUP, INJECT_LABEL, INJECT_VALUE, MARKER_PLURAL, PLURAL, VERSION
 from webhook.needs import pull_needs
-from webhook.pullsecrets import MANAGED_BY, MANAGER
 from webhook.records import ManagedSecret, marker_object
+from webhook.secretschema import MANAGED_BY, MANAGER
 
 #: The target for one replica's resident memory at the largest step.
 TARGET_MIB = 120

@@ -24,8 +24,6 @@ sends the review.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import random
 import time
@@ -37,28 +35,15 @@ from webhook.apihealth import ApiHealth, jittered, unavailable
 from webhook.config import Config
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.informer import Informer
-from webhook.kubeapi import DOCKERCONFIGJSON, KubeAPIError
+from webhook.kubeapi import KubeAPIError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
 from webhook.records import ManagedSecret, Markers, RecordIndex, marker_object, record_name
-from webhook.rfc3339 import to_rfc3339
 from webhook.secretapi import CredentialSource, PullSecretApi
+from webhook.secretschema import desired_secret
 
 log = logging.getLogger(__name__)
-
-#: Set on every pull secret so operators (and the shipped ValidatingAdmissionPolicy)
-#: can tell them apart, with annotations saying what it is for and when it expires.
-#: Informational only: the webhook itself decides what is its own, and how fresh it is,
-#: from its records, because anyone who can write Secrets can set labels.
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGER = "pull-secret-webhook"
-MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
-REGISTRY_LABEL = "pull-secret-webhook/registry"
-ANN_EXPIRES = "pull-secret-webhook/expires-at"
-ANN_REFRESH = "pull-secret-webhook/refresh-at"
-ANN_HOST = "pull-secret-webhook/host"
-ANN_SERVICE_ACCOUNT = "pull-secret-webhook/service-account"
 
 #: What the shipped write policy says when the Secret it would change is not labelled
 #: as the webhook's (manifests/base/validatingadmissionpolicy.yaml).
@@ -114,42 +99,6 @@ REFUSAL_LOG_INTERVAL = 60.0
 
 class RecordsMissing(KubeAPIError):
     """The API server does not know the ManagedPullSecret resource (CRD not installed)."""
-
-
-def dockerconfigjson(host: str, credential: Credential) -> bytes:
-    auth = base64.b64encode(f"{credential.username}:{credential.password}".encode()).decode()
-    doc = {
-        "auths": {
-            host: {"username": credential.username, "password": credential.password, "auth": auth}
-        }
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def desired_secret(
-    namespace: str, need: PullNeed, credential: Credential, fraction: float
-) -> dict[str, Any]:
-    annotations = {
-        ANN_EXPIRES: to_rfc3339(credential.expires_at),
-        ANN_REFRESH: to_rfc3339(credential.refresh_at(fraction)),
-        ANN_HOST: need.host,
-    }
-    if need.identity.service_account:
-        annotations[ANN_SERVICE_ACCOUNT] = need.identity.service_account
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {
-            "name": need.secret_name,
-            "namespace": namespace,
-            "labels": {MANAGED_BY: MANAGER, REGISTRY_LABEL: need.entry.name},
-            "annotations": annotations,
-        },
-        "data": {
-            DOCKERCONFIGJSON: base64.b64encode(dockerconfigjson(need.host, credential)).decode()
-        },
-    }
 
 
 def new_record(namespace: str, need: PullNeed, now: float) -> ManagedSecret:

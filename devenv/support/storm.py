@@ -34,7 +34,7 @@ import aiohttp
 
 from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from webhook.kubeapi import GROUP, INJECT_LABEL, INJECT_VALUE, MARKER_PLURAL, PLURAL, VERSION
-from webhook.pullsecrets import MANAGED_SELECTOR
+from webhook.secretschema import MANAGED_SELECTOR
 
 if TYPE_CHECKING:
     from devenv.controlplane import ControlPlane

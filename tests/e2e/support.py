@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 
 from devenv.controlplane import ControlPlane
-from webhook.pullsecrets import MANAGED_SELECTOR
+from webhook.secretschema import MANAGED_SELECTOR
 
 T = TypeVar("T")
 RECORDS = "managedpullsecrets.pull-secret-webhook.io"

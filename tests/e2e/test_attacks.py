@@ -23,7 +23,7 @@ from tests.e2e.support import (
     record_of,
     wait_for,
 )
-from webhook.pullsecrets import MANAGED_BY, MANAGER
+from webhook.secretschema import MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

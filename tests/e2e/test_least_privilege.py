@@ -29,7 +29,7 @@ from tests.e2e.support import (
     secret_name_preview,
     wait_for,
 )
-from webhook.pullsecrets import ANN_EXPIRES, MANAGED_BY, MANAGER
+from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -25,8 +25,8 @@ from tests.e2e.support import (
     secret_name_preview,
     wait_for,
 )
-from webhook.pullsecrets import ANN_EXPIRES, ANN_REFRESH
 from webhook.rfc3339 import from_rfc3339
+from webhook.secretschema import ANN_EXPIRES, ANN_REFRESH
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

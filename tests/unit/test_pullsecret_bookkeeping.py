@@ -16,17 +16,11 @@ from webhook.config import Config
 from webhook.configload import parse_config
 from webhook.credentials.base import Credential
 from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import (
-    ANN_EXPIRES,
-    CLAIM_SECONDS,
-    MANAGED_BY,
-    MANAGER,
-    MAX_NEEDS_PER_POD,
-    PullSecretManager,
-)
+from webhook.pullsecrets import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
 from webhook.records import ManagedSecret, record_name
 from webhook.references import References
 from webhook.refresher import PassReport, Refresher
+from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
 
 ACR = "contoso.azurecr.io/app:1"
 HOME = "pull-secret-webhook"

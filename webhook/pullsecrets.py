@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from webhook.admission import NeedStatus, Outcome
-from webhook.apihealth import ApiHealth, jittered, unavailable
+from webhook.apihealth import ApiHealth, unavailable
 from webhook.config import Config
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.informer import Informer
@@ -40,6 +39,7 @@ from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
 from webhook.records import ManagedSecret, Markers, RecordIndex, marker_object, record_name
+from webhook.retries import BackgroundRetries
 from webhook.secretapi import CredentialSource, PullSecretApi
 from webhook.secretschema import desired_secret
 
@@ -67,31 +67,10 @@ MARKER_POLL_SECONDS = 0.02
 #: One Warning Event per (namespace, secret) per minute at most, so a Deployment of
 #: hundreds of replicas during an outage does not flood the namespace's events.
 EVENT_INTERVAL = 60.0
-#: A secret that could not be made at admission is retried in the background, first
-#: after 5 s (the kubelet's first image pull retry comes ~10 s after the failure) and
-#: then backing off to every 5 minutes (the kubelet's own maximum pull back-off), for
-#: an hour; a new pod needing it starts the cycle again.
-RETRY_FIRST_SECONDS = 5.0
-RETRY_MAX_SECONDS = 300.0
-RETRY_GIVE_UP_SECONDS = 3600.0
-#: A secret that could not be written because the API server was unavailable is retried
-#: as soon as the API server answers again (``ApiHealth``), and otherwise after 1 s
-#: backing off to 30 s: the kubelet's schedule is for credentials, and a few seconds
-#: after the API server returns the secret should be there.
-RETRY_API_FIRST_SECONDS = 1.0
-RETRY_API_MAX_SECONDS = 30.0
-#: Woken together by the API server's return, retries start spread over this many
-#: seconds per RESUME_PER_SECOND waiting (at least RESUME_SPREAD_MIN): a thousand
-#: pending secrets must not arrive in the same instant at an API server just back.
-RESUME_SPREAD_MIN = 0.5
-RESUME_PER_SECOND = 200.0
 #: A pod needs one pull secret per registry (and identity) its images come from; real
 #: pods name a handful. More than this in one review is refused work, not served: one
 #: forged review must not fan out into thousands of exchanges, writes and retries.
 MAX_NEEDS_PER_POD = 16
-#: Secrets retried in the background at once, across namespaces; beyond it, the next
-#: pod that needs one starts its retry.
-MAX_RETRYING = 1000
 #: Refused reviews are logged at most once per namespace per minute (a forged flood
 #: must not flood the logs either); the metric counts every one.
 REFUSAL_LOG_INTERVAL = 60.0
@@ -139,9 +118,14 @@ class PullSecretManager:
         self.namespaces = NamespaceIndex(config.never_injected, on_deleted=self._namespace_gone)
         self._inflight: dict[tuple[str, str], asyncio.Task[NeedStatus]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.retries = BackgroundRetries(
+            self._start,
+            still_wanted=lambda namespace: self.namespaces.refusal(namespace) is None,
+            spawn=self._spawn,
+            health=health,
+        )
         self._last_event: dict[tuple[str, str], float] = {}
         self._last_refusal: dict[str, float] = {}
-        self._retrying: set[tuple[str, str]] = set()
         home = config.namespace
         self._informers = (
             Informer(
@@ -321,55 +305,8 @@ class PullSecretManager:
             log.error("making %s/%s failed unexpectedly", *key, exc_info=error)
             return
         status = task.result()
-        if (
-            status.state == "pending"
-            and key not in self._retrying
-            and len(self._retrying) < MAX_RETRYING
-        ):
-            self._retrying.add(key)
-            self._spawn(self._retry(key, need, status))
-
-    async def _retry(self, key: tuple[str, str], need: PullNeed, status: NeedStatus) -> None:
-        """Keep trying to make a secret an admission could not, so the kubelet's next
-        pull retry finds it: on the kubelet's schedule while a credential is wanting,
-        and as soon as the API server answers again while it was unreachable."""
-        namespace = key[0]
-        delay = RETRY_FIRST_SECONDS
-        api_delay = RETRY_API_FIRST_SECONDS
-        give_up = time.monotonic() + RETRY_GIVE_UP_SECONDS
-        try:
-            while time.monotonic() < give_up:
-                if status.api_unavailable:
-                    if self.health is not None and self.health.just_back:
-                        api_delay = RETRY_API_FIRST_SECONDS  # the outage's back-off is over
-                    woken = await self._await_api(api_delay)
-                    api_delay = RETRY_API_FIRST_SECONDS if woken else api_delay * 2
-                    api_delay = min(api_delay, RETRY_API_MAX_SECONDS)
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
-                if self.namespaces.refusal(namespace) is not None:
-                    return  # the namespace opted out or is gone
-                status = await self._start(namespace, need)
-                if status.state != "pending":
-                    log.info("pull secret %s/%s made after a retry", namespace, need.secret_name)
-                    return
-            log.warning("gave up making %s/%s for now", namespace, need.secret_name)
-        finally:
-            self._retrying.discard(key)
-
-    async def _await_api(self, delay: float) -> bool:
-        """Wait ``delay`` (jittered), or until the API server answers again; then a
-        moment more, spread by how many retries are waiting with this one. True when
-        woken by its return."""
-        if self.health is None:
-            await asyncio.sleep(jittered(delay))
-            return False
-        if not await self.health.until_recovered(jittered(delay)):
-            return False
-        spread = max(RESUME_SPREAD_MIN, len(self._retrying) / RESUME_PER_SECOND)
-        await asyncio.sleep(random.uniform(0, spread))
-        return True
+        if status.state == "pending":
+            self.retries.offer(key[0], need, status)
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
         known = self.records.get(namespace, need.secret_name)

@@ -18,7 +18,7 @@ from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
 from webhook import informer as informer_module
-from webhook import pullsecrets
+from webhook import retries
 from webhook.apihealth import JITTER, PROBE_MAX_SECONDS, ApiHealth
 from webhook.config import Config
 from webhook.configload import parse_config
@@ -28,14 +28,10 @@ from webhook.informer import RECOVERY_SPREAD_SECONDS, Informer
 from webhook.kubeapi import KubeAPIError
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import (
-    RESUME_SPREAD_MIN,
-    RETRY_API_FIRST_SECONDS,
-    RETRY_FIRST_SECONDS,
-    PullSecretManager,
-)
+from webhook.pullsecrets import PullSecretManager
 from webhook.records import ManagedSecret
 from webhook.refresher import Refresher
+from webhook.retries import RESUME_SPREAD_MIN, RETRY_API_FIRST_SECONDS, RETRY_FIRST_SECONDS
 
 ACR = "contoso.azurecr.io/app:1"
 #: The API server's return is noticed by the next probe (at most PROBE_MAX_SECONDS,
@@ -79,7 +75,7 @@ async def test_a_secret_unwritable_while_the_api_was_unreachable_is_made_as_it_r
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A back-off far longer than the test: only the API server's return can wake the retry.
-    monkeypatch.setattr(pullsecrets, "RETRY_API_FIRST_SECONDS", 60.0)
+    monkeypatch.setattr(retries, "RETRY_API_FIRST_SECONDS", 60.0)
     kube = MemKube()
     m = manager(config, kube, Minter())
     [need] = pull_needs(config, make_pod(ACR))
@@ -104,7 +100,7 @@ async def test_a_refusal_from_an_api_server_just_back_is_retried_on_its_cadence(
 ) -> None:
     """A kube-apiserver just restarted says ready a moment before its authorizer has
     caught up: the 403 it gives then is retried after ~1 s, not on the 5 s schedule."""
-    monkeypatch.setattr(pullsecrets, "RETRY_API_FIRST_SECONDS", 60.0)
+    monkeypatch.setattr(retries, "RETRY_API_FIRST_SECONDS", 60.0)
     kube = MemKube()
     m = manager(config, kube, Minter())
     [need] = pull_needs(config, make_pod(ACR))
@@ -123,7 +119,7 @@ async def test_a_refusal_from_an_api_server_just_back_is_retried_on_its_cadence(
     kube.unreachable = False
     # Woken by the return, refused once, then retried 1 s (jittered) later: the back-off
     # starts afresh after an outage (the 60 s set above would otherwise apply).
-    monkeypatch.setattr(pullsecrets, "RETRY_API_FIRST_SECONDS", 1.0)
+    monkeypatch.setattr(retries, "RETRY_API_FIRST_SECONDS", 1.0)
     took = await wait_until(
         lambda: ("team-a", need.secret_name) in kube.secrets, NOTICED_WITHIN + 1.3
     )

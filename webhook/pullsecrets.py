@@ -18,7 +18,8 @@ per key) and writes the secret without ever reading one:
    alone (Foreign).
 
 Nothing is minted or written for a namespace that has not opted in, whoever
-sends the review.
+sends the review. What an admission could not finish in time goes on in the
+background (``retries.py``); the Secret's shape is ``secretschema.py``'s.
 """
 
 from __future__ import annotations

@@ -76,33 +76,32 @@ class BackgroundRetries:
         if key in self._retrying or len(self._retrying) >= MAX_RETRYING:
             return
         self._retrying.add(key)
-        self.spawn(self._retry(key, need, status))
+        task = self.spawn(self._retry(key, need, status))
+        # Its place is freed however it ends, cancelled before its first step included.
+        task.add_done_callback(lambda _: self._retrying.discard(key))
 
     async def _retry(self, key: tuple[str, str], need: PullNeed, status: NeedStatus) -> None:
         namespace = key[0]
         delay = RETRY_FIRST_SECONDS
         api_delay = RETRY_API_FIRST_SECONDS
         give_up = time.monotonic() + RETRY_GIVE_UP_SECONDS
-        try:
-            while time.monotonic() < give_up:
-                if status.api_unavailable:
-                    if self.health is not None and self.health.just_back:
-                        api_delay = RETRY_API_FIRST_SECONDS  # the outage's back-off is over
-                    woken = await self._await_api(api_delay)
-                    api_delay = RETRY_API_FIRST_SECONDS if woken else api_delay * 2
-                    api_delay = min(api_delay, RETRY_API_MAX_SECONDS)
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
-                if not self.still_wanted(namespace):
-                    return  # the namespace opted out or is gone
-                status = await self.attempt(namespace, need)
-                if status.state != "pending":
-                    log.info("pull secret %s/%s made after a retry", namespace, need.secret_name)
-                    return
-            log.warning("gave up making %s/%s for now", namespace, need.secret_name)
-        finally:
-            self._retrying.discard(key)
+        while time.monotonic() < give_up:
+            if status.api_unavailable:
+                if self.health is not None and self.health.just_back:
+                    api_delay = RETRY_API_FIRST_SECONDS  # the outage's back-off is over
+                woken = await self._await_api(api_delay)
+                api_delay = RETRY_API_FIRST_SECONDS if woken else api_delay * 2
+                api_delay = min(api_delay, RETRY_API_MAX_SECONDS)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            if not self.still_wanted(namespace):
+                return  # the namespace opted out or is gone
+            status = await self.attempt(namespace, need)
+            if status.state != "pending":
+                log.info("pull secret %s/%s made after a retry", namespace, need.secret_name)
+                return
+        log.warning("gave up making %s/%s for now", namespace, need.secret_name)
 
     async def _await_api(self, delay: float) -> bool:
         """Wait ``delay`` (jittered), or until the API server answers again; then a

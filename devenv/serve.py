@@ -19,6 +19,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def readyz(health_port: int) -> bool:
+    """Does the webhook on this health port say it is ready?"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Serve:
     """The options of one ``python -m webhook serve`` on 127.0.0.1."""
@@ -60,13 +69,7 @@ class Serve:
         return args
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
-            ) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return readyz(self.health_port)
 
     def wait_ready(
         self,

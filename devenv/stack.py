@@ -51,7 +51,7 @@ from devenv.peers.registry import (
     DockerRegistry,
 )
 from devenv.peers.tls import CertificateAuthority
-from devenv.serve import Serve, free_port
+from devenv.serve import Serve, free_port, readyz
 from webhook.pki import KeyPair, make_ca, make_serving_cert
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,13 +209,7 @@ class Replica:
     log: Path
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
-            ) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return readyz(self.health_port)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as r:

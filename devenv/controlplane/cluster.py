@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import functools
 import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.controlplane.build import Binaries, locate
 from devenv.lifecycle import Component
+from devenv.processes import spawn, tail, wait_while_running
 from webhook.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
@@ -53,16 +52,8 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 CERT_VALIDITY_DAYS = 365
 # Each component gets this long after SIGTERM before SIGKILL; they normally exit in < 1 s.
 STOP_GRACE_SECONDS = 5.0
-# How often readiness is polled: short, since startup time is what the tests wait on.
-POLL_INTERVAL_SECONDS = 0.1
 # A stolen port (picked free, bound by someone else before the component) is retried.
 PORT_CONFLICT_ATTEMPTS = 3
-
-# Long log lines (e.g. a namespace deletion listing every resource) are cut in failure
-# reports; the full log stays in the file.
-MAX_LOG_LINE = 1000
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ControlPlaneError(RuntimeError):
@@ -112,7 +103,6 @@ class _Running:
     logs: dict[str, Path]
     pki: _Pki
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    log_handles: list[IO[bytes]] = field(default_factory=list)
 
 
 # --- certificates ------------------------------------------------------------------------
@@ -243,37 +233,6 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-# Loaded up front: the child, between fork and exec, should only make the prctl call.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Have the kernel SIGKILL the child if the Python process dies without cleaning up.
-
-    SIGKILL, not SIGTERM: all three die together, and a kube-apiserver shutting down
-    gracefully with its etcd gone waits forever. The data is throw-away anyway. (The signal
-    fires when the thread that started the child exits, so start the control plane from a
-    long-lived thread such as the main one.)
-    """
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with path.open("rb") as handle:
-            # Read only the end: the apiserver log can grow to megabytes.
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 200 * lines))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    return "\n".join(
-        line if len(line) <= MAX_LOG_LINE else line[:MAX_LOG_LINE] + " [...]"
-        for line in text.splitlines()[-lines:]
-    )
 
 
 @functools.cache
@@ -465,8 +424,6 @@ class ControlPlane(Component):
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-            for handle in running.log_handles:
-                handle.close()
             shutil.rmtree(running.workdir, ignore_errors=True)
 
     def stop_apiserver(self) -> None:
@@ -532,7 +489,6 @@ class ControlPlane(Component):
             lambda: self.api("GET", path).status == http.HTTPStatus.OK,
             timeout=timeout,
             what=f"ServiceAccount {namespace}/{name}",
-            interval=POLL_INTERVAL_SECONDS,
         )
 
     def issue_kubeconfig(self, file_name: str, user: str, groups: Sequence[str] = ()) -> Path:
@@ -626,7 +582,7 @@ class ControlPlane(Component):
             status = "running" if process and process.poll() is None else "exited"
             if process and process.returncode is not None:
                 status = f"exited with {process.returncode}"
-            parts.append(f"===== {name} ({status}) {path} =====\n{_tail(path, lines)}")
+            parts.append(f"===== {name} ({status}) {path} =====\n{tail(path, lines)}")
         return "\n".join(parts)
 
     # --- internals -------------------------------------------------------------------
@@ -634,37 +590,18 @@ class ControlPlane(Component):
     def _spawn(self, name: str, args: list[str]) -> None:
         state = self._state
         log_path = state.workdir / "logs" / f"{name}.log"
-        handle = log_path.open("ab")  # a component restarted in place logs on
-        state.log_handles.append(handle)
         state.logs[name] = log_path
-        state.processes[name] = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=state.workdir,
-            # Own session: a terminal's Ctrl-C reaches only us, and we stop them in order.
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        state.processes[name] = spawn(args, log_path, cwd=state.workdir)
 
     def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
-        while True:
-            for name, process in self._state.processes.items():
-                if process.poll() is not None:
-                    raise ControlPlaneError(
-                        f"{name} exited with {process.returncode} while waiting for {what}"
-                    )
-            try:
-                if ready():
-                    return
-            except (OSError, http.client.HTTPException):
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"timed out after {self.startup_timeout:.0f}s waiting for {what}"
-                )
-            time.sleep(POLL_INTERVAL_SECONDS)
+        wait_while_running(
+            what,
+            ready,
+            deadline=deadline,
+            timeout=self.startup_timeout,
+            processes=self._state.processes,
+            error=ControlPlaneError,
+        )
 
     def _etcd_healthy(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.ports.etcd_client, timeout=2)

@@ -36,12 +36,13 @@ from typing import IO, Any
 
 import yaml
 
-from devenv.controlplane.cluster import ControlPlane, _die_with_parent, _tail
+from devenv.controlplane.cluster import ControlPlane
 from devenv.lifecycle import Component
 from devenv.node.build import PAUSE_TAG, NodeBinaries, locate_node
 from devenv.node.host import HostSnapshot, processes_in_cgroups, unmount_under
 from devenv.peers.oci import build_oci_layout, skopeo_push, write_authfile
 from devenv.peers.registry import DockerRegistry
+from devenv.processes import spawn, tail, wait_while_running
 from devenv.serve import free_port
 
 NODE_NAME = "local-node"
@@ -59,7 +60,6 @@ STARTUP_TIMEOUT_SECONDS = 90.0
 STOP_GRACE_SECONDS = 10.0
 # crictl stops and removes every pod sandbox; each stop takes ~0.1 s here.
 REMOVE_PODS_TIMEOUT_SECONDS = 120.0
-POLL_INTERVAL_SECONDS = 0.1
 # Machine-wide (not in the cache, which XDG_CACHE_HOME may move): the bridge, the subnet and
 # the kubelet's fixed host paths are the machine's. /run/lock is a tmpfs (FHS 3.0, 5.9).
 LOCK_PATH = Path("/run/lock/pull-secret-webhook-node.lock")
@@ -322,7 +322,7 @@ class Node(Component):
             status = "running"
             if process is not None and process.returncode is not None:
                 status = f"exited with {process.returncode}"
-            parts.append(f"===== {name} ({status}) {path} =====\n{_tail(path, lines)}")
+            parts.append(f"===== {name} ({status}) {path} =====\n{tail(path, lines)}")
         return "\n".join(parts)
 
     # --- internals ---------------------------------------------------------------------
@@ -501,31 +501,17 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         env["PATH"] = os.pathsep.join(
             [str(self.binaries.containerd.parent), str(self.binaries.runc.parent), env["PATH"]]
         )
-        with log_path.open("wb") as handle:
-            state.processes[name] = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                cwd=state.workdir,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        state.processes[name] = spawn(args, log_path, cwd=state.workdir, env=env)
 
     def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
-        while True:
-            for name, process in self._state.processes.items():
-                if process.poll() is not None:
-                    raise NodeError(
-                        f"{name} exited with {process.returncode} while waiting for {what}"
-                    )
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if ready():
-                    return
-            if time.monotonic() > deadline:
-                raise NodeError(f"timed out after {self.startup_timeout:.0f}s waiting for {what}")
-            time.sleep(POLL_INTERVAL_SECONDS)
+        wait_while_running(
+            what,
+            ready,
+            deadline=deadline,
+            timeout=self.startup_timeout,
+            processes=self._state.processes,
+            error=NodeError,
+        )
 
     def _node_ready(self) -> bool:
         response = self.controlplane.api("GET", f"/api/v1/nodes/{self.name}")

@@ -10,6 +10,9 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: How often a start-up wait looks again.
 POLL_INTERVAL_SECONDS = 0.1
@@ -94,3 +97,31 @@ def tail(path: Path, lines: int) -> str:
         line if len(line) <= MAX_LOG_LINE else line[:MAX_LOG_LINE] + " [...]"
         for line in text.splitlines()[-lines:]
     )
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float = 30.0,
+    explain: Callable[[], str] | None = None,
+    *,
+    interval: float = 0.2,
+) -> T:
+    """Poll ``probe`` until it returns something truthy, and return that; on timeout raise
+    TimeoutError naming ``what`` (and what ``explain`` says was last seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            seen = f"\n{explain()}" if explain is not None else ""
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{seen}")
+        time.sleep(interval)
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2
+) -> None:
+    """``wait_for`` a condition that has no value to return."""
+    wait_for(what, lambda: predicate() or None, timeout, interval=interval)

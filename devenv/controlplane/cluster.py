@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.controlplane.build import Binaries, locate
 from devenv.lifecycle import Component
-from devenv.processes import spawn, tail, wait_while_running
+from devenv.processes import spawn, tail, wait_until, wait_while_running
 from webhook.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
@@ -241,17 +241,6 @@ def _etcd_supports(etcd: Path, flag: str) -> bool:
         [str(etcd), "--help"], capture_output=True, text=True, check=False, timeout=30
     )
     return flag in help_text.stdout + help_text.stderr
-
-
-def wait_until(
-    predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2
-) -> None:
-    """Poll ``predicate`` until it is true; raise TimeoutError naming ``what`` if it never is."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class ControlPlane(Component):

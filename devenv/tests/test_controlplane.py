@@ -22,8 +22,8 @@ from devenv.controlplane import (
     ControlPlane,
     ControlPlaneError,
 )
-from devenv.controlplane.cluster import wait_until
 from devenv.peers.tls import CertificateAuthority
+from devenv.processes import wait_until
 
 pytestmark = pytest.mark.controlplane
 

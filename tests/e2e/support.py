@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from devenv.controlplane import ControlPlane
 from webhook.secretschema import MANAGED_SELECTOR
 
-T = TypeVar("T")
 RECORDS = "managedpullsecrets.pull-secret-webhook.io"
 WEBHOOK_NAMESPACE = "pull-secret-webhook"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def ns_name(prefix: str) -> str:

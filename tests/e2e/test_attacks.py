@@ -13,16 +13,10 @@ from typing import Any
 
 import pytest
 
+from devenv.processes import wait_for
 from devenv.stack import Stack
 from devenv.support.reviews import make_pod, make_review
-from tests.e2e.support import (
-    get_json,
-    managed_secrets,
-    ns_name,
-    pod_manifest,
-    record_of,
-    wait_for,
-)
+from tests.e2e.support import get_json, managed_secrets, ns_name, pod_manifest, record_of
 from webhook.secretschema import MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
@@ -94,7 +88,7 @@ def test_orphan_delete_of_a_managed_secret_is_recreated_within_a_refresh_interva
             recreated,
             timeout=stack.refresh_interval + 20,
         )
-    except AssertionError:
+    except TimeoutError:
         marker = get_json(cp, "pullsecretmarkers.pull-secret-webhook.io", name, "-n", ns)
         left = cp.kubectl("get", "secret", name, "-n", ns, "-o", "json", "--ignore-not-found")
         print("SECRET NOW:", left.stdout[:600] or "<gone>", left.stderr[:300])

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv.processes import wait_for
 from devenv.stack import Stack
-from tests.e2e.support import get_json, ns_name, pod_manifest, pull_secret_names, wait_for
+from tests.e2e.support import get_json, ns_name, pod_manifest, pull_secret_names
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from devenv.controlplane import ControlPlane
-from devenv.controlplane.cluster import wait_until
+from devenv.processes import wait_until
 from tests.e2e.support import delete_install
 from tests.unit.test_manifests_docs import block_after
 from tests.unit.test_manifests_render import CHART, REPO, helm_binary

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devenv.processes import wait_for
 from devenv.stack import NAMESPACE, Replica, Stack
 from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import (
@@ -27,7 +28,6 @@ from tests.e2e.support import (
     pull_secret_names,
     record_of,
     secret_name_preview,
-    wait_for,
 )
 from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
 

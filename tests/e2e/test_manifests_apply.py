@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 
 from devenv.controlplane import ControlPlane
-from devenv.controlplane.cluster import wait_until
+from devenv.processes import wait_until
 from tests.e2e.support import delete_install
 from tests.unit.test_manifests_render import MANIFESTS, REPO, objects
 from webhook.certs import cluster, rotation

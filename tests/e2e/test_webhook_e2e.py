@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
+from devenv.processes import wait_for
 from devenv.stack import Stack
 from tests.e2e.support import (
     admission_results,
@@ -23,7 +24,6 @@ from tests.e2e.support import (
     pull_secret_names,
     record_of,
     secret_name_preview,
-    wait_for,
 )
 from webhook.rfc3339 import from_rfc3339
 from webhook.secretschema import ANN_EXPIRES, ANN_REFRESH

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from devenv import processes
 
 T = TypeVar("T")
 
@@ -75,15 +76,7 @@ def wait_for(
     explain: Callable[[], str] | None = None,
 ) -> T:
     """Poll until probe returns something truthy; on timeout, say what was last seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = f"\n{explain()}" if explain is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{seen}")
-        time.sleep(POLL_SECONDS)
+    return processes.wait_for(what, probe, timeout, explain, interval=POLL_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,7 @@ class Stack:
     emulator: AzureEmulator | None = None
     acr: AcrRegistry | None = None
     acr_slow: AcrRegistry | None = None
+    acr_stall: AcrRegistry | None = None
     acr_denied: AcrRegistry | None = None
     acr_short: AcrRegistry | None = None
     acr_tenant: AcrRegistry | None = None
@@ -298,13 +299,16 @@ class Stack:
         self.acr = self._acr_login_server("e2eacr", image)
         self.acr_backend = self.acr_backends[0]
         self.acr.assign_role(self.object_id, "AcrPull")
-        # Four more login servers, each with its own registry behind it (a registry checks
-        # that a token names it as audience, so login servers cannot share one): one whose
-        # token service will be slowed down, one where the identity has no role yet, one
-        # whose tokens live 150 s (to watch a real renewal happen), and one that only pods'
-        # own service accounts can pull from (per-pod identity).
+        # Five more login servers, each with its own registry behind it (a registry checks
+        # that a token names it as audience, so login servers cannot share one): two whose
+        # token service will be slowed down (one test each: a credential one test made is
+        # cached for the next), one where the identity has no role yet, one whose tokens
+        # live 150 s (to watch a real renewal happen), and one that only pods' own service
+        # accounts can pull from (per-pod identity).
         self.acr_slow = self._acr_login_server("e2eslow", image)
         self.acr_slow.assign_role(self.object_id, "AcrPull")
+        self.acr_stall = self._acr_login_server("e2estall", image)
+        self.acr_stall.assign_role(self.object_id, "AcrPull")
         self.acr_denied = self._acr_login_server("e2edenied", image)
         self.acr_short = self._acr_login_server("e2eshort", image)
         self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
@@ -407,7 +411,8 @@ class Stack:
 
     def _write_config(self) -> None:
         assert self.emulator and self.acr and self.ecr_registry and self.ecr_api
-        assert self.acr_slow and self.acr_denied and self.acr_short and self.acr_tenant
+        assert self.acr_slow and self.acr_stall and self.acr_denied and self.acr_short
+        assert self.acr_tenant
         azure_auth = {
             "mode": "workloadIdentity",
             "clientId": self.client_id,
@@ -419,6 +424,7 @@ class Stack:
             for name, registry in (
                 ("acr", self.acr),
                 ("acr-slow", self.acr_slow),
+                ("acr-stall", self.acr_stall),
                 ("acr-denied", self.acr_denied),
                 ("acr-short", self.acr_short),
             )

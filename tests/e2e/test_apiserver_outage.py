@@ -69,16 +69,16 @@ def test_after_kube_apiserver_restarts_admissions_and_pending_secrets_converge_i
     stack: Stack,
 ) -> None:
     cp = stack.controlplane
-    assert stack.emulator is not None and stack.acr_slow is not None
+    assert stack.emulator is not None and stack.acr_stall is not None
     pending_ns = stack.labelled_namespace(ns_name("outage"))
     stack.emulator.traffic.inject_fault(
         ACR_EXCHANGE,
         status=None,
         delay=EXCHANGE_STALL_SECONDS,
         count=1,
-        listener=stack.acr_slow.login_server,
+        listener=stack.acr_stall.login_server,
     )
-    slow_image = f"{stack.acr_slow.login_server}/demo/hello:v1"
+    slow_image = f"{stack.acr_stall.login_server}/demo/hello:v1"
     status, pod = create(cp, f"/api/v1/namespaces/{pending_ns}/pods", pod_manifest("p", slow_image))
     assert status == 201, pod
     [pending] = pull_secret_names(pod)  # patched, its secret still being made

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -125,3 +126,20 @@ def wait_until(
 ) -> None:
     """``wait_for`` a condition that has no value to return."""
     wait_for(what, lambda: predicate() or None, timeout, interval=interval)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: stop as on Ctrl-C."""
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """For a long-running command: SIGTERM and SIGHUP raise ``Stopped``, and Ctrl-C raises
+    KeyboardInterrupt even when started from a shell that ignores SIGINT for background
+    jobs, so ``finally`` blocks clean up either way."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stopped)
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import sys
 import time
-from types import FrameType
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
+from devenv.processes import Stopped, stop_on_signals
 
 
 def _build() -> int:
@@ -31,20 +30,8 @@ def _build() -> int:
     return 0
 
 
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, _frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
-
-
 def _up(verbosity: int) -> int:
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_stop)
-    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
-    # for background jobs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     try:
         binaries = locate()
     except MissingBinariesError as exc:
@@ -56,7 +43,7 @@ def _up(verbosity: int) -> int:
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, Stopped):
         return 130
     try:
         print(f"# control plane ready in {control_plane.startup_seconds:.1f}s")
@@ -69,7 +56,7 @@ def _up(verbosity: int) -> int:
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, Stopped):
         return 0
     finally:
         control_plane.stop()

@@ -9,16 +9,15 @@ from the Dockerfile with buildah (devenv/node/image.py).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
-from types import FrameType
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
 from devenv.node.build import MissingNodeBinariesError, locate_node
 from devenv.node.harness import Node, NodeError
 from devenv.node.image import build_image
+from devenv.processes import Stopped, stop_on_signals
 
 
 def _build() -> int:
@@ -43,18 +42,8 @@ def _image() -> int:
     return 0
 
 
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, _frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
-
-
 def _up(verbosity: int) -> int:
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     try:
         control_plane = ControlPlane(locate(), verbosity=verbosity)
         node = Node(control_plane, locate_node(), verbosity=verbosity)
@@ -75,7 +64,7 @@ def _up(verbosity: int) -> int:
     except (ControlPlaneError, NodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, Stopped):
         return 0
     finally:
         node.stop()

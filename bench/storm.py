@@ -7,7 +7,9 @@ the ACR login servers) and moto for ECR. The identity endpoints (Entra ID's toke
 endpoint, ACR's ``/oauth2/exchange``, ECR's API) answer 100 ms late, as distant ones
 do. Then ``--pods`` pods are created at once across ``--namespaces`` opted-in
 namespaces, each pod with two images from two of three registries (``acr``,
-``acr-slow``, ``ecr``), so that every namespace needs two pull secrets.
+``acr-slow``, ``ecr``), so that every namespace needs two pull secrets. Before that, as
+the baseline of the same run, the same pods are created the same way in as many
+namespaces that did not opt in: what the API server alone does on this machine.
 
 What must hold (the run exits 1 otherwise): no failed or unpatched admission, at most
 one write per pull Secret, at most one identity exchange per registry and identity
@@ -70,6 +72,12 @@ def replica_counters(replicas: list[Replica]) -> list[dict[str, dict[str, float]
     return out
 
 
+def rss_mib(replica: Replica) -> tuple[float, float]:
+    """The replica's resident memory now and at its peak."""
+    pid = replica.process.pid
+    return storm.status_kib(pid, "VmRSS") / 1024, storm.status_kib(pid, "VmHWM") / 1024
+
+
 def apiserver_secret_writes(metrics: str) -> int:
     """Writes to Secrets the API server served (any client), from its own /metrics."""
     total = 0.0
@@ -95,20 +103,34 @@ def delta(
 async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict[str, Any]:
     registries = storm.stack_registries(st)
     names = [f"storm-{i}" for i in range(args.namespaces)]
+    calm = [f"calm-{i}" for i in range(args.namespaces)]
+    per_namespace = args.pods // args.namespaces
     api = storm.admin_api(cp, args.pods)
     try:
         await storm.make_namespaces(api, names)
+        # The baseline: the same pods, created the same way, in namespaces that did not
+        # opt in, so the API server never calls the webhook (its namespaceSelector).
+        await storm.make_namespaces(api, calm, opt_in=False)
+        counters_calm = replica_counters(st.replicas)
+        without = await storm.create_at_once(api, calm, per_namespace, registries)
+        called = sum(
+            sum(delta(a, b)["admissions"].values())
+            for a, b in zip(replica_counters(st.replicas), counters_calm, strict=True)
+        )
         add_latency(st, args.latency)
         counters_before = replica_counters(st.replicas)
         apiserver_before = apiserver_secret_writes(await api.get("/metrics"))
         result = await storm.run(
             api,
             names,
-            args.pods // args.namespaces,
+            per_namespace,
             registries,
             lambda: storm.identity_calls(st),
         )
         apiserver_after = apiserver_secret_writes(await api.get("/metrics"))
+        rss_after_storm = [rss_mib(r) for r in st.replicas]
+        # And once more with every pull secret made: what the admissions cost alone.
+        again = await storm.create_at_once(api, names, per_namespace, registries, "again")
     finally:
         await api.close()
     counters = [
@@ -124,6 +146,17 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
     p99 = storm.percentile(seconds, 99)
     if p99 > args.p99:
         problems.append(f"pod-create p99 {p99:.3f}s > {args.p99:g}s")
+    if called:
+        problems.append(f"the baseline called the webhook {called:g} times")
+    calm_failed = [c for c in without if c.status != 201]
+    if calm_failed:
+        problems.append(f"baseline: {len(calm_failed)} pods not created, e.g. {calm_failed[0]}")
+    calm_seconds = [c.seconds for c in without]
+    calm_p99 = storm.percentile(calm_seconds, 99)
+    warm_wrong = [c for c in again if c.status != 201 or len(c.pull_secrets) != 2]
+    if warm_wrong:
+        problems.append(f"warm: {len(warm_wrong)} pods not created and patched: {warm_wrong[0]}")
+    warm_seconds = [c.seconds for c in again]
     per_secret = result.writes["secrets"].per_object(names)
     return {
         "settings": {
@@ -148,6 +181,19 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
             "p99": p99,
             "max": max(seconds),
         },
+        "pod_create_seconds_without_webhook": {
+            "p50": storm.percentile(calm_seconds, 50),
+            "p90": storm.percentile(calm_seconds, 90),
+            "p99": calm_p99,
+            "max": max(calm_seconds),
+        },
+        "pod_create_seconds_warm": {
+            "p50": storm.percentile(warm_seconds, 50),
+            "p90": storm.percentile(warm_seconds, 90),
+            "p99": storm.percentile(warm_seconds, 99),
+            "max": max(warm_seconds),
+        },
+        "p99_ratio_to_baseline": p99 / calm_p99,
         "storm_seconds": result.storm_seconds,
         "settle_seconds": result.settle_seconds,
         "identity_calls": result.identity_calls,
@@ -162,11 +208,12 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         "replicas": [
             {
                 "name": r.name,
-                "rss_mib": storm.status_kib(r.process.pid, "VmRSS") / 1024,
-                "peak_rss_mib": storm.status_kib(r.process.pid, "VmHWM") / 1024,
+                "rss_mib": rss[0],
+                "peak_rss_mib": rss[1],
+                "rss_after_warm_mib": rss_mib(r)[0],
                 **c,
             }
-            for r, c in zip(st.replicas, counters, strict=True)
+            for r, c, rss in zip(st.replicas, counters, rss_after_storm, strict=True)
         ],
         "violations": problems,
     }
@@ -174,6 +221,7 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
 
 def table(out: dict[str, Any]) -> str:
     s, a, t, w = out["settings"], out["admissions"], out["pod_create_seconds"], out["writes"]
+    b, m = out["pod_create_seconds_without_webhook"], out["pod_create_seconds_warm"]
     calls = out["identity_calls"]
     rows = [
         ("pods / namespaces / replicas", f"{s['pods']} / {s['namespaces']} / {s['replicas']}"),
@@ -186,6 +234,15 @@ def table(out: dict[str, Any]) -> str:
             "pod create p50 / p90 / p99 / max",
             f"{t['p50']:.3f} / {t['p90']:.3f} / {t['p99']:.3f} / {t['max']:.3f} s",
         ),
+        (
+            "same pods, no webhook (baseline, same run)",
+            f"{b['p50']:.3f} / {b['p90']:.3f} / {b['p99']:.3f} / {b['max']:.3f} s",
+        ),
+        (
+            "same pods again, every secret made (warm)",
+            f"{m['p50']:.3f} / {m['p90']:.3f} / {m['p99']:.3f} / {m['max']:.3f} s",
+        ),
+        ("pod create p99 / baseline p99", f"{out['p99_ratio_to_baseline']:.2f}x"),
         ("storm wall time", f"{out['storm_seconds']:.2f} s"),
         *((f"exchanges {k} (endpoint's own count)", str(calls.get(k, 0))) for k in s["registries"]),
         ("Entra ID tokens (emulator's count)", str(calls.get("entra", 0))),
@@ -198,7 +255,10 @@ def table(out: dict[str, Any]) -> str:
         ("record writes (watch)", json.dumps(w["records"])),
         ("marker writes (watch)", json.dumps(w["markers"])),
         *(
-            (f"{r['name']} RSS / peak", f"{r['rss_mib']:.1f} / {r['peak_rss_mib']:.1f} MiB")
+            (
+                f"{r['name']} RSS after the storm / peak; after warm",
+                f"{r['rss_mib']:.1f} / {r['peak_rss_mib']:.1f}; {r['rss_after_warm_mib']:.1f} MiB",
+            )
             for r in out["replicas"]
         ),
     ]

@@ -25,7 +25,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -331,13 +331,15 @@ def registries_of(index: int, registries: Sequence[Registry]) -> tuple[Registry,
     return registries[index % len(registries)], registries[(index + 1) % len(registries)]
 
 
-async def make_namespaces(api: Api, names: Sequence[str], limit: float = 120.0) -> None:
-    """Opted-in namespaces, returning once each has the default ServiceAccount (made by
-    kube-controller-manager) that pods need."""
+async def make_namespaces(
+    api: Api, names: Sequence[str], limit: float = 120.0, *, opt_in: bool = True
+) -> None:
+    """Namespaces, opted in unless ``opt_in`` is false, returning once each has the
+    default ServiceAccount (made by kube-controller-manager) that pods need."""
+    labels = {INJECT_LABEL: INJECT_VALUE} if opt_in else {}
     for name in names:
         status, doc = await api.create(
-            "/api/v1/namespaces",
-            {"metadata": {"name": name, "labels": {INJECT_LABEL: INJECT_VALUE}}},
+            "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}}
         )
         if status != 201:
             raise RuntimeError(f"namespace {name}: {status} {doc.get('message', '')}")
@@ -355,6 +357,75 @@ async def make_namespaces(api: Api, names: Sequence[str], limit: float = 120.0) 
             await asyncio.sleep(0.2)
 
 
+def storm_jobs(
+    namespaces: Sequence[str],
+    pods_per_namespace: int,
+    registries: Sequence[Registry],
+    prefix: str = "storm",
+) -> list[tuple[str, dict[str, Any]]]:
+    """The pods to create: ``pods_per_namespace`` in each namespace (named
+    ``{prefix}-{i}``), each with the images of the namespace's two registries."""
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    for n, ns in enumerate(namespaces):
+        images = [r.image for r in registries_of(n, registries)]
+        jobs.extend((ns, pod(f"{prefix}-{i}", images)) for i in range(pods_per_namespace))
+    return jobs
+
+
+@contextlib.asynccontextmanager
+async def pod_creator(
+    api: Api, jobs: Sequence[tuple[str, dict[str, Any]]]
+) -> AsyncIterator[Callable[[], Awaitable[list[Created]]]]:
+    """A process of its own that opens a connection per pod and then, when the yielded
+    ``go()`` is awaited, creates every pod at once and returns how each went. Its own
+    process, so that the client's work does not share an interpreter with the stack's
+    balancer and emulators (threads of this one)."""
+    creator = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "devenv.support.storm",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        limit=64 * 1024 * 1024,  # the results come back as one JSON line
+    )
+    stdin, stdout = creator.stdin, creator.stdout
+    assert stdin is not None and stdout is not None
+
+    async def go() -> list[Created]:
+        stdin.write(b"go\n")
+        await stdin.drain()
+        lines = json.loads(await stdout.readline())
+        return [Created(**{**c, "pull_secrets": tuple(c["pull_secrets"])}) for c in lines]
+
+    try:
+        spec = {"server": api.server, "credentials": asdict(api.credentials), "jobs": jobs}
+        stdin.write(json.dumps(spec).encode() + b"\n")
+        await stdin.drain()
+        if (await stdout.readline()).strip() != b"ready":
+            raise RuntimeError("the pod creator did not start")
+        yield go
+    finally:
+        if creator.returncode is None:
+            creator.kill()
+        await creator.wait()
+
+
+async def create_at_once(
+    api: Api,
+    namespaces: Sequence[str],
+    pods_per_namespace: int,
+    registries: Sequence[Registry],
+    prefix: str = "storm",
+) -> list[Created]:
+    """The storm's pods, created the storm's way, with nothing else counted: in namespaces
+    that did not opt in it measures the API server without the webhook; in the storm's
+    namespaces after the storm, the webhook with every pull secret already made."""
+    jobs = storm_jobs(namespaces, pods_per_namespace, registries, prefix)
+    async with pod_creator(api, jobs) as go:
+        return await go()
+
+
 async def run(
     api: Api,
     namespaces: Sequence[str],
@@ -367,44 +438,16 @@ async def run(
     """Create ``pods_per_namespace`` pods in each namespace, all at once; wait until the
     webhook's writes have settled. ``identity_calls()`` reads the identity endpoints'
     own request counts (taken before and after)."""
-    jobs: list[tuple[str, dict[str, Any]]] = []
-    for n, ns in enumerate(namespaces):
-        images = [r.image for r in registries_of(n, registries)]
-        jobs.extend((ns, pod(f"storm-{i}", images)) for i in range(pods_per_namespace))
-    # The pods are created by a process of their own, so that the client's work does not
-    # share an interpreter with the stack's balancer and emulators (threads of this one).
-    creator = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "devenv.support.storm",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        limit=64 * 1024 * 1024,  # the results come back as one JSON line
-    )
-    assert creator.stdin is not None and creator.stdout is not None
-    try:
-        spec = {"server": api.server, "credentials": asdict(api.credentials), "jobs": jobs}
-        creator.stdin.write(json.dumps(spec).encode() + b"\n")
-        await creator.stdin.drain()
-        if (await creator.stdout.readline()).strip() != b"ready":
-            raise RuntimeError("the pod creator did not start")
-        async with watching(api) as writes:
-            before = identity_calls()
-            started = time.perf_counter()
-            creator.stdin.write(b"go\n")
-            await creator.stdin.drain()
-            lines = json.loads(await creator.stdout.readline())
-            created = [Created(**{**c, "pull_secrets": tuple(c["pull_secrets"])}) for c in lines]
-            storm_seconds = time.perf_counter() - started
-            wanted = {(c.namespace, s) for c in created for s in c.pull_secrets}
-            done = lambda: wanted <= set(writes["secrets"].per_object())  # noqa: E731
-            settle_seconds = await settled(writes, done, settle_timeout)
-            after = identity_calls()
-    finally:
-        if creator.returncode is None:
-            creator.kill()
-        await creator.wait()
+    jobs = storm_jobs(namespaces, pods_per_namespace, registries)
+    async with pod_creator(api, jobs) as go, watching(api) as writes:
+        before = identity_calls()
+        started = time.perf_counter()
+        created = await go()
+        storm_seconds = time.perf_counter() - started
+        wanted = {(c.namespace, s) for c in created for s in c.pull_secrets}
+        done = lambda: wanted <= set(writes["secrets"].per_object())  # noqa: E731
+        settle_seconds = await settled(writes, done, settle_timeout)
+        after = identity_calls()
     return Result(
         created=list(created),
         writes=writes,

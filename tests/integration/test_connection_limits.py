@@ -226,4 +226,3 @@ async def test_a_review_that_does_not_fit_the_memory_budget_gets_a_429_admission
     finally:
         await close(writer)
         await server.stop()
-

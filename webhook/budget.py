@@ -21,7 +21,6 @@ class Budget:
         self.capacity = capacity
         self.available = capacity
         self._changed = asyncio.Condition()
-        self._waiting = 0
 
     def hold(self) -> Held:
         """What one request holds; released on leaving the ``async with`` block."""
@@ -29,12 +28,7 @@ class Budget:
 
     async def _take(self, n: int, wait: float) -> None:
         n = min(n, self.capacity)  # one request may always use the whole budget, alone
-        if self.available >= n:
-            # The common case, taken at once: no lock, no timer.
-            self.available -= n
-            return
         async with self._changed:
-            self._waiting += 1
             try:
                 async with asyncio.timeout(wait):
                     await self._changed.wait_for(lambda: self.available >= n)
@@ -43,15 +37,12 @@ class Budget:
                     f"{n} bytes not available within {wait:g}s "
                     f"({self.available} of {self.capacity} free)"
                 ) from e
-            finally:
-                self._waiting -= 1
             self.available -= n
 
     async def _give(self, n: int) -> None:
-        self.available += n
-        if self._waiting:
-            async with self._changed:
-                self._changed.notify_all()
+        async with self._changed:
+            self.available += n
+            self._changed.notify_all()
 
 
 class Held:

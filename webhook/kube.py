@@ -11,13 +11,10 @@ import base64
 import json
 import logging
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, overload
 
 import aiohttp
-import aiohttp.helpers
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -157,29 +154,10 @@ def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
 async def connect(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client from a kubeconfig file, or the in-cluster service account."""
     if kubeconfig:
-        api = await config.new_client_from_config(config_file=kubeconfig)
-    else:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        api = client.ApiClient(configuration)
-    _environment_read_once(api)
-    return api
-
-
-def _environment_read_once(api: client.ApiClient) -> None:
-    """Read the proxy settings of the environment once, as client-go does, instead of on
-    every request. kubernetes_asyncio's session trusts the environment, so aiohttp sends
-    each request through two thread-pool hops (``HTTPS_PROXY``/``NO_PROXY`` and
-    ``~/.netrc``, neither of which changes while we run): under a burst of admissions
-    that queue, not the API server, set the pace of the webhook's writes."""
-    rest: Any = api.rest_client
-    server = urllib.parse.urlsplit(api.configuration.host or "")
-    proxy = urllib.request.getproxies().get(server.scheme)
-    if rest.proxy is None and proxy and not urllib.request.proxy_bypass(server.hostname or ""):
-        rest.proxy = proxy
-    # No public setter; if aiohttp renames the attribute, ``trust_env`` stays true and
-    # requests take the hops as before (tests/unit/test_kube_connect.py notices).
-    rest.pool_manager._trust_env = False
+        return await config.new_client_from_config(config_file=kubeconfig)
+    configuration = client.Configuration()
+    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
 
 
 class Kube:

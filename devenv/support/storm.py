@@ -473,10 +473,19 @@ def violations(result: Result, replicas: int, exchange_keys: Sequence[str]) -> l
     ]
     if unpatched:
         out.append(f"{len(unpatched)} pods without their pull secrets, e.g. {unpatched[0]}")
-    per_secret = result.writes["secrets"].per_object(result.namespaces)
+    secrets = result.writes["secrets"]
+    per_secret = secrets.per_object(result.namespaces)
     rewritten = {k: n for k, n in per_secret.items() if n > 1}
     if rewritten:
-        out.append(f"{len(rewritten)} pull secrets written more than once: {dict(rewritten)}")
+        how = {
+            f"{ns}/{name}": {
+                kind: n
+                for (kind, ns2, name2), n in secrets.events.items()
+                if (ns2, name2) == (ns, name)
+            }
+            for ns, name in rewritten
+        }
+        out.append(f"{len(rewritten)} pull secrets written more than once: {how}")
     for key in exchange_keys:
         if result.identity_calls.get(key, 0) > replicas:
             out.append(f"{key}: {result.identity_calls[key]} exchanges for {replicas} replicas")

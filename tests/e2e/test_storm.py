@@ -67,7 +67,8 @@ def test_a_cold_storm_admits_every_pod_and_writes_each_secret_once(
             counted = {r.name: exchanges(r) for r in (a, b)}
         # No failed or unpatched admission, no pull Secret written twice (what the API
         # server streamed for these namespaces' Secrets).
-        assert storm.violations(result, replicas=2, exchange_keys=()) == []
+        problems = storm.violations(result, replicas=2, exchange_keys=())
+        assert problems == [], "\n".join([*problems, a.log_tail(150), b.log_tail(150)])
         assert len(result.created) == NAMESPACES * PODS_PER_NAMESPACE
         per_secret = result.writes["secrets"].per_object(names)
         assert len(per_secret) == 2 * NAMESPACES and set(per_secret.values()) == {1}

@@ -310,7 +310,6 @@ class PullSecretManager:
             self.retries.offer(key[0], need, status)
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
-        known = self.records.get(namespace, need.secret_name)
         try:
             credential = await self.cache.get(need, namespace)
         except RegistryAuthError as e:
@@ -321,8 +320,7 @@ class PullSecretManager:
             down = isinstance(cause, KubeAPIError) and self._api_down(cause)
             return NeedStatus("pending", f"{e.step} {e.code}".strip(), api_unavailable=down)
         try:
-            seen = known.resource_version if known is not None else ""
-            return await self.write(namespace, need, credential, seen=seen)
+            return await self.write(namespace, need, credential)
         except RecordsMissing as e:
             log.error("cannot record pull secrets: %s is not installed", e)
             return NeedStatus("pending", "the ManagedPullSecret CRD is not installed")
@@ -347,14 +345,9 @@ class PullSecretManager:
         namespace: str,
         need: PullNeed,
         credential: Credential,
-        *,
-        seen: str | None = None,
     ) -> NeedStatus:
-        """Create or renew the secret unless the cluster already has one as fresh.
-        ``seen``: the version of its record ("" for none) when this attempt began, before
-        its credential was asked for; a newer one is another writer's work."""
+        """Create or renew the secret unless the cluster already has one as fresh."""
         name = need.secret_name
-        contested = False  # another writer was at this Secret during this attempt
         for _ in range(WRITE_ATTEMPTS):
             now = self.clock()
             record = self.records.get(namespace, name)
@@ -367,7 +360,6 @@ class PullSecretManager:
                 if record.state == "Claimed":
                     if now - record.claimed_at < CLAIM_SECONDS:
                         await self._claim_settles(record)  # another replica is at it
-                        contested = True
                         continue
                     record = await self._save(record.claimed(now))  # its claimer died
                     return await self._create(record, need, credential)
@@ -384,21 +376,18 @@ class PullSecretManager:
                 ):
                     continue  # deleted (re-created next round) or replaced (Foreign)
                 if record.usable(now) and (
-                    record.expires_at >= credential.expires_at
-                    or (
-                        (contested or (seen is not None and record.resource_version != seen))
-                        and now < record.refresh_at
-                    )
+                    record.expires_at >= credential.expires_at or now < record.refresh_at
                 ):
-                    # Another writer got there first: its Secret is fresh, and writing ours
-                    # over it (a credential a few ms younger) would only be a second write.
+                    # Fresh, whoever wrote it: another replica's credential a few ms older
+                    # than ours is as good, and writing ours over it would only be a
+                    # second write. (A replica that began before that Secret was made, or
+                    # after, minted its own; either way the Secret is renewed when due.)
                     return NeedStatus("ready")
                 return await self._renew(record, need, credential)
             except KubeAPIError as e:
                 if e.status != 409:
                     raise
                 # A record changed under us (another replica): look again.
-                contested = True
                 await self._reload(namespace, name)
         return NeedStatus("pending", "lost repeated write races")
 

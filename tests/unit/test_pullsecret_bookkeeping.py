@@ -116,7 +116,10 @@ async def test_a_secret_replaced_by_someone_else_becomes_foreign_and_is_left_alo
     m, need = await one_secret_made(config, kube, Minter(lifetime=120))
     del kube.secrets[("team-a", need.secret_name)]
     planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
-    status = await m.refresh("team-a", need)  # renewal due: the UID no longer matches
+    record = m.records.get("team-a", need.secret_name)
+    assert record is not None
+    m.clock = lambda: record.refresh_at + 1  # renewal due: the UID no longer matches
+    status = await m.refresh("team-a", need)
     assert status.state == "foreign"
     assert kube.secrets[("team-a", need.secret_name)] == planted
 
@@ -214,6 +217,32 @@ async def test_a_secret_made_while_this_replica_minted_is_not_written_again(
     b.markers.replace_all(list(kube.markers.values()))
     minted.set()
     assert dict((await late).statuses) == {}
+    assert kube.calls["create_secret"] == 1 and kube.calls["replace_secret"] == 0
+
+
+async def test_a_replica_that_began_after_the_secret_was_made_does_not_write_it_again(
+    config: Config,
+) -> None:
+    """Its watch already had the other replica's Ready record, not yet the marker, when
+    its admission began: it mints a credential of its own, a few ms younger than the one
+    in the Secret, and must leave the fresh Secret as it is (seen in the storm test)."""
+    kube = MemKube()
+    a = manager(config, kube)
+    need = need_of(config)
+    assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    minter = Minter()
+    b = manager(config, kube, minter)
+    for record in kube.records.values():  # b's records watch is up to date...
+        b.records.apply("ADDED", record)
+
+    async def marker_arrives() -> None:  # ... its markers watch a moment later
+        await asyncio.sleep(0.05)
+        b.markers.replace_all(list(kube.markers.values()))
+
+    arriving = asyncio.create_task(marker_arrives())
+    assert dict((await b.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    await arriving
+    assert minter.calls == 1  # b did mint its own
     assert kube.calls["create_secret"] == 1 and kube.calls["replace_secret"] == 0
 
 

@@ -51,6 +51,7 @@ from devenv.peers.registry import (
     DockerRegistry,
 )
 from devenv.peers.tls import CertificateAuthority
+from devenv.processes import terminate
 from devenv.serve import Serve, free_port, readyz
 from webhook.pki import KeyPair, make_ca, make_serving_cert
 
@@ -88,6 +89,8 @@ SHORT_TOKEN_SECONDS = 150
 #: webhook's 5 s default is longer than endpoints take in a cluster; shorter, to keep the
 #: suite quick.
 SHUTDOWN_DELAY = 2.0
+#: How long a stopped replica may take to exit before it is killed.
+REPLICA_STOP_SECONDS = 30.0
 
 
 class Balancer:
@@ -553,12 +556,7 @@ class Stack:
     def relaunch(self, replica: Replica, *, timeout: float = 30.0) -> Replica:
         """Stop one of the stack's replicas and start a new process in its place (same
         name: a leader takes its own Lease back at once)."""
-        replica.process.terminate()
-        try:
-            replica.process.wait(30)
-        except subprocess.TimeoutExpired:
-            replica.process.kill()
-            replica.process.wait()
+        terminate(replica.process, REPLICA_STOP_SECONDS)
         fresh = self._launch(replica.name, SHUTDOWN_DELAY)
         self._await_ready(fresh, timeout)
         self.replicas[self.replicas.index(replica)] = fresh
@@ -576,13 +574,7 @@ class Stack:
             self._await_ready(replica)
             yield replica
         finally:
-            if replica.process.poll() is None:
-                replica.process.terminate()
-            try:
-                replica.process.wait(30)
-            except subprocess.TimeoutExpired:
-                replica.process.kill()
-                replica.process.wait()
+            terminate(replica.process, REPLICA_STOP_SECONDS)
 
     @contextlib.contextmanager
     def routed_to(self, replicas: list[Replica], namespace: str) -> Iterator[None]:
@@ -780,7 +772,7 @@ class Stack:
                 replica.process.terminate()
         for replica in self.replicas:
             try:
-                replica.process.wait(30)
+                replica.process.wait(REPLICA_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 replica.process.kill()
                 replica.process.wait()

@@ -11,7 +11,6 @@ all an admission webhook needs (it sees every pod create).
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import http.client
 import json
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.controlplane.build import Binaries, locate
 from devenv.lifecycle import Component
-from devenv.processes import spawn, tail, wait_until, wait_while_running
+from devenv.processes import spawn, tail, terminate, wait_until, wait_while_running
 from webhook.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
@@ -406,7 +405,7 @@ class ControlPlane(Component):
             return
         try:
             for name in reversed(list(running.processes)):
-                _terminate(running.processes[name])
+                terminate(running.processes[name], STOP_GRACE_SECONDS)
         finally:
             # Interrupted (e.g. a second Ctrl-C) while stopping gracefully: no more grace.
             for process in running.processes.values():
@@ -421,7 +420,7 @@ class ControlPlane(Component):
         state = self._state
         process = state.processes.pop("kube-apiserver", None)
         if process is not None:
-            _terminate(process)
+            terminate(process, STOP_GRACE_SECONDS)
 
     def start_apiserver(self, timeout: float | None = None) -> float:
         """Start kube-apiserver again on its port, with its certificates and etcd, and
@@ -676,15 +675,3 @@ class ControlPlane(Component):
 
 class _PortConflictError(Exception):
     pass
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()

@@ -42,7 +42,7 @@ from devenv.node.build import PAUSE_TAG, NodeBinaries, locate_node
 from devenv.node.host import HostSnapshot, processes_in_cgroups, unmount_under
 from devenv.peers.oci import build_oci_layout, skopeo_push, write_authfile
 from devenv.peers.registry import DockerRegistry
-from devenv.processes import spawn, tail, wait_while_running
+from devenv.processes import spawn, tail, terminate, wait_while_running
 from devenv.serve import free_port
 
 NODE_NAME = "local-node"
@@ -201,7 +201,7 @@ class Node(Component):
     def _stop_processes(self, running: _Running, problems: list[str]) -> None:
         for name in ("kube-scheduler", "kubelet"):
             if name in running.processes:
-                _terminate(running.processes[name])
+                terminate(running.processes[name], STOP_GRACE_SECONDS)
         if self.controlplane.running:
             self.controlplane.kubectl(
                 "delete", "node", self.name, "--ignore-not-found", "--wait=false", check=False
@@ -226,7 +226,7 @@ class Node(Component):
             )
             if proc.returncode != 0:
                 problems.append(f"crictl rmp: {proc.stderr.strip()[-500:]}")
-            _terminate(containerd)
+            terminate(containerd, STOP_GRACE_SECONDS)
         for process in running.processes.values():
             if process.poll() is None:
                 process.kill()
@@ -540,18 +540,6 @@ def _take_lock(path: Path) -> IO[str]:
                 print("# another local node runs on this machine: waiting for it", flush=True)
                 said = True
             time.sleep(0.5)
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()
 
 
 def _end(pid: int, first: signal.Signals = signal.SIGTERM) -> None:

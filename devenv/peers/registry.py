@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from devenv.lifecycle import Component
+from devenv.processes import terminate
 from devenv.serve import free_port
 
 if TYPE_CHECKING:
@@ -189,12 +190,7 @@ class DockerRegistry(Component):
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            terminate(self._process, _STOP_TIMEOUT)
             self._process = None
         if self._log is not None:
             self._log.close()

@@ -1,26 +1,23 @@
-"""The few Kubernetes calls the webhook makes (kubernetes-asyncio), on plain dicts.
+"""The few Kubernetes calls the webhook makes, on plain JSON dicts (``webhook.kubeclient``).
 
-Objects are sent and received as JSON dicts (``_preload_content=False``): the
-webhook reads a handful of fields and never needs the generated models.
-Failures raise ``KubeAPIError`` carrying the HTTP status (0: unreachable).
+The webhook reads a handful of fields of what it gets and sends what it builds; every
+call has its path here. Failures raise ``KubeAPIError`` carrying the HTTP status
+(0: unreachable).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, overload
+from urllib.parse import quote
 
-import aiohttp
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+import orjson
 
 from webhook.apihealth import ApiHealth, unavailable
 from webhook.kubeapi import (
-    BODY_LIMIT,
     GROUP,
     INJECT_LABEL,
     MANAGED_BY_SELECTOR,
@@ -30,13 +27,25 @@ from webhook.kubeapi import (
     KubeAPIError,
     SecretData,
 )
+from webhook.kubeclient import (
+    JSON,
+    MERGE_PATCH,
+    TRANSPORT_ERRORS,
+    ApiClient,
+    connect,
+    transport_error,
+)
 from webhook.rfc3339 import now_rfc3339
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LIST_PAGE", "WATCH_SECONDS", "Kube", "PodRefs", "connect"]
+
 #: A watch is re-opened at least this often (the API server ends it at a random time
 #: between its --min-request-timeout and twice that anyway; 300 s keeps it explicit).
 WATCH_SECONDS = 300
+#: How long past WATCH_SECONDS a watch that went silent is given before it is dropped.
+WATCH_GRACE_SECONDS = 30
 
 
 #: Items per page of a list. client-go's reflector pages with 500; a fifth of that keeps
@@ -94,6 +103,25 @@ class PodRefs(Sequence[Mapping[str, Any]]):
         }
 
 
+def _core(namespace: str, resource: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/{resource}" + (
+        f"/{quote(name, safe='')}" if name else ""
+    )
+
+
+def _own(namespace: str | None, plural: str, name: str = "") -> str:
+    """The path of the project's own resources (records, markers); all namespaces when
+    ``namespace`` is None."""
+    where = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
+    return f"/apis/{GROUP}/{VERSION}{where}/{plural}" + (f"/{quote(name, safe='')}" if name else "")
+
+
+def _leases(namespace: str, name: str = "") -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases" + (
+        f"/{quote(name, safe='')}" if name else ""
+    )
+
+
 def _namespace_view(namespace: Mapping[str, Any]) -> dict[str, Any]:
     meta = namespace.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -127,45 +155,12 @@ def _record_view(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def as_api_error(e: BaseException) -> KubeAPIError:
-    """The error contract of ``webhook.kubeapi`` for whatever the client raised."""
-    if isinstance(e, ApiException):
-        message = ""
-        try:
-            message = json.loads(e.body or "{}").get("message", "")
-        except (ValueError, AttributeError):
-            message = str(e.body or "")
-        return KubeAPIError(int(e.status or 0), str(e.reason or ""), message)
-    return KubeAPIError(0, type(e).__name__, str(e))
-
-
-def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
-    """Without ``_preload_content`` the client hands back every response as is, errors
-    included: the status is ours to check."""
-    if 200 <= status < 300:
-        return
-    try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        message = body[:BODY_LIMIT].decode("utf-8", "replace")
-    raise KubeAPIError(status, str(reason or ""), message)
-
-
-async def connect(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, or the in-cluster service account."""
-    if kubeconfig:
-        return await config.new_client_from_config(config_file=kubeconfig)
-    configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return client.ApiClient(configuration)
-
-
 class Kube:
     """Pull secrets (written, never read), the webhook's records, Namespaces, credential
     Secrets, ServiceAccounts, TokenRequests, Events, Pods and Leases."""
 
     def __init__(
-        self, api: client.ApiClient, *, on_request: Callable[[str], None] = lambda call: None
+        self, api: ApiClient, *, on_request: Callable[[str], None] = lambda call: None
     ) -> None:
         """``on_request`` hears the name of every call sent (``watch <list call>`` for a
         watch), so the load the webhook puts on the API server can be measured.
@@ -173,29 +168,31 @@ class Kube:
         self.api = api
         self._on_request = on_request
         self.health = ApiHealth(self.ready)
-        self.core = client.CoreV1Api(api)
-        self.coordination = client.CoordinationV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
 
     async def close(self) -> None:
         await self.health.close()
         await self.api.close()
 
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        self._on_request(method.__name__)
+    async def _call(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        self._on_request(name)
         try:
-            resp = await method(*args, _preload_content=False, **kwargs)
-            body = await resp.read()
-            _raise_for_status(resp.status, resp.reason, body)
+            doc = await self.api.call(
+                method, path, params=params, body=body, content_type=content_type
+            )
         except KubeAPIError as e:
             self._heard(e.status)
             raise
-        except (ApiException, TimeoutError, OSError, aiohttp.ClientError) as e:
-            error = as_api_error(e)
-            self._heard(error.status)
-            raise error from e
-        self._heard(resp.status)
-        return json.loads(body) if body else {}
+        self._heard(200)
+        return doc
 
     def _heard(self, status: int) -> None:
         if unavailable(status):
@@ -210,37 +207,36 @@ class Kube:
         call: it only runs while the API server is unavailable (``ApiHealth``). Where
         the webhook may not read /readyz (a 401 or 403), any such answer will do."""
         try:
-            resp: Any = await self.api.call_api(
-                "/readyz",
-                "GET",
-                header_params={"Accept": "text/plain"},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=False,
-                _request_timeout=2,
-            )
-            await resp.read()
-        except (ApiException, TimeoutError, OSError, aiohttp.ClientError):
+            resp = await self.api.request("GET", "/readyz", accept="text/plain", seconds=2)
+        except KubeAPIError:
             return False
         return bool(200 <= resp.status < 300 or resp.status in (401, 403))
 
-    async def _optional(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _optional(self, name: str, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            return await self._call(method, *args, **kwargs)
+            return await self._call(name, method, path, **kwargs)
         except KubeAPIError as e:
             if e.status == 404:
                 return None
             raise
 
     async def _pages(
-        self, method: Any, *args: Any, each: Callable[[Mapping[str, Any]], None], **kwargs: Any
+        self,
+        name: str,
+        path: str,
+        *,
+        each: Callable[[Mapping[str, Any]], None],
+        params: Mapping[str, Any] | None = None,
     ) -> str:
         """Hand every item of a LIST to ``each``, a page of LIST_PAGE items at a time (so
         no response holds them all); returns its resourceVersion (where a watch starts)."""
         token = ""
         while True:
             doc = await self._call(
-                method, *args, limit=LIST_PAGE, _continue=token or None, **kwargs
+                name,
+                "GET",
+                path,
+                params={**(params or {}), "limit": LIST_PAGE, "continue": token or None},
             )
             for item in doc.get("items") or []:
                 each(item)
@@ -251,52 +247,52 @@ class Kube:
 
     async def _list(
         self,
-        method: Any,
-        *args: Any,
+        name: str,
+        path: str,
+        *,
         keep: Callable[[Mapping[str, Any]], dict[str, Any]],
-        **kwargs: Any,
+        params: Mapping[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """A LIST's items, each reduced by ``keep``, and its resourceVersion."""
         items: list[dict[str, Any]] = []
         version = await self._pages(
-            method, *args, each=lambda item: items.append(keep(item)), **kwargs
+            name, path, params=params, each=lambda item: items.append(keep(item))
         )
         return items, version
 
     async def _watch(
-        self, method: Any, *args: Any, resource_version: str, **kwargs: Any
+        self,
+        name: str,
+        path: str,
+        *,
+        resource_version: str,
+        params: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events ({type, object}) from ``resource_version`` until the server ends
         the watch; every failure is a KubeAPIError (status 0 when the stream broke)."""
-        self._on_request(f"watch {method.__name__}")
+        self._on_request(f"watch {name}")
+        query = {
+            **(params or {}),
+            "watch": True,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": True,
+            "timeoutSeconds": WATCH_SECONDS,
+        }
         try:
-            resp: Any = await method(
-                *args,
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS,
-                _preload_content=False,
-                **kwargs,
-            )
-        except (ApiException, TimeoutError, OSError, aiohttp.ClientError) as e:
-            error = as_api_error(e)
-            self._heard(error.status)
-            raise error from e
-        try:
-            if not 200 <= resp.status < 300:
+            async with self.api.stream(
+                path, params=query, seconds=WATCH_SECONDS + WATCH_GRACE_SECONDS
+            ) as resp:
                 self._heard(resp.status)
-                _raise_for_status(resp.status, resp.reason, await resp.read())
-            self._heard(resp.status)
-            async for line in resp.content:
-                if line.strip():
-                    yield json.loads(line)
-        except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as e:
-            error = as_api_error(e)
+                async for line in resp.content:
+                    if line.strip():
+                        yield orjson.loads(line)
+        except KubeAPIError as e:
+            self._heard(e.status)
+            raise
+        except (*TRANSPORT_ERRORS, ValueError) as e:
+            error = transport_error(e)
             self._heard(error.status)
             raise error from e
-        finally:
-            resp.release()
 
     # -- pull secrets: written, never read ---------------------------------------
     #
@@ -306,81 +302,70 @@ class Kube:
     # precondition), so the webhook never overwrites what it did not create.
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            self.core.create_namespaced_secret, namespace, body
+        return await self._call(
+            "create_namespaced_secret", "POST", _core(namespace, "secrets"), body=body
         )
-        return result
 
     async def replace_secret(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Update; ``body.metadata.uid`` makes it conditional on the Secret being ours."""
-        result: dict[str, Any] = await self._call(
-            self.core.replace_namespaced_secret, name, namespace, body
+        return await self._call(
+            "replace_namespaced_secret", "PUT", _core(namespace, "secrets", name), body=body
         )
-        return result
 
     async def check_secret(self, namespace: str, name: str, uid: str) -> None:
         """Raise 404 if the Secret is gone, 409 if it is not the one with ``uid``.
 
         A patch that changes nothing but names the UID: the API server checks the UID
         as a precondition and, the object being unchanged, writes nothing to etcd."""
-        body = {"metadata": {"uid": uid}}
-        await self._call(self.core.patch_namespaced_secret, name, namespace, body)
+        await self._call(
+            "patch_namespaced_secret",
+            "PATCH",
+            _core(namespace, "secrets", name),
+            body={"metadata": {"uid": uid}},
+            content_type=MERGE_PATCH,
+        )
 
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
         """Delete the Secret with ``uid`` (409 if the name now holds another); gone is fine."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
-        await self._optional(self.core.delete_namespaced_secret, name, namespace, body=body)
+        await self._optional(
+            "delete_namespaced_secret", "DELETE", _core(namespace, "secrets", name), body=body
+        )
 
     # -- the webhook's records of them (records.py) ------------------------------
 
     async def list_records(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
-            self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            keep=_record_view,
+            "list_namespaced_custom_object", _own(namespace, PLURAL), keep=_record_view
         )
 
     def watch_records(self, namespace: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(
-            self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
+            "list_namespaced_custom_object",
+            _own(namespace, PLURAL),
             resource_version=resource_version,
         )
 
     async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._optional(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            "get_namespaced_custom_object", "GET", _own(namespace, PLURAL, name)
         )
         return result
 
     async def create_record(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body
+        return await self._call(
+            "create_namespaced_custom_object", "POST", _own(namespace, PLURAL), body=body
         )
-        return result
 
     async def replace_record(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Update; ``body.metadata.resourceVersion`` makes it conditional (409 on a race)."""
-        result: dict[str, Any] = await self._call(
-            self.custom.replace_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            body,
+        return await self._call(
+            "replace_namespaced_custom_object", "PUT", _own(namespace, PLURAL, name), body=body
         )
-        return result
 
     async def delete_record(self, namespace: str, name: str, resource_version: str) -> None:
         body = {
@@ -389,12 +374,9 @@ class Kube:
             "preconditions": {"resourceVersion": resource_version},
         }
         await self._optional(
-            self.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+            "delete_namespaced_custom_object",
+            "DELETE",
+            _own(namespace, PLURAL, name),
             body=body,
         )
 
@@ -402,57 +384,45 @@ class Kube:
 
     async def create_marker(self, namespace: str, body: Mapping[str, Any]) -> None:
         await self._call(
-            self.custom.create_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            MARKER_PLURAL,
-            body,
+            "create_namespaced_custom_object", "POST", _own(namespace, MARKER_PLURAL), body=body
         )
 
     async def delete_marker(self, namespace: str, name: str) -> None:
         await self._optional(
-            self.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            MARKER_PLURAL,
-            name,
+            "delete_namespaced_custom_object", "DELETE", _own(namespace, MARKER_PLURAL, name)
         )
 
     async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
-            self.custom.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            MARKER_PLURAL,
-            label_selector=MANAGED_BY_SELECTOR,
+            "list_cluster_custom_object",
+            _own(None, MARKER_PLURAL),
+            params={"labelSelector": MANAGED_BY_SELECTOR},
             keep=_marker_view,
         )
 
     def watch_markers(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(
-            self.custom.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            MARKER_PLURAL,
-            label_selector=MANAGED_BY_SELECTOR,
+            "list_cluster_custom_object",
+            _own(None, MARKER_PLURAL),
+            params={"labelSelector": MANAGED_BY_SELECTOR},
             resource_version=resource_version,
         )
 
     # -- namespaces --------------------------------------------------------------
 
     async def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
-        return await self._list(self.core.list_namespace, keep=_namespace_view)
+        return await self._list("list_namespace", "/api/v1/namespaces", keep=_namespace_view)
 
     def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        return self._watch(self.core.list_namespace, resource_version=resource_version)
+        return self._watch(
+            "list_namespace", "/api/v1/namespaces", resource_version=resource_version
+        )
 
     # -- credential Secrets the config names (a Role with resourceNames) ---------
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._optional(
-            self.core.read_namespaced_secret, name, namespace
+            "read_namespaced_secret", "GET", _core(namespace, "secrets", name)
         )
         return result
 
@@ -476,7 +446,10 @@ class Kube:
             "spec": {"audiences": [audience], "expirationSeconds": expiration_seconds},
         }
         doc = await self._call(
-            self.core.create_namespaced_service_account_token, service_account, namespace, body
+            "create_namespaced_service_account_token",
+            "POST",
+            _core(namespace, "serviceaccounts", service_account) + "/token",
+            body=body,
         )
         token: str = doc["status"]["token"]
         return token
@@ -484,7 +457,9 @@ class Kube:
     async def service_account_annotations(
         self, namespace: str, name: str
     ) -> Mapping[str, str] | None:
-        doc = await self._optional(self.core.read_namespaced_service_account, name, namespace)
+        doc = await self._optional(
+            "read_namespaced_service_account", "GET", _core(namespace, "serviceaccounts", name)
+        )
         if doc is None:
             return None
         annotations: Mapping[str, str] = doc.get("metadata", {}).get("annotations") or {}
@@ -496,11 +471,13 @@ class Kube:
         """Every pod that lists pull secrets, reduced to what garbage collection reads
         (namespace, name, the secrets' names)."""
         pods = PodRefs()
-        version = await self._pages(self.core.list_pod_for_all_namespaces, each=pods.add)
+        version = await self._pages("list_pod_for_all_namespaces", "/api/v1/pods", each=pods.add)
         return pods, version
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        return self._watch(self.core.list_pod_for_all_namespaces, resource_version=resource_version)
+        return self._watch(
+            "list_pod_for_all_namespaces", "/api/v1/pods", resource_version=resource_version
+        )
 
     async def create_event(
         self,
@@ -528,26 +505,22 @@ class Kube:
             "count": 1,
             "reportingComponent": component,
         }
-        await self._call(self.core.create_namespaced_event, namespace, body)
+        await self._call("create_namespaced_event", "POST", _core(namespace, "events"), body=body)
 
     # -- leases ------------------------------------------------------------------
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._optional(
-            self.coordination.read_namespaced_lease, name, namespace
+            "read_namespaced_lease", "GET", _leases(namespace, name)
         )
         return result
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            self.coordination.create_namespaced_lease, namespace, body
-        )
-        return result
+        return await self._call("create_namespaced_lease", "POST", _leases(namespace), body=body)
 
     async def replace_lease(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            self.coordination.replace_namespaced_lease, name, namespace, body
+        return await self._call(
+            "replace_namespaced_lease", "PUT", _leases(namespace, name), body=body
         )
-        return result

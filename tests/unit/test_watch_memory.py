@@ -3,37 +3,29 @@ reads; pod references counted per secret with as little kept per pod as possible
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, cast
 
-from webhook.apihealth import ApiHealth
-from webhook.kube import LIST_PAGE, Kube, PodRefs, _marker_view, _namespace_view
+from webhook.kube import LIST_PAGE, Kube, PodRefs, _marker_view
 from webhook.kubeapi import INJECT_LABEL
+from webhook.kubeclient import ApiClient
 from webhook.namespaces import NamespaceIndex
 from webhook.records import Markers, marker_object
 from webhook.references import References
 
 
-class Response:
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.status, self.reason, self._body = 200, "OK", json.dumps(doc).encode()
-
-    async def read(self) -> bytes:
-        return self._body
-
-
 class PagedNamespaces:
-    """``list_namespace`` as the API server pages it: ``limit`` items, then a token."""
+    """The API server's namespace list as it pages it: ``limit`` items, then a token."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = names
-        self.__name__ = "list_namespace"
         self.asked: list[dict[str, Any]] = []
 
-    async def __call__(self, **kwargs: Any) -> Response:
-        self.asked.append(kwargs)
-        start = int(kwargs.get("_continue") or 0)
-        end = start + kwargs["limit"]
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        assert (method, path) == ("GET", "/api/v1/namespaces")
+        params = kwargs["params"]
+        self.asked.append(params)
+        start = int(params.get("continue") or 0)
+        end = start + params["limit"]
         items = [
             {
                 "metadata": {
@@ -51,19 +43,19 @@ class PagedNamespaces:
             "resourceVersion": "42",
             **({"continue": str(end)} if end < len(self.names) else {}),
         }
-        return Response({"items": items, "metadata": meta})
+        return {"items": items, "metadata": meta}
 
 
 async def test_a_list_is_read_a_page_at_a_time_and_keeps_only_what_the_handler_reads() -> None:
     names = [f"ns-{i}" for i in range(LIST_PAGE * 2 + 3)]
-    method = PagedNamespaces(names)
-    kube = Kube.__new__(Kube)
-    kube._on_request = lambda call: None
-    kube.health = ApiHealth()
-    items, version = await kube._list(method, keep=_namespace_view)
+    api = PagedNamespaces(names)
+    calls: list[str] = []
+    kube = Kube(cast(ApiClient, api), on_request=calls.append)
+    items, version = await kube.list_namespaces()
     assert version == "42"
-    assert [a.get("_continue") for a in method.asked] == [None, str(LIST_PAGE), str(2 * LIST_PAGE)]
-    assert all(a["limit"] == LIST_PAGE for a in method.asked)
+    assert [a.get("continue") for a in api.asked] == [None, str(LIST_PAGE), str(2 * LIST_PAGE)]
+    assert all(a["limit"] == LIST_PAGE for a in api.asked)
+    assert calls == ["list_namespace"] * 3
     assert [i["metadata"]["name"] for i in items] == names
     assert items[0] == {
         "metadata": {"name": "ns-0", "labels": {INJECT_LABEL: "enabled"}},

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from webhook import pki
 from webhook.certs.rotation import CertsError, Existing, load_certs, pem_bundle
-from webhook.kube import as_api_error
+from webhook.kubeapi import KubeAPIError
+from webhook.kubeclient import JSON_PATCH, ApiClient, KubeconfigError, connect
 
 #: cert-manager's CA injector owns a caBundle when this annotation is set.
 CERT_MANAGER_ANNOTATION = "cert-manager.io/inject-ca-from"
@@ -40,10 +40,9 @@ def _unb64(value: Any) -> bytes:
         return b""
 
 
-def api_error(what: str, e: Exception) -> CertsError:
+def api_error(what: str, error: KubeAPIError) -> CertsError:
     """A failed call as the user sees it: what was being done, the status and the API's
     own message (clipped), in the same error contract as the webhook's client."""
-    error = as_api_error(e)
     message = error.message
     detail = f"HTTP {error.status} {error.reason}".strip() if error.status else error.code
     return CertsError(f"{what}: {detail}{': ' + message if message else ''}")
@@ -51,10 +50,9 @@ def api_error(what: str, e: Exception) -> CertsError:
 
 @dataclass
 class Cluster:
-    """The few API calls this command makes (kubernetes-asyncio)."""
+    """The few API calls this command makes."""
 
-    core: Any
-    admission: Any
+    api: ApiClient
     namespace: str
     secret: str
     webhook_config: str
@@ -89,32 +87,40 @@ class Cluster:
     def ca_secret(self) -> str:
         return f"{self.secret}-ca"
 
-    async def read_secret(self, name: str) -> dict[str, bytes] | None:
-        from kubernetes_asyncio.client.exceptions import ApiException
+    def _secrets(self, name: str = "") -> str:
+        return f"/api/v1/namespaces/{quote(self.namespace, safe='')}/secrets" + (
+            f"/{quote(name, safe='')}" if name else ""
+        )
 
+    def _webhook_config(self) -> str:
+        return "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/" + quote(
+            self.webhook_config, safe=""
+        )
+
+    async def read_secret(self, name: str) -> dict[str, bytes] | None:
         try:
-            obj = await self.core.read_namespaced_secret(name, self.namespace)
-        except ApiException as e:
+            obj = await self.api.call("GET", self._secrets(name))
+        except KubeAPIError as e:
             if e.status == 404:
                 return None
             raise api_error(f"reading Secret {self.namespace}/{name}", e) from e
-        self.secret_versions[name] = obj.metadata.resource_version
+        meta = obj.get("metadata") or {}
+        self.secret_versions[name] = str(meta.get("resourceVersion", ""))
         self.secret_owners[name] = [
             {
-                "apiVersion": o.api_version,
-                "kind": o.kind,
-                "name": o.name,
-                "uid": o.uid,
-                **({"controller": o.controller} if o.controller is not None else {}),
+                key: o[key]
+                for key in ("apiVersion", "kind", "name", "uid", "controller")
+                if o.get(key) is not None
             }
-            for o in obj.metadata.owner_references or []
+            for o in meta.get("ownerReferences") or []
         ]
-        if obj.type != "kubernetes.io/tls":
+        kind = obj.get("type")
+        if kind != "kubernetes.io/tls":
             raise CertsError(
-                f"Secret {self.namespace}/{name} has type {obj.type}, expected kubernetes.io/tls;"
+                f"Secret {self.namespace}/{name} has type {kind}, expected kubernetes.io/tls;"
                 " delete it or pick another name"
             )
-        return {k: _unb64(v) for k, v in (obj.data or {}).items()}
+        return {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}
 
     async def read(self, want_secret: bool) -> Existing:
         ca: pki.KeyPair | None = None
@@ -134,34 +140,33 @@ class Cluster:
         return Existing(ca=ca, serving=serving, bundle=tuple(bundle))
 
     async def read_webhook_bundle(self) -> list[x509.Certificate]:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         name = self.webhook_config
         try:
-            obj = await self.admission.read_mutating_webhook_configuration(name)
-        except ApiException as e:
+            obj = await self.api.call("GET", self._webhook_config())
+        except KubeAPIError as e:
             if e.status == 404:
                 raise CertsError(
                     f"MutatingWebhookConfiguration {name} not found: apply the manifests first "
                     "(kubectl apply -k manifests/), or pass --webhook-config '' to skip it"
                 ) from e
             raise api_error(f"reading MutatingWebhookConfiguration {name}", e) from e
-        self.webhook_uid = obj.metadata.uid or ""
-        annotations = obj.metadata.annotations or {}
+        meta = obj.get("metadata") or {}
+        self.webhook_uid = str(meta.get("uid") or "")
+        annotations = meta.get("annotations") or {}
         if CERT_MANAGER_ANNOTATION in annotations:
             raise CertsError(
                 f"MutatingWebhookConfiguration {name} gets its caBundle from cert-manager "
                 f"({CERT_MANAGER_ANNOTATION}: {annotations[CERT_MANAGER_ANNOTATION]}); "
                 "let cert-manager rotate it, or pass --webhook-config '' to skip it"
             )
-        hooks = obj.webhooks or []
+        hooks = obj.get("webhooks") or []
         if not hooks:
             raise CertsError(f"MutatingWebhookConfiguration {name} has no webhooks")
-        self.webhook_names = [h.name for h in hooks]
+        self.webhook_names = [str(h.get("name")) for h in hooks]
         bundle: list[x509.Certificate] = []
         seen: set[bytes] = set()
         for hook in hooks:
-            raw = hook.client_config.ca_bundle if hook.client_config else None
+            raw = (hook.get("clientConfig") or {}).get("caBundle")
             for cert in load_certs(_unb64(raw)):
                 fp = cert.fingerprint(hashes.SHA256())
                 if fp not in seen:
@@ -170,8 +175,6 @@ class Cluster:
         return bundle
 
     async def patch_webhook_bundle(self, bundle: Sequence[x509.Certificate]) -> None:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         value = _b64(pem_bundle(bundle))
         ops: list[dict[str, Any]] = []
         for i, hook_name in enumerate(self.webhook_names):
@@ -181,15 +184,13 @@ class Cluster:
                 {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": value}
             )
         try:
-            await self.admission.patch_mutating_webhook_configuration(self.webhook_config, ops)
-        except ApiException as e:
+            await self.api.call("PATCH", self._webhook_config(), body=ops, content_type=JSON_PATCH)
+        except KubeAPIError as e:
             raise api_error(
                 f"patching caBundle of MutatingWebhookConfiguration {self.webhook_config}", e
             ) from e
 
     async def write_secret(self, name: str, data: dict[str, bytes]) -> str:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -206,13 +207,13 @@ class Cluster:
         version = self.secret_versions.get(name)
         try:
             if version is None:
-                await self.core.create_namespaced_secret(self.namespace, body)
+                await self.api.call("POST", self._secrets(), body=body)
                 return "created"
             # resourceVersion: a concurrent writer makes this fail (409) instead of being lost.
             body["metadata"]["resourceVersion"] = version
-            await self.core.replace_namespaced_secret(name, self.namespace, body)
+            await self.api.call("PUT", self._secrets(name), body=body)
             return "updated"
-        except ApiException as e:
+        except KubeAPIError as e:
             if e.status == 403 and version is None:
                 raise CertsError(
                     f"{api_error(f'creating Secret {self.namespace}/{name}', e)}; an identity "
@@ -232,35 +233,13 @@ class Cluster:
             raise api_error(f"writing Secret {self.namespace}/{name}", e) from e
 
 
-def check_kubeconfig(kubeconfig: str | None) -> None:
-    """Fail early, with a hint, when there are no credentials to load at all (the client
-    library would log its own complaint first)."""
-    if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return
-    default = os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
-    if os.pathsep not in default and not Path(default).is_file():
-        raise CertsError(
-            f"no kubeconfig at {default}; pass --kubeconfig, or --webhook-config '' "
-            "without --secret to only write files"
-        )
-
-
-async def api_client(kubeconfig: str | None) -> Any:
-    from kubernetes_asyncio import client, config
-
-    cfg = client.Configuration()
+async def api_client(kubeconfig: str | None) -> ApiClient:
+    """--kubeconfig, else the pod's ServiceAccount in a cluster, else $KUBECONFIG or
+    ~/.kube/config."""
     try:
-        if kubeconfig:
-            await config.load_kube_config(
-                config_file=kubeconfig, client_configuration=cfg, persist_config=False
-            )
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            await config.load_kube_config(client_configuration=cfg, persist_config=False)
-    except (config.ConfigException, OSError) as e:
+        return await connect(kubeconfig)
+    except KubeconfigError as e:
         raise CertsError(
             f"cannot load Kubernetes credentials ({e}); pass --kubeconfig, or "
             "--webhook-config '' without --secret to only write files"
         ) from e
-    return client.ApiClient(configuration=cfg)

@@ -96,13 +96,10 @@ async def run(opts: Options, out: TextIO) -> None:
         done("wrote " + ", ".join(write_files(opts.out_dir, issued)))
         return
 
-    from kubernetes_asyncio import client
-
     api = await api_client(opts.kubeconfig)
     async with api:
         cluster = Cluster(
-            core=client.CoreV1Api(api),
-            admission=client.AdmissionregistrationV1Api(api),
+            api=api,
             namespace=opts.namespace,
             secret=opts.secret,
             webhook_config=opts.webhook_config,

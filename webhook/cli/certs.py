@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import TextIO
 
-from webhook.certs.cluster import check_kubeconfig
 from webhook.certs.rotation import CA_DAYS, CertsError
 from webhook.certs.run import Options, run
 from webhook.cli.common import Commands, DefaultsFormatter
@@ -143,8 +142,6 @@ def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"error: {e}", file=err)
         return 2
     try:
-        if opts.needs_cluster:
-            check_kubeconfig(opts.kubeconfig)
         asyncio.run(run(opts, out))
     except CertsError as e:
         print(f"error: {e}", file=err)

@@ -96,7 +96,11 @@ def add_command(sub: Commands) -> None:
         default=defaults.health_port,
         help="plain HTTP port for /healthz, /readyz, /metrics (8080)",
     )
-    p.add_argument("--kubeconfig", help="kubeconfig to use instead of in-cluster config")
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig to use (default: the pod's ServiceAccount in a cluster, "
+        "else $KUBECONFIG or ~/.kube/config)",
+    )
     p.add_argument(
         "--names-only",
         action="store_true",

@@ -1,0 +1,346 @@
+"""The webhook's own Kubernetes client: kubeconfig and in-cluster loading, and requests
+over TLS to a local HTTPS server standing in for the API server (the real API server
+answers every call in the e2e suites)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from webhook import pki
+from webhook.kubeapi import KubeAPIError
+from webhook.kubeclient import (
+    JSON_PATCH,
+    ApiClient,
+    ExecToken,
+    KubeconfigError,
+    TokenFile,
+    load_in_cluster,
+    load_kubeconfig,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def write_kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "u", "user": user}],
+                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "ctx",
+            }
+        )
+    )
+    return path
+
+
+class ApiServer:
+    """An HTTPS server that demands a client certificate from ``ca`` (like an API server
+    with --client-ca-file) and records what it was sent."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ca = pki.make_ca("test-ca")
+        self.serving = pki.issue(self.ca, "apiserver", ip_addresses=["127.0.0.1"])
+        self.client = pki.issue(self.ca, "webhook", client=True)
+        self.seen: list[dict[str, Any]] = []
+        self.tmp = tmp
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "content_type": request.headers.get("Content-Type"),
+                "authorization": request.headers.get("Authorization"),
+                "body": json.loads(body) if body else None,
+                "client_cn": request.transport.get_extra_info("peercert")["subject"]
+                if request.transport
+                else None,
+            }
+        )
+        if request.path == "/api/v1/namespaces/missing":
+            return web.json_response(
+                {"kind": "Status", "message": 'namespaces "missing" not found'},
+                status=404,
+                reason="Not Found",
+            )
+        if request.query.get("watch") == "true":
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            for n in range(3):
+                line = {"type": "ADDED", "object": {"metadata": {"name": f"n{n}"}}}
+                await resp.write(json.dumps(line).encode() + b"\n")
+            await resp.write_eof()
+            return resp
+        return web.json_response({"kind": "Namespace", "metadata": {"name": "x"}})
+
+    async def __aenter__(self) -> ApiServer:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert, key = self.tmp / "srv.crt", self.tmp / "srv.key"
+        self.serving.write(cert, key)
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(cadata=self.ca.cert_pem.decode())
+        context.verify_mode = ssl.CERT_REQUIRED
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ApiServer]:
+    async with ApiServer(tmp_path) as s:
+        yield s
+
+
+async def test_a_kubeconfig_with_embedded_certificates_talks_mutual_tls(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {"server": server.url, "certificate-authority-data": b64(server.ca.cert_pem)},
+        {
+            "client-certificate-data": b64(server.client.cert_pem),
+            "client-key-data": b64(server.client.key_pem),
+        },
+    )
+    async with ApiClient(load_kubeconfig(path)) as api:
+        doc = await api.call("GET", "/api/v1/namespaces/x", params={"limit": 5, "a": None})
+        await api.call("PATCH", "/x", body=[{"op": "test"}], content_type=JSON_PATCH)
+    assert doc["metadata"]["name"] == "x"
+    first, patch = server.seen
+    assert first["query"] == {"limit": "5"}  # None is left out, numbers are text
+    assert first["authorization"] is None
+    assert first["client_cn"] == ((("commonName", "webhook"),),)
+    assert patch["content_type"] == JSON_PATCH and patch["body"] == [{"op": "test"}]
+
+
+async def test_relative_paths_are_read_from_the_kubeconfigs_directory_and_tokens_sent(
+    server: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "ca.crt").write_bytes(server.ca.cert_pem)
+    server.client.write(tmp_path / "conf" / "client.crt", tmp_path / "conf" / "client.key")
+    (tmp_path / "conf" / "token").write_text("file-token\n")
+    path = write_kubeconfig(
+        tmp_path / "conf" / "config",
+        {"server": server.url + "/", "certificate-authority": "ca.crt"},
+        {"client-certificate": "client.crt", "client-key": "client.key", "tokenFile": "token"},
+    )
+    monkeypatch.chdir("/")
+    async with ApiClient(load_kubeconfig(path)) as api:
+        await api.call("GET", "/api")
+    assert server.seen[0]["authorization"] == "Bearer file-token"
+    assert server.seen[0]["path"] == "/api"  # the server's trailing slash is dropped
+
+
+async def test_answers_and_silences_become_kube_api_errors(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {"server": server.url, "certificate-authority-data": b64(server.ca.cert_pem)},
+        {
+            "client-certificate-data": b64(server.client.cert_pem),
+            "client-key-data": b64(server.client.key_pem),
+            "token": "sekret-token",
+        },
+    )
+    connection = load_kubeconfig(path)
+    async with ApiClient(connection) as api:
+        with pytest.raises(KubeAPIError) as missing:
+            await api.call("GET", "/api/v1/namespaces/missing")
+        events = []
+        async with api.stream("/api/v1/namespaces", params={"watch": True}, seconds=5) as resp:
+            async for line in resp.content:
+                events.append(json.loads(line)["object"]["metadata"]["name"])
+    assert (missing.value.status, missing.value.message) == (404, 'namespaces "missing" not found')
+    assert server.seen[-1]["query"] == {"watch": "true"}
+    assert events == ["n0", "n1", "n2"]
+
+    connection.server = "https://127.0.0.1:1"  # nothing listens there
+    async with ApiClient(connection) as api:
+        with pytest.raises(KubeAPIError) as silent:
+            await api.call("GET", "/api")
+    assert silent.value.status == 0 and silent.value.transient
+    assert "sekret-token" not in str(silent.value) + str(missing.value)
+
+
+async def test_a_server_certificate_from_another_ca_is_refused(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    other = pki.make_ca("other")
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {"server": server.url, "certificate-authority-data": b64(other.cert_pem)},
+        {"token": "t"},
+    )
+    async with ApiClient(load_kubeconfig(path)) as api:
+        with pytest.raises(KubeAPIError) as e:
+            await api.call("GET", "/api")
+    assert e.value.status == 0 and "certificate" in str(e.value).lower()
+    assert server.seen == []
+
+
+def test_every_problem_of_a_kubeconfig_is_listed_at_once(tmp_path: Path) -> None:
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {"server": "http://plain:8080", "certificate-authority": "nowhere/ca.crt"},
+        {"client-certificate-data": "bm90IGEgY2VydA==", "auth-provider": {"name": "gcp"}},
+    )
+    with pytest.raises(KubeconfigError) as e:
+        load_kubeconfig(path)
+    message = str(e.value)
+    assert "is not an https:// URL" in message
+    assert f"certificate-authority {tmp_path / 'nowhere' / 'ca.crt'}" in message
+    assert "needs both cert and key" in message
+    assert "auth-provider is not supported; use an exec credential plugin" in message
+
+
+def test_kubeconfig_files_merge_as_kubectl_merges_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = pki.make_ca()
+    first = tmp_path / "first"
+    first.write_text(yaml.safe_dump({"current-context": "b"}))
+    second = write_kubeconfig(
+        tmp_path / "second", {"server": "https://one:6443", "certificate-authority-data": ""}, {}
+    )
+    doc = yaml.safe_load(second.read_text())
+    doc["contexts"].append({"name": "b", "context": {"cluster": "c2", "user": "u"}})
+    doc["clusters"].append(
+        {
+            "name": "c2",
+            "cluster": {
+                "server": "https://two:6443",
+                "certificate-authority-data": b64(ca.cert_pem),
+            },
+        }
+    )
+    second.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent'}:{first}:{second}")
+    connection = load_kubeconfig()
+    assert connection.server == "https://two:6443"  # the first file's current-context wins
+    assert "context 'b'" in connection.source
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(KubeconfigError, match="no kubeconfig at"):
+        load_kubeconfig()
+
+
+def test_in_cluster_reads_the_mounted_service_account(tmp_path: Path) -> None:
+    ca = pki.make_ca()
+    with pytest.raises(KubeconfigError) as missing:
+        load_in_cluster(
+            {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}, tmp_path
+        )
+    assert "token is missing" in str(missing.value) and "ca.crt is missing" in str(missing.value)
+    (tmp_path / "token").write_text("t1")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    v4 = load_in_cluster(
+        {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}, tmp_path
+    )
+    v6 = load_in_cluster(
+        {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}, tmp_path
+    )
+    assert (v4.server, v6.server) == ("https://10.0.0.1:443", "https://[fd00::1]:443")
+    with pytest.raises(KubeconfigError, match="not in a pod"):
+        load_in_cluster({}, tmp_path)
+
+
+async def test_a_projected_token_is_read_again_every_minute(tmp_path: Path) -> None:
+    now = [0.0]
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    token = TokenFile(path, clock=lambda: now[0])
+    assert await token() == "first"
+    path.write_text("second")
+    now[0] = 59.0
+    assert await token() == "first"
+    now[0] = 60.0
+    assert await token() == "second"
+    path.unlink()  # a failed re-read keeps the last token
+    now[0] = 200.0
+    assert await token() == "second"
+    with pytest.raises(KubeAPIError, match="TokenFileUnreadable"):
+        await TokenFile(path)()
+
+
+def plugin(tmp_path: Path, body: str) -> ExecToken:
+    script = tmp_path / "plugin.py"
+    script.write_text(body)
+    return ExecToken(
+        command=sys.executable,
+        args=[str(script)],
+        env={"PLUGIN_COUNT": str(tmp_path / "count")},
+        api_version="client.authentication.k8s.io/v1",
+        cwd=tmp_path,
+    )
+
+
+PRINTS_A_TOKEN = """
+import json, os, pathlib
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+assert info["kind"] == "ExecCredential" and info["spec"]["interactive"] is False
+count = pathlib.Path(os.environ["PLUGIN_COUNT"])
+n = int(count.read_text()) + 1 if count.exists() else 1
+count.write_text(str(n))
+print(json.dumps({"apiVersion": info["apiVersion"], "kind": "ExecCredential",
+                  "status": {"token": f"exec-{n}", "expirationTimestamp": "%s"}}))
+"""
+
+
+async def test_an_exec_plugins_token_is_kept_until_shortly_before_it_expires(
+    tmp_path: Path,
+) -> None:
+    source = plugin(tmp_path, PRINTS_A_TOKEN % "2030-01-01T00:00:00Z")
+    now = 1_800_000_000.0  # 2027
+    source.clock = lambda: now
+    assert await source() == "exec-1"
+    assert await source() == "exec-1"
+    now = 1_893_456_000.0 - 30  # 30 s before 2030: inside the margin
+    assert await source() == "exec-2"
+
+
+async def test_a_failing_exec_plugin_says_why_without_what_it_printed(tmp_path: Path) -> None:
+    source = plugin(
+        tmp_path,
+        'import sys\nprint(\'{"status": {"token": "leaked"}}\')\n'
+        "print('no credentials found', file=sys.stderr)\nsys.exit(3)\n",
+    )
+    with pytest.raises(KubeAPIError) as e:
+        await source()
+    assert "exited with 3: no credentials found" in str(e.value)
+    assert "leaked" not in str(e.value)
+    certificate = plugin(tmp_path, 'print(\'{"status": {"clientCertificateData": "x"}}\')\n')
+    with pytest.raises(KubeAPIError, match="only token credentials are supported"):
+        await certificate()

@@ -237,8 +237,7 @@ def load_in_cluster(
     host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
         raise KubeconfigError(
-            "not in a pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set; "
-            "pass --kubeconfig"
+            "not in a pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set"
         )
     token, ca = directory / "token", directory / "ca.crt"
     problems = [f"{p} is missing" for p in (token, ca) if not p.is_file()]
@@ -302,9 +301,7 @@ def _read_kubeconfigs(paths: list[Path]) -> tuple[dict[str, Any], dict[str, Path
         if not merged["current-context"] and isinstance(doc.get("current-context"), str):
             merged["current-context"] = doc["current-context"]
     if not found:
-        raise KubeconfigError(
-            "no kubeconfig at " + os.pathsep.join(map(str, paths)) + "; pass --kubeconfig"
-        )
+        raise KubeconfigError("no kubeconfig at " + os.pathsep.join(map(str, paths)))
     return merged, origin
 
 

@@ -129,6 +129,31 @@ def test_serve_explains_a_missing_certificate(
     assert "python -m webhook certs" in err
 
 
+def test_serve_refuses_to_start_without_kubernetes_credentials(
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    code, _, err = run_cli(
+        capsys,
+        "serve",
+        "--config",
+        str(config_file),
+        "--cert-file",
+        str(tmp_path / "tls.crt"),
+        "--key-file",
+        str(tmp_path / "tls.key"),
+    )
+    assert code == 2
+    assert f"no Kubernetes credentials: no kubeconfig at {tmp_path / 'absent'}" in err
+    assert "Traceback" not in err
+
+
 def test_unknown_config_file_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

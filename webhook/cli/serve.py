@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TextIO
 
+from webhook import kubeclient
 from webhook.admission import SecretSource
 from webhook.cli.common import (
     DEFAULT_CERT_DIR,
@@ -25,6 +26,7 @@ from webhook.config import Config
 from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.credentials.cache import CredentialCache
 from webhook.kube import Kube, connect
+from webhook.kubeclient import KubeconfigError
 from webhook.logs import log_context, setup_logging
 from webhook.metrics import Metrics
 from webhook.pullsecrets import PullSecretManager
@@ -153,6 +155,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if settings.workers < 1:
         print(f"error: --workers must be at least 1, not {settings.workers}", file=err)
         return 2
+    if not settings.names_only:
+        try:
+            kubeclient.load(settings.kubeconfig)  # refused here, not in every worker
+        except KubeconfigError as e:
+            print(f"error: no Kubernetes credentials: {e}; pass --kubeconfig", file=err)
+            return 2
     setup_logging(settings.log_level, settings.log_format)
     worker, secondaries = fork_workers(settings.workers)  # before any event loop or thread
     return asyncio.run(run_server(config, settings, worker, secondaries))

@@ -31,10 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.footprint import await_idle
 from devenv.controlplane import ControlPlane, locate
 from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from devenv.stack import Replica, Stack, running_stack
 from devenv.support import storm
+from webhook.connections import SWEEP_SECONDS, TRIM_MIN_INTERVAL
 
 #: Answers of the identity endpoints are held this long (``--latency``).
 LATENCY_SECONDS = 0.1
@@ -76,6 +78,15 @@ def rss_mib(replica: Replica) -> tuple[float, float]:
     """The replica's resident memory now and at its peak."""
     pid = replica.process.pid
     return storm.status_kib(pid, "VmRSS") / 1024, storm.status_kib(pid, "VmHWM") / 1024
+
+
+async def settled_rss_mib(replicas: list[Replica]) -> list[float]:
+    """Each replica's resident memory once it is idle: after the interval in which it
+    hands freed memory back (``webhook.connections``), and 3 s without CPU."""
+    await asyncio.sleep(TRIM_MIN_INTERVAL + 2 * SWEEP_SECONDS)
+    for r in replicas:
+        await asyncio.to_thread(await_idle, r.process.pid)
+    return [rss_mib(r)[0] for r in replicas]
 
 
 def apiserver_secret_writes(metrics: str) -> int:
@@ -129,8 +140,10 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         )
         apiserver_after = apiserver_secret_writes(await api.get("/metrics"))
         rss_after_storm = [rss_mib(r) for r in st.replicas]
+        settled_after_storm = await settled_rss_mib(st.replicas)
         # And once more with every pull secret made: what the admissions cost alone.
         again = await storm.create_at_once(api, names, per_namespace, registries, "again")
+        settled_after_warm = await settled_rss_mib(st.replicas)
     finally:
         await api.close()
     counters = [
@@ -210,10 +223,18 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
                 "name": r.name,
                 "rss_mib": rss[0],
                 "peak_rss_mib": rss[1],
-                "rss_after_warm_mib": rss_mib(r)[0],
+                "rss_settled_mib": settled,
+                "rss_after_warm_settled_mib": warm,
                 **c,
             }
-            for r, c, rss in zip(st.replicas, counters, rss_after_storm, strict=True)
+            for r, c, rss, settled, warm in zip(
+                st.replicas,
+                counters,
+                rss_after_storm,
+                settled_after_storm,
+                settled_after_warm,
+                strict=True,
+            )
         ],
         "violations": problems,
     }
@@ -256,8 +277,15 @@ def table(out: dict[str, Any]) -> str:
         ("marker writes (watch)", json.dumps(w["markers"])),
         *(
             (
-                f"{r['name']} RSS after the storm / peak; after warm",
-                f"{r['rss_mib']:.1f} / {r['peak_rss_mib']:.1f}; {r['rss_after_warm_mib']:.1f} MiB",
+                f"{r['name']} RSS after the storm: at once / settled / peak",
+                f"{r['rss_mib']:.1f} / {r['rss_settled_mib']:.1f} / {r['peak_rss_mib']:.1f} MiB",
+            )
+            for r in out["replicas"]
+        ),
+        *(
+            (
+                f"{r['name']} RSS after warm, settled",
+                f"{r['rss_after_warm_settled_mib']:.1f} MiB",
             )
             for r in out["replicas"]
         ),

@@ -80,6 +80,9 @@ class Informer:
             try:
                 items, version = await self._list()
                 self._handler.replace_all(items)
+                # The handler kept what it needs. Not held while the watch runs (for
+                # years): a listed copy of every pod would double what the watches keep.
+                del items
                 self._on_change()
                 self.synced.set()
                 delay = RETRY_SECONDS

@@ -3,8 +3,13 @@ reads; pod references counted per secret with as little kept per pod as possible
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
+from webhook.informer import Informer
 from webhook.kube import LIST_PAGE, Kube, PodRefs, _marker_view
 from webhook.kubeapi import INJECT_LABEL
 from webhook.kubeclient import ApiClient
@@ -118,3 +123,41 @@ def test_listed_pods_are_kept_as_rows_and_read_back_as_the_pods_references() -> 
     refs = References("psw")
     refs.replace_all(pods)
     assert len(refs) == 2 and refs.referenced("team-a", "psw-b")
+
+
+class Listed(list[dict[str, Any]]):
+    """A list that can be watched for its end (a plain list takes no weak reference)."""
+
+
+async def test_an_informer_does_not_hold_its_list_while_it_watches() -> None:
+    listed = Listed({"metadata": {"name": f"ns-{i}"}} for i in range(3))
+    gone = weakref.ref(listed)
+    kept: list[str] = []
+    watching = asyncio.Event()
+
+    class Handler:
+        def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+            kept[:] = [o["metadata"]["name"] for o in objects]
+
+        def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+            raise AssertionError("no event is sent")
+
+    async def lister() -> tuple[Sequence[Mapping[str, Any]], str]:
+        nonlocal listed
+        handed, listed = listed, Listed()
+        return handed, "1"
+
+    async def watcher(version: str) -> AsyncIterator[dict[str, Any]]:
+        watching.set()
+        await asyncio.Event().wait()  # a watch with nothing to say, for as long as it runs
+        yield {}
+
+    informer = Informer("namespaces", lister, watcher, Handler())
+    informer.start()
+    try:
+        await asyncio.wait_for(watching.wait(), 5)
+        gc.collect()
+        assert kept == ["ns-0", "ns-1", "ns-2"]
+        assert gone() is None, "the listed objects are still held while the watch runs"
+    finally:
+        await informer.close()

@@ -115,6 +115,18 @@ class ApiServer:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    def kubeconfig(self, path: Path, **user: str) -> Path:
+        """A kubeconfig for this server with its CA and the client certificate embedded."""
+        return write_kubeconfig(
+            path,
+            {"server": self.url, "certificate-authority-data": b64(self.ca.cert_pem)},
+            {
+                "client-certificate-data": b64(self.client.cert_pem),
+                "client-key-data": b64(self.client.key_pem),
+                **user,
+            },
+        )
+
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ApiServer]:
@@ -125,14 +137,7 @@ async def server(tmp_path: Path) -> AsyncIterator[ApiServer]:
 async def test_a_kubeconfig_with_embedded_certificates_talks_mutual_tls(
     server: ApiServer, tmp_path: Path
 ) -> None:
-    path = write_kubeconfig(
-        tmp_path / "config",
-        {"server": server.url, "certificate-authority-data": b64(server.ca.cert_pem)},
-        {
-            "client-certificate-data": b64(server.client.cert_pem),
-            "client-key-data": b64(server.client.key_pem),
-        },
-    )
+    path = server.kubeconfig(tmp_path / "config")
     async with ApiClient(load_kubeconfig(path)) as api:
         doc = await api.call("GET", "/api/v1/namespaces/x", params={"limit": 5, "a": None})
         await api.call("PATCH", "/x", body=[{"op": "test"}], content_type=JSON_PATCH)
@@ -166,15 +171,7 @@ async def test_relative_paths_are_read_from_the_kubeconfigs_directory_and_tokens
 async def test_answers_and_silences_become_kube_api_errors(
     server: ApiServer, tmp_path: Path
 ) -> None:
-    path = write_kubeconfig(
-        tmp_path / "config",
-        {"server": server.url, "certificate-authority-data": b64(server.ca.cert_pem)},
-        {
-            "client-certificate-data": b64(server.client.cert_pem),
-            "client-key-data": b64(server.client.key_pem),
-            "token": "sekret-token",
-        },
-    )
+    path = server.kubeconfig(tmp_path / "config", token="sekret-token")
     connection = load_kubeconfig(path)
     async with ApiClient(connection) as api:
         with pytest.raises(KubeAPIError) as missing:

@@ -116,7 +116,6 @@ class ExecToken:
     args: list[str]
     env: dict[str, str]
     api_version: str
-    cwd: Path
     clock: Callable[[], float] = time.time
     _token: str = ""
     _expires_at: float = 0.0
@@ -145,7 +144,6 @@ class ExecToken:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
-                cwd=self.cwd,
             )
             out, err = await asyncio.wait_for(proc.communicate(), EXEC_TIMEOUT_SECONDS)
         except TimeoutError as e:
@@ -367,8 +365,13 @@ def load_kubeconfig(path: str | Path | None = None, context: str | None = None) 
         if not plugin.get("command"):
             problems.append(f"user {user_name!r}: exec has no command")
         else:
+            command = str(plugin["command"])
+            if "/" in command and not Path(command).is_absolute():
+                # As kubectl: a relative command path is the kubeconfig's, a bare name is
+                # looked up on $PATH.
+                command = str(user_dir / command)
             token = ExecToken(
-                command=str(plugin["command"]),
+                command=command,
                 args=[str(a) for a in plugin.get("args") or []],
                 env={
                     str(e.get("name")): str(e.get("value", ""))
@@ -376,7 +379,6 @@ def load_kubeconfig(path: str | Path | None = None, context: str | None = None) 
                     if isinstance(e, Mapping)
                 },
                 api_version=str(plugin.get("apiVersion") or "client.authentication.k8s.io/v1"),
-                cwd=user_dir,
             )
     for unsupported, instead in (
         ("auth-provider", "an exec credential plugin (kubelogin, gke-gcloud-auth-plugin...)"),

@@ -300,7 +300,6 @@ def plugin(tmp_path: Path, body: str) -> ExecToken:
         args=[str(script)],
         env={"PLUGIN_COUNT": str(tmp_path / "count")},
         api_version="client.authentication.k8s.io/v1",
-        cwd=tmp_path,
     )
 
 
@@ -341,3 +340,28 @@ async def test_a_failing_exec_plugin_says_why_without_what_it_printed(tmp_path: 
     certificate = plugin(tmp_path, 'print(\'{"status": {"clientCertificateData": "x"}}\')\n')
     with pytest.raises(KubeAPIError, match="only token credentials are supported"):
         await certificate()
+
+
+async def test_a_kubeconfigs_exec_plugin_is_found_beside_it_and_its_token_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    script = tmp_path / "conf" / "plugin"
+    script.write_text(f"#!{sys.executable}\n" + PRINTS_A_TOKEN % "2030-01-01T00:00:00Z")
+    script.chmod(0o755)
+    ca = pki.make_ca()
+    path = write_kubeconfig(
+        tmp_path / "conf" / "config",
+        {"server": "https://api:6443", "certificate-authority-data": b64(ca.cert_pem)},
+        {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                "command": "./plugin",
+                "env": [{"name": "PLUGIN_COUNT", "value": str(tmp_path / "count")}],
+            }
+        },
+    )
+    monkeypatch.chdir("/")
+    connection = load_kubeconfig(path)
+    assert connection.token is not None
+    assert await connection.token() == "exec-1"

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import os
 import ssl
 import tempfile
@@ -45,6 +46,8 @@ import yaml
 
 from webhook.kubeapi import BODY_LIMIT, KubeAPIError
 from webhook.rfc3339 import from_rfc3339
+
+log = logging.getLogger(__name__)
 
 #: Where the kubelet mounts a pod's ServiceAccount token, CA and namespace.
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -573,4 +576,7 @@ class ApiClient:
 
 async def connect(kubeconfig: str | Path | None = None) -> ApiClient:
     """A client for the API server ``load`` finds; KubeconfigError when there is none."""
-    return ApiClient(load(kubeconfig))
+    connection = load(kubeconfig)
+    # Where and as whom (a path or "in-cluster"), never what proves it.
+    log.info("Kubernetes API server %s, credentials from %s", connection.server, connection.source)
+    return ApiClient(connection)

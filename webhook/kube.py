@@ -12,7 +12,6 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, overload
-from urllib.parse import quote
 
 import orjson
 
@@ -28,11 +27,13 @@ from webhook.kubeapi import (
     SecretData,
 )
 from webhook.kubeclient import (
+    CORE_API,
     JSON,
     MERGE_PATCH,
     TRANSPORT_ERRORS,
     ApiClient,
     connect,
+    resource_path,
     transport_error,
 )
 from webhook.rfc3339 import now_rfc3339
@@ -103,23 +104,9 @@ class PodRefs(Sequence[Mapping[str, Any]]):
         }
 
 
-def _core(namespace: str, resource: str, name: str = "") -> str:
-    return f"/api/v1/namespaces/{quote(namespace, safe='')}/{resource}" + (
-        f"/{quote(name, safe='')}" if name else ""
-    )
-
-
-def _own(namespace: str | None, plural: str, name: str = "") -> str:
-    """The path of the project's own resources (records, markers); all namespaces when
-    ``namespace`` is None."""
-    where = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
-    return f"/apis/{GROUP}/{VERSION}{where}/{plural}" + (f"/{quote(name, safe='')}" if name else "")
-
-
-def _leases(namespace: str, name: str = "") -> str:
-    return f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases" + (
-        f"/{quote(name, safe='')}" if name else ""
-    )
+CORE = CORE_API
+OWN = f"/apis/{GROUP}/{VERSION}"
+COORDINATION = "/apis/coordination.k8s.io/v1"
 
 
 def _namespace_view(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,7 +290,10 @@ class Kube:
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call(
-            "create_namespaced_secret", "POST", _core(namespace, "secrets"), body=body
+            "create_namespaced_secret",
+            "POST",
+            resource_path(CORE, "secrets", namespace=namespace),
+            body=body,
         )
 
     async def replace_secret(
@@ -311,7 +301,10 @@ class Kube:
     ) -> dict[str, Any]:
         """Update; ``body.metadata.uid`` makes it conditional on the Secret being ours."""
         return await self._call(
-            "replace_namespaced_secret", "PUT", _core(namespace, "secrets", name), body=body
+            "replace_namespaced_secret",
+            "PUT",
+            resource_path(CORE, "secrets", namespace=namespace, name=name),
+            body=body,
         )
 
     async def check_secret(self, namespace: str, name: str, uid: str) -> None:
@@ -322,7 +315,7 @@ class Kube:
         await self._call(
             "patch_namespaced_secret",
             "PATCH",
-            _core(namespace, "secrets", name),
+            resource_path(CORE, "secrets", namespace=namespace, name=name),
             body={"metadata": {"uid": uid}},
             content_type=MERGE_PATCH,
         )
@@ -331,32 +324,42 @@ class Kube:
         """Delete the Secret with ``uid`` (409 if the name now holds another); gone is fine."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         await self._optional(
-            "delete_namespaced_secret", "DELETE", _core(namespace, "secrets", name), body=body
+            "delete_namespaced_secret",
+            "DELETE",
+            resource_path(CORE, "secrets", namespace=namespace, name=name),
+            body=body,
         )
 
     # -- the webhook's records of them (records.py) ------------------------------
 
     async def list_records(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
-            "list_namespaced_custom_object", _own(namespace, PLURAL), keep=_record_view
+            "list_namespaced_custom_object",
+            resource_path(OWN, PLURAL, namespace=namespace),
+            keep=_record_view,
         )
 
     def watch_records(self, namespace: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(
             "list_namespaced_custom_object",
-            _own(namespace, PLURAL),
+            resource_path(OWN, PLURAL, namespace=namespace),
             resource_version=resource_version,
         )
 
     async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._optional(
-            "get_namespaced_custom_object", "GET", _own(namespace, PLURAL, name)
+            "get_namespaced_custom_object",
+            "GET",
+            resource_path(OWN, PLURAL, namespace=namespace, name=name),
         )
         return result
 
     async def create_record(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call(
-            "create_namespaced_custom_object", "POST", _own(namespace, PLURAL), body=body
+            "create_namespaced_custom_object",
+            "POST",
+            resource_path(OWN, PLURAL, namespace=namespace),
+            body=body,
         )
 
     async def replace_record(
@@ -364,7 +367,10 @@ class Kube:
     ) -> dict[str, Any]:
         """Update; ``body.metadata.resourceVersion`` makes it conditional (409 on a race)."""
         return await self._call(
-            "replace_namespaced_custom_object", "PUT", _own(namespace, PLURAL, name), body=body
+            "replace_namespaced_custom_object",
+            "PUT",
+            resource_path(OWN, PLURAL, namespace=namespace, name=name),
+            body=body,
         )
 
     async def delete_record(self, namespace: str, name: str, resource_version: str) -> None:
@@ -376,7 +382,7 @@ class Kube:
         await self._optional(
             "delete_namespaced_custom_object",
             "DELETE",
-            _own(namespace, PLURAL, name),
+            resource_path(OWN, PLURAL, namespace=namespace, name=name),
             body=body,
         )
 
@@ -384,18 +390,23 @@ class Kube:
 
     async def create_marker(self, namespace: str, body: Mapping[str, Any]) -> None:
         await self._call(
-            "create_namespaced_custom_object", "POST", _own(namespace, MARKER_PLURAL), body=body
+            "create_namespaced_custom_object",
+            "POST",
+            resource_path(OWN, MARKER_PLURAL, namespace=namespace),
+            body=body,
         )
 
     async def delete_marker(self, namespace: str, name: str) -> None:
         await self._optional(
-            "delete_namespaced_custom_object", "DELETE", _own(namespace, MARKER_PLURAL, name)
+            "delete_namespaced_custom_object",
+            "DELETE",
+            resource_path(OWN, MARKER_PLURAL, namespace=namespace, name=name),
         )
 
     async def list_markers(self) -> tuple[list[dict[str, Any]], str]:
         return await self._list(
             "list_cluster_custom_object",
-            _own(None, MARKER_PLURAL),
+            resource_path(OWN, MARKER_PLURAL),
             params={"labelSelector": MANAGED_BY_SELECTOR},
             keep=_marker_view,
         )
@@ -403,7 +414,7 @@ class Kube:
     def watch_markers(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(
             "list_cluster_custom_object",
-            _own(None, MARKER_PLURAL),
+            resource_path(OWN, MARKER_PLURAL),
             params={"labelSelector": MANAGED_BY_SELECTOR},
             resource_version=resource_version,
         )
@@ -411,18 +422,22 @@ class Kube:
     # -- namespaces --------------------------------------------------------------
 
     async def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
-        return await self._list("list_namespace", "/api/v1/namespaces", keep=_namespace_view)
+        return await self._list(
+            "list_namespace", resource_path(CORE, "namespaces"), keep=_namespace_view
+        )
 
     def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(
-            "list_namespace", "/api/v1/namespaces", resource_version=resource_version
+            "list_namespace", resource_path(CORE, "namespaces"), resource_version=resource_version
         )
 
     # -- credential Secrets the config names (a Role with resourceNames) ---------
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._optional(
-            "read_namespaced_secret", "GET", _core(namespace, "secrets", name)
+            "read_namespaced_secret",
+            "GET",
+            resource_path(CORE, "secrets", namespace=namespace, name=name),
         )
         return result
 
@@ -448,7 +463,8 @@ class Kube:
         doc = await self._call(
             "create_namespaced_service_account_token",
             "POST",
-            _core(namespace, "serviceaccounts", service_account) + "/token",
+            resource_path(CORE, "serviceaccounts", namespace=namespace, name=service_account)
+            + "/token",
             body=body,
         )
         token: str = doc["status"]["token"]
@@ -458,7 +474,9 @@ class Kube:
         self, namespace: str, name: str
     ) -> Mapping[str, str] | None:
         doc = await self._optional(
-            "read_namespaced_service_account", "GET", _core(namespace, "serviceaccounts", name)
+            "read_namespaced_service_account",
+            "GET",
+            resource_path(CORE, "serviceaccounts", namespace=namespace, name=name),
         )
         if doc is None:
             return None
@@ -471,12 +489,16 @@ class Kube:
         """Every pod that lists pull secrets, reduced to what garbage collection reads
         (namespace, name, the secrets' names)."""
         pods = PodRefs()
-        version = await self._pages("list_pod_for_all_namespaces", "/api/v1/pods", each=pods.add)
+        version = await self._pages(
+            "list_pod_for_all_namespaces", resource_path(CORE, "pods"), each=pods.add
+        )
         return pods, version
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._watch(
-            "list_pod_for_all_namespaces", "/api/v1/pods", resource_version=resource_version
+            "list_pod_for_all_namespaces",
+            resource_path(CORE, "pods"),
+            resource_version=resource_version,
         )
 
     async def create_event(
@@ -505,22 +527,37 @@ class Kube:
             "count": 1,
             "reportingComponent": component,
         }
-        await self._call("create_namespaced_event", "POST", _core(namespace, "events"), body=body)
+        await self._call(
+            "create_namespaced_event",
+            "POST",
+            resource_path(CORE, "events", namespace=namespace),
+            body=body,
+        )
 
     # -- leases ------------------------------------------------------------------
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._optional(
-            "read_namespaced_lease", "GET", _leases(namespace, name)
+            "read_namespaced_lease",
+            "GET",
+            resource_path(COORDINATION, "leases", namespace=namespace, name=name),
         )
         return result
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._call("create_namespaced_lease", "POST", _leases(namespace), body=body)
+        return await self._call(
+            "create_namespaced_lease",
+            "POST",
+            resource_path(COORDINATION, "leases", namespace=namespace),
+            body=body,
+        )
 
     async def replace_lease(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         return await self._call(
-            "replace_namespaced_lease", "PUT", _leases(namespace, name), body=body
+            "replace_namespaced_lease",
+            "PUT",
+            resource_path(COORDINATION, "leases", namespace=namespace, name=name),
+            body=body,
         )

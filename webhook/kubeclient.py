@@ -38,7 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -418,6 +418,17 @@ def load(kubeconfig: str | Path | None = None) -> Connection:
 
 
 # ------------------------------------------------------------------ requests
+
+#: The core API group's prefix for ``resource_path``.
+CORE_API = "/api/v1"
+
+
+def resource_path(api: str, resource: str, *, namespace: str | None = None, name: str = "") -> str:
+    """The path of a resource: ``api`` (``/api/v1``, ``/apis/GROUP/VERSION``), then the
+    namespace when it is namespaced (None: cluster-scoped, or all namespaces), then the
+    object's name when there is one; names are escaped."""
+    where = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
+    return f"{api}{where}/{resource}" + (f"/{quote(name, safe='')}" if name else "")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from webhook.kubeclient import (
     TokenFile,
     load_in_cluster,
     load_kubeconfig,
+    resource_path,
 )
 
 
@@ -365,3 +366,12 @@ async def test_a_kubeconfigs_exec_plugin_is_found_beside_it_and_its_token_used(
     connection = load_kubeconfig(path)
     assert connection.token is not None
     assert await connection.token() == "exec-1"
+
+
+def test_resource_paths_escape_names_and_leave_out_what_is_not_given() -> None:
+    assert resource_path("/api/v1", "namespaces") == "/api/v1/namespaces"
+    assert (
+        resource_path("/api/v1", "secrets", namespace="team-a", name="a/b c")
+        == "/api/v1/namespaces/team-a/secrets/a%2Fb%20c"
+    )
+    assert resource_path("/apis/g/v1", "things", name="x") == "/apis/g/v1/things/x"

@@ -7,7 +7,6 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -15,7 +14,14 @@ from cryptography.hazmat.primitives import hashes
 from webhook import pki
 from webhook.certs.rotation import CertsError, Existing, load_certs, pem_bundle
 from webhook.kubeapi import KubeAPIError
-from webhook.kubeclient import JSON_PATCH, ApiClient, KubeconfigError, connect
+from webhook.kubeclient import (
+    CORE_API,
+    JSON_PATCH,
+    ApiClient,
+    KubeconfigError,
+    connect,
+    resource_path,
+)
 
 #: cert-manager's CA injector owns a caBundle when this annotation is set.
 CERT_MANAGER_ANNOTATION = "cert-manager.io/inject-ca-from"
@@ -88,13 +94,13 @@ class Cluster:
         return f"{self.secret}-ca"
 
     def _secrets(self, name: str = "") -> str:
-        return f"/api/v1/namespaces/{quote(self.namespace, safe='')}/secrets" + (
-            f"/{quote(name, safe='')}" if name else ""
-        )
+        return resource_path(CORE_API, "secrets", namespace=self.namespace, name=name)
 
     def _webhook_config(self) -> str:
-        return "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/" + quote(
-            self.webhook_config, safe=""
+        return resource_path(
+            "/apis/admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+            name=self.webhook_config,
         )
 
     async def read_secret(self, name: str) -> dict[str, bytes] | None:

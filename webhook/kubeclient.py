@@ -472,6 +472,10 @@ class ApiClient:
 
     def __init__(self, connection: Connection, *, pool_size: int = POOL_SIZE) -> None:
         self.connection = connection
+        # Where and as whom (a path or "in-cluster"), never what proves it.
+        log.info(
+            "Kubernetes API server %s, credentials from %s", connection.server, connection.source
+        )
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
 
@@ -587,7 +591,4 @@ class ApiClient:
 
 async def connect(kubeconfig: str | Path | None = None) -> ApiClient:
     """A client for the API server ``load`` finds; KubeconfigError when there is none."""
-    connection = load(kubeconfig)
-    # Where and as whom (a path or "in-cluster"), never what proves it.
-    log.info("Kubernetes API server %s, credentials from %s", connection.server, connection.source)
-    return ApiClient(connection)
+    return ApiClient(load(kubeconfig))

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
+from webhook import kubeclient
 from webhook.cli.serve import start_manager
 from webhook.config import Config
 from webhook.election import RENEW_SECONDS
@@ -48,7 +49,7 @@ async def test_a_secondary_worker_never_claims_the_lease_and_the_primary_does(
                 stack,
                 metrics=Metrics(),
                 state=ServerState(),
-                kubeconfig=str(controlplane.kubeconfig),
+                connection=kubeclient.load(controlplane.kubeconfig),
                 pod_name="replica-a",
                 leader_election=False,
             )
@@ -60,7 +61,7 @@ async def test_a_secondary_worker_never_claims_the_lease_and_the_primary_does(
                 stack,
                 metrics=Metrics(),
                 state=ServerState(),
-                kubeconfig=str(controlplane.kubeconfig),
+                connection=kubeclient.load(controlplane.kubeconfig),
                 pod_name="replica-a",
             )
             assert await lease_holder(kube, config, wait=2 * RENEW_SECONDS) == "replica-a"

@@ -25,8 +25,8 @@ from webhook.cli.common import (
 from webhook.config import Config
 from webhook.configwatch import ConfigStore, ConfigWatcher
 from webhook.credentials.cache import CredentialCache
-from webhook.kube import Kube, connect
-from webhook.kubeclient import KubeconfigError
+from webhook.kube import Kube
+from webhook.kubeclient import ApiClient, Connection, KubeconfigError
 from webhook.logs import log_context, setup_logging
 from webhook.metrics import Metrics
 from webhook.pullsecrets import PullSecretManager
@@ -155,20 +155,22 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if settings.workers < 1:
         print(f"error: --workers must be at least 1, not {settings.workers}", file=err)
         return 2
+    connection = None
     if not settings.names_only:
         try:
-            kubeclient.load(settings.kubeconfig)  # refused here, not in every worker
+            connection = kubeclient.load(settings.kubeconfig)  # once, for every worker
         except KubeconfigError as e:
             print(f"error: no Kubernetes credentials: {e}; pass --kubeconfig", file=err)
             return 2
     setup_logging(settings.log_level, settings.log_format)
     worker, secondaries = fork_workers(settings.workers)  # before any event loop or thread
-    return asyncio.run(run_server(config, settings, worker, secondaries))
+    return asyncio.run(run_server(config, settings, connection, worker, secondaries))
 
 
 async def run_server(
     config: Config,
     settings: ServeSettings,
+    connection: Connection | None,
     worker: Worker = SINGLE,
     secondaries: Secondaries | None = None,
 ) -> int:
@@ -203,7 +205,7 @@ async def run_server(
         if worker.shares_port:
             stack.enter_context(log_context(worker=str(worker.index)))
         source: SecretSource
-        if settings.names_only:
+        if connection is None:  # --names-only
             log.warning("--names-only: secret names are patched but no secret is created")
             source = NamesOnlySource()
         else:
@@ -212,7 +214,7 @@ async def run_server(
                 stack,
                 metrics=metrics,
                 state=state,
-                kubeconfig=settings.kubeconfig,
+                connection=connection,
                 pod_name=settings.pod_name,
                 leader_election=worker.primary,
             )
@@ -238,7 +240,7 @@ async def start_manager(
     *,
     metrics: Metrics,
     state: ServerState,
-    kubeconfig: str | None,
+    connection: Connection,
     pod_name: str,
     leader_election: bool = True,
 ) -> PullSecretManager:
@@ -248,7 +250,7 @@ async def start_manager(
     ``store`` when it is the store config reloads go to."""
     config = store.current if isinstance(store, ConfigStore) else store
     kube = Kube(
-        await connect(kubeconfig), on_request=lambda call: metrics.api_requests.labels(call).inc()
+        ApiClient(connection), on_request=lambda call: metrics.api_requests.labels(call).inc()
     )
     stack.push_async_callback(kube.close)
     cache = CredentialCache(

@@ -21,6 +21,8 @@ class Budget:
         self.capacity = capacity
         self.available = capacity
         self._changed = asyncio.Condition()
+        self._waiting = 0
+        self._notifying: set[asyncio.Task[None]] = set()
 
     def hold(self) -> Held:
         """What one request holds; released on leaving the ``async with`` block."""
@@ -28,20 +30,35 @@ class Budget:
 
     async def _take(self, n: int, wait: float) -> None:
         n = min(n, self.capacity)  # one request may always use the whole budget, alone
-        async with self._changed:
-            try:
-                async with asyncio.timeout(wait):
-                    await self._changed.wait_for(lambda: self.available >= n)
-            except TimeoutError as e:
-                raise BudgetExhausted(
-                    f"{n} bytes not available within {wait:g}s "
-                    f"({self.available} of {self.capacity} free)"
-                ) from e
+        if self.available >= n:
+            # Room: no lock, no timer (one event loop, so nothing runs between the check
+            # and the subtraction). A waiter re-checks the same way when woken.
             self.available -= n
+            return
+        self._waiting += 1
+        try:
+            async with self._changed:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait_for(lambda: self.available >= n)
+                except TimeoutError as e:
+                    raise BudgetExhausted(
+                        f"{n} bytes not available within {wait:g}s "
+                        f"({self.available} of {self.capacity} free)"
+                    ) from e
+                self.available -= n
+        finally:
+            self._waiting -= 1
 
-    async def _give(self, n: int) -> None:
+    def _give(self, n: int) -> None:
+        self.available += n
+        if self._waiting:  # wake the queued requests (they re-check under the lock)
+            task = asyncio.get_running_loop().create_task(self._notify())
+            self._notifying.add(task)
+            task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self) -> None:
         async with self._changed:
-            self.available += n
             self._changed.notify_all()
 
 
@@ -65,4 +82,4 @@ class Held:
     ) -> None:
         if self.amount:
             amount, self.amount = self.amount, 0
-            await asyncio.shield(self._budget._give(amount))
+            self._budget._give(amount)  # synchronous: a cancelled request still gives back

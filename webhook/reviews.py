@@ -124,28 +124,27 @@ def clip(text: str, limit: int = QUOTE_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _check_shape(doc: object) -> None:
-    """Refuse documents nested deeper than MAX_DEPTH or holding more than MAX_VALUES values.
+def _check_depth(doc: object) -> None:
+    """Refuse documents holding a value nested deeper than MAX_DEPTH (the document is 1).
 
-    Iterative, so it cannot itself overflow the stack on the documents it refuses.
+    A level at a time over the containers only, so it cannot itself overflow the stack on
+    the documents it refuses, and it skips the scalars a review is mostly made of. The
+    value count needs no walk: ``estimate_values``, checked before decoding, is never below
+    it.
     """
-    count = 0
-    stack: list[tuple[object, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        count += 1
-        if count > MAX_VALUES:
-            raise BadReview(f"request body holds more than {MAX_VALUES} JSON values")
-        if isinstance(value, dict):
-            children: Any = value.values()
-            count += len(value)  # the keys
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth >= MAX_DEPTH and children:
-            raise BadReview(f"request body is nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children)
+    level = [doc]
+    for _ in range(MAX_DEPTH - 1):
+        level = [
+            child
+            for value in level
+            if type(value) is dict or type(value) is list
+            for child in (value.values() if type(value) is dict else value)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return
+    if any(level):  # a non-empty container at MAX_DEPTH: its values are one level deeper
+        raise BadReview(f"request body is nested deeper than {MAX_DEPTH} levels")
 
 
 #: A JSON string (with escapes), for blanking strings out before counting separators.
@@ -177,11 +176,14 @@ def estimate_values(body: bytes) -> int:
 
 
 def _separators(chunk: bytes) -> int:
-    return sum(chunk.count(c) for c in (b",", b":", b"[", b"{"))
+    # One pass in C (four bytes.count calls take twice as long); the copy it makes is
+    # at most the chunk's size and lives for this call only.
+    return len(chunk) - len(chunk.translate(None, b",:[{"))
 
 
-def _loads(body: bytes) -> object:
-    values = estimate_values(body)
+def _loads(body: bytes, values: int | None) -> object:
+    if values is None:
+        values = estimate_values(body)
     if values > MAX_VALUES:
         raise BadReview(f"request body holds more than {MAX_VALUES} JSON values")
     try:
@@ -196,11 +198,14 @@ def _loads(body: bytes) -> object:
         raise BadReview(f"request body has an unacceptable value: {clip(str(e))}") from e
 
 
-def decode_review(body: bytes) -> tuple[str, AdmissionRequest]:
-    """Decode and check a request body; return (apiVersion, request) or raise BadReview."""
+def decode_review(body: bytes, values: int | None = None) -> tuple[str, AdmissionRequest]:
+    """Decode and check a request body; return (apiVersion, request) or raise BadReview.
+
+    ``values`` is ``estimate_values(body)`` when the caller has already counted it.
+    """
     if not body.strip():
         raise BadReview("empty request body; expected an AdmissionReview")
-    doc = _loads(body)
+    doc = _loads(body, values)
     if not isinstance(doc, dict):
         raise BadReview("request body must be a JSON object (an AdmissionReview)")
     api_version = doc.get("apiVersion")
@@ -209,7 +214,7 @@ def decode_review(body: bytes) -> tuple[str, AdmissionRequest]:
     uid = request.get("uid", "") if isinstance(request, dict) else ""
     uid = uid if isinstance(uid, str) and len(uid) <= UID_MAX else ""
     try:
-        _check_shape(doc)
+        _check_depth(doc)
     except BadReview as e:
         raise BadReview(str(e), uid, echo) from None
     if doc.get("kind") != KIND:

@@ -175,15 +175,16 @@ async def _read_review(request: web.Request, held: Held) -> tuple[str, Admission
         raise BadReview(f"Content-Encoding {quote(encoding)} is not accepted; send plain JSON")
     try:
         body = await _read_body(request, held)
+        values = estimate_values(body)
         # What decoding will allocate, paid before it happens.
-        await held.take(min(estimate_values(body), MAX_VALUES) * BYTES_PER_VALUE, BUDGET_WAIT)
+        await held.take(min(values, MAX_VALUES) * BYTES_PER_VALUE, BUDGET_WAIT)
     except BudgetExhausted as e:
         raise BadReview(f"too many large reviews in flight; retry ({e})", status=429) from e
     except TimeoutError as e:
         raise BadReview("timed out reading the request body") from e
     except HttpProcessingError as e:  # a malformed chunked body and the like
         raise BadReview(f"cannot read the request body: {clip(str(e.message))}") from e
-    return decode_review(body)
+    return decode_review(body, values)
 
 
 async def handle_mutate(request: web.Request) -> web.Response:

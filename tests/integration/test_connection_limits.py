@@ -176,6 +176,28 @@ async def test_a_waiting_request_proceeds_when_budget_is_freed() -> None:
     await task
 
 
+async def test_a_cancelled_request_gives_its_budget_back_and_wakes_a_waiter() -> None:
+    budget = Budget(100)
+    taken = asyncio.Event()
+
+    async def hold_forever() -> None:
+        async with budget.hold() as held:
+            await held.take(100, 1.0)
+            taken.set()
+            await asyncio.sleep(3600)
+
+    holder = asyncio.create_task(hold_forever())
+    await taken.wait()
+    async with budget.hold() as waiter:
+        waiting = asyncio.create_task(waiter.take(70, 2.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and budget.available == 0
+        holder.cancel()
+        await asyncio.wait_for(waiting, 1.0)
+        assert budget.available == 30
+    assert budget.available == 100
+
+
 async def test_process_metrics_are_exported(limited: Limited) -> None:
     async with (
         aiohttp.ClientSession() as plain,

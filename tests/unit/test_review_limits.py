@@ -6,11 +6,19 @@ import json
 
 import pytest
 
-from webhook.reviews import MAX_VALUES, BadReview, clip, decode_review, estimate_values, quote
+from webhook.reviews import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    BadReview,
+    clip,
+    decode_review,
+    estimate_values,
+    quote,
+)
 
 
 def values_in(doc: object) -> int:
-    """Values as decode_review's shape check counts them: every value, plus every key."""
+    """Every value, plus every key: what decoding makes."""
     if isinstance(doc, dict):
         return 1 + sum(1 + values_in(v) for v in doc.values())
     if isinstance(doc, list):
@@ -45,6 +53,53 @@ def test_too_many_values_are_refused_before_decoding() -> None:
     body = b'{"kind":"AdmissionReview","x":[' + b"0," * MAX_VALUES + b"0]}"
     with pytest.raises(BadReview, match="more than 250000 JSON values"):
         decode_review(body)
+
+
+def review_holding(value: object) -> bytes:
+    """A valid review whose ``request.x`` (depth 3: review, request, x) is ``value``."""
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "x": value,
+            },
+        }
+    ).encode()
+
+
+def chain(levels: int, leaf: object, *, keyed: bool) -> object:
+    """``leaf`` inside ``levels`` lists (or one-key objects)."""
+    for _ in range(levels):
+        leaf = {"k": leaf} if keyed else [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["lists", "objects"])
+@pytest.mark.parametrize(
+    ("leaf", "leaf_depth"),
+    [(1, 0), ("s", 0), ([], 0), ({}, 0), ([1], 1), ({"a": None}, 1)],
+    ids=["number", "string", "empty-list", "empty-object", "list", "object"],
+)
+def test_values_at_the_depth_limit_are_accepted_and_one_deeper_refused(
+    keyed: bool, leaf: object, leaf_depth: int
+) -> None:
+    # The deepest value of request.x sits at depth 3 + levels + leaf_depth.
+    at_limit = MAX_DEPTH - 3 - leaf_depth
+    decode_review(review_holding(chain(at_limit, leaf, keyed=keyed)))
+    with pytest.raises(BadReview, match=f"nested deeper than {MAX_DEPTH} levels"):
+        decode_review(review_holding(chain(at_limit + 1, leaf, keyed=keyed)))
+
+
+def test_a_deep_branch_beside_shallow_ones_is_found() -> None:
+    deep = chain(MAX_DEPTH, 1, keyed=False)
+    wide = [{"a": [1, 2, {"b": "c"}]} for _ in range(50)]
+    with pytest.raises(BadReview, match="nested deeper"):
+        decode_review(review_holding({"wide": wide, "z": {"deep": deep}}))
 
 
 def test_quote_clips_long_values_and_names_other_types() -> None:

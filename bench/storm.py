@@ -25,11 +25,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bench.footprint import await_idle
 from devenv.controlplane import ControlPlane, locate
@@ -100,6 +103,37 @@ def apiserver_secret_writes(metrics: str) -> int:
     return int(total)
 
 
+#: Where the API server's flow control puts ServiceAccounts' requests (the default
+#: FlowSchema ``service-accounts``): the webhook's calls wait in this priority level's queues.
+DEFAULT_PRIORITY_LEVEL = "workload-low"
+INSTALL_MD = Path(__file__).resolve().parent.parent / "docs" / "install.md"
+
+
+def documented_flow_schema(level: str) -> dict[str, Any]:
+    """docs/install.md's FlowSchema for the webhook's ServiceAccount, sending it to ``level``."""
+    for block in re.findall(r"^```yaml\n(.*?)^```", INSTALL_MD.read_text(), re.S | re.M):
+        if "kind: FlowSchema" in block:
+            schema: dict[str, Any] = yaml.safe_load(block)
+            schema["spec"]["priorityLevelConfiguration"]["name"] = level
+            return schema
+    raise RuntimeError(f"no FlowSchema in {INSTALL_MD}")
+
+
+def flow_control_wait(metrics: str, level: str) -> tuple[float, float]:
+    """(requests, seconds) that waited in priority level ``level``, from /metrics."""
+    found = []
+    for suffix in ("_count", "_sum"):
+        name = "apiserver_flowcontrol_request_wait_duration_seconds" + suffix
+        found.append(
+            sum(
+                value
+                for labels, value in storm.counter_values(metrics, name).items()
+                if f'priority_level="{level}"' in labels
+            )
+        )
+    return found[0], found[1]
+
+
 def delta(
     after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float]]:
@@ -117,7 +151,15 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
     calm = [f"calm-{i}" for i in range(args.namespaces)]
     per_namespace = args.pods // args.namespaces
     api = storm.admin_api(cp, args.pods)
+    level = args.priority_level or DEFAULT_PRIORITY_LEVEL
     try:
+        if args.priority_level:
+            status, doc = await api.create(
+                "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas",
+                documented_flow_schema(args.priority_level),
+            )
+            if status != 201:
+                raise RuntimeError(f"FlowSchema not created: {status} {doc.get('message')}")
         await storm.make_namespaces(api, names)
         # The baseline: the same pods, created the same way, in namespaces that did not
         # opt in, so the API server never calls the webhook (its namespaceSelector).
@@ -130,7 +172,9 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         )
         add_latency(st, args.latency)
         counters_before = replica_counters(st.replicas)
-        apiserver_before = apiserver_secret_writes(await api.get("/metrics"))
+        metrics_before = await api.get("/metrics")
+        apiserver_before = apiserver_secret_writes(metrics_before)
+        waits_before = flow_control_wait(metrics_before, level)
         result = await storm.run(
             api,
             names,
@@ -138,7 +182,9 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
             registries,
             lambda: storm.identity_calls(st),
         )
-        apiserver_after = apiserver_secret_writes(await api.get("/metrics"))
+        metrics_after = await api.get("/metrics")
+        apiserver_after = apiserver_secret_writes(metrics_after)
+        waits_after = flow_control_wait(metrics_after, level)
         rss_after_storm = [rss_mib(r) for r in st.replicas]
         settled_after_storm = await settled_rss_mib(st.replicas)
         # And once more with every pull secret made: what the admissions cost alone.
@@ -210,6 +256,12 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         "storm_seconds": result.storm_seconds,
         "settle_seconds": result.settle_seconds,
         "identity_calls": result.identity_calls,
+        "flow_control": {
+            "priority_level": level,
+            "flow_schema": bool(args.priority_level),
+            "requests": waits_after[0] - waits_before[0],
+            "wait_seconds": waits_after[1] - waits_before[1],
+        },
         "writes": {
             "secrets": result.writes["secrets"].by_kind(names),
             "secrets_distinct": len(per_secret),
@@ -243,7 +295,7 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
 def table(out: dict[str, Any]) -> str:
     s, a, t, w = out["settings"], out["admissions"], out["pod_create_seconds"], out["writes"]
     b, m = out["pod_create_seconds_without_webhook"], out["pod_create_seconds_warm"]
-    calls = out["identity_calls"]
+    calls, f = out["identity_calls"], out["flow_control"]
     rows = [
         ("pods / namespaces / replicas", f"{s['pods']} / {s['namespaces']} / {s['replicas']}"),
         ("identity endpoint latency", f"{s['identity_latency_seconds'] * 1000:.0f} ms"),
@@ -273,6 +325,11 @@ def table(out: dict[str, Any]) -> str:
             f"{w['secrets_max_per_secret']}",
         ),
         ("Secret writes (API server's request count)", str(w["apiserver_secret_writes"])),
+        (
+            f"requests queued by flow control ({f['priority_level']}) / mean wait",
+            f"{f['requests']:.0f} / "
+            f"{f['wait_seconds'] / f['requests'] if f['requests'] else 0.0:.3f} s",
+        ),
         ("record writes (watch)", json.dumps(w["records"])),
         ("marker writes (watch)", json.dumps(w["markers"])),
         *(
@@ -304,6 +361,11 @@ def main() -> int:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--latency", type=float, default=LATENCY_SECONDS)
     parser.add_argument("--p99", type=float, default=P99_SECONDS)
+    parser.add_argument(
+        "--priority-level",
+        help="apply docs/install.md's FlowSchema first, sending the webhook's requests to "
+        "this priority level (workload-high, as documented)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/storm.json"))
     args = parser.parse_args()
     if args.pods % args.namespaces:

@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,3 +304,50 @@ def test_the_notes_warn_about_a_namespace_without_the_restricted_label(
     assert f"kubectl label namespace {namespace} pod-security.kubernetes.io/enforce=restricted" in (
         output
     )
+
+
+def priority_level_of(controlplane: ControlPlane, token: str, path: str) -> str:
+    """The priority level the API server's flow control gave one request of ``token``'s
+    user (the UID it reports in X-Kubernetes-PF-PriorityLevel-UID), as the level's name."""
+    request = urllib.request.Request(  # noqa: S310 - the control plane's https URL
+        f"{controlplane.server}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    context = ssl.create_default_context(cafile=str(controlplane.ca_cert))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:  # noqa: S310
+            uid = r.headers["X-Kubernetes-PF-PriorityLevel-UID"]
+    except urllib.error.HTTPError as e:  # a 403 is classified (and answered) all the same
+        uid = e.headers["X-Kubernetes-PF-PriorityLevel-UID"]
+    levels = get(controlplane, "prioritylevelconfigurations")["items"]
+    return next(p["metadata"]["name"] for p in levels if p["metadata"]["uid"] == uid)
+
+
+def test_the_documented_flow_schema_sends_the_webhooks_requests_to_workload_high(
+    controlplane: ControlPlane,
+) -> None:
+    schema = yaml.safe_load(block_after(INSTALL_MD, "kind: FlowSchema"))
+    subject = schema["spec"]["rules"][0]["subjects"][0]["serviceAccount"]
+    # The documented subject is the default install's ServiceAccount.
+    base = yaml.safe_load((REPO / "manifests" / "base" / "serviceaccount.yaml").read_text())
+    assert subject == {"namespace": base["metadata"]["namespace"], "name": base["metadata"]["name"]}
+    # Applied for a ServiceAccount of this test's own, so no other suite's requests move.
+    suffix = uuid.uuid4().hex[:6]
+    namespace, name = f"psw-fs-{suffix}", f"psw-{suffix}"
+    schema["metadata"]["name"] = f"psw-docs-{suffix}"
+    subject.update(namespace=namespace, name=name)
+    controlplane.kubectl("create", "namespace", namespace)
+    try:
+        controlplane.kubectl("create", "serviceaccount", name, "-n", namespace)
+        token = controlplane.service_account_token(namespace, name, seconds=600)
+        path = f"/api/v1/namespaces/{namespace}/secrets"
+        assert priority_level_of(controlplane, token, path) == "workload-low"
+        controlplane.kubectl("apply", "-f", "-", input=json.dumps(schema))
+        # The API server takes up a new FlowSchema from its informer within moments.
+        wait_until(
+            lambda: priority_level_of(controlplane, token, path) == "workload-high",
+            timeout=30,
+            what="the FlowSchema to classify the ServiceAccount's requests",
+        )
+    finally:
+        controlplane.kubectl("delete", "flowschema", schema["metadata"]["name"], check=False)
+        controlplane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -262,6 +262,7 @@ async def start_manager(
         ).inc(),
     )
     stack.push_async_callback(cache.aclose)
+    await cache.preload()
     manager = PullSecretManager(config, kube, cache, metrics, health=kube.health)
     await manager.start()
     stack.push_async_callback(manager.close)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -39,6 +40,12 @@ log = logging.getLogger(__name__)
 #: 5 s instead of a new exchange: a Deployment scaling to hundreds of pods during an
 #: outage then costs the cloud one attempt per 5 s per key, not one per pod.
 NEGATIVE_TTL_TRANSIENT = 5.0
+#: The module of each registry kind's provider, imported when first needed (or by preload).
+PROVIDER_MODULES = {
+    "acr": "webhook.credentials.acr",
+    "ecr": "webhook.credentials.ecr",
+    "generic": "webhook.credentials.generic",
+}
 #: A permanent failure (missing role, wrong secret) needs a human fix; 15 s keeps
 #: the cloud quiet meanwhile yet picks the fix up quickly.
 NEGATIVE_TTL_PERMANENT = 15.0
@@ -98,6 +105,17 @@ class CredentialCache:
         """Exchanges started (successful or not), for metrics and tests."""
 
     # -- providers ---------------------------------------------------------------
+
+    async def preload(self) -> None:
+        """Import the provider modules of the kinds the config names, in a thread.
+
+        They pull in azure-identity and boto3 (~0.2 s of CPU each here, more on a busy
+        node). Imported by the first admission that needs them, they would stop the
+        event loop at the worst moment, a burst of new pods: every admission in flight
+        and the readiness probe with it. Their memory is what the first such pod costs.
+        """
+        modules = sorted({PROVIDER_MODULES[entry.kind] for entry in self._config.registries})
+        await asyncio.to_thread(lambda: [importlib.import_module(m) for m in modules])
 
     def provider(self, kind: str) -> Provider[Any]:
         found = self._providers.get(kind)

@@ -98,11 +98,19 @@ class Balancer:
     replicas. New connections go only to replicas whose /readyz says ok (polled every
     READY_POLL_SECONDS, as the endpoints controller and kube-proxy follow readiness); a
     connection once made stays with its replica until either side closes it (conntrack).
+
+    A replica that answers "not ready" is dropped at the next poll (a draining replica
+    says so at once). One that does not answer within a second is dropped only after
+    MISSES_TO_DROP polls in a row, as the Deployment's readinessProbe (failureThreshold 2)
+    lets a kubelet wait out a busy moment instead of emptying the Service.
     """
 
     #: How often each backend's readiness is read: the endpoints controller and kube-proxy
     #: together take about a second to follow a readiness change in a cluster.
     READY_POLL_SECONDS = 1.0
+    #: Unanswered polls in a row before a replica is dropped: the manifests' readinessProbe
+    #: failureThreshold.
+    MISSES_TO_DROP = 2
 
     def __init__(self, backends: list[Replica]) -> None:
         self.backends = list(backends)
@@ -110,6 +118,7 @@ class Balancer:
         self.connections: dict[str, int] = {}
         """New connections sent to each replica, by name."""
         self._ready: set[int] = set()
+        self._misses: dict[int, int] = {}
         self._next = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -137,7 +146,15 @@ class Balancer:
     async def _poll_once(self) -> None:
         backends = list(self.backends)
         answers = await asyncio.gather(*(_ready(b.health_port) for b in backends))
-        self._ready = {b.port for b, ok in zip(backends, answers, strict=True) if ok}
+        ready = set()
+        for backend, answer in zip(backends, answers, strict=True):
+            missed = self._misses.get(backend.port, 0) + 1 if answer is None else 0
+            self._misses[backend.port] = missed
+            if answer or (
+                answer is None and backend.port in self._ready and missed < self.MISSES_TO_DROP
+            ):
+                ready.add(backend.port)
+        self._ready = ready
 
     def _pick(self) -> Replica | None:
         ready = [b for b in self.backends if b.port in self._ready]
@@ -188,8 +205,9 @@ class Balancer:
         self._loop.close()
 
 
-async def _ready(health_port: int) -> bool:
-    """Does the replica's /readyz answer 200 (within a second)?"""
+async def _ready(health_port: int) -> bool | None:
+    """Does the replica's /readyz answer 200? None: no answer within a second (a refused
+    connection is an answer: nothing listens)."""
     try:
         async with asyncio.timeout(1.0):
             reader, writer = await asyncio.open_connection("127.0.0.1", health_port)
@@ -198,7 +216,9 @@ async def _ready(health_port: int) -> bool:
                 status = await reader.readline()
             finally:
                 writer.close()
-    except (OSError, TimeoutError):
+    except TimeoutError:
+        return None
+    except OSError:
         return False
     return status.split(b" ")[1:2] == [b"200"]
 

@@ -197,14 +197,18 @@ async def watching(api: Api) -> AsyncIterator[dict[str, Writes]]:
     out = {kind: Writes() for kind in WATCHED}
 
     async def follow(kind: str, path: str, version: str) -> None:
-        async for event in watch_api.events(path, version):
-            meta = (event.get("object") or {}).get("metadata") or {}
-            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                out[kind].add(event["type"], meta.get("namespace", ""), meta.get("name", ""))
-            elif event.get("type") == "ERROR":
-                raise RuntimeError(f"watch {kind} ended: {event.get('object')}")
-        # Until cancelled: a watch the server ended would leave writes uncounted.
-        raise RuntimeError(f"the API server ended the watch of {kind} early")
+        # Until cancelled. The API server may end a watch early (it closes one whose
+        # client falls behind a burst of events): it is resumed from the last version
+        # seen, so no write goes uncounted; a version too old to resume (an ERROR event,
+        # 410 Gone) ends the run.
+        while True:
+            async for event in watch_api.events(path, version):
+                meta = (event.get("object") or {}).get("metadata") or {}
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    out[kind].add(event["type"], meta.get("namespace", ""), meta.get("name", ""))
+                elif event.get("type") == "ERROR":
+                    raise RuntimeError(f"watch {kind} ended: {event.get('object')}")
+                version = meta.get("resourceVersion") or version
 
     try:
         versions = {k: await watch_api.resource_version(p) for k, p in WATCHED.items()}

@@ -60,11 +60,6 @@ CLAIM_SECONDS = 30.0
 CLAIM_POLL_SECONDS = 0.05
 #: ... and asks the API server for it when the watch has said nothing for this long.
 CLAIM_RELOAD_SECONDS = 1.0
-#: How long a replica waits for the marker of a Secret claimed less than CLAIM_SECONDS
-#: ago (its maker creates the marker right after the record turns Ready) before checking
-#: the Secret itself; and how often it looks at its watch meanwhile (no call).
-MARKER_WAIT_SECONDS = 2.0
-MARKER_POLL_SECONDS = 0.02
 #: One Warning Event per (namespace, secret) per minute at most, so a Deployment of
 #: hundreds of replicas during an outage does not flood the namespace's events.
 EVENT_INTERVAL = 60.0
@@ -368,10 +363,7 @@ class PullSecretManager:
                     return await self._create(record, need, credential)
                 if (
                     not self.markers.marked(record)
-                    and not (
-                        now - record.claimed_at < CLAIM_SECONDS
-                        and await self._marker_arrives(record)
-                    )
+                    and not self.just_made(record, now)
                     and not await self.verify(record)
                 ):
                     continue  # deleted (re-created next round) or replaced (Foreign)
@@ -449,17 +441,13 @@ class PullSecretManager:
                 return
         await self._reload(claimed.namespace, claimed.name)
 
-    async def _marker_arrives(self, record: ManagedSecret) -> bool:
-        """Whether the marker of a Secret made moments ago (by another replica) shows up
-        in our watch within MARKER_WAIT_SECONDS: its maker creates it right after the
-        record says Ready, so checking the Secret at once would cost calls (a patch, the
-        marker deleted and made again) for a Secret that is there."""
-        deadline = time.monotonic() + MARKER_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            if self.markers.marked(record):
-                return True
-            await asyncio.sleep(MARKER_POLL_SECONDS)
-        return self.markers.marked(record)
+    def just_made(self, record: ManagedSecret, now: float) -> bool:
+        """A Ready record claimed less than CLAIM_SECONDS ago whose marker was not seen
+        going: its maker made the Secret before writing Ready and makes the marker right
+        after, so a marker missing from this replica's watch is still on its way.
+        Checking the Secret would cost a patch and the marker deleted and made again
+        (which a busy API server's watch lag made happen, waiting 2 s for the marker)."""
+        return now - record.claimed_at < CLAIM_SECONDS and not self.markers.lost(record)
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the

@@ -18,6 +18,7 @@ Pure: the objects are built and parsed here; ``kube`` sends them.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
@@ -188,35 +189,68 @@ class Markers:
     """Which Secret (by UID) each marker is owned by. A Ready record counts as fresh
     only while its Secret's marker is there: a Secret deleted (the garbage collector
     then deletes the marker), deleted with ``--cascade=orphan`` (the marker loses its
-    owner) or replaced (a new UID) is noticed from this watch alone."""
+    owner) or replaced (a new UID) is noticed from this watch alone.
+
+    Also which markers were seen going (deleted or orphaned) in the last LOST_SECONDS:
+    the marker of a Secret made moments ago may simply not have arrived yet, and only
+    one seen going says its Secret went."""
+
+    #: How long a marker seen going is remembered: longer than a new Secret's grace for
+    #: its marker to arrive (pullsecrets.CLAIM_SECONDS).
+    LOST_SECONDS = 60.0
 
     def __init__(self) -> None:
         self._owner: dict[tuple[str, str], str] = {}
+        self._lost: dict[tuple[str, str], tuple[str, float]] = {}
+        """(namespace, secret) → (the UID its marker was owned by, when it went)."""
 
     def marked(self, record: ManagedSecret) -> bool:
         uid = self._owner.get((record.namespace, record.name))
         return bool(uid) and uid == record.secret_uid
 
+    def lost(self, record: ManagedSecret) -> bool:
+        """Was the marker of this record's Secret seen going (within LOST_SECONDS)?"""
+        gone = self._lost.get((record.namespace, record.name))
+        return gone is not None and gone[0] == record.secret_uid
+
     def add(self, namespace: str, secret: str, uid: str) -> None:
         self._owner[(namespace, secret)] = uid
+        self._lost.pop((namespace, secret), None)
 
     def __len__(self) -> int:
         return len(self._owner)
 
     def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
-        self._owner = {}
+        before, self._owner = self._owner, {}
         for obj in objects:
             self.apply("ADDED", obj)
+        for key, uid in before.items():  # went while no watch was there to say so
+            if self._owner.get(key) != uid:
+                self._went(key, uid)
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:
         owner = marker_owner(obj)
         if owner is None:
             return
         namespace, name, uid = owner
+        key = (namespace, name)
         if event == "DELETED" or not uid:
-            self._owner.pop((namespace, name), None)
+            had = self._owner.pop(key, None)
+            if had:
+                self._went(key, had)
         else:
             self._owner[(sys.intern(namespace), sys.intern(name))] = uid
+            self._lost.pop(key, None)
+
+    def _went(self, key: tuple[str, str], uid: str) -> None:
+        now = time.monotonic()
+        self._lost.pop(key, None)  # re-inserted at the end: the dict stays in time order
+        self._lost[key] = (uid, now)
+        while True:  # forget the oldest beyond LOST_SECONDS (amortised O(1))
+            oldest = next(iter(self._lost))
+            if now - self._lost[oldest][1] <= self.LOST_SECONDS:
+                break
+            del self._lost[oldest]
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -59,6 +59,8 @@ class SecretBook(Protocol):
 
     def marked(self, record: ManagedSecret) -> bool: ...
 
+    def just_made(self, record: ManagedSecret, now: float) -> bool: ...
+
     async def wait_synced(self) -> None: ...
 
     async def verify(self, record: ManagedSecret) -> bool: ...
@@ -264,9 +266,15 @@ class Refresher:
             await self.manager.mark(record, None)
         if record.state != "Ready":
             return  # Foreign: never touched; Claimed: an admission is making it
-        due = self.clock() >= record.refresh_at
+        now = self.clock()
+        due = now >= record.refresh_at
         if not due and self.manager.marked(record):
             return  # fresh, and its marker says the Secret is there: nothing to do
+        if not due and self.manager.just_made(record, now):
+            # Its marker is on its way (see PullSecretManager.just_made): checking now
+            # would cost calls for a Secret that is there; a later pass checks it if the
+            # marker never comes.
+            return
         where = f"{record.namespace}/{record.name}"
         need = self.need_for(record)
         if need is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from webhook.configload import parse_config
 from webhook.credentials.base import Credential
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
-from webhook.records import ManagedSecret, record_name
+from webhook.records import ManagedSecret, Markers, record_name
 from webhook.references import References
 from webhook.refresher import PassReport, Refresher
 from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
@@ -146,6 +147,44 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     assert ("team-a", need.secret_name) in kube.markers  # marked again
 
 
+async def test_a_pass_right_after_a_secret_was_made_waits_for_its_marker_without_a_call(
+    config: Config,
+) -> None:
+    kube = MemKube()
+    m, need = await one_secret_made(config, kube)
+    kube.reference("team-a", need.secret_name)
+    refresher = Refresher(config, m, kube, "replica-0")
+    refresher.references.replace_all(kube.pods)
+    m.markers = Markers()  # as on a leader whose watch has not shown the new marker yet
+    calls = dict(kube.calls)
+    assert await refresher.run_once() == PassReport()
+    assert dict(kube.calls) == calls  # no check of the Secret, no marker made again
+    # Past the grace, a marker that never came is looked into: the Secret is checked.
+    refresher.clock = lambda: time.time() + CLAIM_SECONDS
+    await refresher.run_once()
+    assert kube.calls["check_secret"] == calls.get("check_secret", 0) + 1
+
+
+def test_markers_remember_which_went_including_while_no_watch_ran() -> None:
+    record = ManagedSecret("team-a", "s", "acr", "h", "i", state="Ready", secret_uid="uid-1")
+    marker = {"metadata": {"namespace": "team-a", "name": "s", "ownerReferences": [
+        {"kind": "Secret", "name": "s", "uid": "uid-1"}]}}  # fmt: skip
+    markers = Markers()
+    markers.apply("ADDED", marker)
+    assert markers.marked(record) and not markers.lost(record)
+    markers.apply("DELETED", marker)
+    assert not markers.marked(record) and markers.lost(record)
+    markers.apply("ADDED", marker)  # made again
+    assert not markers.lost(record)
+    orphaned = {"metadata": {**marker["metadata"], "ownerReferences": []}}
+    markers.apply("MODIFIED", orphaned)
+    assert markers.lost(record)
+    markers.add("team-a", "s", "uid-1")
+    markers.replace_all([])  # a relist: gone while the watch was down
+    assert markers.lost(record)
+    assert not markers.lost(replace(record, secret_uid="uid-2"))  # another Secret of that name
+
+
 async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config) -> None:
     kube = MemKube()
     a, b = manager(config, kube), manager(config, kube)
@@ -244,6 +283,33 @@ async def test_a_replica_that_began_after_the_secret_was_made_does_not_write_it_
     await arriving
     assert minter.calls == 1  # b did mint its own
     assert kube.calls["create_secret"] == 1 and kube.calls["replace_secret"] == 0
+
+
+async def test_another_replicas_fresh_secret_is_used_before_its_marker_arrives(
+    config: Config,
+) -> None:
+    """However late this replica's markers watch is, a Secret another replica made moments
+    ago is used as it is: no check of it, no marker deleted and made again (on a busy API
+    server the marker took longer than the 2 s once waited for it). Only a marker seen
+    going makes it look at once."""
+    kube = MemKube()
+    a = manager(config, kube)
+    need = need_of(config)
+    assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    b = manager(config, kube)
+    for record in kube.records.values():  # b's records watch is up to date, its markers not
+        b.records.apply("ADDED", record)
+    calls = dict(kube.calls)
+    assert dict((await b.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    assert dict(kube.calls) == calls
+    # Now someone deletes the Secret and b's watch sees its marker go.
+    [marker] = [m for k, m in kube.markers.items() if k == ("team-a", need.secret_name)]
+    b.markers.apply("ADDED", marker)
+    kube.delete_secret_as_someone_else("team-a", need.secret_name)
+    b.markers.apply("DELETED", marker)
+    assert dict((await b.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    assert kube.calls["check_secret"] == calls.get("check_secret", 0) + 1
+    assert kube.calls["create_secret"] == calls["create_secret"] + 1  # made again
 
 
 async def test_a_claim_left_by_a_dead_replica_is_taken_over(config: Config) -> None:

@@ -319,7 +319,7 @@ def priority_level_of(controlplane: ControlPlane, token: str, path: str) -> str:
     except urllib.error.HTTPError as e:  # a 403 is classified (and answered) all the same
         uid = e.headers["X-Kubernetes-PF-PriorityLevel-UID"]
     levels = get(controlplane, "prioritylevelconfigurations")["items"]
-    return next(p["metadata"]["name"] for p in levels if p["metadata"]["uid"] == uid)
+    return str(next(p["metadata"]["name"] for p in levels if p["metadata"]["uid"] == uid))
 
 
 def test_the_documented_flow_schema_sends_the_webhooks_requests_to_workload_high(

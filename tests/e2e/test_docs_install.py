@@ -31,7 +31,7 @@ from devenv.controlplane import ControlPlane
 from devenv.processes import wait_until
 from tests.e2e.support import delete_install
 from tests.unit.test_manifests_docs import block_after
-from tests.unit.test_manifests_render import CHART, REPO, helm_binary
+from tests.unit.test_manifests_render import CHART, REPO, helm_binary, helm_template, one
 
 pytestmark = pytest.mark.controlplane
 
@@ -326,6 +326,8 @@ def test_the_documented_flow_schema_sends_the_webhooks_requests_to_workload_high
     controlplane: ControlPlane,
 ) -> None:
     schema = yaml.safe_load(block_after(INSTALL_MD, "kind: FlowSchema"))
+    component = REPO / "manifests" / "components" / "flow-schema" / "flowschema.yaml"
+    assert schema == yaml.safe_load(component.read_text())  # the doc shows the component's
     subject = schema["spec"]["rules"][0]["subjects"][0]["serviceAccount"]
     # The documented subject is the default install's ServiceAccount.
     base = yaml.safe_load((REPO / "manifests" / "base" / "serviceaccount.yaml").read_text())
@@ -348,6 +350,12 @@ def test_the_documented_flow_schema_sends_the_webhooks_requests_to_workload_high
             timeout=30,
             what="the FlowSchema to classify the ServiceAccount's requests",
         )
+        # The chart's, rendered for another release, is accepted as it is.
+        rendered = helm_template(
+            "--set", "flowSchema.enabled=true", release=f"psw-{suffix}", namespace=namespace
+        )  # fmt: skip
+        chart_schema = one(rendered, "FlowSchema")
+        controlplane.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(chart_schema))
     finally:
         controlplane.kubectl("delete", "flowschema", schema["metadata"]["name"], check=False)
         controlplane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -74,6 +74,24 @@ def test_the_webhook_identity_cannot_list_or_watch_secrets(
     assert denied(result), result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("resource", ["flowschemas", "prioritylevelconfigurations"])
+def test_the_webhook_identity_cannot_change_its_own_priority(stack: Stack, resource: str) -> None:
+    """The optional FlowSchema (components/flow-schema) is the installer's to make: the
+    webhook cannot give its own requests more of the API server, or others' less."""
+    group = f"{resource}.flowcontrol.apiserver.k8s.io"
+    for verb in ("create", "update", "patch", "delete"):
+        answer = stack.as_webhook("auth", "can-i", verb, group)
+        assert answer.stdout.strip() == "no", (verb, answer.stdout, answer.stderr)
+    doc = {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": f"psw-{uuid.uuid4().hex[:6]}"},
+        "spec": {"priorityLevelConfiguration": {"name": "exempt"}, "matchingPrecedence": 2},
+    }
+    if resource == "flowschemas":
+        assert denied(stack.as_webhook("create", "-f", "-", input=json.dumps(doc)))
+
+
 def test_the_webhook_identity_cannot_read_even_the_secrets_it_wrote(stack: Stack) -> None:
     cp = stack.controlplane
     ns = stack.labelled_namespace(ns_name("noread"))

@@ -524,3 +524,25 @@ def test_a_long_release_name_still_gives_a_valid_cron_job_name() -> None:
 def test_a_renewal_window_as_long_as_the_certificate_is_refused() -> None:
     with pytest.raises(AssertionError, match=r"renewBeforeDays must be below certsJob\.days"):
         helm_template("--set", "certsJob.days=30", "--set", "certsRenewal.renewBeforeDays=30")
+
+
+def test_the_flow_schema_is_off_by_default_and_when_on_is_the_components_for_its_release() -> None:
+    assert not [o for o in helm_template() if o["kind"] == "FlowSchema"]
+    component = by_key(kustomize(components=["components/flow-schema"]))
+    [(key, theirs)] = [(k, o) for k, o in component.items() if k[0] == "FlowSchema"]
+    # The default release: the very object of the component.
+    ours = one(helm_template("--set", "flowSchema.enabled=true"), "FlowSchema")
+    assert ours["metadata"]["name"] == key[1]
+    assert ours["spec"] == theirs["spec"]
+    # Another release and namespace: the subject follows the release's ServiceAccount.
+    other = helm_template(
+        "--set", "flowSchema.enabled=true", "--set", "flowSchema.priorityLevel=workload-low",
+        release="psw", namespace="tools",
+    )  # fmt: skip
+    account = one(other, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    schema = one(other, "FlowSchema")
+    assert schema["spec"]["rules"][0]["subjects"][0]["serviceAccount"] == {
+        "namespace": "tools",
+        "name": account,
+    }
+    assert schema["spec"]["priorityLevelConfiguration"] == {"name": "workload-low"}

@@ -254,6 +254,7 @@ def test_helm_lint_passes_in_strict_mode() -> None:
             ["--set", "hostNetwork=true", "--set", "webhook.port=10260"], id="host-network"
         ),
         pytest.param(["--set", "test.enabled=false"], id="no-helm-test"),
+        pytest.param(["--set", "flowSchema.enabled=true"], id="flow-schema"),
     ],
 )
 def test_helm_lint_passes_with_each_option(values: list[str]) -> None:
@@ -262,7 +263,7 @@ def test_helm_lint_passes_with_each_option(values: list[str]) -> None:
     assert "0 chart(s) failed" in out
 
 
-@pytest.mark.parametrize("component", ["pod-identity", "network-policy"])
+@pytest.mark.parametrize("component", ["pod-identity", "network-policy", "flow-schema"])
 def test_each_component_adds_to_the_whole_base(component: str) -> None:
     base = by_key(kustomize())
     built = by_key(kustomize(components=[f"components/{component}"]))

@@ -154,6 +154,57 @@ def test_serve_refuses_to_start_without_kubernetes_credentials(
     assert "Traceback" not in err
 
 
+def test_serve_imports_the_providers_before_it_forks_its_workers(
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So that the workers share them, and no event loop ever waits for their import."""
+    from webhook.cli import serve
+
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    steps: list[str] = []
+
+    class Forked(Exception):
+        pass
+
+    def fork(workers: int) -> None:
+        steps.append("fork")
+        raise Forked
+
+    monkeypatch.setattr(serve, "import_providers", lambda config: steps.append("providers"))
+    monkeypatch.setattr(serve, "fork_workers", fork)
+    with pytest.raises(Forked):
+        run_cli(
+            capsys,
+            "serve",
+            "--config",
+            str(config_file),
+            "--cert-file",
+            str(tmp_path / "tls.crt"),
+            "--key-file",
+            str(tmp_path / "tls.key"),
+            "--kubeconfig",
+            str(kubeconfig),
+        )
+    assert steps == ["providers", "fork"]
+
+
 def test_unknown_config_file_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

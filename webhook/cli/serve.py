@@ -24,7 +24,7 @@ from webhook.cli.common import (
 )
 from webhook.config import Config
 from webhook.configwatch import ConfigStore, ConfigWatcher
-from webhook.credentials.cache import CredentialCache
+from webhook.credentials.cache import CredentialCache, import_providers
 from webhook.kube import Kube
 from webhook.kubeclient import ApiClient, Connection, KubeconfigError
 from webhook.logs import log_context, setup_logging
@@ -163,6 +163,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"error: no Kubernetes credentials: {e}; pass --kubeconfig", file=err)
             return 2
     setup_logging(settings.log_level, settings.log_format)
+    if not settings.names_only:
+        import_providers(config)  # shared by the workers, never on an event loop
     worker, secondaries = fork_workers(settings.workers)  # before any event loop or thread
     return asyncio.run(run_server(config, settings, connection, worker, secondaries))
 
@@ -262,7 +264,6 @@ async def start_manager(
         ).inc(),
     )
     stack.push_async_callback(cache.aclose)
-    await cache.preload()
     manager = PullSecretManager(config, kube, cache, metrics, health=kube.health)
     await manager.start()
     stack.push_async_callback(manager.close)

@@ -40,12 +40,29 @@ log = logging.getLogger(__name__)
 #: 5 s instead of a new exchange: a Deployment scaling to hundreds of pods during an
 #: outage then costs the cloud one attempt per 5 s per key, not one per pod.
 NEGATIVE_TTL_TRANSIENT = 5.0
-#: The module of each registry kind's provider, imported when first needed (or by preload).
+#: The module of each registry kind's provider, imported when first needed (``serve``
+#: imports those its config names at start: import_providers).
 PROVIDER_MODULES = {
     "acr": "webhook.credentials.acr",
     "ecr": "webhook.credentials.ecr",
     "generic": "webhook.credentials.generic",
 }
+
+
+def import_providers(config: Config) -> None:
+    """Import the provider modules of the kinds ``config`` names, now.
+
+    They pull in azure-identity and boto3 (~0.2 s of CPU each here, more on a busy node).
+    Imported by the first admission that needs them, they would stop the event loop at
+    the worst moment, a burst of new pods: every admission in flight and the readiness
+    probe with it. ``serve`` calls this before it forks its workers, so they share the
+    modules; their memory is what the first such pod would cost anyway. A kind a config
+    reload adds later is imported when first needed.
+    """
+    for module in sorted({PROVIDER_MODULES[entry.kind] for entry in config.registries}):
+        importlib.import_module(module)
+
+
 #: A permanent failure (missing role, wrong secret) needs a human fix; 15 s keeps
 #: the cloud quiet meanwhile yet picks the fix up quickly.
 NEGATIVE_TTL_PERMANENT = 15.0
@@ -105,17 +122,6 @@ class CredentialCache:
         """Exchanges started (successful or not), for metrics and tests."""
 
     # -- providers ---------------------------------------------------------------
-
-    async def preload(self) -> None:
-        """Import the provider modules of the kinds the config names, in a thread.
-
-        They pull in azure-identity and boto3 (~0.2 s of CPU each here, more on a busy
-        node). Imported by the first admission that needs them, they would stop the
-        event loop at the worst moment, a burst of new pods: every admission in flight
-        and the readiness probe with it. Their memory is what the first such pod costs.
-        """
-        modules = sorted({PROVIDER_MODULES[entry.kind] for entry in self._config.registries})
-        await asyncio.to_thread(lambda: [importlib.import_module(m) for m in modules])
 
     def provider(self, kind: str) -> Provider[Any]:
         found = self._providers.get(kind)

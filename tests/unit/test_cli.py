@@ -129,26 +129,25 @@ def test_serve_explains_a_missing_certificate(
     assert "python -m webhook certs" in err
 
 
+def serve_argv(config_file: Path, tmp_path: Path) -> list[str]:
+    """`serve` with the config and (empty) TLS files in ``tmp_path``: what it checks first."""
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("")
+    return [
+        "serve", "--config", str(config_file),
+        "--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key"),
+    ]  # fmt: skip
+
+
 def test_serve_refuses_to_start_without_kubernetes_credentials(
     config_file: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("tls.crt", "tls.key"):
-        (tmp_path / name).write_text("")
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    code, _, err = run_cli(
-        capsys,
-        "serve",
-        "--config",
-        str(config_file),
-        "--cert-file",
-        str(tmp_path / "tls.crt"),
-        "--key-file",
-        str(tmp_path / "tls.key"),
-    )
+    code, _, err = run_cli(capsys, *serve_argv(config_file, tmp_path))
     assert code == 2
     assert f"no Kubernetes credentials: no kubeconfig at {tmp_path / 'absent'}" in err
     assert "Traceback" not in err
@@ -163,8 +162,6 @@ def test_serve_imports_the_providers_before_it_forks_its_workers(
     """So that the workers share them, and no event loop ever waits for their import."""
     from webhook.cli import serve
 
-    for name in ("tls.crt", "tls.key"):
-        (tmp_path / name).write_text("")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -190,18 +187,7 @@ def test_serve_imports_the_providers_before_it_forks_its_workers(
     monkeypatch.setattr(serve, "import_providers", lambda config: steps.append("providers"))
     monkeypatch.setattr(serve, "fork_workers", fork)
     with pytest.raises(Forked):
-        run_cli(
-            capsys,
-            "serve",
-            "--config",
-            str(config_file),
-            "--cert-file",
-            str(tmp_path / "tls.crt"),
-            "--key-file",
-            str(tmp_path / "tls.key"),
-            "--kubeconfig",
-            str(kubeconfig),
-        )
+        run_cli(capsys, *serve_argv(config_file, tmp_path), "--kubeconfig", str(kubeconfig))
     assert steps == ["providers", "fork"]
 
 

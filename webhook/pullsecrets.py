@@ -444,9 +444,9 @@ class PullSecretManager:
     def just_made(self, record: ManagedSecret, now: float) -> bool:
         """A Ready record claimed less than CLAIM_SECONDS ago whose marker was not seen
         going: its maker made the Secret before writing Ready and makes the marker right
-        after, so a marker missing from this replica's watch is still on its way.
-        Checking the Secret would cost a patch and the marker deleted and made again
-        (which a busy API server's watch lag made happen, waiting 2 s for the marker)."""
+        after, so a marker missing from this replica's watch is still on its way, however
+        late a busy API server's watch brings it. Checking the Secret meanwhile would cost
+        a patch, and the marker deleted and made again."""
         return now - record.claimed_at < CLAIM_SECONDS and not self.markers.lost(record)
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:

@@ -124,7 +124,7 @@ def clip(text: str, limit: int = QUOTE_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _check_depth(doc: object) -> None:
+def _check_depth(doc: dict[str, Any]) -> None:
     """Refuse documents holding a value nested deeper than MAX_DEPTH (the document is 1).
 
     A level at a time over the containers only, so it cannot itself overflow the stack on
@@ -132,12 +132,11 @@ def _check_depth(doc: object) -> None:
     value count needs no walk: ``estimate_values``, checked before decoding, is never below
     it.
     """
-    level = [doc]
+    level: list[Any] = [doc]  # containers only, from here on
     for _ in range(MAX_DEPTH - 1):
         level = [
             child
             for value in level
-            if type(value) is dict or type(value) is list
             for child in (value.values() if type(value) is dict else value)
             if type(child) is dict or type(child) is list
         ]

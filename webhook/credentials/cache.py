@@ -40,6 +40,20 @@ log = logging.getLogger(__name__)
 #: 5 s instead of a new exchange: a Deployment scaling to hundreds of pods during an
 #: outage then costs the cloud one attempt per 5 s per key, not one per pod.
 NEGATIVE_TTL_TRANSIENT = 5.0
+#: A permanent failure (missing role, wrong secret) needs a human fix; 15 s keeps
+#: the cloud quiet meanwhile yet picks the fix up quickly.
+NEGATIVE_TTL_PERMANENT = 15.0
+#: An exchange keeps retrying in the background for up to 30 s even when the
+#: admission that started it gave up earlier (its budget is ~6 s): the secret is
+#: then made for the kubelet's next pull retry. 30 s is the API server's maximum
+#: webhook timeout, so a new admission never waits on an older, longer attempt.
+EXCHANGE_BUDGET = 30.0
+#: Per-pod identities make a key per (namespace, service account). Every 256
+#: exchanges, keys whose credential has expired and whose failure is forgotten are
+#: dropped, so the cache follows the live workloads instead of all past ones.
+PRUNE_EVERY = 256
+
+
 #: The module of each registry kind's provider, imported when first needed (``serve``
 #: imports those its config names at start: import_providers).
 PROVIDER_MODULES = {
@@ -61,20 +75,6 @@ def import_providers(config: Config) -> None:
     """
     for module in sorted({PROVIDER_MODULES[entry.kind] for entry in config.registries}):
         importlib.import_module(module)
-
-
-#: A permanent failure (missing role, wrong secret) needs a human fix; 15 s keeps
-#: the cloud quiet meanwhile yet picks the fix up quickly.
-NEGATIVE_TTL_PERMANENT = 15.0
-#: An exchange keeps retrying in the background for up to 30 s even when the
-#: admission that started it gave up earlier (its budget is ~6 s): the secret is
-#: then made for the kubelet's next pull retry. 30 s is the API server's maximum
-#: webhook timeout, so a new admission never waits on an older, longer attempt.
-EXCHANGE_BUDGET = 30.0
-#: Per-pod identities make a key per (namespace, service account). Every 256
-#: exchanges, keys whose credential has expired and whose failure is forgotten are
-#: dropped, so the cache follows the live workloads instead of all past ones.
-PRUNE_EVERY = 256
 
 
 @dataclass

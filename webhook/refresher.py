@@ -29,6 +29,7 @@ from webhook.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, Leas
 from webhook.informer import Informer
 from webhook.kubeapi import KubeAPIError
 from webhook.needs import PullNeed
+from webhook.pullsecrets import CLAIM_SECONDS
 from webhook.records import ManagedSecret
 from webhook.references import References
 
@@ -221,6 +222,12 @@ class Refresher:
             and self.manager.marked(record)
         )
 
+    def _unmarked_seconds(self) -> float:
+        """How long after its claim a record is not marked unreferenced: CLAIM_SECONDS,
+        or the grace itself when shorter (a mark held back longer than the grace would
+        keep an unused Secret more than twice as long as the operator asked)."""
+        return min(CLAIM_SECONDS, self.config.refresh.gc_grace_seconds)
+
     async def run_once(self) -> PassReport:
         report = PassReport()
         now = self.clock()
@@ -293,6 +300,11 @@ class Refresher:
         where = f"{record.namespace}/{record.name}"
         now = self.clock()
         if record.unreferenced_since is None:
+            if now - record.claimed_at < self._unmarked_seconds():
+                # Claimed moments ago for a pod being admitted, which this replica's
+                # pods watch may not show yet: marking now would be cleared on the next
+                # pass, two writes for nothing.
+                return
             await self.manager.mark(record, now)
             report.marked.append(where)
         elif now - record.unreferenced_since >= self.config.refresh.gc_grace_seconds:

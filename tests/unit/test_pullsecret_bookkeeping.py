@@ -353,14 +353,34 @@ async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -
     m, need = await one_secret_made(config, kube)
     kube.plant_secret("team-a", "app-database-credentials", labels={MANAGED_BY: MANAGER})
     refresher = Refresher(config, m, kube, "replica-0")
+    refresher.clock = lambda: time.time() + CLAIM_SECONDS
     first = await refresher.run_once()
     assert first.marked == [f"team-a/{need.secret_name}"]
-    refresher.clock = lambda: time.time() + config.refresh.gc_grace_seconds + 1
+    refresher.clock = lambda: time.time() + CLAIM_SECONDS + config.refresh.gc_grace_seconds + 1
     second = await refresher.run_once()
     assert second.collected == [f"team-a/{need.secret_name}"]
     assert ("team-a", need.secret_name) not in kube.secrets
     assert ("team-a", "app-database-credentials") in kube.secrets
     assert kube.records == {}
+
+
+async def test_a_record_claimed_moments_ago_is_not_marked_before_its_pod_is_seen(
+    config: Config,
+) -> None:
+    # Its pod is being admitted; the leader's pods watch may show it seconds later.
+    kube = MemKube()
+    m, need = await one_secret_made(config, kube)
+    refresher = Refresher(config, m, kube, "replica-0")
+    calls = dict(kube.calls)
+    report = await refresher.run_once()
+    assert report.marked == [] and report.collected == []
+    assert dict(kube.calls) == calls
+    assert "unreferencedSince" not in record_of(kube, "team-a", need)["status"]
+    # A grace shorter than the claim window bounds the wait instead.
+    short = replace(config, refresh=replace(config.refresh, gc_grace_seconds=2.0))
+    refresher = Refresher(short, m, kube, "replica-0")
+    refresher.clock = lambda: time.time() + 2.5
+    assert (await refresher.run_once()).marked == [f"team-a/{need.secret_name}"]
 
 
 def test_references_count_pods_per_secret_and_follow_updates_and_deletions() -> None:

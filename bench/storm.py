@@ -182,6 +182,7 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
             registries,
             lambda: storm.identity_calls(st),
         )
+        counters_storm = replica_counters(st.replicas)
         metrics_after = await api.get("/metrics")
         apiserver_after = apiserver_secret_writes(metrics_after)
         waits_after = flow_control_wait(metrics_after, level)
@@ -192,9 +193,31 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         settled_after_warm = await settled_rss_mib(st.replicas)
     finally:
         await api.close()
-    counters = [
-        delta(a, b) for a, b in zip(replica_counters(st.replicas), counters_before, strict=True)
-    ]
+    counters_end = replica_counters(st.replicas)
+    counters = [delta(a, b) for a, b in zip(counters_end, counters_before, strict=True)]
+    # The time each admission spent in the webhook, from the replicas' own histograms:
+    # the storm's, then the warm phase's.
+    held = {
+        phase: {
+            f"p{q}": _finite(
+                storm.histogram_bucket(
+                    (
+                        {
+                            le: n - b["admission_seconds"].get(le, 0.0)
+                            for le, n in a["admission_seconds"].items()
+                        }
+                        for a, b in zip(after, before, strict=True)
+                    ),
+                    q,
+                )
+            )
+            for q in (50, 90, 99)
+        }
+        for phase, after, before in (
+            ("cold", counters_storm, counters_before),
+            ("warm", counters_end, counters_storm),
+        )
+    }
     seconds = [c.seconds for c in result.created]
     exchange_keys = [r.entry for r in registries]
     problems = storm.violations(result, len(st.replicas), exchange_keys)
@@ -252,6 +275,7 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
             "p99": storm.percentile(warm_seconds, 99),
             "max": max(warm_seconds),
         },
+        "webhook_admission_seconds": held,
         "p99_ratio_to_baseline": p99 / calm_p99,
         "storm_seconds": result.storm_seconds,
         "settle_seconds": result.settle_seconds,
@@ -292,6 +316,16 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
     }
 
 
+def _finite(bounds: tuple[float, float]) -> tuple[float, float | None]:
+    """A bucket's bounds for JSON, which has no infinity: the last bucket's upper is None."""
+    return bounds[0], None if bounds[1] == float("inf") else bounds[1]
+
+
+def _bucket(bounds: tuple[float, float | None]) -> str:
+    low, high = bounds
+    return f"{low:g}-{high:g} s" if high is not None else f"> {low:g} s"
+
+
 def table(out: dict[str, Any]) -> str:
     s, a, t, w = out["settings"], out["admissions"], out["pod_create_seconds"], out["writes"]
     b, m = out["pod_create_seconds_without_webhook"], out["pod_create_seconds_warm"]
@@ -314,6 +348,16 @@ def table(out: dict[str, Any]) -> str:
         (
             "same pods again, every secret made (warm)",
             f"{m['p50']:.3f} / {m['p90']:.3f} / {m['p99']:.3f} / {m['max']:.3f} s",
+        ),
+        *(
+            (
+                f"time in the webhook, {phase}: p50 / p90 / p99 (its histogram's bucket)",
+                " / ".join(
+                    _bucket(out["webhook_admission_seconds"][phase][p])
+                    for p in ("p50", "p90", "p99")
+                ),
+            )
+            for phase in ("cold", "warm")
         ),
         ("pod create p99 / baseline p99", f"{out['p99_ratio_to_baseline']:.2f}x"),
         ("storm wall time", f"{out['storm_seconds']:.2f} s"),

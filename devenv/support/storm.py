@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -267,6 +268,28 @@ def percentile(values: Sequence[float], q: float) -> float:
         return 0.0
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
+
+
+def histogram_bucket(histograms: Iterable[Mapping[str, float]], q: float) -> tuple[float, float]:
+    """The bucket the ``q``-th percentile of Prometheus histograms taken together falls
+    in, as (lower, upper) bounds. Each histogram is its cumulative bucket counts by label
+    string (``{le="0.5"}``), as ``counter_values`` reads them, every bucket there."""
+    counts: dict[float, float] = {}
+    for buckets in histograms:
+        for labels, count in buckets.items():
+            bound = re.search(r'le="([^"]+)"', labels)
+            if bound:
+                le = float(bound.group(1))  # "+Inf" reads as inf
+                counts[le] = counts.get(le, 0.0) + count
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return 0.0, 0.0
+    lower = 0.0
+    for le in sorted(counts):
+        if counts[le] >= total * q / 100:
+            return lower, le
+        lower = le
+    raise AssertionError("unreachable: the +Inf bucket holds every sample")
 
 
 def status_kib(pid: int, key: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -14,8 +15,14 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "Totals"]
+
+#: The webhook's own counters and histograms: what a replica's workers add up.
+PREFIX = "pull_secret_webhook_"
+#: One worker's counts: (sample name, labels, value), ``_created`` samples left out.
+Totals = list[tuple[str, dict[str, str], float]]
 
 #: Admission latency buckets: the hot path is sub-millisecond; the slow path is
 #: bounded by the admission budget (a fraction of timeoutSeconds, at most 30 s).
@@ -41,6 +48,9 @@ _LATENCY_BUCKETS = (
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    peers: Callable[[], Sequence[Totals]] | None = None
+    """In a replica's primary worker: the other workers' latest totals, added to its own
+    counters and histograms when rendered (``webhook.workers``)."""
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -134,5 +144,58 @@ class Metrics:
         child.inc()
         self.admission_seconds.observe(seconds)
 
+    def totals(self) -> Totals:
+        """This process's counts, for the primary to add up (see ``peers``)."""
+        return [
+            (sample.name, sample.labels, sample.value)
+            for family in self.registry.collect()
+            if _summed(family)
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        ]
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.peers is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Replica(self.registry, self.peers()))
+
+
+def _summed(family: Metric) -> bool:
+    """Counters and histograms of the webhook's own are summed over the workers. Gauges
+    (records known, leadership, certificate expiry, config state) and the process_*
+    and python_* metrics stay the primary's own: every worker holds the same records
+    and config, and only the primary leads."""
+    return family.type in ("counter", "histogram") and family.name.startswith(PREFIX)
+
+
+class _Replica:
+    """The primary's registry with the other workers' counts added (a collector)."""
+
+    def __init__(self, registry: CollectorRegistry, peers: Sequence[Totals]) -> None:
+        self.registry = registry
+        self.peers = peers
+
+    def collect(self) -> Iterator[Metric]:
+        extra: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for totals in self.peers:
+            for name, labels, value in totals:
+                key = (name, tuple(sorted(labels.items())))
+                extra[key] = extra.get(key, 0.0) + value
+        for family in self.registry.collect():
+            if not _summed(family):
+                yield family
+                continue
+            merged = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                merged.samples.append(sample._replace(value=sample.value + extra.pop(key, 0.0)))
+            # Label values only another worker has seen (a result the primary never had).
+            for key in [k for k in extra if _belongs(k[0], family)]:
+                merged.add_sample(key[0], dict(key[1]), extra.pop(key))
+            yield merged
+
+
+def _belongs(sample_name: str, family: Metric) -> bool:
+    if family.type == "counter":
+        return sample_name == family.name + "_total"
+    return sample_name in (family.name + s for s in ("_bucket", "_count", "_sum"))

@@ -12,6 +12,11 @@ The primary supervises: it forwards SIGTERM/SIGINT to the secondaries, and when 
 secondary exits on its own the whole replica shuts down (and exits non-zero) so the
 kubelet restarts it, rather than serving on with a missing worker. Secondaries ask
 the kernel to send them SIGTERM if the primary dies first.
+
+Each secondary sends the primary its counters and histograms over a socket pair made
+before the fork (nothing on the filesystem, nothing another process can open) whenever
+they changed, at most every PUSH_SECONDS; the primary's ``/metrics`` adds them to its
+own, so a scrape counts every admission the replica answered.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ import gc
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+
+from webhook import jsonio
+from webhook.metrics import Totals
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,11 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 #: prctl(2) option: the signal a child gets when its parent thread exits.
 _PR_SET_PDEATHSIG = 1
+#: How often a secondary sends the primary its counts when they changed: a scrape sees
+#: another worker's admissions at most this late.
+PUSH_SECONDS = 1.0
+#: A message's length prefix (network order); a worker's counts are a few KiB.
+_LENGTH = struct.Struct("!I")
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,8 @@ class Worker:
     index: int
     """0 for the primary (health, metrics, leader election), 1..count-1 for secondaries."""
     count: int
+    channel: socket.socket | None = field(default=None, compare=False)
+    """A secondary's end of its socket pair to the primary (``push_totals``)."""
 
     @property
     def primary(self) -> bool:
@@ -64,6 +81,8 @@ class Secondaries:
     pids: list[int] = field(default_factory=list)
     exited: dict[int, int] = field(default_factory=dict)
     """pid → wait status of the workers that have ended."""
+    channels: list[socket.socket] = field(default_factory=list)
+    """The primary's end of each secondary's socket pair (``WorkerTotals``)."""
 
     def signal(self, sig: int) -> None:
         for pid in self.pids:
@@ -123,12 +142,67 @@ def fork_workers(count: int) -> tuple[Worker, Secondaries]:
     sys.stderr.flush()
     secondaries = Secondaries()
     for index in range(1, count):
+        ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             _die_with_parent()
-            return Worker(index, count), Secondaries()
+            for inherited in (*secondaries.channels, ours):  # the other workers' ends
+                inherited.close()
+            return Worker(index, count, theirs), Secondaries()
+        theirs.close()
         secondaries.pids.append(pid)
+        secondaries.channels.append(ours)
     return Worker(0, count), secondaries
+
+
+async def push_totals(channel: socket.socket, totals: Callable[[], Totals]) -> None:
+    """In a secondary: send ``totals()`` to the primary whenever they changed, at most
+    every PUSH_SECONDS, until cancelled or the primary is gone."""
+    _, writer = await asyncio.open_connection(sock=channel)
+    sent = b""
+    try:
+        while True:
+            message = jsonio.dumps(totals())
+            if message != sent:
+                writer.write(_LENGTH.pack(len(message)) + message)
+                await writer.drain()
+                sent = message
+            await asyncio.sleep(PUSH_SECONDS)
+    except (ConnectionError, OSError):
+        return  # the primary is gone; PR_SET_PDEATHSIG ends this worker
+    finally:
+        writer.close()
+
+
+class WorkerTotals:
+    """In the primary: the latest counts each secondary sent (``Metrics.peers``)."""
+
+    def __init__(self, channels: list[socket.socket]) -> None:
+        self._channels = channels
+        self._latest: dict[int, Totals] = {}
+
+    def latest(self) -> list[Totals]:
+        return list(self._latest.values())
+
+    async def follow(self) -> None:
+        """Read every secondary's messages until each channel closes (or cancelled)."""
+        await asyncio.gather(*(self._read(i, c) for i, c in enumerate(self._channels)))
+
+    async def _read(self, index: int, channel: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=channel)
+        try:
+            while True:
+                (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+                doc = jsonio.loads(await reader.readexactly(size))
+                # A worker that ends takes the replica down with it (Secondaries.watch),
+                # so its last counts stay in the sum: counters never go backwards.
+                self._latest[index] = [(name, labels, value) for name, labels, value in doc]
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            return
+        except (ValueError, TypeError) as e:  # a message this version cannot read
+            log.warning("worker %d sent unreadable metrics; not counted from now: %s", index, e)
+        finally:
+            writer.close()
 
 
 def _die_with_parent() -> None:

@@ -21,6 +21,7 @@ from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
 from webhook.pki import KeyPair, make_ca
+from webhook.workers import PUSH_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,6 +112,38 @@ def test_both_workers_answer_on_the_one_port_and_sigterm_stops_both(replica: Rep
     }
     assert patched_by == {"0", "1"}
     assert not Path(f"/proc/{secondary}").exists()
+
+
+def admissions_counted(replica: Replica) -> float:
+    """The replica's pull_secret_webhook_admissions_total, all results, from /metrics."""
+    url = f"http://127.0.0.1:{replica.health}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("pull_secret_webhook_admissions_total{")
+    )
+
+
+def test_metrics_count_the_admissions_of_every_worker(replica: Replica) -> None:
+    before = admissions_counted(replica)
+    for _ in range(40):
+        replica.admit()
+    deadline = time.monotonic() + 10  # a secondary sends its counts every second
+    while (counted := admissions_counted(replica)) < before + 40:
+        assert time.monotonic() < deadline, f"/metrics counted {counted - before} of 40"
+        time.sleep(0.2)
+    time.sleep(3 * PUSH_SECONDS)  # the last counts of both, the fixture's admissions too
+    counted = admissions_counted(replica)
+    replica.process.send_signal(signal.SIGTERM)
+    patched_by = [
+        r.get("worker")
+        for r in replica.output()
+        if str(r["msg"]).startswith("patched imagePullSecrets")
+    ]
+    assert set(patched_by) == {"0", "1"}  # both workers answered some
+    assert counted == len(patched_by)  # every one counted, none twice
 
 
 def test_a_worker_that_dies_stops_the_whole_replica_with_an_error(replica: Replica) -> None:

@@ -39,7 +39,14 @@ from webhook.server import (
     serve_forever,
     start_server,
 )
-from webhook.workers import SINGLE, Secondaries, Worker, fork_workers
+from webhook.workers import (
+    SINGLE,
+    Secondaries,
+    Worker,
+    WorkerTotals,
+    fork_workers,
+    push_totals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +229,12 @@ async def run_server(
             )
         running = await start_server(store, source, options, metrics=metrics, state=state)
         running.tasks.append(asyncio.create_task(watcher.watch()))
+        if worker.channel is not None:  # a secondary: its counts go to the primary
+            running.tasks.append(asyncio.create_task(push_totals(worker.channel, metrics.totals)))
+        if secondaries.channels:  # the primary: /metrics adds the secondaries' counts
+            totals = WorkerTotals(secondaries.channels)
+            metrics.peers = totals.latest
+            running.tasks.append(asyncio.create_task(totals.follow()))
         watch = asyncio.create_task(secondaries.watch(worker_exited))
         await serve_forever(
             running, shutdown_delay=settings.shutdown_delay, on_signal=secondaries.signal

@@ -1,0 +1,92 @@
+"""A replica's /metrics with several workers: the secondaries' counts added to the primary's."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from webhook import workers
+from webhook.metrics import Metrics
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_counters_and_histograms_add_up_and_gauges_stay_the_primarys() -> None:
+    primary, second, third = Metrics(), Metrics(), Metrics()
+    primary.count_admission("patched", 0.0003)
+    second.count_admission("patched", 0.002)
+    second.count_admission("error", 3.0)  # a result the primary never had
+    third.exchanges.labels("acr", "ok").inc(2)
+    for m in (primary, second, third):
+        m.managed_secrets.set(7)  # every worker knows the same records
+    primary.leader.set(1)
+    primary.peers = lambda: [second.totals(), third.totals()]
+    got = samples(primary)
+    assert got[("pull_secret_webhook_admissions_total", (("result", "patched"),))] == 2
+    assert got[("pull_secret_webhook_admissions_total", (("result", "error"),))] == 1
+    assert (
+        got[
+            ("pull_secret_webhook_credential_exchanges_total", (("entry", "acr"), ("result", "ok")))
+        ]
+        == 2
+    )
+    bucket = "pull_secret_webhook_admission_duration_seconds_bucket"
+    assert got[(bucket, (("le", "0.0005"),))] == 1
+    assert got[(bucket, (("le", "0.0025"),))] == 2
+    assert got[(bucket, (("le", "+Inf"),))] == 3
+    assert got[("pull_secret_webhook_admission_duration_seconds_count", ())] == 3
+    assert got[("pull_secret_webhook_managed_secrets", ())] == 7  # not 21
+    assert got[("pull_secret_webhook_leader", ())] == 1
+
+
+def test_before_any_secondary_reports_the_render_is_the_primarys_own() -> None:
+    m = Metrics()
+    m.count_admission("patched", 0.001)
+    alone = samples(m)
+    m.peers = list  # no secondary has reported yet
+    assert samples(m) == alone
+    assert alone[("pull_secret_webhook_admissions_total", (("result", "patched"),))] == 1
+
+
+async def test_a_secondarys_counts_reach_the_primary_over_its_socket_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers, "PUSH_SECONDS", 0.01)
+    ours, theirs = socket.socketpair()
+    secondary = Metrics()
+    secondary.count_admission("patched", 0.001)
+    totals = workers.WorkerTotals([ours])
+    follow = asyncio.create_task(totals.follow())
+    push = asyncio.create_task(workers.push_totals(theirs, secondary.totals))
+    try:
+        for _ in range(200):
+            if totals.latest():
+                break
+            await asyncio.sleep(0.01)
+        [first] = totals.latest()
+        assert ("pull_secret_webhook_admissions_total", {"result": "patched"}, 1.0) in first
+        secondary.count_admission("patched", 0.001)  # sent again once changed
+        for _ in range(200):
+            if (
+                "pull_secret_webhook_admissions_total",
+                {"result": "patched"},
+                2.0,
+            ) in totals.latest()[0]:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"the change never arrived: {totals.latest()}")
+    finally:
+        push.cancel()
+        await asyncio.gather(push, return_exceptions=True)
+    await asyncio.wait_for(follow, 5)  # the secondary's end closed: the primary stops reading

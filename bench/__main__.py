@@ -25,7 +25,7 @@ from bench.wrk import wrk_binary
 from webhook import admission
 from webhook.reviews import decode_review
 
-SCENARIOS = ("saturated", "half_rate", "workers", "handshake", "apiserver_burst")
+SCENARIOS = ("saturated", "half_rate", "workers", "json_floor", "handshake", "apiserver_burst")
 
 
 def decision_us(n: int = 20000) -> dict[str, float]:
@@ -71,7 +71,7 @@ def machine() -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'scenario':16} {'server':8} {'wk':>2} {'req/s':>7} {'CPU µs/req':>10} "
+        f"{'scenario':16} {'server':10} {'wk':>2} {'req/s':>7} {'CPU µs/req':>10} "
         f"{'capacity x':>9} {'rate x':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
         f"{'PSS MiB/wk':>10}"
     )
@@ -81,7 +81,7 @@ def table(results: list[dict[str, Any]]) -> str:
             ratio_key = next(k for k in row if k.startswith("ratio_to_"))
             pss = "/".join(f"{p / 1024:.0f}" for p in row["pss_kib_per_worker"])
             lines.append(
-                f"{scenario['scenario']:16} {row['server']:8} {row['workers']:>2} "
+                f"{scenario['scenario']:16} {row['server']:10} {row['workers']:>2} "
                 f"{row['rate']:>7.0f} {row['cpu_us_per_request']:>10.0f} "
                 f"{row['capacity_ratio']:>9.2f} {row[ratio_key]:>6.2f} {row['p50_ms']:>7.2f} "
                 f"{row['p99_ms']:>7.2f} {row['p999_ms']:>7.2f} {pss:>10}"

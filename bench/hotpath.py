@@ -9,6 +9,9 @@ Scenarios:
 - ``half_rate``: the same connections paced to half the webhook's saturating rate
   (each connection waits between requests), for the latency the API server sees.
 - ``workers``: one worker against two (SO_REUSEPORT), 32 connections, two wrk threads.
+- ``json_floor``: the saturated load against the floor as the issue's first table had
+  it, decoding with the standard library's ``json`` (``floor-json``), beside the floor
+  with orjson and the webhook; ratios against ``floor-json``.
 - ``handshake``: a new TLS connection per request (``Connection: close``).
 - ``apiserver_burst``: what kube-apiserver does under a burst of 64 concurrent
   admissions: at most 25 idle connections are kept per host (client-go
@@ -199,7 +202,14 @@ def summarise(name: str, rounds: list[list[Run]], base: tuple[str, int]) -> dict
 
 
 def run_all(s: Settings, only: set[str] | None = None) -> list[dict[str, Any]]:
-    wanted = only or {"saturated", "half_rate", "workers", "handshake", "apiserver_burst"}
+    wanted = only or {
+        "saturated",
+        "half_rate",
+        "workers",
+        "json_floor",
+        "handshake",
+        "apiserver_burst",
+    }
     results: list[dict[str, Any]] = []
     floor_webhook = [("floor", 1), ("webhook", 1)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,6 +233,10 @@ def run_all(s: Settings, only: set[str] | None = None) -> list[dict[str, Any]]:
             pairs = [("floor", 1), ("webhook", 1), ("floor", 2), ("webhook", 2)]
             rounds = _alternate(tls, s, _keepalive(32, s.seconds, threads=2), pairs)
             results.append(summarise("workers", rounds, ("webhook", 1)))
+        if "json_floor" in wanted:
+            pairs = [("floor", 1), ("floor-json", 1), ("webhook", 1)]
+            rounds = _alternate(tls, s, _keepalive(KEEPALIVE_CONNECTIONS, s.seconds), pairs)
+            results.append(summarise("json_floor", rounds, ("floor-json", 1)))
         if "handshake" in wanted:
             body = workload.review_body()
 

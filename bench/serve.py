@@ -7,13 +7,14 @@ connections are refused and counted too (``devenv.support.hotpath``).
 
 ``floor``: the least this stack can do per review: a bare aiohttp handler on the
 same TLS context, reading the body, decoding it with the same JSON library and
-answering a fixed allowed AdmissionReview.
+answering a fixed allowed AdmissionReview. ``floor-json``: the same, decoding with the
+standard library's ``json``, as the issue's first measurement of the floor did.
 
 Both fork their workers with ``webhook.workers`` and share the port with
 SO_REUSEPORT. Prints ``ready`` when serving; on SIGTERM each worker prints one
 JSON line with what it served and what it tried to reach.
 
-    python -m bench.serve webhook|floor --port P --cert-file C --key-file K [--workers N]
+    python -m bench.serve webhook|floor|floor-json --port P --cert-file C --key-file K [--workers N]
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def _say(line: str) -> None:
     os.write(1, (line + "\n").encode())
 
 
-async def _floor(options: ServeOptions) -> web.AppRunner:
+async def _floor(options: ServeOptions, stdlib_json: bool = False) -> web.AppRunner:
+    loads = json.loads if stdlib_json else jsonio.loads
+
     async def mutate(request: web.Request) -> web.Response:
-        doc = jsonio.loads(await request.read())
+        doc = loads(await request.read())
         answer = {
             "apiVersion": doc["apiVersion"],
             "kind": "AdmissionReview",
@@ -83,8 +86,8 @@ async def serve(
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
     metrics = Metrics()
     with no_outbound_connections():
-        if kind == "floor":
-            runner = await _floor(options)
+        if kind in ("floor", "floor-json"):
+            runner = await _floor(options, stdlib_json=kind == "floor-json")
             _say(f"ready {os.getpid()}")
             await stopping.wait()
             await runner.cleanup()
@@ -115,7 +118,7 @@ async def serve(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["webhook", "floor"])
+    parser.add_argument("kind", choices=["webhook", "floor", "floor-json"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert-file", required=True)
     parser.add_argument("--key-file", required=True)

@@ -9,8 +9,8 @@ Scenarios:
 - ``half_rate``: the same connections paced to half the webhook's saturating rate
   (each connection waits between requests), for the latency the API server sees.
 - ``workers``: one worker against two (SO_REUSEPORT), 32 connections, two wrk threads.
-- ``json_floor``: the saturated load against the floor as the issue's first table had
-  it, decoding with the standard library's ``json`` (``floor-json``), beside the floor
+- ``json_floor``: the saturated load against the floor as first measured, before orjson:
+  decoding with the standard library's ``json`` (``floor-json``), beside the floor
   with orjson and the webhook; ratios against ``floor-json``.
 - ``handshake``: a new TLS connection per request (``Connection: close``).
 - ``apiserver_burst``: what kube-apiserver does under a burst of 64 concurrent

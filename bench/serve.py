@@ -8,7 +8,7 @@ connections are refused and counted too (``devenv.support.hotpath``).
 ``floor``: the least this stack can do per review: a bare aiohttp handler on the
 same TLS context, reading the body, decoding it with the same JSON library and
 answering a fixed allowed AdmissionReview. ``floor-json``: the same, decoding with the
-standard library's ``json``, as the issue's first measurement of the floor did.
+standard library's ``json`` (the floor as first measured, before orjson).
 
 Both fork their workers with ``webhook.workers`` and share the port with
 SO_REUSEPORT. Prints ``ready`` when serving; on SIGTERM each worker prints one

@@ -182,6 +182,15 @@ def test_a_timeout_above_the_api_server_limit_is_refused() -> None:
         helm_template("--set", "webhook.timeoutSeconds=31")
 
 
+def test_workers_come_from_values_and_zero_is_refused() -> None:
+    [container] = one(helm_template("--set", "webhook.workers=2"), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert "--workers=2" in container["args"]
+    with pytest.raises(AssertionError, match="workers"):
+        helm_template("--set", "webhook.workers=0")
+
+
 def test_cloud_identity_annotations_and_pod_labels_come_from_values() -> None:
     objs = helm_template(
         "--set-string",

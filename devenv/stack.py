@@ -516,7 +516,7 @@ class Stack:
         self.balancer = Balancer(self.replicas)
         self.balancer.start()
 
-    def _launch(self, name: str, shutdown_delay: float = 0.0) -> Replica:
+    def _launch(self, name: str, shutdown_delay: float = 0.0, workers: int = 1) -> Replica:
         cert, key = self._serving
         assert self.config_path is not None
         serve = Serve(
@@ -529,6 +529,7 @@ class Stack:
             pod_name=name,
             log_level="debug",
             shutdown_delay=shutdown_delay,
+            workers=workers,
         )
         log = self.workdir / f"{name}.log"
         with log.open("ab") as handle:
@@ -585,11 +586,11 @@ class Stack:
         return fresh
 
     @contextlib.contextmanager
-    def extra_replica(self, name: str) -> Iterator[Replica]:
+    def extra_replica(self, name: str, workers: int = 1) -> Iterator[Replica]:
         """One more replica of the same install, behind no balancer: its metrics count
         only what the caller sends it (the shared replicas keep refreshing other tests'
-        secrets in the background)."""
-        replica = self._launch(name)
+        secrets in the background). ``workers``: its ``serve --workers``."""
+        replica = self._launch(name, workers=workers)
         try:
             self._await_ready(replica)
             yield replica

@@ -6,7 +6,10 @@ invariants from rotting."""
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 
+from devenv.processes import wait_for
 from devenv.stack import Replica, Stack
 from devenv.support import storm
 from tests.e2e.support import ns_name
@@ -83,6 +86,50 @@ def test_a_cold_storm_admits_every_pod_and_writes_each_secret_once(
         for entry in ("acr", "acr-slow", "ecr"):
             ours = sum(by_entry.get(entry, 0.0) for by_entry in counted.values())
             assert 1 <= ours <= result.identity_calls[entry], (entry, counted, result)
+    finally:
+        for ns in names:
+            stack.controlplane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _counted(replica: Replica, name: str) -> float:
+    return sum(storm.counter_values(replica.metrics(), name).values())
+
+
+def test_a_replica_of_two_workers_writes_each_secret_once_and_counts_both(
+    stack: Stack, webhook_logs_on_failure: None
+) -> None:
+    # serve --workers 2: both processes admit (the kernel spreads the API server's
+    # connections), each with its own watches and cache; the claim on each record keeps
+    # the Secret writes to one, and the primary's /metrics adds up both workers.
+    names = [ns_name("workers") for _ in range(NAMESPACES)]
+    try:
+        asyncio.run(_namespaces(stack, names))
+        with stack.extra_replica("workers-2", workers=2) as replica:
+            with stack.routed_to([replica], names[0]):
+                before = _counted(replica, "pull_secret_webhook_admissions_total")
+                result = asyncio.run(_storm(stack, names))
+            pods = NAMESPACES * PODS_PER_NAMESPACE
+            counted = wait_for(
+                "the primary's /metrics to count every admission",
+                lambda: (
+                    n
+                    if (n := _counted(replica, "pull_secret_webhook_admissions_total"))
+                    >= before + pods
+                    else None
+                ),
+                timeout=15,
+            )
+            time.sleep(2)  # a count arriving late would be one too many
+            assert _counted(replica, "pull_secret_webhook_admissions_total") == counted
+            writes = _counted(replica, "pull_secret_webhook_secret_writes_total")
+            log = replica.log.read_text()
+        problems = storm.violations(result, replicas=1, exchange_keys=())
+        assert problems == [], "\n".join([*problems, replica.log_tail(150)])
+        per_secret = result.writes["secrets"].per_object(names)
+        assert len(per_secret) == 2 * NAMESPACES and set(per_secret.values()) == {1}
+        assert writes == 2 * NAMESPACES  # both workers' writes, each Secret once
+        patched_by = set(re.findall(r"patched imagePullSecrets.* worker=(\d)", log))
+        assert patched_by == {"0", "1"}, "both workers should have admitted pods"
     finally:
         for ns in names:
             stack.controlplane.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -192,8 +192,11 @@ def load_yaml(text: str) -> tuple[Any, list[str]]:
 
     Raises FileProblems when the document cannot be decoded at all.
     """
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        # The reader checks every character as it is made (a control character raises
+        # yaml.ReaderError here), so it is made inside the try.
+        loader = _BoundedLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, []
@@ -203,7 +206,7 @@ def load_yaml(text: str) -> tuple[Any, list[str]]:
                 f"expands to more than {MAX_EXPANDED_NODES} values through aliases "
                 "(a config needs a few hundred)"
             )
-        data = loader.construct_document(node)
+        return loader.construct_document(node), loader.problems
     except _Refused as e:
         raise FileProblems([f"not a usable config: {e}"]) from None
     except yaml.YAMLError as e:
@@ -214,8 +217,8 @@ def load_yaml(text: str) -> tuple[Any, list[str]]:
     except ValueError as e:  # a constructor refusing a value (dates, numbers)
         raise FileProblems([f"not a usable config: {_one_line(str(e))}"]) from None
     finally:
-        loader.dispose()
-    return data, loader.problems
+        if loader is not None:
+            loader.dispose()
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -185,3 +187,31 @@ def test_validate_command_accepts_a_good_config(
     assert main(["validate", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "valid; 5 registry entries: contoso (acr), any-acr (acr)" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["validate"], ["explain", "harbor.example.com/app:1"], ["serve", "--names-only"]],
+    ids=["validate", "explain", "serve"],
+)
+@pytest.mark.parametrize(
+    "text",
+    [b"registries: [\x01]\n", b"registries:\n  - name: \x1b[31mred\n", b"a: \x7f\n"],
+    ids=["SOH", "ESC", "DEL"],
+)
+def test_a_control_character_is_refused_with_exit_2_and_a_reason_by_every_command(
+    tmp_path: Path, command: list[str], text: bytes
+) -> None:
+    # The real command line in its own process: what an operator runs and sees.
+    path = write(tmp_path, text)
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", *command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "invalid configuration" in done.stderr
+    assert "not valid YAML: unacceptable character" in done.stderr

@@ -7,6 +7,7 @@ while serving is ``webhook.configwatch``'s.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, TypeAlias
 
 from webhook.registries import (
@@ -255,7 +256,58 @@ class Config:
                 return entry
         return None
 
-    @property
+    @cached_property
     def never_injected(self) -> frozenset[str]:
-        """Every namespace the webhook refuses to write in."""
+        """Every namespace the webhook refuses to write in (asked on every admission, so
+        computed once per config)."""
         return frozenset((*SYSTEM_NAMESPACES, self.namespace, *self.excluded_namespaces))
+
+
+#: The settings a running replica cannot take from a reload, with why; every other setting
+#: is read from ``ConfigStore.current`` where it is used. ``namespace`` is where the
+#: replica's records are watched and its Lease lives, and must be the pod's own;
+#: ``refresh.leaseName`` decides who leads: replicas see a ConfigMap change up to a minute
+#: apart, and two Lease names at once would mean two leaders.
+RESTART_ONLY: tuple[tuple[str, str], ...] = (
+    ("namespace", "the replica watches its records and holds its Lease there"),
+    ("refresh.leaseName", "replicas on two Lease names at once would both lead"),
+)
+
+
+def _setting(config: Config, key: str) -> object:
+    if key == "namespace":
+        return config.namespace
+    if key == "refresh.leaseName":
+        return config.refresh.lease_name
+    raise KeyError(key)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Why ``new`` cannot replace ``old`` in a running replica: one line per setting that
+    changed and needs a restart (none: it can be applied live)."""
+    return [
+        f"{key}: changed from {_setting(old, key)!r} to {_setting(new, key)!r}, which needs "
+        f"a restart ({why}); the running replicas keep {_setting(old, key)!r}"
+        for key, why in RESTART_ONLY
+        if _setting(old, key) != _setting(new, key)
+    ]
+
+
+class ConfigStore:
+    """The one config in use. Every consumer (the server, the pull-secret writer, the
+    credential cache and its providers, the refresher) reads ``current`` where it uses a
+    setting, never a copy taken at start, so a reload applies to all of them at once."""
+
+    def __init__(self, config: Config) -> None:
+        self.current = config
+        self.generation = 1
+        """Bumped by each reload, for readers that derive something from the config."""
+
+    def replace(self, config: Config) -> None:
+        self.current = config
+        self.generation += 1
+
+
+def store_of(config: Config | ConfigStore) -> ConfigStore:
+    """``config`` as a store: a plain Config (tests, one-shot commands) never changes."""
+    return config if isinstance(config, ConfigStore) else ConfigStore(config)

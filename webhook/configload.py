@@ -68,14 +68,24 @@ def load_config(path: str | Path) -> Config:
     """
     p = Path(path)
     try:
-        data, problems = load_yaml(read_text(p))
+        text = read_text(p)
     except FileProblems as e:
         raise ConfigError(e.problems, source=str(p)) from None
+    return load_config_text(text, str(p))
+
+
+def load_config_text(text: str, source: str = "config") -> Config:
+    """Validate the text of a config file (already read); raise ConfigError listing every
+    problem."""
+    try:
+        data, problems = load_yaml(text)
+    except FileProblems as e:
+        raise ConfigError(e.problems, source=source) from None
     v = _Validator()
     cfg = v.config(data if data is not None else {})
     problems = problems + v.problems
     if problems or cfg is None:
-        raise ConfigError(problems, source=str(p))
+        raise ConfigError(problems, source=source)
     return cfg
 
 

@@ -21,19 +21,34 @@ class NamespaceIndex:
     """Which namespaces exist, and which of them may be given pull secrets."""
 
     def __init__(
-        self, excluded: Iterable[str], *, on_deleted: Callable[[str], None] = lambda name: None
+        self,
+        excluded: Iterable[str] | Callable[[], frozenset[str]],
+        *,
+        on_deleted: Callable[[str], None] = lambda name: None,
     ) -> None:
-        """``on_deleted`` hears the name of each namespace that goes away."""
-        self.excluded = frozenset(excluded)
+        """``excluded`` is asked at each lookup when it is a callable (the config in use:
+        a reload that excludes a namespace applies to the next admission). ``on_deleted``
+        hears the name of each namespace that goes away."""
+        if callable(excluded):
+            self._excluded = excluded
+        else:
+            fixed = frozenset(excluded)
+            self._excluded = lambda: fixed
         self._on_deleted = on_deleted
         self._existing: set[str] = set()
         self._opted_in: set[str] = set()
+        """Labelled and not terminating; the exclusions are applied at lookup."""
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        return self._excluded()
 
     def refusal(self, namespace: str) -> str | None:
         """None when pull secrets may be written in ``namespace``; otherwise why not."""
-        if namespace in self._opted_in:
+        excluded = namespace in self._excluded()
+        if namespace in self._opted_in and not excluded:
             return None
-        if namespace in self.excluded:
+        if excluded:
             return "namespace is excluded"
         if namespace not in self._existing:
             return "namespace does not exist"
@@ -43,10 +58,10 @@ class NamespaceIndex:
         return namespace in self._existing
 
     def __contains__(self, namespace: object) -> bool:
-        return namespace in self._opted_in
+        return namespace in self._opted_in and namespace not in self._excluded()
 
     def __len__(self) -> int:
-        return len(self._opted_in)
+        return len(self._opted_in - self._excluded())
 
     # -- the informer's handler --------------------------------------------------
 
@@ -77,7 +92,6 @@ class NamespaceIndex:
         terminating = isinstance(status, Mapping) and status.get("phase") == "Terminating"
         if (
             not name
-            or name in self.excluded
             or terminating
             or not isinstance(labels, Mapping)
             or labels.get(INJECT_LABEL) != INJECT_VALUE

@@ -32,7 +32,7 @@ from typing import Any
 
 from webhook.admission import NeedStatus, Outcome
 from webhook.apihealth import ApiHealth, unavailable
-from webhook.config import Config
+from webhook.config import Config, ConfigStore, store_of
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.informer import Informer
 from webhook.kubeapi import KubeAPIError
@@ -93,7 +93,7 @@ class PullSecretManager:
 
     def __init__(
         self,
-        config: Config,
+        config: Config | ConfigStore,
         kube: PullSecretApi,
         cache: CredentialSource,
         metrics: Metrics | None = None,
@@ -102,8 +102,9 @@ class PullSecretManager:
         health: ApiHealth | None = None,
     ) -> None:
         """``health`` says when the API server answers again (``kube.health``); without
-        it, retries wait out their back-off."""
-        self.config = config
+        it, retries wait out their back-off. ``config`` is the store reloads go to: every
+        setting is read from it where it is used."""
+        self.store = store_of(config)
         self.kube = kube
         self.health = health
         self.cache = cache
@@ -111,7 +112,9 @@ class PullSecretManager:
         self.clock = clock
         self.records = RecordIndex()
         self.markers = Markers()
-        self.namespaces = NamespaceIndex(config.never_injected, on_deleted=self._namespace_gone)
+        self.namespaces = NamespaceIndex(
+            lambda: self.store.current.never_injected, on_deleted=self._namespace_gone
+        )
         self._inflight: dict[tuple[str, str], asyncio.Task[NeedStatus]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.retries = BackgroundRetries(
@@ -122,7 +125,7 @@ class PullSecretManager:
         )
         self._last_event: dict[tuple[str, str], float] = {}
         self._last_refusal: dict[str, float] = {}
-        home = config.namespace
+        home = self.config.namespace  # restart-only (webhook.config.RESTART_ONLY)
         self._informers = (
             Informer(
                 "pull secret records",
@@ -148,7 +151,10 @@ class PullSecretManager:
             ),
         )
 
-    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        """The config in use now."""
+        return self.store.current
 
     # -- what the background upkeep reads (webhook.refresher.SecretBook) ---------------
 

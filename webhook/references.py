@@ -28,6 +28,7 @@ class References:
     pods repeat them), a single reference is kept as the name itself."""
 
     def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
         self._prefix = f"{prefix}-"
         self._pods: dict[str, dict[str, Names]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()

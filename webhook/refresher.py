@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from webhook.admission import NeedStatus
-from webhook.config import Config, RegistryEntry
-from webhook.configwatch import ConfigStore
+from webhook.config import Config, ConfigStore, RegistryEntry, store_of
 from webhook.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, LeaseApi
 from webhook.informer import Informer
 from webhook.kubeapi import KubeAPIError
@@ -101,12 +100,12 @@ class Refresher:
         """``config`` may be the store the config file is reloaded into: each pass then
         renews secrets by the registry entries in use at that time. ``on_leader`` hears
         whether this replica leads after each try (for the leader metric)."""
-        self.store = config if isinstance(config, ConfigStore) else ConfigStore(config)
+        self.store = store_of(config)
         self.manager = manager
         self.kube = kube
         self.on_leader = on_leader
         self.clock = clock
-        start = self.store.current
+        start = self.store.current  # namespace and leaseName are restart-only
         self.elector = LeaderElector(
             kube, start.namespace, start.refresh.lease_name, holder, clock=clock
         )
@@ -178,6 +177,10 @@ class Refresher:
                 log.warning("refresher lease not renewed: %s", e)
                 self.leader = False
             self.on_leader(self.leader)
+            if self._watches and self.references.prefix != self.config.secret_prefix:
+                # A reload changed secretPrefix: the pods watch keeps only names with the
+                # old one, so it starts over (garbage collection waits for it to sync).
+                await self._follow(False)
             await self._follow(self.leader)
             if (
                 self.leader

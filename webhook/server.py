@@ -22,8 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from webhook import admission, jsonio
 from webhook.admission import Outcome, Plan, SecretSource, Skip
 from webhook.budget import Budget, BudgetExhausted, Held
-from webhook.config import Config
-from webhook.configwatch import ConfigStore
+from webhook.config import Config, ConfigStore, store_of
 from webhook.connections import (
     HEADER_TIMEOUT,
     KEEPALIVE_TIMEOUT,
@@ -303,7 +302,7 @@ def create_webhook_app(
 ) -> web.Application:
     # client_max_size is aiohttp's own cap; ours is enforced while streaming the body.
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    app[CONFIG] = config if isinstance(config, ConfigStore) else ConfigStore(config)
+    app[CONFIG] = store_of(config)
     app[SOURCE] = source
     app[METRICS] = metrics
     app[STATE] = state

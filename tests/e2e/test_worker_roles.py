@@ -11,7 +11,7 @@ from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
 from webhook import kubeclient
 from webhook.cli.serve import start_manager
-from webhook.config import Config
+from webhook.config import Config, ConfigStore
 from webhook.election import RENEW_SECONDS
 from webhook.kube import Kube, connect
 from webhook.metrics import Metrics
@@ -45,7 +45,7 @@ async def test_a_secondary_worker_never_claims_the_lease_and_the_primary_does(
     try:
         async with AsyncExitStack() as stack:
             await start_manager(
-                config,
+                ConfigStore(config),
                 stack,
                 metrics=Metrics(),
                 state=ServerState(),
@@ -57,7 +57,7 @@ async def test_a_secondary_worker_never_claims_the_lease_and_the_primary_does(
             assert await lease_holder(kube, config, wait=2 * RENEW_SECONDS) is None
         async with AsyncExitStack() as stack:
             await start_manager(
-                config,
+                ConfigStore(config),
                 stack,
                 metrics=Metrics(),
                 state=ServerState(),

@@ -22,8 +22,8 @@ from webhook.cli.common import (
     config_path,
     load,
 )
-from webhook.config import Config
-from webhook.configwatch import ConfigStore, ConfigWatcher
+from webhook.config import Config, ConfigStore
+from webhook.configwatch import ConfigWatcher
 from webhook.credentials.cache import CredentialCache, import_providers
 from webhook.kube import Kube
 from webhook.kubeclient import ApiClient, Connection, KubeconfigError
@@ -250,7 +250,7 @@ def _count(metrics: Metrics, ok: bool) -> None:
 
 
 async def start_manager(
-    store: Config | ConfigStore,
+    store: ConfigStore,
     stack: AsyncExitStack,
     *,
     metrics: Metrics,
@@ -261,15 +261,15 @@ async def start_manager(
 ) -> PullSecretManager:
     """Connect to the cluster; start the secret manager and, when ``leader_election``, the
     refresher (under a Lease). Secondary workers serve from their own manager and watch
-    and leave the background work to their replica's primary. The refresher follows
-    ``store`` when it is the store config reloads go to."""
-    config = store.current if isinstance(store, ConfigStore) else store
+    and leave the background work to their replica's primary. ``store`` is the one config
+    reloads go to: the writer, the credential cache, its providers and the refresher read
+    it at use."""
     kube = Kube(
         ApiClient(connection), on_request=lambda call: metrics.api_requests.labels(call).inc()
     )
     stack.push_async_callback(kube.close)
     cache = CredentialCache(
-        config,
+        store,
         secrets=kube,
         tokens=kube,
         on_exchange=lambda entry, ok: metrics.exchanges.labels(
@@ -277,7 +277,7 @@ async def start_manager(
         ).inc(),
     )
     stack.push_async_callback(cache.aclose)
-    manager = PullSecretManager(config, kube, cache, metrics, health=kube.health)
+    manager = PullSecretManager(store, kube, cache, metrics, health=kube.health)
     await manager.start()
     stack.push_async_callback(manager.close)
     state.ready_checks.append(manager.not_ready_reason)

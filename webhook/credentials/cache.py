@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from webhook.config import Config
+from webhook.config import Config, ConfigStore, store_of
 from webhook.credentials.base import (
     EXPIRY_MARGIN,
     Credential,
@@ -80,7 +80,8 @@ def import_providers(config: Config) -> None:
 @dataclass
 class _Slot:
     credential: Credential | None = None
-    refresh_at: float = 0.0
+    recheck_at: float = float("inf")
+    """When the provider wants its source looked at again (``recheck_seconds``)."""
     error: RegistryAuthError | None = None
     error_until: float = 0.0
     task: asyncio.Task[Credential | RegistryAuthError] | None = None
@@ -93,7 +94,7 @@ class CredentialCache:
 
     def __init__(
         self,
-        config: Config,
+        config: Config | ConfigStore,
         secrets: SecretReader | None = None,
         tokens: ServiceAccountTokens | None = None,
         *,
@@ -104,16 +105,24 @@ class CredentialCache:
         providers: Mapping[str, Provider[Any]] | None = None,
         on_exchange: Callable[[str, bool], None] | None = None,
     ) -> None:
-        self._config = config
+        """``config`` is the store reloads go to: ``refresh.fraction`` and the settings a
+        provider is built from (``caFile``) are read from it at use. ``fraction`` fixes the
+        former instead (tests)."""
+        self._store = store_of(config)
         self._secrets = secrets
         self._tokens = tokens
         self._clock = clock
-        self._fraction = config.refresh.fraction if fraction is None else fraction
+        self._fixed_fraction = fraction
         self._retry = retry or RetryPolicy()
         self._budget = exchange_budget
         # By kind: the entry's ``kind`` is the tag that sends each need to the provider
         # typed for it.
         self._providers: dict[str, Provider[Any]] = dict(providers or {})
+        self._injected = frozenset(self._providers)
+        self._built_from: dict[str, Hashable] = {}
+        """What each provider was made from (see ``_basis``): a reload that changes it
+        makes a new provider, and the old one is closed once its exchanges are over."""
+        self._retiring: set[asyncio.Task[None]] = set()
         self._slots: dict[Hashable, _Slot] = {}
         self._closed = False
         self._on_exchange = on_exchange
@@ -123,19 +132,43 @@ class CredentialCache:
 
     # -- providers ---------------------------------------------------------------
 
+    @property
+    def fraction(self) -> float:
+        """The share of a credential's lifetime after which it is renewed, now."""
+        if self._fixed_fraction is not None:
+            return self._fixed_fraction
+        return self._store.current.refresh.fraction
+
+    def _refresh_at(self, slot: _Slot) -> float:
+        if slot.credential is None:
+            return 0.0
+        return min(slot.credential.refresh_at(self.fraction), slot.recheck_at)
+
+    @staticmethod
+    def _basis(config: Config, kind: str) -> Hashable:
+        """The settings a provider of ``kind`` is made from: the ACR provider's HTTPS
+        session trusts ``caFile``; the others read nothing from the config."""
+        return config.ca_file if kind == "acr" else None
+
     def provider(self, kind: str) -> Provider[Any]:
         found = self._providers.get(kind)
         if found is not None:
-            return found
+            if kind in self._injected:
+                return found
+            basis = self._basis(self._store.current, kind)
+            if self._built_from[kind] == basis:
+                return found
+            self._retire(found)
+        config = self._store.current
         made: Provider[Any]
         if kind == "acr":
             from webhook.credentials.acr import AcrProvider
 
-            made = AcrProvider(self._config, self._secrets, self._tokens, clock=self._clock)
+            made = AcrProvider(config, self._secrets, self._tokens, clock=self._clock)
         elif kind == "ecr":
             from webhook.credentials.ecr import EcrProvider
 
-            made = EcrProvider(self._config, self._secrets, self._tokens, clock=self._clock)
+            made = EcrProvider(config, self._secrets, self._tokens, clock=self._clock)
         elif kind == "generic":
             from webhook.credentials.generic import GenericProvider
 
@@ -143,7 +176,22 @@ class CredentialCache:
         else:
             raise ValueError(f"unknown registry kind {kind!r}")
         self._providers[kind] = made
+        self._built_from[kind] = self._basis(config, kind)
         return made
+
+    def _retire(self, provider: Provider[Any]) -> None:
+        """Close a provider a reload replaced, after the exchanges it may still be serving
+        (each ends within the exchange budget)."""
+
+        async def close_later() -> None:
+            try:
+                await asyncio.sleep(self._budget)
+            finally:
+                await provider.aclose()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def acr_provider(self) -> AcrProvider:
         """The ACR provider itself, for the steps only it has (``doctor``'s Entra ID check)."""
@@ -175,7 +223,7 @@ class CredentialCache:
         slot = self._slots.get(self._key(need, namespace))
         if slot is None or slot.credential is None:
             return None
-        return slot.refresh_at
+        return self._refresh_at(slot)
 
     def invalidate(self, need: PullNeed, namespace: str) -> None:
         """Forget the credential (e.g. a registry refused it); the next get exchanges."""
@@ -196,7 +244,7 @@ class CredentialCache:
         key = self._key(need, namespace)
         slot = self._slots.setdefault(key, _Slot())
         now = self._clock()
-        if slot.credential is not None and now < slot.refresh_at:
+        if slot.credential is not None and now < self._refresh_at(slot):
             return _for_host(slot.credential, need)
         fallback = self._usable(slot.credential)
         if slot.task is None:
@@ -261,11 +309,11 @@ class CredentialCache:
             if self.exchanges % PRUNE_EVERY == 0:
                 self.prune()
         slot.credential, slot.error = credential, None
-        slot.refresh_at = credential.refresh_at(self._fraction)
+        slot.recheck_at = float("inf")
         if self._on_exchange is not None:
             self._on_exchange(need.entry.name, True)
         if provider.recheck_seconds is not None:
-            slot.refresh_at = min(slot.refresh_at, self._clock() + provider.recheck_seconds)
+            slot.recheck_at = self._clock() + provider.recheck_seconds
         log.info(
             "credential for entry %s as %s (%s) valid for %.0fs",
             need.entry.name,
@@ -302,6 +350,10 @@ class CredentialCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        retiring = list(self._retiring)
+        for closing in retiring:
+            closing.cancel()  # closes its provider now
+        await asyncio.gather(*retiring, return_exceptions=True)
         for provider in self._providers.values():
             await provider.aclose()
 

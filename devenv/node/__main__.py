@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
 from devenv.node.build import MissingNodeBinariesError, locate_node
 from devenv.node.harness import Node, NodeError
-from devenv.node.image import build_image
+from devenv.node.image import build_image, export_oci_layout
 from devenv.processes import Stopped, stop_on_signals
 
 
@@ -33,9 +34,19 @@ def _build() -> int:
     return 0
 
 
-def _image() -> int:
+def _image(layout: str | None, tag: str, labels: list[str]) -> int:
     try:
-        print(build_image())
+        if layout is None:
+            print(build_image())
+        else:
+            build_image()
+            bad = [label for label in labels if "=" not in label]
+            if bad:
+                print(f"error: --label takes KEY=VALUE, not {bad[0]!r}", file=sys.stderr)
+                return 2
+            pairs = dict(label.split("=", 1) for label in labels)
+            export_oci_layout(Path(layout), tag, pairs)
+            print(f"oci:{layout}:{tag}")
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -80,12 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build kubelet, kube-scheduler, containerd, crictl, pause once")
     up = sub.add_parser("up", help="run a control plane and a node until Ctrl-C/SIGTERM")
     up.add_argument("-v", "--verbosity", type=int, default=1, help="klog -v for components")
-    sub.add_parser("image", help="build the webhook's image with buildah (base from debootstrap)")
+    image = sub.add_parser(
+        "image", help="build the webhook's image with buildah (base from debootstrap)"
+    )
+    image.add_argument("--oci-layout", help="also write it to this OCI image layout directory")
+    image.add_argument("--tag", default="dev", help="its tag in the layout (default: dev)")
+    image.add_argument(
+        "--label", action="append", default=[], help="KEY=VALUE label of the written image"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         return _build()
     if args.command == "image":
-        return _image()
+        return _image(args.oci_layout, args.tag, args.label)
     return _up(args.verbosity)
 
 

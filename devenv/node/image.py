@@ -238,3 +238,32 @@ def push_image(destination: str, log: TextIO | None = None) -> None:
     with build_lock():
         _build_if_stale(log)
         buildah("push", "--tls-verify=false", IMAGE, f"docker://{destination}", log=log)
+
+
+def export_oci_layout(
+    layout: Path, tag: str, labels: dict[str, str], log: TextIO | None = None
+) -> None:
+    """Write the image of the current sources to the OCI image layout ``layout`` as
+    ``tag`` (what hack/release-artifacts.sh publishes when the base is made here): the
+    build-inputs label (a cache key of this machine) replaced by ``labels``."""
+    with build_lock():
+        _build_if_stale(log)
+        container = f"psw-export-{os.getpid()}"
+        staged = f"localhost/pull-secret-webhook-export:{os.getpid()}"
+        buildah("from", f"--name={container}", "--pull-never", IMAGE, log=log)
+        try:
+            buildah(
+                "config",
+                f"--label={INPUTS_LABEL}-",
+                *(f"--label={key}={value}" for key, value in labels.items()),
+                container,
+                log=log,
+            )
+            buildah("commit", "--rm", container, staged, log=log)
+        except BuildError:
+            buildah("rm", container, log=log)
+            raise
+        try:
+            buildah("push", staged, f"oci:{layout}:{tag}", log=log)
+        finally:
+            buildah("rmi", staged, log=log)

@@ -478,7 +478,8 @@ def test_the_image_runs_serve_as_the_manifests_uid() -> None:
 def test_the_image_base_is_pinned_to_a_python_311_patch_release() -> None:
     [image] = re.findall(r"(?m)^ARG PYTHON_IMAGE=(\S+)$", dockerfile())
 
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image)
+    # Tag and digest of the multi-platform index (tests/unit/test_workflows.py).
+    assert re.fullmatch(r"docker\.io/library/python:3\.11\.\d+-slim-\w+@sha256:[0-9a-f]{64}", image)
 
 
 def test_the_image_installs_only_hash_checked_wheels_from_the_lock() -> None:

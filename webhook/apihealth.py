@@ -20,11 +20,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from webhook.kubeerrors import UNAVAILABLE
+
 log = logging.getLogger(__name__)
 
-#: Statuses that mean the API server (or the path to it) is not serving: no connection,
-#: or a proxy / the server saying it is unavailable or timed out.
-UNAVAILABLE = frozenset({0, 502, 503, 504})
 #: First and longest pause between probes while the API server is unavailable: one
 #: cheap request per replica and second at most, and its return noticed within ~1 s.
 PROBE_FIRST_SECONDS = 0.5

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from webhook.kubeapi import KubeAPIError
+from webhook.kubeerrors import ConflictError
 from webhook.rfc3339 import from_rfc3339
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ class LeaderElector:
             if holder != self.holder:
                 log.info("took the refresher lease over from %r", holder or "nobody")
             return True
-        except KubeAPIError as e:
-            if e.status == 409:  # another replica created or renewed it first
-                return False
-            raise
+        except ConflictError:  # another replica created or renewed it first
+            return False
 
     async def release(self) -> bool:
         """Give the Lease up if this replica holds it (as client-go's ReleaseOnCancel
@@ -118,9 +116,7 @@ class LeaderElector:
         lease["spec"] = spec
         try:
             await self.kube.replace_lease(self.namespace, self.name, lease)
-        except KubeAPIError as e:
-            if e.status == 409:  # renewed or taken meanwhile: no longer ours to give
-                return False
-            raise
+        except ConflictError:  # renewed or taken meanwhile: no longer ours to give
+            return False
         log.info("released the refresher lease")
         return True

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, Protocol
 
 from webhook.apihealth import ApiHealth, jittered
-from webhook.kubeapi import KubeAPIError
+from webhook.kubeerrors import ApiError, GoneError
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,16 @@ class Informer:
                     version = await self._follow(version)
             except asyncio.CancelledError:
                 raise
-            except KubeAPIError as e:
-                if e.status != 410:  # 410: our version is too old; list again at once
-                    log.warning("watch of %s failed, listing again: %s", self.what, e)
-                    if self._health is not None and self._health.just_back:
-                        # An API server just restarted may refuse (403) a moment longer
-                        # than it says it is ready: the outage's back-off is over.
-                        delay = RETRY_SECONDS
-                    woken = await self._back_off(delay)
-                    delay = RETRY_SECONDS if woken else min(delay * 2, RETRY_MAX_SECONDS)
+            except GoneError:
+                pass  # our version is too old; list again at once
+            except ApiError as e:
+                log.warning("watch of %s failed, listing again: %s", self.what, e)
+                if self._health is not None and self._health.just_back:
+                    # An API server just restarted may refuse (403) a moment longer
+                    # than it says it is ready: the outage's back-off is over.
+                    delay = RETRY_SECONDS
+                woken = await self._back_off(delay)
+                delay = RETRY_SECONDS if woken else min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _back_off(self, delay: float) -> bool:
         """Sleep ``delay``, or until the API server answers again (True)."""
@@ -117,7 +118,7 @@ class Informer:
             if not isinstance(obj, Mapping):
                 continue
             if kind == "ERROR":
-                raise KubeAPIError(int(obj.get("code") or 0), str(obj.get("reason", "")), "watch")
+                raise ApiError(int(obj.get("code") or 0), str(obj.get("reason", "")), "watch")
             meta = obj.get("metadata")
             if isinstance(meta, Mapping) and meta.get("resourceVersion"):
                 version = str(meta["resourceVersion"])

@@ -1,8 +1,8 @@
 """The few Kubernetes calls the webhook makes, on plain JSON dicts (``webhook.kubeclient``).
 
 The webhook reads a handful of fields of what it gets and sends what it builds; every
-call has its path here. Failures raise ``KubeAPIError`` carrying the HTTP status
-(0: unreachable).
+call has its path here. Failures raise the ``webhook.kubeerrors.ApiError`` its HTTP
+status names (``NotFoundError``, ``ConflictError``, ...; ``UnreachableError``: no answer).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, overload
 
 import orjson
 
-from webhook.apihealth import ApiHealth, unavailable
+from webhook.apihealth import ApiHealth
 from webhook.kubeapi import (
     GROUP,
     INJECT_LABEL,
@@ -23,7 +23,6 @@ from webhook.kubeapi import (
     MARKER_PLURAL,
     PLURAL,
     VERSION,
-    KubeAPIError,
     SecretData,
 )
 from webhook.kubeclient import (
@@ -33,9 +32,11 @@ from webhook.kubeclient import (
     TRANSPORT_ERRORS,
     ApiClient,
     connect,
+    raise_for_status,
     resource_path,
     transport_error,
 )
+from webhook.kubeerrors import ApiError, ForbiddenError, NotFoundError, UnauthorizedError
 from webhook.rfc3339 import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -175,18 +176,16 @@ class Kube:
             doc = await self.api.call(
                 method, path, params=params, body=body, content_type=content_type
             )
-        except KubeAPIError as e:
-            self._heard(e.status)
+        except ApiError as e:
+            self._failed(e)
             raise
-        self._heard(200)
+        self.health.succeeded()
         return doc
 
-    def _heard(self, status: int) -> None:
-        if unavailable(status):
-            self.health.failed(status)
-        elif 200 <= status < 300:
-            self.health.succeeded()
-        # Other answers (403, 404, 409...) are not taken as its return: an API server
+    def _failed(self, error: ApiError) -> None:
+        if error.unavailable:
+            self.health.failed(error.status)
+        # Other failures (403, 404, 409...) are not taken as its return: an API server
         # still starting answers some requests before it is ready for them.
 
     async def ready(self) -> bool:
@@ -194,18 +193,20 @@ class Kube:
         call: it only runs while the API server is unavailable (``ApiHealth``). Where
         the webhook may not read /readyz (a 401 or 403), any such answer will do."""
         try:
-            resp = await self.api.request("GET", "/readyz", accept="text/plain", seconds=2)
-        except KubeAPIError:
+            raise_for_status(
+                await self.api.request("GET", "/readyz", accept="text/plain", seconds=2)
+            )
+        except (UnauthorizedError, ForbiddenError):
+            return True
+        except ApiError:
             return False
-        return bool(200 <= resp.status < 300 or resp.status in (401, 403))
+        return True
 
     async def _optional(self, name: str, method: str, path: str, **kwargs: Any) -> Any:
         try:
             return await self._call(name, method, path, **kwargs)
-        except KubeAPIError as e:
-            if e.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     async def _pages(
         self,
@@ -256,7 +257,7 @@ class Kube:
         params: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events ({type, object}) from ``resource_version`` until the server ends
-        the watch; every failure is a KubeAPIError (status 0 when the stream broke)."""
+        the watch; every failure is an ApiError (UnreachableError when the stream broke)."""
         self._on_request(f"watch {name}")
         query = {
             **(params or {}),
@@ -269,16 +270,16 @@ class Kube:
             async with self.api.stream(
                 path, params=query, seconds=WATCH_SECONDS + WATCH_GRACE_SECONDS
             ) as resp:
-                self._heard(resp.status)
+                self.health.succeeded()
                 async for line in resp.content:
                     if line.strip():
                         yield orjson.loads(line)
-        except KubeAPIError as e:
-            self._heard(e.status)
+        except ApiError as e:
+            self._failed(e)
             raise
         except (*TRANSPORT_ERRORS, ValueError) as e:
             error = transport_error(e)
-            self._heard(error.status)
+            self._failed(error)
             raise error from e
 
     # -- pull secrets: written, never read ---------------------------------------

@@ -2,7 +2,8 @@
 
 Every layer that talks to Kubernetes, directly (``webhook.kube``) or through a narrow
 Protocol (the credential providers' ``SecretReader``), shares this contract: a failed
-call is a ``KubeAPIError`` carrying the HTTP status (0 when no answer came back), a
+call is a ``webhook.kubeerrors.ApiError`` of the class its HTTP status names
+(``NotFoundError``, ``ConflictError``, ...; ``UnreachableError`` when no answer came back), a
 Secret read is a ``SecretData``, and the project's own API group has these coordinates.
 Anything else escaping a Kubernetes call is a programming error, not an outage, and is
 never retried as one.
@@ -13,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-#: Remote error bodies are cut before they reach a message or a log line.
-BODY_LIMIT = 300
+from webhook.kubeerrors import BODY_LIMIT as BODY_LIMIT
+from webhook.kubeerrors import ApiError
 
 GROUP = "pull-secret-webhook.io"
 VERSION = "v1alpha1"
@@ -33,25 +34,8 @@ INJECT_VALUE = "enabled"
 DOCKERCONFIGJSON = ".dockerconfigjson"
 
 
-class KubeAPIError(Exception):
-    """A Kubernetes call that failed: ``status`` is the HTTP status, 0 when the request
-    never got an answer (connection refused or reset, timeout, a broken watch stream)."""
-
-    def __init__(self, status: int, reason: str, message: str = "") -> None:
-        self.status = status
-        self.reason = reason
-        self.message = " ".join(message[:BODY_LIMIT].split())
-        super().__init__(f"Kubernetes API {status} {reason}: {self.message}".rstrip(": "))
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying: no answer, throttled, or a server-side failure."""
-        return self.status == 0 or self.status == 429 or self.status >= 500
-
-    @property
-    def code(self) -> str:
-        """The status as reported in errors and metrics (the reason when there is none)."""
-        return str(self.status) if self.status > 0 else (self.reason or "unreachable")
+#: The name every caller knew before the failures had classes: the base of them all.
+KubeAPIError = ApiError
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ when the kubeconfig is loaded, saying what to use instead.
 
 In a pod (``KUBERNETES_SERVICE_HOST`` set), the ServiceAccount's projected token is read
 again every minute, as client-go does: the kubelet rotates it long before it expires.
-Failures are ``KubeAPIError``s (``webhook.kubeapi``); no token, password or key is ever
+Failures are ``ApiError``s (``webhook.kubeerrors``); no token, password or key is ever
 part of one.
 """
 
@@ -44,7 +44,7 @@ import aiohttp
 import orjson
 import yaml
 
-from webhook.kubeapi import BODY_LIMIT, KubeAPIError
+from webhook.kubeerrors import BODY_LIMIT, ApiError, succeeded
 from webhook.rfc3339 import from_rfc3339
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ class TokenFile:
                 self._read_at = now
             except OSError as e:
                 if not self._token:
-                    raise KubeAPIError(
-                        0, "TokenFileUnreadable", f"{self.path}: {e.strerror}"
-                    ) from e
+                    raise ApiError(0, "TokenFileUnreadable", f"{self.path}: {e.strerror}") from e
         return self._token
 
 
@@ -151,19 +149,19 @@ class ExecToken:
             out, err = await asyncio.wait_for(proc.communicate(), EXEC_TIMEOUT_SECONDS)
         except TimeoutError as e:
             proc.kill()
-            raise KubeAPIError(0, "ExecCredentialFailed", f"{what} timed out") from e
+            raise ApiError(0, "ExecCredentialFailed", f"{what} timed out") from e
         except OSError as e:
-            raise KubeAPIError(0, "ExecCredentialFailed", f"{what}: {e.strerror}") from e
+            raise ApiError(0, "ExecCredentialFailed", f"{what}: {e.strerror}") from e
         if proc.returncode != 0:
             # Its stderr is its own error message; stdout may hold a credential.
             detail = err.decode("utf-8", "replace")[:BODY_LIMIT]
-            raise KubeAPIError(
+            raise ApiError(
                 0, "ExecCredentialFailed", f"{what} exited with {proc.returncode}: {detail}"
             )
         try:
             status = json.loads(out).get("status") or {}
         except (ValueError, AttributeError) as e:
-            raise KubeAPIError(0, "ExecCredentialFailed", f"{what} printed no JSON") from e
+            raise ApiError(0, "ExecCredentialFailed", f"{what} printed no JSON") from e
         token = status.get("token")
         if not isinstance(token, str) or not token:
             message = (
@@ -171,7 +169,7 @@ class ExecToken:
                 if status.get("clientCertificateData")
                 else "printed no status.token"
             )
-            raise KubeAPIError(0, "ExecCredentialFailed", f"{what} {message}")
+            raise ApiError(0, "ExecCredentialFailed", f"{what} {message}")
         expires = from_rfc3339(str(status.get("expirationTimestamp") or ""))
         return token, expires if expires is not None else float("inf")
 
@@ -448,20 +446,20 @@ def _query(params: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def raise_for_status(response: Response) -> None:
-    if 200 <= response.status < 300:
+    if succeeded(response.status):
         return
     try:
         message = str(json.loads(response.body).get("message", ""))
     except (ValueError, AttributeError):
         message = response.body[:BODY_LIMIT].decode("utf-8", "replace")
-    raise KubeAPIError(response.status, response.reason, message)
+    raise ApiError(response.status, response.reason, message)
 
 
-def transport_error(e: BaseException) -> KubeAPIError:
+def transport_error(e: BaseException) -> ApiError:
     """No answer: status 0 and what went wrong (never a header: they hold the token)."""
-    if isinstance(e, KubeAPIError):
+    if isinstance(e, ApiError):
         return e
-    return KubeAPIError(0, type(e).__name__, str(e))
+    return ApiError(0, type(e).__name__, str(e))
 
 
 TRANSPORT_ERRORS = (TimeoutError, OSError, aiohttp.ClientError)
@@ -515,7 +513,7 @@ class ApiClient:
         accept: str = JSON,
         seconds: float = CALL_SECONDS,
     ) -> Response:
-        """Any answer of the API server; KubeAPIError (status 0) when none came."""
+        """Any answer of the API server; ApiError (status 0) when none came."""
         try:
             headers = await self._headers(content_type if body is not None else None)
             headers["Accept"] = accept
@@ -541,7 +539,7 @@ class ApiClient:
         body: Any = None,
         content_type: str = JSON,
     ) -> dict[str, Any]:
-        """A 2xx answer's JSON object; KubeAPIError for any other answer or none."""
+        """A 2xx answer's JSON object; ApiError for any other answer or none."""
         response = await self.request(
             method, path, params=params, body=body, content_type=content_type
         )
@@ -554,7 +552,7 @@ class ApiClient:
         self, path: str, *, params: Mapping[str, Any], seconds: float
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A GET whose answer is read as it comes (a watch); a non-2xx answer or none is a
-        KubeAPIError before anything is yielded."""
+        ApiError before anything is yielded."""
         try:
             headers = await self._headers(None)
             resp = await self._open().get(
@@ -567,7 +565,7 @@ class ApiClient:
         except TRANSPORT_ERRORS as e:
             raise transport_error(e) from e
         try:
-            if not 200 <= resp.status < 300:
+            if not succeeded(resp.status):
                 try:
                     body = await resp.read()
                 except TRANSPORT_ERRORS as e:

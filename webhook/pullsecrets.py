@@ -31,11 +31,11 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from webhook.admission import NeedStatus, Outcome
-from webhook.apihealth import ApiHealth, unavailable
+from webhook.apihealth import ApiHealth
 from webhook.config import Config, ConfigStore, store_of
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.informer import Informer
-from webhook.kubeapi import KubeAPIError
+from webhook.kubeerrors import ApiError, ConflictError, InvalidError, NotFoundError
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
@@ -46,9 +46,6 @@ from webhook.secretschema import desired_secret
 
 log = logging.getLogger(__name__)
 
-#: What the shipped write policy says when the Secret it would change is not labelled
-#: as the webhook's (manifests/base/validatingadmissionpolicy.yaml).
-NOT_OURS = "did not label as its own"
 #: Attempts at a write that keeps losing races to other replicas before giving up
 #: for this admission (the background retry and the refresher carry on).
 WRITE_ATTEMPTS = 5
@@ -72,7 +69,7 @@ MAX_NEEDS_PER_POD = 16
 REFUSAL_LOG_INTERVAL = 60.0
 
 
-class RecordsMissing(KubeAPIError):
+class RecordsMissing(NotFoundError):
     """The API server does not know the ManagedPullSecret resource (CRD not installed)."""
 
 
@@ -206,9 +203,10 @@ class PullSecretManager:
             await self.kube.delete_record(
                 self.config.namespace, record.object_name, record.resource_version
             )
-        except KubeAPIError as e:
-            if e.status not in (404, 409):
-                log.warning("cannot forget %s/%s: %s", *_where(record), e)
+        except (NotFoundError, ConflictError):
+            pass  # gone already, or changed since (another replica forgot it first)
+        except ApiError as e:
+            log.warning("cannot forget %s/%s: %s", *_where(record), e)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -275,15 +273,13 @@ class PullSecretManager:
             await self.kube.check_secret(record.namespace, record.name, record.secret_uid)
             await self.mark_secret(record.namespace, record.name, record.secret_uid)
             return True
-        except KubeAPIError as e:
-            if e.status == 404:
-                log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
-                self.records.put(record.claimed(0.0))  # locally: the claim is free to retake
-                return False
-            if e.status in (409, 422):
-                await self._mark_foreign(record)
-                return False
-            raise
+        except NotFoundError:
+            log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
+            self.records.put(record.claimed(0.0))  # locally: the claim is free to retake
+            return False
+        except (ConflictError, InvalidError):
+            await self._mark_foreign(record)
+            return False
 
     def _start(self, namespace: str, need: PullNeed) -> asyncio.Task[NeedStatus]:
         """One write per (namespace, secret) at a time; later callers join it."""
@@ -318,14 +314,14 @@ class PullSecretManager:
             # A credential read from the API server (a Secret, a TokenRequest) that could
             # not reach it waits for the API server, not for the registry.
             cause = e.__cause__
-            down = isinstance(cause, KubeAPIError) and self._api_down(cause)
+            down = isinstance(cause, ApiError) and self._api_down(cause)
             return NeedStatus("pending", f"{e.step} {e.code}".strip(), api_unavailable=down)
         try:
             return await self.write(namespace, need, credential)
         except RecordsMissing as e:
             log.error("cannot record pull secrets: %s is not installed", e)
             return NeedStatus("pending", "the ManagedPullSecret CRD is not installed")
-        except KubeAPIError as e:
+        except ApiError as e:
             self.metrics.secret_writes.labels("write", "error").inc()
             log.warning("cannot write Secret %s/%s: %s", namespace, need.secret_name, e)
             return NeedStatus(
@@ -334,10 +330,10 @@ class PullSecretManager:
                 api_unavailable=self._api_down(e),
             )
 
-    def _api_down(self, error: KubeAPIError) -> bool:
+    def _api_down(self, error: ApiError) -> bool:
         """Did ``error`` come from an API server unavailable, or just back and still
         settling (one just restarted may refuse what it allows a moment later)?"""
-        return unavailable(error.status) or (self.health is not None and self.health.settling)
+        return error.unavailable or (self.health is not None and self.health.settling)
 
     # -- writing -----------------------------------------------------------------
 
@@ -382,9 +378,7 @@ class PullSecretManager:
                     # after, minted its own; either way the Secret is renewed when due.)
                     return NeedStatus("ready")
                 return await self._renew(record, need, credential)
-            except KubeAPIError as e:
-                if e.status != 409:
-                    raise
+            except ConflictError:
                 # A record changed under us (another replica): look again.
                 await self._reload(namespace, name)
         return NeedStatus("pending", "lost repeated write races")
@@ -395,9 +389,7 @@ class PullSecretManager:
         body = desired_secret(record.namespace, need, credential, self.config.refresh.fraction)
         try:
             doc = await self.kube.create_secret(record.namespace, body)
-        except KubeAPIError as e:
-            if e.status != 409:
-                raise
+        except ConflictError:
             await self._mark_foreign(record)
             return NeedStatus("foreign")
         self.metrics.secret_writes.labels("create", "ok").inc()
@@ -418,16 +410,15 @@ class PullSecretManager:
         body["metadata"]["uid"] = record.secret_uid  # only ever the Secret we created
         try:
             doc = await self.kube.replace_secret(record.namespace, record.name, body)
-        except KubeAPIError as e:
-            if e.status == 404:  # deleted by someone: make it again
-                log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
-                return await self._create(record, need, credential)
-            if e.status in (409, 422) or (e.status == 403 and NOT_OURS in str(e)):
-                # The name now holds somebody else's Secret, or someone took the label off
-                # ours (the write policy then refuses it): either way no longer ours.
-                await self._mark_foreign(record)
-                return NeedStatus("foreign")
-            raise
+        except NotFoundError:  # deleted by someone: make it again
+            log.info("pull secret %s/%s was deleted; re-creating it", *_where(record))
+            return await self._create(record, need, credential)
+        except (ConflictError, InvalidError):
+            # The name now holds somebody else's Secret, or someone took the label off
+            # ours (the write policy then refuses it as Invalid, a 422, told apart from a
+            # refusal of the webhook's rights, a 403): either way no longer ours.
+            await self._mark_foreign(record)
+            return NeedStatus("foreign")
         self.metrics.secret_writes.labels("update", "ok").inc()
         log.info("refreshed pull secret %s/%s for %s", *_where(record), need.host)
         await self._save_ready(record, doc, credential)
@@ -462,14 +453,12 @@ class PullSecretManager:
         try:
             try:
                 await self.kube.create_marker(namespace, body)
-            except KubeAPIError as e:
-                if e.status != 409:
-                    raise
+            except ConflictError:
                 # A marker left from an earlier Secret of that name (its owner deleted
                 # with --cascade=orphan): replace it.
                 await self.kube.delete_marker(namespace, name)
                 await self.kube.create_marker(namespace, body)
-        except KubeAPIError as e:
+        except ApiError as e:
             log.warning("cannot mark pull secret %s/%s: %s", namespace, name, e)
             return False
         self.markers.add(namespace, name, uid)
@@ -486,9 +475,7 @@ class PullSecretManager:
             try:
                 await self._save(ready)
                 break
-            except KubeAPIError as e:
-                if e.status != 409:
-                    raise
+            except ConflictError:
                 # Another replica moved the record on (a claim takeover, a mark): the
                 # Secret we wrote is what counts, so write our state over its version.
                 current = await self._reload(record.namespace, record.name)
@@ -504,9 +491,7 @@ class PullSecretManager:
         )
         try:
             await self._save(record.foreign())
-        except KubeAPIError as e:
-            if e.status != 409:
-                raise
+        except ConflictError:
             await self._reload(record.namespace, record.name)
 
     async def _save(self, record: ManagedSecret, *, create: bool = False) -> ManagedSecret:
@@ -516,10 +501,8 @@ class PullSecretManager:
         if create:
             try:
                 doc = await self.kube.create_record(home, body)
-            except KubeAPIError as e:
-                if e.status == 404:  # the resource type itself is missing
-                    raise RecordsMissing(404, "NotFound", "the ManagedPullSecret CRD") from e
-                raise
+            except NotFoundError as e:  # the resource type itself is missing
+                raise RecordsMissing(404, "NotFound", "the ManagedPullSecret CRD") from e
         else:
             doc = await self.kube.replace_record(home, record.object_name, body)
         saved = ManagedSecret.from_object(doc) or record
@@ -547,9 +530,7 @@ class PullSecretManager:
         if record.state == "Ready":
             try:
                 await self.kube.delete_secret(record.namespace, record.name, record.secret_uid)
-            except KubeAPIError as e:
-                if e.status != 409:
-                    raise
+            except ConflictError:
                 log.warning("%s/%s now holds another Secret: not deleted", *_where(record))
             else:
                 self.metrics.secret_writes.labels("delete", "ok").inc()
@@ -584,7 +565,7 @@ class PullSecretManager:
                 reason="PullSecretNotReady",
                 message=message,
             )
-        except KubeAPIError as e:
+        except ApiError as e:
             log.warning("cannot record Event in %s: %s", namespace, e)
 
 

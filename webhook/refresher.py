@@ -26,7 +26,7 @@ from webhook.admission import NeedStatus
 from webhook.config import Config, ConfigStore, RegistryEntry, store_of
 from webhook.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, LeaseApi
 from webhook.informer import Informer
-from webhook.kubeapi import KubeAPIError
+from webhook.kubeerrors import ApiError
 from webhook.needs import PullNeed
 from webhook.pullsecrets import CLAIM_SECONDS
 from webhook.records import ManagedSecret
@@ -141,7 +141,7 @@ class Refresher:
             try:
                 async with asyncio.timeout(RELEASE_SECONDS):
                     await self.elector.release()
-            except (KubeAPIError, TimeoutError) as e:
+            except (ApiError, TimeoutError) as e:
                 log.warning("refresher lease not released (it expires by itself): %s", e)
 
     async def _follow(self, on: bool) -> None:
@@ -173,7 +173,7 @@ class Refresher:
         while True:
             try:
                 self.leader = await self.elector.try_acquire()
-            except KubeAPIError as e:
+            except ApiError as e:
                 log.warning("refresher lease not renewed: %s", e)
                 self.leader = False
             self.on_leader(self.leader)
@@ -263,7 +263,7 @@ class Refresher:
     ) -> None:
         try:
             await handle(record, report)
-        except KubeAPIError as e:
+        except ApiError as e:
             log.warning("refresher could not handle %s/%s: %s", record.namespace, record.name, e)
             report.failed.append(f"{record.namespace}/{record.name}")
 

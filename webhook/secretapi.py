@@ -3,7 +3,7 @@
 ``webhook.kube.Kube`` implements it against the API server; the tests' in-memory
 Kubernetes (``devenv/support/memkube.py``) implements it too, so write races, claims,
 foreign Secrets and the refresh pass have fast tests beside the end-to-end ones. Every
-failure is a ``webhook.kubeapi.KubeAPIError``.
+failure is a ``webhook.kubeerrors.ApiError`` of the class its status names.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ per-pod identity component; the ValidatingAdmissionPolicies come from the same p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -29,6 +30,9 @@ from tests.e2e.support import (
     record_of,
     secret_name_preview,
 )
+from webhook.kube import Kube
+from webhook.kubeclient import connect
+from webhook.kubeerrors import ApiError, ForbiddenError, InvalidError
 from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
@@ -191,6 +195,53 @@ def test_the_webhook_identity_writes_only_its_own_kind_of_secret_where_it_belong
         assert (result.returncode == 0) is allowed, (where, result.stderr)
     # And its own again: it may delete what it made.
     assert stack.as_webhook("delete", "secret", name, "-n", opted).returncode == 0
+
+
+def test_the_write_policy_refuses_a_secret_that_lost_its_label_as_invalid_not_forbidden(
+    stack: Stack,
+) -> None:
+    """The writer leaves alone (Foreign) a Secret the policy refuses because it is no longer
+    labelled as the webhook's, and retries one refused for want of rights. The policy's
+    messages do not tell the two apart for it: the status does, as the webhook's own
+    client classifies it (InvalidError, a 422, against ForbiddenError, a 403)."""
+    cp = stack.controlplane
+    unlabelled_secret = stack.labelled_namespace(ns_name("relabelled"))
+    opted_out = stack.labelled_namespace(ns_name("opted-out"))
+    name = f"psw-own-{uuid.uuid4().hex[:6]}"
+    uids = {}
+    for where in (unlabelled_secret, opted_out):
+        made = stack.as_webhook(
+            "create", "-o", "json", "-f", "-", input=pull_secret_doc(where, name)
+        )
+        assert made.returncode == 0, made.stderr
+        uids[where] = json.loads(made.stdout)["metadata"]["uid"]
+    cp.kubectl("label", "secret", name, "-n", unlabelled_secret, f"{MANAGED_BY}-")
+    cp.kubectl("label", "namespace", opted_out, "pull-secret-webhook/inject-")
+    assert stack.webhook_kubeconfig is not None
+    kubeconfig = stack.webhook_kubeconfig
+
+    async def renew(where: str) -> ApiError | None:
+        """The writer's renewal: a replace naming the UID of the Secret it made."""
+        kube = Kube(await connect(kubeconfig))
+        body = json.loads(pull_secret_doc(where, name))
+        body["metadata"]["uid"] = uids[where]
+        try:
+            await kube.replace_secret(where, name, body)
+        except ApiError as e:
+            return e
+        finally:
+            await kube.close()
+        return None
+
+    no_longer_ours = asyncio.run(renew(unlabelled_secret))
+    assert isinstance(no_longer_ours, InvalidError), no_longer_ours
+    assert "did not label as its own" in no_longer_ours.message
+    not_allowed_there = asyncio.run(renew(opted_out))
+    assert isinstance(not_allowed_there, ForbiddenError), not_allowed_there
+    # Neither Secret was changed.
+    assert MANAGED_BY not in (
+        get_json(cp, "secret", name, "-n", unlabelled_secret)["metadata"].get("labels") or {}
+    )
 
 
 def _refused(replica: Replica) -> float:

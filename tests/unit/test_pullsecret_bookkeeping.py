@@ -16,6 +16,7 @@ from devenv.support.reviews import make_pod
 from webhook.config import Config
 from webhook.configload import parse_config
 from webhook.credentials.base import Credential
+from webhook.kubeerrors import ApiError
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
 from webhook.records import ManagedSecret, Markers, record_name
@@ -123,6 +124,37 @@ async def test_a_secret_replaced_by_someone_else_becomes_foreign_and_is_left_alo
     status = await m.refresh("team-a", need)
     assert status.state == "foreign"
     assert kube.secrets[("team-a", need.secret_name)] == planted
+
+
+#: What the API server answers when the shipped write policy refuses a renewal: of a
+#: Secret that lost the webhook's label (the policy's reason Invalid, a 422), or in a
+#: namespace that lost the opt-in label (reason Forbidden, a 403). The messages are the
+#: same words for both, as a policy's are: only the status tells them apart.
+POLICY_DENIAL = "ValidatingAdmissionPolicy 'pull-secret-webhook-secrets' denied request"
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [(422, "foreign"), (403, "pending")],
+    ids=["label-taken-off-invalid", "rights-refused-forbidden"],
+)
+async def test_a_renewal_refused_as_invalid_leaves_the_secret_alone_and_a_forbidden_one_retries(
+    config: Config, status: int, state: str
+) -> None:
+    kube = MemKube()
+    m, need = await one_secret_made(config, kube, Minter(lifetime=120))
+    record = m.records.get("team-a", need.secret_name)
+    assert record is not None
+
+    async def refused(namespace: str, name: str, body: Any) -> dict[str, Any]:
+        raise ApiError(status, "Invalid" if status == 422 else "Forbidden", POLICY_DENIAL)
+
+    kube.replace_secret = refused  # type: ignore[method-assign]
+    m.clock = lambda: record.refresh_at + 1  # renewal due
+    outcome = await m.refresh("team-a", need)
+    assert outcome.state == state
+    saved = record_of(kube, "team-a", need)["status"]["state"]
+    assert saved == ("Foreign" if state == "foreign" else "Ready")
 
 
 async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes
 
 from webhook import pki
 from webhook.certs.rotation import CertsError, Existing, load_certs, pem_bundle
-from webhook.kubeapi import KubeAPIError
 from webhook.kubeclient import (
     CORE_API,
     JSON_PATCH,
@@ -21,6 +20,13 @@ from webhook.kubeclient import (
     KubeconfigError,
     connect,
     resource_path,
+)
+from webhook.kubeerrors import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnreachableError,
 )
 
 #: cert-manager's CA injector owns a caBundle when this annotation is set.
@@ -46,11 +52,12 @@ def _unb64(value: Any) -> bytes:
         return b""
 
 
-def api_error(what: str, error: KubeAPIError) -> CertsError:
+def api_error(what: str, error: ApiError) -> CertsError:
     """A failed call as the user sees it: what was being done, the status and the API's
     own message (clipped), in the same error contract as the webhook's client."""
     message = error.message
-    detail = f"HTTP {error.status} {error.reason}".strip() if error.status else error.code
+    unanswered = isinstance(error, UnreachableError)
+    detail = error.code if unanswered else f"HTTP {error.status} {error.reason}".strip()
     return CertsError(f"{what}: {detail}{': ' + message if message else ''}")
 
 
@@ -106,9 +113,9 @@ class Cluster:
     async def read_secret(self, name: str) -> dict[str, bytes] | None:
         try:
             obj = await self.api.call("GET", self._secrets(name))
-        except KubeAPIError as e:
-            if e.status == 404:
-                return None
+        except NotFoundError:
+            return None
+        except ApiError as e:
             raise api_error(f"reading Secret {self.namespace}/{name}", e) from e
         meta = obj.get("metadata") or {}
         self.secret_versions[name] = str(meta.get("resourceVersion", ""))
@@ -149,12 +156,12 @@ class Cluster:
         name = self.webhook_config
         try:
             obj = await self.api.call("GET", self._webhook_config())
-        except KubeAPIError as e:
-            if e.status == 404:
-                raise CertsError(
-                    f"MutatingWebhookConfiguration {name} not found: apply the manifests first "
-                    "(kubectl apply -k manifests/), or pass --webhook-config '' to skip it"
-                ) from e
+        except NotFoundError as e:
+            raise CertsError(
+                f"MutatingWebhookConfiguration {name} not found: apply the manifests first "
+                "(kubectl apply -k manifests/), or pass --webhook-config '' to skip it"
+            ) from e
+        except ApiError as e:
             raise api_error(f"reading MutatingWebhookConfiguration {name}", e) from e
         meta = obj.get("metadata") or {}
         self.webhook_uid = str(meta.get("uid") or "")
@@ -191,7 +198,7 @@ class Cluster:
             )
         try:
             await self.api.call("PATCH", self._webhook_config(), body=ops, content_type=JSON_PATCH)
-        except KubeAPIError as e:
+        except ApiError as e:
             raise api_error(
                 f"patching caBundle of MutatingWebhookConfiguration {self.webhook_config}", e
             ) from e
@@ -213,30 +220,34 @@ class Cluster:
         version = self.secret_versions.get(name)
         try:
             if version is None:
-                await self.api.call("POST", self._secrets(), body=body)
-                return "created"
+                return await self._create_secret(name, body)
             # resourceVersion: a concurrent writer makes this fail (409) instead of being lost.
             body["metadata"]["resourceVersion"] = version
             await self.api.call("PUT", self._secrets(name), body=body)
             return "updated"
-        except KubeAPIError as e:
-            if e.status == 403 and version is None:
-                raise CertsError(
-                    f"{api_error(f'creating Secret {self.namespace}/{name}', e)}; an identity "
-                    "that may only renew (the certs renewal CronJob) cannot create it: run "
-                    "python -m webhook certs once with one that may"
-                ) from e
-            if e.status == 404 and version is None:
-                raise CertsError(
-                    f"namespace {self.namespace} not found: apply the manifests first "
-                    "(kubectl apply -k manifests/) or create it"
-                ) from e
-            if e.status == 409:
-                raise CertsError(
-                    f"Secret {self.namespace}/{name} was changed by someone else meanwhile; "
-                    "run the command again"
-                ) from e
+        except ConflictError as e:
+            raise CertsError(
+                f"Secret {self.namespace}/{name} was changed by someone else meanwhile; "
+                "run the command again"
+            ) from e
+        except ApiError as e:
             raise api_error(f"writing Secret {self.namespace}/{name}", e) from e
+
+    async def _create_secret(self, name: str, body: dict[str, Any]) -> str:
+        try:
+            await self.api.call("POST", self._secrets(), body=body)
+        except ForbiddenError as e:
+            raise CertsError(
+                f"{api_error(f'creating Secret {self.namespace}/{name}', e)}; an identity "
+                "that may only renew (the certs renewal CronJob) cannot create it: run "
+                "python -m webhook certs once with one that may"
+            ) from e
+        except NotFoundError as e:
+            raise CertsError(
+                f"namespace {self.namespace} not found: apply the manifests first "
+                "(kubectl apply -k manifests/) or create it"
+            ) from e
+        return "created"
 
 
 async def api_client(kubeconfig: str | None) -> ApiClient:

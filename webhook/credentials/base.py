@@ -166,8 +166,8 @@ class Attempt:
 class SecretReader(Protocol):
     """Reads Secrets the webhook is told about (credentials, never pull secrets).
 
-    Return None when the Secret does not exist. API failures raise an exception
-    whose ``status`` attribute is the HTTP status (none: the API was unreachable).
+    Return None when the Secret does not exist. API failures raise a
+    ``webhook.kubeerrors.ApiError`` (its class says which: ``ForbiddenError``, ...).
     """
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None: ...
@@ -176,7 +176,7 @@ class SecretReader(Protocol):
 class ServiceAccountTokens(Protocol):
     """TokenRequest and ServiceAccount reads, for per-pod identities.
 
-    Errors follow the SecretReader convention (an exception with ``status``).
+    Errors follow the SecretReader convention (a ``webhook.kubeerrors.ApiError``).
     """
 
     async def token(

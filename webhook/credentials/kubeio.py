@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 from webhook.config import SecretRef
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens
-from webhook.kubeapi import KubeAPIError, SecretData
+from webhook.kubeapi import SecretData
+from webhook.kubeerrors import ApiError, ForbiddenError
 
 _OUTSIDE = "run inside the cluster, or give doctor a kubeconfig"
 
@@ -23,9 +24,9 @@ async def read_secret(
         raise attempt.error("no-kubernetes", f"cannot read Secret {where}", hint=_OUTSIDE)
     try:
         secret = await secrets.read_secret(ref.namespace, ref.name)
-    except KubeAPIError as e:
+    except ApiError as e:
         code, transient = e.code, e.transient
-        hint = f"grant the webhook get on Secret {where}" if code == "403" else ""
+        hint = f"grant the webhook get on Secret {where}" if isinstance(e, ForbiddenError) else ""
         raise attempt.error(code, f"reading Secret {where}", hint=hint, transient=transient) from e
     if secret is None:
         raise attempt.error(
@@ -45,9 +46,9 @@ async def service_account_annotations(
         raise attempt.error("no-kubernetes", f"cannot read ServiceAccount {where}", hint=_OUTSIDE)
     try:
         annotations = await tokens.service_account_annotations(namespace, name)
-    except KubeAPIError as e:
+    except ApiError as e:
         code, transient = e.code, e.transient
-        hint = "grant the webhook get on serviceaccounts" if code == "403" else ""
+        hint = "grant the webhook get on serviceaccounts" if isinstance(e, ForbiddenError) else ""
         raise attempt.error(
             code, f"reading ServiceAccount {where}", hint=hint, transient=transient
         ) from e
@@ -71,9 +72,10 @@ async def service_account_token(
         raise attempt.error("no-kubernetes", f"no TokenRequest for {where}", hint=_OUTSIDE)
     try:
         return await tokens.token(namespace, name, audience, seconds)
-    except KubeAPIError as e:
+    except ApiError as e:
         code, transient = e.code, e.transient
-        hint = "grant the webhook create on serviceaccounts/token" if code == "403" else ""
+        forbidden = isinstance(e, ForbiddenError)
+        hint = "grant the webhook create on serviceaccounts/token" if forbidden else ""
         raise attempt.error(
             code, f"TokenRequest for {where}", hint=hint, transient=transient
         ) from e

@@ -229,6 +229,20 @@ class RefreshSettings:
 
 
 @dataclass(frozen=True)
+class HealingSettings:
+    """Self-healing of pods admitted without their pull secret (leader only)."""
+
+    evict: bool = True
+    """Evict a stuck pod that a controller re-creates (ReplicaSet, StatefulSet, DaemonSet,
+    Job), through the Eviction API. false: report only (an Event and a metric). Default
+    true."""
+    grace_seconds: float = 90.0
+    """How long a pod must fail to pull an image it lacks the webhook's secret for before
+    it is healed. Default 90: the kubelet retries a failed pull after about 15, 40 and 83
+    seconds, so a failure that clears by itself has had three retries first."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
@@ -236,6 +250,7 @@ class Config:
     """Registry entries, matched in order; the first match wins."""
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     refresh: RefreshSettings = field(default_factory=RefreshSettings)
+    healing: HealingSettings = field(default_factory=HealingSettings)
     namespace: str = "pull-secret-webhook"
     """The webhook's own namespace (default Secret namespace, Lease namespace). Default: the
     ``POD_NAMESPACE`` environment variable (the manifests set it from the pod's namespace),

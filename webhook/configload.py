@@ -27,6 +27,7 @@ from webhook.config import (
     EcrEntry,
     GenericAuth,
     GenericEntry,
+    HealingSettings,
     RefreshSettings,
     RegistryEntry,
     SecretRef,
@@ -211,6 +212,7 @@ class _Validator:
                 "registries",
                 "admission",
                 "refresh",
+                "healing",
                 "namespace",
                 "secretPrefix",
                 "caFile",
@@ -261,6 +263,7 @@ class _Validator:
             registries=tuple(entries),
             admission=self.admission(top.get("admission", {})),
             refresh=self.refresh(top.get("refresh", {})),
+            healing=self.healing(top.get("healing", {})),
             namespace=namespace,
             secret_prefix=prefix,
             ca_file=ca_file,
@@ -291,6 +294,15 @@ class _Validator:
             interval_seconds=self.number(m, "intervalSeconds", "refresh", 60, 1, 86400),
             gc_grace_seconds=self.number(m, "gcGraceSeconds", "refresh", 3600, 0, 30 * 86400),
             lease_name=lease,
+        )
+
+    def healing(self, data: Any) -> HealingSettings:
+        m = self.mapping(data, "healing")
+        self.unknown(m, "healing", ("evict", "graceSeconds"))
+        return HealingSettings(
+            evict=self.boolean(m, "evict", "healing", True),
+            # At least a second (a pass runs every few seconds anyway); at most a day.
+            grace_seconds=self.number(m, "graceSeconds", "healing", 90, 1, 86400),
         )
 
     def entry(self, data: Any, where: str) -> RegistryEntry | None:

@@ -37,6 +37,7 @@ from webhook.kubeclient import (
     transport_error,
 )
 from webhook.kubeerrors import ApiError, ForbiddenError, NotFoundError, UnauthorizedError
+from webhook.podstatus import pull_failure_view
 from webhook.rfc3339 import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,20 @@ class PodRefs(Sequence[Mapping[str, Any]]):
     """Listed pods as (namespace, name, pull secret names) rows, read back as minimal
     pod objects: ~150 bytes a pod where even a reduced object takes ~1 KB, so that
     listing 100,000 pods does not take 100 MB. Namespaces and secret names are interned,
-    equal name tuples shared."""
+    equal name tuples shared. Pods that fail to pull an image are kept whole enough for
+    self-healing instead (``podstatus.pull_failure_view``): they are few, and read back
+    after the rows."""
 
     def __init__(self) -> None:
         self._rows: list[tuple[str, str, tuple[str, ...]]] = []
         self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._failing: list[dict[str, Any]] = []
 
     def add(self, pod: Mapping[str, Any]) -> None:
+        failing = pull_failure_view(pod)
+        if failing is not None:
+            self._failing.append(failing)
+            return
         meta = pod.get("metadata") or {}
         refs = (pod.get("spec") or {}).get("imagePullSecrets") or []
         names = tuple(
@@ -83,7 +91,7 @@ class PodRefs(Sequence[Mapping[str, Any]]):
             self._rows.append((sys.intern(namespace), name, names))
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self._failing)
 
     @overload
     def __getitem__(self, index: int) -> Mapping[str, Any]: ...
@@ -93,8 +101,13 @@ class PodRefs(Sequence[Mapping[str, Any]]):
 
     def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
         if isinstance(index, slice):
-            return [self._pod(row) for row in self._rows[index]]
-        return self._pod(self._rows[index])
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rows = len(self._rows)
+        return self._pod(self._rows[index]) if index < rows else self._failing[index - rows]
 
     @staticmethod
     def _pod(row: tuple[str, str, tuple[str, ...]]) -> Mapping[str, Any]:
@@ -488,7 +501,8 @@ class Kube:
 
     async def list_pods(self) -> tuple[PodRefs, str]:
         """Every pod that lists pull secrets, reduced to what garbage collection reads
-        (namespace, name, the secrets' names)."""
+        (namespace, name, the secrets' names), and every pod that fails to pull an
+        image, reduced to what self-healing reads."""
         pods = PodRefs()
         version = await self._pages(
             "list_pod_for_all_namespaces", resource_path(CORE, "pods"), each=pods.add
@@ -500,6 +514,23 @@ class Kube:
             "list_pod_for_all_namespaces",
             resource_path(CORE, "pods"),
             resource_version=resource_version,
+        )
+
+    async def evict_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Ask for the pod with ``uid`` to be evicted (``policy/v1`` Eviction): the API
+        server refuses with 429 while a PodDisruptionBudget forbids it, 404 or 409 when
+        the pod is gone or the name now holds another pod."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+            "deleteOptions": {"preconditions": {"uid": uid}},
+        }
+        await self._call(
+            "create_namespaced_pod_eviction",
+            "POST",
+            resource_path(CORE, "pods", namespace=namespace, name=name) + "/eviction",
+            body=body,
         )
 
     async def create_event(

@@ -133,6 +133,23 @@ class Metrics:
             registry=r,
         )
 
+        self.heal_actions = Counter(
+            "pull_secret_webhook_heal_actions",
+            "Self-healing of pods stuck pulling without their pull secret, by action "
+            "(evicted; blocked: the eviction was refused by a PodDisruptionBudget; reported: "
+            "a pod no controller re-creates, or eviction switched off, given an Event).",
+            ["action"],
+            registry=r,
+        )
+        for action in ("evicted", "blocked", "reported"):
+            self.heal_actions.labels(action)  # every series exists from the start, at 0
+        self.pods_awaiting_heal = Gauge(
+            "pull_secret_webhook_pods_awaiting_heal",
+            "Pods in opted-in namespaces failing to pull an image for longer than the "
+            "healing grace without the webhook's pull secret, not healed yet (the leader's "
+            "count; 0 on the other replicas).",
+            registry=r,
+        )
         # Label children bound once: looking one up takes a lock and validates the labels.
         self._admission_results: dict[str, Counter] = {}
 

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 from webhook.admission import NeedStatus
 from webhook.config import Config, ConfigStore, RegistryEntry, store_of
 from webhook.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, LeaseApi
-from webhook.informer import Informer
+from webhook.healing import Healer
+from webhook.informer import Handler, Informer
 from webhook.kubeerrors import ApiError
 from webhook.needs import PullNeed
 from webhook.pullsecrets import CLAIM_SECONDS
@@ -96,10 +97,12 @@ class Refresher:
         *,
         on_leader: Callable[[bool], None] = lambda leader: None,
         clock: Callable[[], float] = time.time,
+        healer: Healer | None = None,
     ) -> None:
         """``config`` may be the store the config file is reloaded into: each pass then
         renews secrets by the registry entries in use at that time. ``on_leader`` hears
-        whether this replica leads after each try (for the leader metric)."""
+        whether this replica leads after each try (for the leader metric). ``healer``,
+        when given, follows the same pods watch and runs on every tick of the leader."""
         self.store = store_of(config)
         self.manager = manager
         self.kube = kube
@@ -114,6 +117,7 @@ class Refresher:
         self.leader = False
         self.references = References(start.secret_prefix)
         self._watches: tuple[Informer, ...] = ()
+        self.healer = healer
 
     @property
     def config(self) -> Config:
@@ -150,12 +154,16 @@ class Refresher:
         if on and not self._watches:
             kube = self.kube
             self.references = References(self.config.secret_prefix)
+            handlers: list[Handler] = [self.references]
+            if self.healer is not None:
+                self.healer.idle()  # a fresh start: its pods come with the list
+                handlers.append(self.healer.pods)
             self._watches = (
                 Informer(
                     "pods",
                     lambda: kube.list_pods(),
                     lambda version: kube.watch_pods(version),
-                    self.references,
+                    _Both(handlers),
                 ),
             )
             for informer in self._watches:
@@ -164,6 +172,8 @@ class Refresher:
             for informer in self._watches:
                 await informer.close()
             self._watches = ()
+            if self.healer is not None:
+                self.healer.idle()
 
     def _watches_synced(self) -> bool:
         return bool(self._watches) and all(i.synced.is_set() for i in self._watches)
@@ -201,6 +211,13 @@ class Refresher:
                         )
                 except Exception:
                     log.exception("refresher pass failed")
+            if self.healer is not None and self.leader and self._watches_synced():
+                # Every tick: with nothing stuck it makes no request (a local scan).
+                try:
+                    await self.manager.wait_synced()
+                    await self.healer.run_once()
+                except Exception:
+                    log.exception("healing pass failed")
             await asyncio.sleep(RENEW_SECONDS)
 
     def need_for(self, record: ManagedSecret) -> PullNeed | None:
@@ -313,3 +330,18 @@ class Refresher:
         elif now - record.unreferenced_since >= self.config.refresh.gc_grace_seconds:
             await self.manager.collect(record)
             report.collected.append(where)
+
+
+class _Both:
+    """One pods watch, several handlers (garbage collection's and healing's)."""
+
+    def __init__(self, handlers: Sequence[Handler]) -> None:
+        self.handlers = tuple(handlers)
+
+    def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        for handler in self.handlers:
+            handler.replace_all(objects)
+
+    def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+        for handler in self.handlers:
+            handler.apply(event, obj)

@@ -32,6 +32,9 @@ class MemKube:
         self.events: list[dict[str, Any]] = []
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.namespaces: list[dict[str, Any]] = []
+        self.evictions: list[tuple[str, str, str]] = []
+        #: Pods (namespace, name) whose eviction is answered with this status instead.
+        self.eviction_refusals: dict[tuple[str, str], int] = {}
         self.calls: Counter[str] = Counter()
         self._versions = itertools.count(100)
         self.unreachable = False
@@ -231,6 +234,16 @@ class MemKube:
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._no_watch()
+
+    async def evict_pod(self, namespace: str, name: str, uid: str) -> None:
+        self._count("evict_pod")
+        status = self.eviction_refusals.get((namespace, name))
+        if status is not None:
+            reason = "TooManyRequests" if status == 429 else "Refused"
+            raise KubeAPIError(
+                status, reason, "Cannot evict pod as it would violate the pod's disruption budget."
+            )
+        self.evictions.append((namespace, name, uid))
 
     async def create_event(
         self,

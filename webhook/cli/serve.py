@@ -25,6 +25,7 @@ from webhook.cli.common import (
 from webhook.config import Config, ConfigStore
 from webhook.configwatch import ConfigWatcher
 from webhook.credentials.cache import CredentialCache, import_providers
+from webhook.healing import Healer
 from webhook.kube import Kube
 from webhook.kubeclient import ApiClient, Connection, KubeconfigError
 from webhook.logs import log_context, setup_logging
@@ -289,6 +290,7 @@ async def start_manager(
         kube,
         holder=pod_name or f"{socket.gethostname()}-{os.getpid()}",
         on_leader=lambda leader: metrics.leader.set(1 if leader else 0),
+        healer=Healer(store, manager.opted_in, kube, metrics),
     )
     refresher.start()
     stack.push_async_callback(refresher.close)

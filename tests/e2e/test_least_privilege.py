@@ -361,3 +361,112 @@ def test_a_managed_secret_someone_deletes_is_recreated_within_a_refresh_interval
     # One refresh interval, plus the leader's pass cadence (a Lease tick) and slack.
     assert took < stack.refresh_interval + 10, took
     assert record_of(cp, ns, name)["status"]["secretUID"] == again["metadata"]["uid"]
+
+
+def _pending_pod(cp: Any, namespace: str, name: str) -> None:
+    """A pod no kubelet runs (this control plane has no node), of an image no registry
+    entry serves: the webhook makes nothing for it."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "registry.invalid/victim:1"}]},
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(pod))
+
+
+def _evict(stack: Stack, namespace: str, name: str, **delete_options: Any) -> Any:
+    eviction: dict[str, Any] = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+    if delete_options:
+        eviction["deleteOptions"] = delete_options
+    path = f"/api/v1/namespaces/{namespace}/pods/{name}/eviction"
+    return stack.as_webhook("create", "--raw", path, "-f", "-", input=json.dumps(eviction))
+
+
+def _pod_exists(cp: Any, namespace: str, name: str) -> bool:
+    return bool(cp.kubectl("get", "pod", name, "-n", namespace, check=False).returncode == 0)
+
+
+def test_the_webhook_identity_evicts_pods_only_in_opted_in_namespaces(stack: Stack) -> None:
+    """Self-healing's grant, pods/eviction create: RBAC gives it cluster-wide, the shipped
+    policy holds it to namespaces that opted in (never a system namespace or its own)."""
+    cp = stack.controlplane
+    opted = stack.labelled_namespace(ns_name("ev-in"))
+    unlabelled = stack.labelled_namespace(ns_name("ev-out"), inject=False)
+    for where in (opted, unlabelled, "kube-system", NAMESPACE):
+        _pending_pod(cp, where, "victim")
+    try:
+        # What it must not: evict where it may not write, or cut a pod's graceful stop.
+        for where in (unlabelled, "kube-system", NAMESPACE):
+            result = _evict(stack, where, "victim")
+            assert denied(result), (where, result.stdout, result.stderr)
+            assert "opted" in result.stderr or "system namespaces" in result.stderr, result.stderr
+            assert _pod_exists(cp, where, "victim"), where
+        hurried = _evict(stack, opted, "victim", gracePeriodSeconds=0)
+        assert denied(hurried), hurried.stdout
+        assert "termination grace period" in hurried.stderr
+        assert _pod_exists(cp, opted, "victim")
+        # What it must: evict a pod in an opted-in namespace (the API server deletes a pod
+        # no node runs at once).
+        made = _evict(stack, opted, "victim")
+        assert made.returncode == 0, made.stderr
+        wait_for("the evicted pod to go", lambda: not _pod_exists(cp, opted, "victim"), timeout=30)
+    finally:
+        for where in ("kube-system", NAMESPACE):
+            cp.kubectl("delete", "pod", "victim", "-n", where, "--wait=false", check=False)
+
+
+def test_the_webhook_identity_can_neither_delete_nor_change_pods(stack: Stack) -> None:
+    cp = stack.controlplane
+    opted = stack.labelled_namespace(ns_name("nodel"))
+    _pending_pod(cp, opted, "victim")
+    before = get_json(cp, "pod", "victim", "-n", opted)
+    for verb in ("delete", "update", "patch", "create", "deletecollection"):
+        answer = stack.as_webhook("auth", "can-i", verb, "pods", "-n", opted)
+        assert answer.stdout.strip() == "no", (verb, answer.stdout)
+    assert denied(stack.as_webhook("delete", "pod", "victim", "-n", opted))
+    assert denied(stack.as_webhook("delete", "pods", "--all", "-n", opted))
+    patched = stack.as_webhook(
+        "patch", "pod", "victim", "-n", opted, "--type=merge",
+        "-p", '{"metadata":{"labels":{"owned":"yes"}}}',
+    )  # fmt: skip
+    assert denied(patched), patched.stdout
+    before_doc = json.dumps(before)
+    assert denied(stack.as_webhook("replace", "-f", "-", input=before_doc))
+    assert denied(stack.as_webhook("label", "pod", "victim", "-n", opted, "owned=yes"))
+    after = get_json(cp, "pod", "victim", "-n", opted)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_the_webhook_identity_records_only_its_self_healing_events_on_pods(stack: Stack) -> None:
+    opted = stack.labelled_namespace(ns_name("ev-evt"))
+    unlabelled = stack.labelled_namespace(ns_name("ev-evt-out"), inject=False)
+
+    def event(namespace: str, reason: str, kind: str = "Pod") -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": "victim.", "namespace": namespace},
+                "involvedObject": {"kind": kind, "name": "victim", "namespace": namespace},
+                "reason": reason,
+                "message": "probe",
+                "type": "Warning",
+            }
+        )
+
+    for reason in ("PullSecretMissing", "EvictionBlocked", "EvictedForPullSecret"):
+        made = stack.as_webhook("create", "-f", "-", input=event(opted, reason))
+        assert made.returncode == 0, (reason, made.stderr)
+    for namespace, reason, kind in (
+        (opted, "Killing", "Pod"),  # words another component's Events use
+        (opted, "PullSecretMissing", "Deployment"),
+        (unlabelled, "PullSecretMissing", "Pod"),
+        ("kube-system", "PullSecretMissing", "Pod"),
+    ):
+        refused = stack.as_webhook("create", "-f", "-", input=event(namespace, reason, kind))
+        assert denied(refused), (namespace, reason, kind, refused.stdout)

@@ -161,6 +161,7 @@ def test_the_cluster_role_grants_exactly_what_the_webhook_uses(base: list[Obj]) 
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "events", "create"),
+        ("", "pods/eviction", "create"),
         *(
             ("pull-secret-webhook.io", "pullsecretmarkers", v)
             for v in ("create", "delete", "list", "watch")

@@ -36,7 +36,7 @@ from webhook.admission import Plan, plan
 from webhook.config import Config, ConfigStore
 from webhook.kubeapi import KubeAPIError
 from webhook.metrics import Metrics
-from webhook.podstatus import failing_images
+from webhook.podstatus import failing_images, pull_failure_view
 from webhook.reviews import AdmissionRequest
 from webhook.rfc3339 import from_rfc3339
 
@@ -92,7 +92,7 @@ class StuckPod:
     owner: Owner | None
     """Its controller (the owner reference with ``controller: true``), if any."""
     pod: Mapping[str, Any]
-    """The pod as watched (or its reduced view): what the admission decision reads."""
+    """The pod reduced to what the admission decision reads (``pull_failure_view``)."""
     failing: Mapping[str, float]
     """Image (as the spec names it) → since when it has been seen failing."""
     reasons: Mapping[str, str]
@@ -148,7 +148,7 @@ class StuckPods:
             created=from_rfc3339(str(meta.get("creationTimestamp") or "")) or 0.0,
             terminating=bool(meta.get("deletionTimestamp")),
             owner=_controller(meta),
-            pod=obj,
+            pod=pull_failure_view(obj) or obj,  # what a watch event carries is far more
             failing={image: seen.get(image, now) for image in reasons},
             reasons=reasons,
         )

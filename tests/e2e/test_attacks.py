@@ -136,7 +136,8 @@ def test_the_webhook_identity_cannot_write_events_outside_opted_in_namespaces(
     stack: Stack,
 ) -> None:
     """A compromised replica cannot write Events outside opted-in namespaces, nor any
-    Event but a warning about one of its own pull secrets."""
+    Event but a warning about one of its own pull secrets or self-healing's on a pod
+    (test_least_privilege checks those)."""
     event = {
         "apiVersion": "v1",
         "kind": "Event",

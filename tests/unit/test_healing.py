@@ -10,9 +10,8 @@ import pytest
 
 from devenv.support.configs import sample_document
 from devenv.support.memkube import MemKube
-from webhook.config import Config
+from webhook.config import Config, ConfigStore
 from webhook.configload import parse_config
-from webhook.configwatch import ConfigStore
 from webhook.healing import (
     BLOCKED_RETRY,
     CLUSTER_EVICTIONS,
@@ -417,8 +416,16 @@ async def test_a_pass_with_nothing_stuck_past_the_grace_makes_no_request() -> No
 
 async def test_a_config_reload_that_switches_eviction_off_applies_to_the_next_pass() -> None:
     h, kube, _, _ = healer(pod("p", owner_uid="a"), pod("q", namespace="team-b"))
-    h.store.current = make_config(evict=False)
-    h.store.generation += 1
+    h.store.replace(make_config(evict=False))
     await h.run_once()
     assert kube.calls["evict_pod"] == 0
     assert {e["reason"] for e in kube.events} == {EVENT_MISSING}
+
+
+async def test_a_config_reload_that_lengthens_the_grace_applies_to_the_next_pass() -> None:
+    h, kube, metrics, _ = healer(pod("p"))
+    h.store.replace(make_config(graceSeconds=GRACE + 1))
+    await h.run_once()
+    assert kube.calls["evict_pod"] == 0 and awaiting(metrics) == 0
+    h.store.replace(make_config(graceSeconds=GRACE))
+    assert (await h.run_once()).evicted == ["team-a/p"]

@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from webhook.admission import Plan, plan
 from webhook.config import Config, ConfigStore
-from webhook.kubeapi import KubeAPIError
+from webhook.kubeerrors import ApiError, ConflictError, NotFoundError, TooManyRequestsError
 from webhook.metrics import Metrics
 from webhook.podstatus import failing_images, pull_failure_view
 from webhook.reviews import AdmissionRequest
@@ -418,12 +418,12 @@ class Healer:
         self.cluster_limit.take(now)
         try:
             await self.kube.evict_pod(pod.namespace, pod.name, pod.uid)
-        except KubeAPIError as e:
-            if e.status in (404, 409):
-                return "gone"  # deleted, or the name holds another pod now
+        except (NotFoundError, ConflictError):
+            return "gone"  # deleted, or the name holds another pod now
+        except ApiError as e:
             delay = min(max(delay * 2, BLOCKED_RETRY), BLOCKED_RETRY_MAX)
             self._blocked[pod.uid] = (now + delay, delay)
-            if e.status != 429:
+            if not isinstance(e, TooManyRequestsError):
                 log.warning("%s/%s: eviction failed: %s", pod.namespace, pod.name, e)
                 return "failed"
             self.metrics.heal_actions.labels("blocked").inc()
@@ -473,5 +473,5 @@ class Healer:
                 message=message,
                 event_type=event_type,
             )
-        except KubeAPIError as e:
+        except ApiError as e:
             log.warning("cannot record Event on pod %s/%s: %s", pod.namespace, pod.name, e)

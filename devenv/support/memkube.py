@@ -239,9 +239,10 @@ class MemKube:
         self._count("evict_pod")
         status = self.eviction_refusals.get((namespace, name))
         if status is not None:
-            reason = "TooManyRequests" if status == 429 else "Refused"
             raise KubeAPIError(
-                status, reason, "Cannot evict pod as it would violate the pod's disruption budget."
+                status,
+                "Refused",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
             )
         self.evictions.append((namespace, name, uid))
 

@@ -35,16 +35,70 @@ app.kubernetes.io/part-of: pull-secret-webhook
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-{{- with .Values.commonLabels }}
+{{- with (merge (deepCopy (default dict .Values.commonLabels)) (default dict (.Values.global).commonLabels)) }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
 
-{{- define "psw.image" -}}
-{{- if .Values.image.digest -}}
-{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{/*
+The webhook's ServiceAccount: the chart's own (named after the release unless
+serviceAccount.name says otherwise), or with serviceAccount.create=false one you manage,
+which must then be named. Every binding, the write policies' username and the
+pod-identity subjects use this one name.
+*/}}
+{{- define "psw.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "psw.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- required "serviceAccount.name: the ServiceAccount to run as, required with serviceAccount.create=false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The username the API server gives the webhook's requests (policies, docs). */}}
+{{- define "psw.username" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "psw.serviceAccountName" . }}
+{{- end -}}
+
+{{/*
+Pod spec lines shared by every pod the chart runs: imagePullSecrets (global ones first,
+as names or {name: ...}) and, for the webhook, the priority class.
+*/}}
+{{- define "psw.imagePullSecrets" -}}
+{{- $names := list -}}
+{{- range (concat (default list (.Values.global).imagePullSecrets) (default list .Values.imagePullSecrets)) -}}
+{{- if kindIs "string" . -}}
+{{- $names = append $names . -}}
+{{- else -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- end -}}
+{{- with ($names | compact | uniq) }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The image. global.imageRegistry (an umbrella chart's mirror) replaces the registry host
+of image.repository (its first path component when that names a host: it has a "." or a
+":", or is localhost), or prefixes a repository without one.
+*/}}
+{{- define "psw.image" -}}
+{{- $repository := .Values.image.repository -}}
+{{- with (.Values.global).imageRegistry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repository = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- if .Values.image.digest -}}
+{{ $repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ $repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 {{- end -}}
 

@@ -598,6 +598,16 @@ class Stack:
             terminate(replica.process, REPLICA_STOP_SECONDS)
 
     @contextlib.contextmanager
+    def unawaited_replica(self, name: str) -> Iterator[Replica]:
+        """One more replica of the same install, started but not waited for: for what a
+        replica that must never become ready does."""
+        replica = self._launch(name)
+        try:
+            yield replica
+        finally:
+            terminate(replica.process, REPLICA_STOP_SECONDS)
+
+    @contextlib.contextmanager
     def routed_to(self, replicas: list[Replica], namespace: str) -> Iterator[None]:
         """The API server sends its admissions to ``replicas`` only (behind a balancer of
         their own) until the block ends, then to the stack's replicas again. Each switch

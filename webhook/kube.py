@@ -310,6 +310,17 @@ class Kube:
             body=body,
         )
 
+    async def dry_run_create_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """A create the API server runs through admission (its policies included) and
+        then discards (``dryRun=All``): nothing is stored. An ApiError if refused."""
+        await self._call(
+            "create_namespaced_secret_dry_run",
+            "POST",
+            resource_path(CORE, "secrets", namespace=namespace),
+            params={"dryRun": "All"},
+            body=body,
+        )
+
     async def replace_secret(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:

@@ -90,6 +90,14 @@ class Metrics:
             "1 when this replica holds the refresher Lease.",
             registry=r,
         )
+        self.write_policy_bound = Gauge(
+            "pull_secret_webhook_write_policy_bound",
+            "1 when the API server refused a dry-run write the webhook's write policy "
+            "(ValidatingAdmissionPolicy) must refuse, 0 when it accepted it (the policy does "
+            "not apply to the webhook's ServiceAccount), -1 while not known.",
+            registry=r,
+        )
+        self.write_policy_bound.set(-1)
         self.api_requests = Counter(
             "pull_secret_webhook_api_requests",
             "Requests sent to the Kubernetes API server, by call (a watch counts once, when "

@@ -30,6 +30,7 @@ from webhook.kube import Kube
 from webhook.kubeclient import ApiClient, Connection, KubeconfigError
 from webhook.logs import log_context, setup_logging
 from webhook.metrics import Metrics
+from webhook.policycheck import GAUGE, PolicyCheck
 from webhook.pullsecrets import PullSecretManager
 from webhook.refresher import Refresher
 from webhook.server import (
@@ -284,6 +285,15 @@ async def start_manager(
     state.ready_checks.append(manager.not_ready_reason)
     if not leader_election:
         return manager
+    # The replica's primary proves the write policy binds its identity (webhook.policycheck).
+    check = PolicyCheck(
+        kube,
+        store.current.namespace,  # refused on reload: fixed for the process
+        on_verdict=lambda verdict: metrics.write_policy_bound.set(GAUGE[verdict]),
+    )
+    check.start()
+    stack.push_async_callback(check.close)
+    state.ready_checks.append(check.not_ready_reason)
     refresher = Refresher(
         store,
         manager,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -99,29 +100,18 @@ def certs(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def write_docs_overlay(root: Path, namespace: str, suffix: str) -> Path:
-    """install.md's overlay (config + image) with its "Another namespace" block, and a
-    wrapper that only adds this test's name suffix to the cluster-wide names."""
-    (root / "pull-secret-webhook").symlink_to(REPO)
+    """install.md's overlay (config, image, follow-renames.yaml) with its "Another
+    namespace or name" additions, plus this test's name suffix for the cluster-wide names."""
+    shutil.copytree(REPO / "manifests", root / "pull-secret-webhook" / "manifests")
     mine = root / "my-install"
     mine.mkdir()
     kustomization = yaml.safe_load(block_after(INSTALL_MD, "configMapGenerator"))
-    rename = yaml.safe_load(block_after(INSTALL_MD, "replacements:"))
-    kustomization.update(rename, namespace=namespace)
+    rename = yaml.safe_load(block_after(INSTALL_MD, "namePrefix: team-"))
+    kustomization.update(rename, namespace=namespace, nameSuffix=f"-{suffix}")
     (mine / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     (mine / "config.yaml").write_text((REPO / "manifests" / "base" / "config.yaml").read_text())
-    wrapper = root / "e2e"
-    wrapper.mkdir()
-    (wrapper / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": ["../my-install"],
-                "nameSuffix": f"-{suffix}",
-            }
-        )
-    )
-    return wrapper
+    shutil.copy(REPO / "manifests" / "follow-renames.yaml", mine / "follow-renames.yaml")
+    return mine
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +120,13 @@ def overlay(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
     namespace = f"psw-{suffix}"
     path = write_docs_overlay(tmp_path_factory.mktemp("docs"), namespace, suffix)
     try:
-        yield path, namespace, f"pull-secret-webhook-{suffix}"
+        yield path, namespace, f"team-pull-secret-webhook-{suffix}"
     finally:
         delete_install(controlplane, path)
 
 
 def test_the_documented_overlay_applies_client_side_then_server_side(
-    controlplane: ControlPlane, overlay: Any
+    controlplane: ControlPlane, overlay: Any, tmp_path: Path
 ) -> None:
     path, namespace, name = overlay
 
@@ -164,6 +154,26 @@ def test_the_documented_overlay_applies_client_side_then_server_side(
     deployment = get(controlplane, "deployment", name, "-n", namespace)
     [c] = deployment["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "myregistry.example.com/pull-secret-webhook:0.1.0"
+    # The renamed install's write policy binds its renamed ServiceAccount: with that
+    # account's real token, a write the policy must refuse is refused by the policy.
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account == name
+    kubeconfig = controlplane.token_kubeconfig(tmp_path / "webhook.kubeconfig", namespace, account)
+    refused = controlplane.kubectl(
+        "--kubeconfig",
+        str(kubeconfig),
+        "create",
+        "secret",
+        "generic",
+        "not-a-pull-secret",
+        "-n",
+        namespace,
+        "--dry-run=server",
+        check=False,
+    )
+    assert refused.returncode != 0
+    policy = name.replace("pull-secret-webhook", "pull-secret-webhook-secrets")
+    assert f"ValidatingAdmissionPolicy '{policy}'" in refused.stderr
 
 
 def test_the_documented_certs_command_makes_secrets_owned_by_the_registration(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -58,16 +59,11 @@ def write_overlay(directory: Path, namespace: str, suffix: str) -> Path:
         f"resources:\n  - {base}\n"
         f"namespace: {namespace}\n"
         f"nameSuffix: -{suffix}\n"
-        # What docs/install.md tells an operator who renames the install: the write
-        # policy names the webhook's ServiceAccount.
-        "patches:\n"
-        "  - target: {kind: ValidatingAdmissionPolicy}\n"
-        "    patch: |-\n"
-        "      - op: replace\n"
-        "        path: /spec/matchConditions/0/expression\n"
-        "        value: request.userInfo.username == "
-        f"'system:serviceaccount:{namespace}:pull-secret-webhook-{suffix}'\n"
+        # What docs/install.md's overlay carries: the write policy follows the renamed
+        # ServiceAccount.
+        "replacements:\n  - path: follow-renames.yaml\n"
     )
+    shutil.copy(MANIFESTS / "follow-renames.yaml", directory / "follow-renames.yaml")
     return directory
 
 

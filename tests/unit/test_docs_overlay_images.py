@@ -71,6 +71,10 @@ def test_each_documented_overlay_names_its_image_in_every_workload(
     (overlay / "kustomization.yaml").write_text(text)
     # `cp pull-secret-webhook/manifests/base/config.yaml my-install/config.yaml` (README)
     (overlay / "config.yaml").write_text((REPO / "manifests" / "base" / "config.yaml").read_text())
+    # `cp pull-secret-webhook/manifests/follow-renames.yaml my-install/`, where it is listed
+    for copied in ("follow-renames.yaml", "follow-renames-cert-manager.yaml"):
+        if f"path: {copied}" in block:
+            (overlay / copied).write_text((REPO / "manifests" / copied).read_text())
 
     objs = kustomize(overlay)
 

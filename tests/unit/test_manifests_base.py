@@ -297,8 +297,10 @@ def test_the_write_policy_applies_to_the_webhook_alone_and_fails_closed(
     vap = one(base, "ValidatingAdmissionPolicy", policy)
     assert vap["spec"]["failurePolicy"] == "Fail"
     [condition] = vap["spec"]["matchConditions"]
+    # Namespace and name as string literals of their own, so an overlay's replacements
+    # (manifests/follow-renames.yaml) can rewrite each after a rename.
     assert condition["expression"] == (
-        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{NAME}'"
+        f"request.userInfo.username == 'system:serviceaccount:' + '{NAMESPACE}' + ':' + '{NAME}'"
     )
     binding = one(base, "ValidatingAdmissionPolicyBinding", policy)
     assert binding["spec"]["validationActions"] == ["Deny"]

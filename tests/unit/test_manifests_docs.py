@@ -4,13 +4,14 @@ install overlay builds with the identity guides' patches, the Helm values exampl
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.test_manifests_render import REPO, helm_template, kustomize, one
+from tests.unit.test_manifests_render import REPO, Obj, helm_template, kustomize, one
 from webhook import pki
 from webhook.configload import parse_config
 
@@ -68,8 +69,9 @@ def patches_in(guide: str) -> list[Any]:
 
 
 def write_install_overlay(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
-    """docs/install.md's overlay beside a checkout, as the docs lay it out."""
-    (tmp_path / "pull-secret-webhook").symlink_to(REPO)
+    """docs/install.md's overlay beside a copy of the project, as the docs lay it out
+    (``cp pull-secret-webhook/manifests/follow-renames*.yaml my-install/`` included)."""
+    shutil.copytree(REPO / "manifests", tmp_path / "pull-secret-webhook" / "manifests")
     overlay = tmp_path / "my-install"
     overlay.mkdir()
     kustomization = yaml.safe_load(block_after(REPO / "docs" / "install.md", "configMapGenerator"))
@@ -77,6 +79,8 @@ def write_install_overlay(tmp_path: Path, extra: dict[str, Any] | None = None) -
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     config = block_after(REPO / "docs" / "azure-workload-identity.md", "mode: workloadIdentity")
     (overlay / "config.yaml").write_text(config)
+    for copied in ("follow-renames.yaml", "follow-renames-cert-manager.yaml"):
+        shutil.copy(REPO / "manifests" / copied, overlay / copied)
     return overlay
 
 
@@ -136,52 +140,121 @@ def test_the_identity_guides_patch_with_strategic_merge_never_a_whole_map() -> N
             assert isinstance(body, dict) and body.get("kind"), (guide, patch)
 
 
-def test_the_namespace_overlay_leaves_no_reference_to_the_default_namespace(
-    tmp_path: Path,
-) -> None:
-    block = yaml.safe_load(block_after(REPO / "docs" / "install.md", "replacements:"))
-    overlay = write_install_overlay(
-        tmp_path,
-        {
-            **block,
-            "components": [
-                "../pull-secret-webhook/manifests/components/cert-manager",
-                "../pull-secret-webhook/manifests/components/pod-identity",
-            ],
-        },
-    )
+RENAMES = yaml.safe_load(block_after(REPO / "docs" / "install.md", "namePrefix: team-"))
+CERT_MANAGER_RENAMES = yaml.safe_load(
+    block_after(REPO / "docs" / "install.md", "- path: follow-renames-cert-manager.yaml")
+)
 
-    text = yaml.safe_dump_all(kustomize(overlay))
-    objs = kustomize(overlay)
 
-    namespace = block["namespace"]
-    assert {o["metadata"].get("namespace", namespace) for o in objs} == {namespace}
-    hook = one(objs, "MutatingWebhookConfiguration", "pull-secret-webhook")
+def policy_username(policy: Obj) -> str:
+    """The username the-webhook-itself condition compares with, as the API server would
+    evaluate the expression's string literals and concatenations."""
+    [condition] = policy["spec"]["matchConditions"]
+    expression = condition["expression"]
+    prefix = "request.userInfo.username == "
+    assert expression.startswith(prefix), expression
+    parts = [p.strip() for p in expression[len(prefix) :].split("+")]
+    assert all(p.startswith("'") and p.endswith("'") and p.count("'") == 2 for p in parts), parts
+    return "".join(p[1:-1] for p in parts)
+
+
+def assert_bound_to_the_rendered_identity(objs: list[Obj]) -> None:
+    """The invariants that protect the cluster, whatever the overlay renamed."""
+    [deployment] = [o for o in objs if o["kind"] == "Deployment"]
+    namespace = deployment["metadata"]["namespace"]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert one(objs, "ServiceAccount", account)["metadata"]["namespace"] == namespace
+    username = f"system:serviceaccount:{namespace}:{account}"
+    policies = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
+    assert policies
+    for policy in policies:
+        assert policy_username(policy) == username, policy["metadata"]["name"]
+    bound = {
+        o["spec"]["policyName"] for o in objs if o["kind"] == "ValidatingAdmissionPolicyBinding"
+    }
+    assert bound == {p["metadata"]["name"] for p in policies}
+    for binding in (o for o in objs if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
+        for subject in binding["subjects"]:
+            if subject["name"] == account or "certs-renewal" not in binding["metadata"]["name"]:
+                assert (subject["name"], subject["namespace"]) == (account, namespace)
+    [hook] = [o for o in objs if o["kind"] == "MutatingWebhookConfiguration"]
+    service = hook["webhooks"][0]["clientConfig"]["service"]
+    assert one(objs, "Service", service["name"])["metadata"]["namespace"] == service["namespace"]
     [excluded] = [
         e["values"]
         for e in hook["webhooks"][0]["namespaceSelector"]["matchExpressions"]
         if e["key"] == "kubernetes.io/metadata.name"
     ]
     assert excluded == ["kube-system", namespace]
-    assert hook["webhooks"][0]["clientConfig"]["service"]["namespace"] == namespace
-    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
-        f"{namespace}/pull-secret-webhook-serving"
-    )
-    serving = one(objs, "Certificate", "pull-secret-webhook-serving")
-    assert serving["spec"]["dnsNames"] == pki.service_dns_names("pull-secret-webhook", namespace)
-    # The write policies are bound to the webhook's ServiceAccount in its new namespace.
-    policies = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
-    assert policies
-    for policy in policies:
-        [condition] = policy["spec"]["matchConditions"]
-        assert condition["expression"] == (
-            f"request.userInfo.username == 'system:serviceaccount:{namespace}:pull-secret-webhook'"
+    for cron in (o for o in objs if o["kind"] == "CronJob"):
+        [c] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        args = dict(a.split("=", 1) for a in c["args"][1:])
+        assert args["--service"] == service["name"]
+        assert args["--webhook-config"] == hook["metadata"]["name"]
+    for role in (
+        o for o in objs if o["kind"] == "ClusterRole" and "certs-renewal" in o["metadata"]["name"]
+    ):
+        assert role["rules"][0]["resourceNames"] == [hook["metadata"]["name"]]
+    for cert in (
+        o for o in objs if o["kind"] == "Certificate" and o["metadata"]["name"].endswith("-serving")
+    ):
+        assert cert["spec"]["dnsNames"] == pki.service_dns_names(service["name"], namespace)
+        assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"{namespace}/{cert['metadata']['name']}"
         )
-    # Nothing else names the default namespace (labels and names say pull-secret-webhook
-    # too, so look for it where a namespace would be written).
-    assert ".pull-secret-webhook.svc" not in text
-    assert "pull-secret-webhook/pull-secret-webhook" not in text
-    assert "namespace: pull-secret-webhook" not in text
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({}, id="as-documented"),
+        pytest.param({"namespace": "tools"}, id="namespace"),
+        pytest.param(RENAMES, id="namespace-and-prefix"),
+        pytest.param({**RENAMES, "nameSuffix": "-v2"}, id="prefix-and-suffix"),
+        pytest.param(
+            {**RENAMES, "components": ["../pull-secret-webhook/manifests/components/pod-identity"]},
+            id="pod-identity",
+        ),
+        pytest.param({**RENAMES, **CERT_MANAGER_RENAMES}, id="cert-manager"),
+        pytest.param(
+            {
+                **RENAMES,
+                **CERT_MANAGER_RENAMES,
+                "components": [
+                    *CERT_MANAGER_RENAMES["components"],
+                    "../pull-secret-webhook/manifests/components/pod-identity",
+                    "../pull-secret-webhook/manifests/components/network-policy",
+                    "../pull-secret-webhook/manifests/components/flow-schema",
+                ],
+            },
+            id="every-component",
+        ),
+    ],
+)
+def test_a_renamed_or_moved_overlay_keeps_the_policies_bound_to_the_rendered_account(
+    tmp_path: Path, extra: dict[str, Any]
+) -> None:
+    overlay = write_install_overlay(tmp_path, extra)
+
+    objs = kustomize(overlay)
+
+    assert_bound_to_the_rendered_identity(objs)
+    namespace = extra.get("namespace", "pull-secret-webhook")
+    assert {o["metadata"].get("namespace", namespace) for o in objs} == {namespace}
+    if "namePrefix" in extra:
+        assert one(
+            objs, "ServiceAccount", "team-" + "pull-secret-webhook" + extra.get("nameSuffix", "")
+        )
+
+
+def test_the_overlay_without_follow_renames_would_leave_the_policy_naming_nobody(
+    tmp_path: Path,
+) -> None:
+    # The guard above can fail: the same rename without the replacements desyncs.
+    overlay = write_install_overlay(tmp_path, {**RENAMES, "replacements": []})
+
+    with pytest.raises(AssertionError):
+        assert_bound_to_the_rendered_identity(kustomize(overlay))
 
 
 def test_the_helm_values_example_renders_a_valid_config(tmp_path: Path) -> None:
@@ -207,8 +280,10 @@ def test_the_readme_overlay_builds_with_the_example_config(tmp_path: Path) -> No
     (overlay / "kustomization.yaml").write_text(
         block_after(REPO / "README.md", "configMapGenerator")
     )
-    # "cp pull-secret-webhook/manifests/base/config.yaml my-install/config.yaml"
+    # "cp pull-secret-webhook/manifests/base/config.yaml my-install/config.yaml" and
+    # "cp pull-secret-webhook/manifests/follow-renames.yaml my-install/"
     (overlay / "config.yaml").write_text((REPO / "manifests" / "base" / "config.yaml").read_text())
+    shutil.copy(REPO / "manifests" / "follow-renames.yaml", overlay / "follow-renames.yaml")
 
     objs = kustomize(overlay)
 
@@ -218,34 +293,43 @@ def test_the_readme_overlay_builds_with_the_example_config(tmp_path: Path) -> No
     assert parse_config(yaml.safe_load(cm["data"]["config.yaml"])).registries
 
 
-def test_the_renamed_install_renews_its_own_service_and_registration(tmp_path: Path) -> None:
-    renewal = "pull-secret-webhook-certs-renewal"
-    block = yaml.safe_load(block_after(REPO / "docs" / "install.md", f"name: {renewal}}}"))
+def test_the_per_pod_identity_overlay_adds_the_token_grant_bound_to_the_webhook(
+    tmp_path: Path,
+) -> None:
+    additions = yaml.safe_load(block_after(REPO / "docs" / "per-pod-identity.md", "components:"))
+    overlay = write_install_overlay(tmp_path, {**RENAMES, **additions})
+
+    objs = kustomize(overlay)
+
+    assert_bound_to_the_rendered_identity(objs)
+    one(objs, "ValidatingAdmissionPolicy", "team-pull-secret-webhook-tokens")
+    one(objs, "ClusterRole", "team-pull-secret-webhook-pod-identity")
+
+
+def test_your_own_issuer_signs_the_serving_certificate(tmp_path: Path) -> None:
+    additions = yaml.safe_load(block_after(REPO / "docs" / "install.md", "with your issuer"))
     overlay = write_install_overlay(
-        tmp_path, {"namespace": "tools", "namePrefix": "team-", **block}
+        tmp_path,
+        {**additions, "replacements": CERT_MANAGER_RENAMES["replacements"], "namespace": "tools"},
     )
 
     objs = kustomize(overlay)
 
-    service = one(objs, "Service", "team-pull-secret-webhook")["metadata"]
-    registration = one(objs, "MutatingWebhookConfiguration", "team-pull-secret-webhook")
-    cron = one(objs, "CronJob", f"team-{renewal}")
-    [c] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    args = {a.split("=")[0]: a.split("=")[1] for a in c["args"][1:]}
-    assert args["--service"] == service["name"]
-    assert args["--webhook-config"] == registration["metadata"]["name"]
-    assert args["--namespace"] == "$(POD_NAMESPACE)" and cron["metadata"]["namespace"] == "tools"
-    [rule] = one(objs, "ClusterRole", f"team-{renewal}")["rules"]
-    assert rule["resourceNames"] == [registration["metadata"]["name"]]
-    # The Secrets keep their names (no kustomize object renames them): the Deployment
-    # mounts, and the renewal may write, the same two.
-    [secrets] = one(objs, "Role", f"team-{renewal}")["rules"]
-    volumes = one(objs, "Deployment", "team-pull-secret-webhook")["spec"]["template"]["spec"]
-    mounted = {
-        src["secret"]["name"]
-        for v in volumes["volumes"]
-        for src in v.get("projected", {}).get("sources", [])
-        if "secret" in src
+    assert_bound_to_the_rendered_identity(objs)
+    serving = one(objs, "Certificate", "pull-secret-webhook-serving")
+    assert serving["spec"]["issuerRef"] == {
+        "name": "private-ca",
+        "kind": "AWSPCAClusterIssuer",
+        "group": "awspca.cert-manager.io",
     }
-    assert mounted == {args["--secret"]}
-    assert secrets["resourceNames"] == [args["--secret"], f"{args['--secret']}-ca"]
+
+
+def test_your_own_issuer_with_helm(tmp_path: Path) -> None:
+    values = tmp_path / "my-values.yaml"
+    values.write_text(block_after(REPO / "docs" / "install.md", "# my-values.yaml (additions)"))
+
+    objs = helm_template("-f", str(values))
+
+    serving = one(objs, "Certificate", "pull-secret-webhook-serving")
+    assert serving["spec"]["issuerRef"]["kind"] == "AWSPCAClusterIssuer"
+    assert not [o for o in objs if o["kind"] == "Issuer"]

@@ -64,7 +64,10 @@ e2e: $(STAMP) system-deps controlplane node tools
 test: $(STAMP) system-deps controlplane node tools lint typecheck
 	$(VENV)/bin/pytest
 
-run: $(STAMP) system-deps controlplane node
+# With --no-playground only the webhook runs (against $$KUBECONFIG's cluster): no system
+# packages, no control plane or node to build.
+RUN_DEPS := $(if $(findstring --no-playground,$(ARGS)),,system-deps controlplane node)
+run: $(STAMP) $(RUN_DEPS)
 	$(PY) -m devenv.playground $(ARGS)
 
 # The property-based tests at full size: 4 properties x 25,000 generated cases (hostile

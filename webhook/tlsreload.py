@@ -33,7 +33,7 @@ def _server_context() -> ssl.SSLContext:
     # The API server never resumes a session: client-go's TLSConfigFor
     # (staging/src/k8s.io/client-go/transport/transport.go) sets no ClientSessionCache,
     # and Go clients resume only with one. Minting tickets nobody uses cost ~13% of the
-    # CPU of a request on a new connection here (bench/README.md, "handshake").
+    # CPU of a request on a new connection here (bench/README.md, "Bursts and handshakes").
     ctx.num_tickets = 0
     return ctx
 

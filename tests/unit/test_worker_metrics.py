@@ -13,11 +13,14 @@ from webhook.metrics import Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The webhook's own samples; the process_* ones (CPU seconds, RSS) move between two
+    renders on a busy machine and are not what the merge is about."""
     text = metrics.render().decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
+        if not s.name.startswith("process_")
     }
 
 

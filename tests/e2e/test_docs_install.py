@@ -260,6 +260,9 @@ def test_helm_install_as_documented_stores_the_release_in_a_restricted_namespace
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert "STATUS: deployed" in output
     assert 'does not enforce the "restricted" Pod Security Standard' not in output
+    # The subject the identity guides' federated credential / trust policy must name.
+    account = get(controlplane, "serviceaccount", f"{name}-pull-secret-webhook", "-n", namespace)
+    assert f"subject: system:serviceaccount:{namespace}:{account['metadata']['name']}" in output
     deployment = get(controlplane, "deployment", f"{name}-pull-secret-webhook", "-n", namespace)
     assert deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == (
         "true"
@@ -369,3 +372,32 @@ def test_the_documented_flow_schema_sends_the_webhooks_requests_to_workload_high
     finally:
         controlplane.kubectl("delete", "flowschema", schema["metadata"]["name"], check=False)
         controlplane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_host_network_is_refused_in_a_restricted_namespace_until_the_documented_label(
+    controlplane: ControlPlane, namespace: str
+) -> None:
+    controlplane.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    # --dry-run=server lets the chart's lookup see the real namespace.
+    install = [
+        str(helm_binary()), "install", "psw-hostnet", str(CHART), "--namespace", namespace,
+        "--dry-run=server", "--set", "hostNetwork=true",
+        "--set", "webhook.port=10260", "--set", "webhook.healthPort=10261",
+    ]  # fmt: skip
+    env = {**os.environ, "KUBECONFIG": str(controlplane.kubeconfig)}
+    refused = subprocess.run(
+        install, capture_output=True, text=True, env=env, timeout=HELM_TIMEOUT_SECONDS, check=False
+    )
+    assert refused.returncode != 0
+    assert "forbids host networking" in refused.stderr
+    assert "pod-security.kubernetes.io/enforce=privileged" in refused.stderr
+
+    # docs/install.md, "Network reachability": the label command, for this namespace.
+    [label] = [line for line in sh_block_after("enforce=privileged") if "kubectl" in line]
+    controlplane.kubectl(*label.replace("pull-secret-webhook", namespace).split()[1:])
+    output = run(install, controlplane.kubeconfig)
+
+    assert "hostNetwork: true" in output  # the rendered Deployment, accepted by the dry run
+    assert 'does not enforce the "restricted"' not in output

@@ -335,6 +335,16 @@ def test_no_disruption_budget_blocks_a_drain_of_a_single_replica() -> None:
         helm_template("--set", "replicaCount=2", "--set", "podDisruptionBudget.minAvailable=2")
 
 
+def test_on_the_host_network_a_rollout_stops_one_replica_before_starting_one() -> None:
+    # Ports are per node: a surge replica would find no node on a cluster with as many
+    # nodes as replicas, and the rollout would stall.
+    default = one(helm_template(), "Deployment")["spec"]["strategy"]["rollingUpdate"]
+    host = one(helm_template("--set", "hostNetwork=true"), "Deployment")["spec"]["strategy"]
+
+    assert default == {"maxSurge": 1, "maxUnavailable": 0}
+    assert host["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
 def test_revision_history_limit_is_a_value() -> None:
     assert one(helm_template(), "Deployment")["spec"]["revisionHistoryLimit"] == 5
     objs = helm_template("--set", "revisionHistoryLimit=2")

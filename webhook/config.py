@@ -36,6 +36,28 @@ ACR_AUDIENCES: dict[str, str] = {
     "arm": "https://management.azure.com/.default",
 }
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+#: Azure Resource Manager's scope in each cloud, by that cloud's Entra ID authority host
+#: (azure-identity's AzureAuthorityHosts; Resource Manager endpoints of `az cloud list`):
+#: public, US Government, China. Another cloud names its scope as an https:// audience.
+ARM_SCOPES: dict[str, str] = {
+    "login.microsoftonline.com": "https://management.azure.com/.default",
+    "login.microsoftonline.us": "https://management.usgovcloudapi.net/.default",
+    "login.chinacloudapi.cn": "https://management.chinacloudapi.cn/.default",
+}
+
+
+def acr_scope(audience: str, authority_host: str) -> str:
+    """The Entra ID scope an ``acr`` entry's token is requested for: ``containerregistry``,
+    ``arm`` (Resource Manager of the cloud ``authority_host`` belongs to), or an explicit
+    ``https://`` audience (``/.default`` added when missing)."""
+    if audience.startswith("https://"):
+        return audience if audience.endswith("/.default") else audience.rstrip("/") + "/.default"
+    if audience == "arm":
+        host = authority_host.removeprefix("https://").split("/", 1)[0].split(":", 1)[0]
+        return ARM_SCOPES.get(host.lower(), ACR_AUDIENCES["arm"])
+    return ACR_AUDIENCES[audience]
+
+
 #: The system namespaces, always excluded (as is the webhook's own): their pods must
 #: start while the webhook is down, and no tenant is ever served there.
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
@@ -78,11 +100,12 @@ class AcrAuth:
     authority_host: str = ""
     """Entra ID authority. Default: AZURE_AUTHORITY_HOST or login.microsoftonline.com."""
     audience: str = "containerregistry"
-    """Token audience: ``containerregistry`` (default) or ``arm`` for old registries."""
+    """Token audience: ``containerregistry`` (default), ``arm`` for old registries (the
+    Resource Manager of the authority's cloud), or an explicit ``https://`` audience."""
 
-    @property
-    def scope(self) -> str:
-        return ACR_AUDIENCES[self.audience]
+    def scope(self, default_authority: str = DEFAULT_AUTHORITY_HOST) -> str:
+        """The token's scope; ``default_authority`` when the entry names no authority."""
+        return acr_scope(self.audience, self.authority_host or default_authority)
 
     def identity(self) -> str:
         """A stable, non-secret label of the identity (secret names derive from it)."""

@@ -468,8 +468,12 @@ class _Validator:
         elif authority:
             self.port_in_range(f"{where}.authorityHost", authority)
         audience = self.string(m, "audience", where, "containerregistry")
-        if audience not in ACR_AUDIENCES:
-            self.bad(f"{where}.audience", audience, f"one of {', '.join(ACR_AUDIENCES)}")
+        if audience not in ACR_AUDIENCES and not audience.startswith("https://"):
+            self.bad(
+                f"{where}.audience",
+                audience,
+                f"one of {', '.join(ACR_AUDIENCES)}, or an https:// audience",
+            )
             audience = "containerregistry"
         return AcrAuth(
             mode=mode,

@@ -11,9 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: ACR login-server suffixes of the public and sovereign clouds (Azure public, China,
-#: US Government, and the retired Germany cloud still found in old configs).
-ACR_DEFAULT_SUFFIXES: tuple[str, ...] = ("azurecr.io", "azurecr.cn", "azurecr.us", "azurecr.de")
+#: ACR login-server suffixes of the public and sovereign clouds in service (Azure public,
+#: China, US Government). Microsoft Cloud Deutschland (azurecr.de) closed in 2021; an
+#: entry's ``suffixes`` adds it, or a private cloud's, where still wanted.
+ACR_DEFAULT_SUFFIXES: tuple[str, ...] = ("azurecr.io", "azurecr.cn", "azurecr.us")
 
 #: A registry name is 5-50 alphanumerics (ACR naming rules); a geo-replica or a
 #: dedicated data endpoint adds ``.<region>`` / ``-<suffix>`` parts we also accept.

@@ -80,7 +80,7 @@ async def test_a_transient_ecr_failure_is_retried_and_then_succeeds(
     ("code", "status", "hint"),
     [
         pytest.param(
-            "AccessDeniedException", 400, "AmazonEC2ContainerRegistryReadOnly", id="access-denied"
+            "AccessDeniedException", 400, "AmazonEC2ContainerRegistryPullOnly", id="access-denied"
         ),
         pytest.param(
             "UnrecognizedClientException", 400, "does not know this access key", id="unknown-key"

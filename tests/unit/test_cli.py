@@ -58,7 +58,41 @@ def test_explain_says_why_nothing_matches(
     assert "path:     library/nginx" in out
     assert "no registry entry matches docker.io" in out
     assert "no registry entry matches contoso.azurecr.io.evil.com" in out
-    assert "it is an ECR host" in out
+    # The sample's ECR entry has anyRegistry with an accounts filter: that is the cause,
+    # not a missing anyRegistry.
+    assert "entry aws covers any ECR host, but only of the accounts it lists" in out
+    assert "add 999999999999 to accounts" in out
+    assert "set anyRegistry: true" not in out
+
+
+def test_explain_suggests_any_registry_only_when_no_entry_covers_the_family(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "registries": [
+                    {
+                        "name": "mine",
+                        "kind": "ecr",
+                        "hosts": ["111122223333.dkr.ecr.eu-west-1.amazonaws.com"],
+                    }
+                ]
+            }
+        )
+    )
+
+    code, out, _ = run_cli(
+        capsys,
+        "explain",
+        "--config",
+        str(config),
+        "999999999999.dkr.ecr.us-east-1.amazonaws.com/app",
+    )
+
+    assert code == 0
+    assert "it is an ECR host: add it to an ecr entry's hosts or set anyRegistry: true" in out
 
 
 def test_explain_fails_on_an_invalid_reference(

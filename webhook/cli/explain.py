@@ -14,7 +14,7 @@ from typing import TextIO
 from webhook.cli.common import Commands, add_config_option, config_path, load
 from webhook.config import AcrEntry, Config
 from webhook.needs import ImageMatch, match_images
-from webhook.registries import family_of
+from webhook.registries import family_of, parse_ecr_host
 
 
 def add_commands(sub: Commands) -> None:
@@ -36,6 +36,28 @@ def add_commands(sub: Commands) -> None:
     p.set_defaults(func=run_explain)
 
 
+def why_unmatched(config: Config, host: str) -> str:
+    """Why no entry serves ``host``, pointing at the setting that decides it: an ECR
+    entry's ``accounts`` filter before the generic anyRegistry advice."""
+    why = "no registry entry matches " + host
+    family = family_of(host)
+    if family is None:
+        return why
+    ecr = parse_ecr_host(host)
+    if ecr is not None:
+        filtered = [e for e in config.registries if e.rule.kind == "ecr" and e.rule.family]
+        if filtered:
+            names = ", ".join(e.name for e in filtered)
+            return (
+                f"{why} (entry {names} covers any ECR host, but only of the accounts it lists "
+                f"in accounts: add {ecr.account} to accounts, or the host to hosts)"
+            )
+    return (
+        f"{why} (it is an {family.upper()} host: add it to an {family} entry's hosts "
+        "or set anyRegistry: true)"
+    )
+
+
 def explain_lines(config: Config, matches: Sequence[ImageMatch]) -> list[str]:
     lines: list[str] = []
     for m in matches:
@@ -50,12 +72,7 @@ def explain_lines(config: Config, matches: Sequence[ImageMatch]) -> list[str]:
         lines.append(f"  tag:      {ref.tag or '-'}")
         lines.append(f"  digest:   {ref.digest or '-'}")
         if m.need is None:
-            family = family_of(ref.domain)
-            why = "no registry entry matches " + ref.domain
-            if family:
-                why += f" (it is an {family.upper()} host: add it to an {family} entry's hosts"
-                why += " or set anyRegistry: true)"
-            lines.append(f"  registry: none — {why}")
+            lines.append(f"  registry: none — {why_unmatched(config, ref.domain)}")
         else:
             need = m.need
             lines.append(

@@ -36,9 +36,14 @@ from webhook.needs import PullNeed
 REQUEST_TIMEOUT = 10.0
 #: ACR's answers are a small JSON object; anything bigger is not ACR.
 MAX_BODY = 64 * 1024
+#: Which role grants pulls depends on the registry's permissions mode (its
+#: roleAssignmentMode): ABAC-enabled registries do not honour AcrPull
+#: (docs/azure-acr-access.md).
 ROLE_HINT = (
-    "the identity has no AcrPull role on this registry (or the registry does not accept "
-    "Entra tokens for this audience)"
+    "the identity has no pull role on this registry: AcrPull, or on an ABAC-enabled "
+    "registry (roleAssignmentMode AbacRepositoryPermissions) Container Registry Repository "
+    "Reader, which AcrPull does not replace there (or the registry does not accept Entra "
+    "tokens for this audience)"
 )
 
 

@@ -54,7 +54,7 @@ _KEYS_HINT = (
 def _hint(code: str, step: str, identity: str) -> str:
     if code == "AccessDeniedException":
         return (
-            "allow ecr:GetAuthorizationToken: attach AmazonEC2ContainerRegistryReadOnly "
+            "allow ecr:GetAuthorizationToken: attach AmazonEC2ContainerRegistryPullOnly "
             "to the role or user"
         )
     if code == "AccessDenied" and step == "sts-assume-role-with-web-identity":

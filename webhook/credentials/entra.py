@@ -34,7 +34,7 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
-from webhook.config import AcrAuth, AcrEntry
+from webhook.config import DEFAULT_AUTHORITY_HOST, AcrAuth, AcrEntry
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens, jwt_claims
 from webhook.credentials.kubeio import (
     read_secret,
@@ -115,7 +115,7 @@ class EntraTokens:
                 await cached[1].close()
             self._credentials[entry.name] = cached = (source, build())
         attempt.step = "imds" if auth.mode == "managedIdentity" else "entra-token"
-        return await _get_token(cached[1], auth.scope, auth.tenant_id, attempt)
+        return await _get_token(cached[1], _scope(auth), auth.tenant_id, attempt)
 
     async def _source(
         self, auth: AcrAuth, attempt: Attempt
@@ -226,7 +226,7 @@ class EntraTokens:
         async with ClientAssertionCredential(
             tenant, client, lambda: assertion, **self._common(auth)
         ) as credential:
-            return await _get_token(credential, auth.scope, tenant, attempt)
+            return await _get_token(credential, _scope(auth), tenant, attempt)
 
     async def aclose(self) -> None:
         credentials = [c for _, c in self._credentials.values()]
@@ -238,6 +238,12 @@ class EntraTokens:
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _scope(auth: AcrAuth) -> str:
+    """The entry's scope; without an authorityHost of its own, the cloud is the one
+    AZURE_AUTHORITY_HOST names (as for the credential itself)."""
+    return auth.scope(os.environ.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST)
 
 
 async def _get_token(

@@ -15,6 +15,7 @@ from typing import Any, overload
 
 import orjson
 
+from webhook import redact
 from webhook.apihealth import ApiHealth
 from webhook.kubeapi import (
     GROUP,
@@ -562,7 +563,7 @@ class Kube:
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
             "involvedObject": dict(involved),
             "reason": reason,
-            "message": message[:1024],
+            "message": redact.scrub(message)[:1024],
             "type": event_type,
             "source": {"component": component},
             "firstTimestamp": now,

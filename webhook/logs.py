@@ -1,4 +1,7 @@
-"""Logging set-up: text or JSON lines, with per-request context (uid, namespace, pod, op)."""
+"""Logging set-up: text or JSON lines, with per-request context (uid, namespace, pod, op).
+
+Every line is scrubbed of secret material on its way out (``webhook.redact``), whatever
+logged it: a remote body quoted in an exception, a library's message, a traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+
+from webhook import redact
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
@@ -69,7 +74,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
-        return json.dumps(doc, separators=(",", ":"))
+        return redact.scrub(json.dumps(doc, separators=(",", ":")))
 
 
 class TextFormatter(logging.Formatter):
@@ -78,7 +83,7 @@ class TextFormatter(logging.Formatter):
         ctx = getattr(record, "ctx", {})
         if ctx:
             line += " " + " ".join(f"{k}={v}" for k, v in ctx.items())
-        return line
+        return redact.scrub(line)
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:

@@ -11,7 +11,7 @@ import base64
 import re
 from typing import Any, Literal, NotRequired, TypedDict
 
-from webhook import jsonio
+from webhook import jsonio, redact
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -287,7 +287,7 @@ def deny(uid: str, message: str, code: int = 403, reason: str = "Forbidden") -> 
     return {
         "uid": uid,
         "allowed": False,
-        "status": {"code": code, "message": message, "reason": reason},
+        "status": {"code": code, "message": redact.scrub(message), "reason": reason},
     }
 
 
@@ -298,5 +298,5 @@ def bad_request(error: BadReview) -> AdmissionReview:
 
 
 def clip_warning(text: str) -> str:
-    text = " ".join(text.split())
+    text = " ".join(redact.scrub(text).split())
     return text if len(text) <= WARNING_MAX else text[: WARNING_MAX - 1] + "…"

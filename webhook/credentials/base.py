@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from webhook import redact
 from webhook.config import RegistryEntry
 from webhook.kubeapi import SecretData
 from webhook.needs import PullNeed
@@ -32,12 +32,8 @@ ACR_USERNAME = "00000000-0000-0000-0000-000000000000"
 #: Remote error text is cut to this many characters before it reaches a message:
 #: enough for an AADSTS description or an AWS message, never a whole HTML page.
 MESSAGE_LIMIT = 240
-
-# Anything shaped like a JWT (three base64url parts, the first a JSON header) or a
-# long opaque token is replaced before a remote message is shown. '/' is left out
-# of the opaque pattern so ARM resource ids in IMDS messages stay readable.
-_JWT_RE = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
-_OPAQUE_RE = re.compile(r"[A-Za-z0-9+_=-]{64,}")
+#: An error code (an HTTP status, AADSTS70011, AccessDeniedException) is short.
+CODE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -53,6 +49,11 @@ class Credential:
     issued_at: float
     """Unix seconds when it was obtained (by the local clock)."""
 
+    def __post_init__(self) -> None:
+        # Whatever a remote endpoint echoes later, this password (and the base64 of
+        # user:password a dockerconfigjson or an ECR token carries) never reaches a line.
+        redact.remember(self.password, username=self.username)
+
     @property
     def lifetime(self) -> float:
         return self.expires_at - self.issued_at
@@ -63,9 +64,10 @@ class Credential:
 
 
 def scrub(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """One line of remote text with anything token-like removed, cut to ``limit``."""
-    text = _JWT_RE.sub("<token>", text)
-    text = _OPAQUE_RE.sub("<redacted>", text)
+    """One line of remote text with every secret the webhook holds and anything
+    token-shaped removed (``webhook.redact``), then cut to ``limit`` (cut after, so a
+    secret is never cut into a prefix no rule recognises)."""
+    text = redact.scrub(text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -97,7 +99,8 @@ class RegistryAuthError(Exception):
         self.entry = entry
         self.identity = identity
         self.step = step
-        self.code = code
+        # The code is remote text too (an AWS error code, a status): scrubbed and cut.
+        self.code = scrub(code, CODE_LIMIT)
         self.message = scrub(message)
         self.hint = hint
         self.transient = transient

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from webhook import redact
 from webhook.config import SecretRef
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens
 from webhook.kubeapi import SecretData
@@ -34,6 +35,8 @@ async def read_secret(
             f"Secret {where} does not exist",
             hint=f"create Secret {where} with {wanted}",
         )
+    for value in secret.data.values():  # passwords, keys, client secrets: never in a line
+        redact.remember(value.decode("utf-8", "replace").strip())
     return secret
 
 

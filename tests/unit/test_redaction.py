@@ -1,0 +1,78 @@
+"""What the redactor hides (the values the webhook holds, token shapes) and what it keeps
+readable (names, GUIDs, error codes, key ids, ARNs, ARM ids)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+
+from webhook.redact import REDACTED, Redactor
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE9q"
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        AWS_SECRET,
+        "aB3dE5fG7hJ9kL1mN3pQ",  # 20 random characters
+        base64.b64encode(json.dumps({"auths": {"r.io": {"auth": "x"}}}).encode()).decode(),
+        base64.b64encode(b"AWS:123456789012-auth-token").decode(),  # an ECR token
+        "0123456789abcdef" * 4,  # 64 hex characters
+        JWT,
+    ],
+    ids=["aws-secret-key", "random-20", "dockerconfigjson-b64", "ecr-token", "hex-64", "jwt"],
+)
+def test_token_shaped_text_is_hidden_whoever_holds_it(secret: str) -> None:
+    out = Redactor().scrub(f"the registry said: bad credential {secret}, try again")
+    assert secret not in out
+    assert out.startswith("the registry said: bad credential <")
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "tenant-a-production-workloads/psw-acr-prod-0123456789",
+        "0e8b1c2d-1234-4abc-9def-0123456789ab",
+        "AADSTS700016",
+        "AKIAIOSFODNN7EXAMPLE",
+        "arn:aws:iam::123456789012:role/PullRole",
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MyGroup2/"
+        "providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+    ],
+    ids=["names", "guid", "aadsts", "access-key-id", "arn", "arm-id", "ecr-host"],
+)
+def test_names_ids_and_codes_stay_readable(kept: str) -> None:
+    assert Redactor().scrub(f"failed for {kept}: denied") == f"failed for {kept}: denied"
+
+
+def test_a_remembered_value_is_hidden_in_every_form_it_travels_in() -> None:
+    redactor = Redactor()
+    password = "correct horse+battery/staple"  # words: no shape gives it away
+    redactor.remember(password, username="robot$team")
+    forms = [
+        password,
+        urllib.parse.quote(password, safe=""),
+        urllib.parse.quote_plus(password),
+        base64.b64encode(password.encode()).decode(),
+        base64.b64encode(f"robot$team:{password}".encode()).decode(),
+    ]
+    for form in forms:
+        out = redactor.scrub(f"echo: {form} end")
+        assert form not in out and REDACTED in out, out
+    assert Redactor().scrub(f"echo: {password} end") == f"echo: {password} end"
+
+
+def test_short_values_are_not_remembered_and_the_list_is_bounded() -> None:
+    redactor = Redactor(capacity=8)
+    redactor.remember("admin")
+    assert redactor.scrub("admin logged in") == "admin logged in"
+    for i in range(20):
+        redactor.remember(f"password-number-{i:04d}")
+    assert "password-number-0019" not in redactor.scrub("password-number-0019")
+    assert redactor.scrub("password-number-0000") == "password-number-0000"  # forgotten

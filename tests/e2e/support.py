@@ -97,3 +97,49 @@ def delete_install(cp: ControlPlane, kustomization: Path) -> None:
     rendered = yaml.safe_load_all(cp.kubectl("kustomize", str(kustomization)).stdout)
     mine = [o for o in rendered if o and o.get("kind") != "CustomResourceDefinition"]
     cp.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(mine), check=False)
+
+
+def as_webhook_api(
+    cp: ControlPlane,
+    kubeconfig: Path,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    content_type: str = "application/json",
+) -> tuple[int, Any]:
+    """One request straight to the API server with the webhook's real ServiceAccount token
+    (read from its kubeconfig; no client certificate, so the token alone authenticates).
+    Unlike ``kubectl label`` or ``edit``, which read first and are stopped by RBAC, a direct
+    PUT or PATCH reaches admission, and so the write policy."""
+    import http.client
+    import ssl
+
+    [user] = yaml.safe_load(kubeconfig.read_text())["users"]
+    token = user["user"]["token"]
+    server = cp.server.removeprefix("https://")
+    host, _, port = server.partition(":")
+    context = ssl.create_default_context(cafile=str(cp.ca_cert))
+    conn = http.client.HTTPSConnection(host, int(port or 443), context=context, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    payload = None if body is None else json.dumps(body).encode()
+    if payload is not None:
+        headers["Content-Type"] = content_type
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        parsed: Any = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode("utf-8", "replace")
+    return response.status, parsed
+
+
+def refused_by_policy(status: int, body: Any, policy: str = "pull-secret-webhook") -> bool:
+    """Was the request refused by one of the webhook's ValidatingAdmissionPolicies (so it
+    passed RBAC and reached admission)? The API server names the policy in its message."""
+    message = body.get("message", "") if isinstance(body, dict) else str(body)
+    return status in (403, 422) and f"ValidatingAdmissionPolicy '{policy}" in message

@@ -16,7 +16,18 @@ import pytest
 from devenv.processes import wait_for
 from devenv.stack import Stack
 from devenv.support.reviews import make_pod, make_review
-from tests.e2e.support import get_json, managed_secrets, ns_name, pod_manifest, record_of
+from tests.e2e.support import (
+    RECORDS,
+    WEBHOOK_NAMESPACE,
+    as_webhook_api,
+    get_json,
+    managed_secrets,
+    ns_name,
+    pod_manifest,
+    record_of,
+    refused_by_policy,
+)
+from webhook.records import marker_object
 from webhook.secretschema import MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
@@ -181,3 +192,203 @@ def test_unauthenticated_large_reviews_stay_within_the_replica_memory_limit(stac
         list(pool.map(lambda _: _post_quietly(stack, replica, review), range(3)))
     peak = _rss_mib(pid, "VmHWM")
     assert peak < 256, f"replica RSS {before:.0f} MiB before, peak {peak:.0f} MiB (limit 256Mi)"
+
+
+# -- exact shapes: what a compromised replica could leave behind --------------------------
+
+GROUP = "/apis/pull-secret-webhook.io/v1alpha1"
+NEVER = "example.com/never"
+
+
+def _webhook(stack: Stack, method: str, path: str, body: Any = None, **kw: str) -> tuple[int, Any]:
+    assert stack.webhook_kubeconfig is not None
+    return as_webhook_api(stack.controlplane, stack.webhook_kubeconfig, method, path, body, **kw)
+
+
+def _own_secret(stack: Stack, ns: str, name: str) -> dict[str, Any]:
+    """A pull secret of exactly the webhook's shape, made with its token (allowed)."""
+    doc = _planted(ns, name)
+    status, made = _webhook(stack, "POST", f"/api/v1/namespaces/{ns}/secrets", doc)
+    assert status == 201, made
+    return dict(made)
+
+
+def _event(ns: str, secret: str, **metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{secret}.", "namespace": ns, **metadata},
+        "involvedObject": {"kind": "Secret", "apiVersion": "v1", "namespace": ns, "name": secret},
+        "reason": "PullSecretNotReady",
+        "message": "pull secret not ready",
+        "type": "Warning",
+    }
+
+
+def _finalized(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "metadata": {**doc["metadata"], "finalizers": [NEVER]}}
+
+
+def _tenant_owner(cp: Any, ns: str) -> dict[str, Any]:
+    cm = f"tenant-{uuid.uuid4().hex[:6]}"
+    cp.kubectl("create", "configmap", cm, "-n", ns)
+    uid = get_json(cp, "configmap", cm, "-n", ns)["metadata"]["uid"]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "name": cm, "uid": uid}
+
+
+def test_a_compromised_replica_cannot_keep_a_namespace_terminating_with_a_marker_finalizer(
+    stack: Stack,
+) -> None:
+    """The attack as reported: with the webhook's token, a marker carrying a finalizer in an
+    opted-in namespace, then the namespace deleted. The policy refuses the marker, so the
+    namespace goes."""
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("nsblock"))
+    marker = {
+        "apiVersion": "pull-secret-webhook.io/v1alpha1",
+        "kind": "PullSecretMarker",
+        "metadata": {"name": "psw-x", "namespace": ns, "finalizers": [NEVER]},
+    }
+    status, body = _webhook(stack, "POST", f"{GROUP}/namespaces/{ns}/pullsecretmarkers", marker)
+    assert refused_by_policy(status, body), (status, body)
+    cp.kubectl("delete", "namespace", ns, "--wait=false")
+    wait_for(
+        f"namespace {ns} to be gone",
+        lambda: cp.kubectl("get", "namespace", ns, check=False).returncode != 0,
+        timeout=90,
+    )
+
+
+def test_every_shape_the_webhook_never_writes_is_refused_by_its_write_policy(
+    stack: Stack,
+) -> None:
+    """Each object the webhook creates is pinned to the shape its code writes: no
+    finalizers, no owners but a marker's own Secret, no immutable Secret. Every request
+    below passes RBAC (CREATE, a direct PUT or a PATCH, never a read first) and is refused
+    by the policy, which the API server's message names. The shapes the webhook does write
+    are allowed, and the namespace can still be deleted afterwards."""
+    cp = stack.controlplane
+    ns = stack.labelled_namespace(ns_name("shapes"))
+    markers = f"{GROUP}/namespaces/{ns}/pullsecretmarkers"
+    secrets = f"/api/v1/namespaces/{ns}/secrets"
+    events = f"/api/v1/namespaces/{ns}/events"
+    records = f"{GROUP}/namespaces/{WEBHOOK_NAMESPACE}/managedpullsecrets"
+    merge = "application/merge-patch+json"
+
+    # What it does write: its Secret, that Secret's marker, an Event, a record.
+    secret = _own_secret(stack, ns, "psw-shape-a")
+    uid = secret["metadata"]["uid"]
+    good_marker = marker_object(ns, "psw-shape-a", uid)
+    assert _webhook(stack, "POST", markers, good_marker)[0] == 201
+    assert _webhook(stack, "POST", events, _event(ns, "psw-shape-a"))[0] == 201
+    record: dict[str, Any] = {
+        "apiVersion": "pull-secret-webhook.io/v1alpha1",
+        "kind": "ManagedPullSecret",
+        "metadata": {"name": f"{ns}.psw-shape-a", "namespace": WEBHOOK_NAMESPACE},
+        "spec": {"namespace": ns, "secretName": "psw-shape-a"},
+        "status": {"state": "Claimed"},
+    }
+    status, made_record = _webhook(stack, "POST", records, record)
+    assert status == 201, made_record
+
+    other = _own_secret(stack, ns, "psw-shape-b")
+    own_owner = {"apiVersion": "v1", "kind": "Secret", "name": "psw-shape-b"}
+    own_owner["uid"] = other["metadata"]["uid"]
+    tenant = _tenant_owner(cp, ns)
+
+    def marker(**metadata: Any) -> dict[str, Any]:
+        doc = marker_object(ns, "psw-shape-b", other["metadata"]["uid"])
+        doc["metadata"].update(metadata)
+        return doc
+
+    attempts: dict[str, tuple[str, str, Any, str]] = {
+        "marker with a finalizer": ("POST", markers, marker(finalizers=[NEVER]), ""),
+        "marker owned by a tenant's ConfigMap, blocking": (
+            "POST",
+            markers,
+            marker(ownerReferences=[{**tenant, "blockOwnerDeletion": True}]),
+            "",
+        ),
+        "marker owned by its Secret and a ConfigMap": (
+            "POST",
+            markers,
+            marker(ownerReferences=[own_owner, tenant]),
+            "",
+        ),
+        "marker owned by another Secret": (
+            "POST",
+            markers,
+            marker(ownerReferences=[{**own_owner, "name": "psw-shape-a", "uid": uid}]),
+            "",
+        ),
+        "marker blocking its Secret's deletion": (
+            "POST",
+            markers,
+            marker(ownerReferences=[{**own_owner, "blockOwnerDeletion": True}]),
+            "",
+        ),
+        "marker owned by nothing": ("POST", markers, marker(ownerReferences=[]), ""),
+        "Secret created with a finalizer": ("POST", secrets, _finalized(_planted(ns, "psw-c")), ""),
+        "Secret updated (PUT) with a finalizer": (
+            "PUT",
+            f"{secrets}/psw-shape-a",
+            _finalized(_planted(ns, "psw-shape-a")),
+            "",
+        ),
+        "Secret patched with a finalizer": (
+            "PATCH",
+            f"{secrets}/psw-shape-a",
+            {"metadata": {"finalizers": [NEVER]}},
+            merge,
+        ),
+        "Secret patched to be owned by a tenant's ConfigMap": (
+            "PATCH",
+            f"{secrets}/psw-shape-a",
+            {"metadata": {"ownerReferences": [{**tenant, "blockOwnerDeletion": True}]}},
+            merge,
+        ),
+        "Secret patched immutable": ("PATCH", f"{secrets}/psw-shape-a", {"immutable": True}, merge),
+        "Event with a finalizer": (
+            "POST",
+            events,
+            _event(ns, "psw-shape-a", finalizers=[NEVER]),
+            "",
+        ),
+        "Event owned by a tenant's ConfigMap": (
+            "POST",
+            events,
+            _event(ns, "psw-shape-a", ownerReferences=[tenant]),
+            "",
+        ),
+        "record created with a finalizer": (
+            "POST",
+            records,
+            _finalized({**record, "metadata": {**record["metadata"], "name": f"{ns}.psw-z"}}),
+            "",
+        ),
+        "record updated (PUT) with a finalizer": (
+            "PUT",
+            f"{records}/{ns}.psw-shape-a",
+            _finalized(made_record),
+            "",
+        ),
+    }
+    let_through = {}
+    for what, (method, path, body, content_type) in attempts.items():
+        kw = {"content_type": content_type} if content_type else {}
+        status, answer = _webhook(stack, method, path, body, **kw)
+        if not refused_by_policy(status, answer):
+            let_through[what] = (status, str(answer)[:300])
+    assert not let_through, let_through
+    # Markers and Events are never updated by the webhook: RBAC stops those first.
+    finalizer = {"metadata": {"finalizers": [NEVER]}}
+    status, _ = _webhook(stack, "PATCH", f"{markers}/psw-shape-a", finalizer, content_type=merge)
+    assert status == 403
+    # Nothing stuck: the namespace (and the record) can be deleted.
+    cp.kubectl("delete", RECORDS, f"{ns}.psw-shape-a", "-n", WEBHOOK_NAMESPACE)
+    cp.kubectl("delete", "namespace", ns, "--wait=false")
+    wait_for(
+        f"namespace {ns} to be gone",
+        lambda: cp.kubectl("get", "namespace", ns, check=False).returncode != 0,
+        timeout=90,
+    )

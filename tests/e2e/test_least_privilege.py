@@ -33,6 +33,7 @@ from tests.e2e.support import (
 from webhook.kube import Kube
 from webhook.kubeclient import connect
 from webhook.kubeerrors import ApiError, ForbiddenError, InvalidError
+from webhook.records import marker_object
 from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
@@ -185,12 +186,11 @@ def test_the_webhook_identity_writes_only_its_own_kind_of_secret_where_it_belong
         b"hunter2"
     )
     # Markers (owned by its pull secrets, data-less) only where it may write Secrets too.
+    # (Owned by the Secret of its own name, as records.marker_object writes it: the other
+    # shapes are refused, test_attacks.py tries each.)
+    uid = get_json(cp, "secret", name, "-n", opted)["metadata"]["uid"]
     for where, allowed in ((opted, True), (unlabelled, False), ("kube-system", False)):
-        marker = {
-            "apiVersion": "pull-secret-webhook.io/v1alpha1",
-            "kind": "PullSecretMarker",
-            "metadata": {"name": f"psw-m-{uuid.uuid4().hex[:6]}", "namespace": where},
-        }
+        marker = marker_object(where, name, uid)
         result = stack.as_webhook("create", "-f", "-", input=json.dumps(marker))
         assert (result.returncode == 0) is allowed, (where, result.stderr)
     # And its own again: it may delete what it made.

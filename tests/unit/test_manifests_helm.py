@@ -299,6 +299,7 @@ def test_another_release_gets_its_own_names_and_excludes_its_own_namespace() -> 
         name,
         f"{name}-config",
         f"{name}-secrets",
+        f"{name}-records",
         f"{name}-certs-renewal",
     }
     assert hook["clientConfig"]["service"]["name"] == name

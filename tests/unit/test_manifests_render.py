@@ -201,6 +201,9 @@ def test_the_base_builds_with_the_kustomize_in_kubectl() -> None:
             "RoleBinding",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
+            # The records' shape (validatingadmissionpolicy.yaml).
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ConfigMap",
             "Deployment",
             "Service",

@@ -24,10 +24,13 @@ from webhook.admission import Outcome, Plan, SecretSource, Skip
 from webhook.budget import Budget, BudgetExhausted, Held
 from webhook.config import Config, ConfigStore, store_of
 from webhook.connections import (
+    HANDSHAKE_TIMEOUT,
     HEADER_TIMEOUT,
     KEEPALIVE_TIMEOUT,
     MAX_CONNECTIONS,
+    MAX_HANDSHAKING,
     ConnectionGuard,
+    GatedTLSSite,
     limit_tls_read_buffer,
 )
 from webhook.logs import log_context
@@ -42,6 +45,7 @@ from webhook.reviews import (
     bad_request,
     clip,
     decode_review,
+    decoded_string_bytes,
     deny,
     estimate_values,
     quote,
@@ -124,7 +128,7 @@ def _json(doc: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=jsonio.dumps(doc), content_type="application/json")
 
 
-async def _read_body(request: web.Request, held: Held) -> bytes:
+async def _read_body(request: web.Request, held: Held) -> bytes | bytearray:
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise BadReview(
@@ -139,14 +143,23 @@ async def _read_body(request: web.Request, held: Held) -> bytes:
         if len(head) == length:
             await held.take(length, BUDGET_WAIT)
             return head
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT):
-                await held.take(length, BUDGET_WAIT)  # before the rest is buffered
-                return head + await request.content.readexactly(length - len(head))
-        except asyncio.IncompleteReadError as e:
-            raise BadReview(
-                f"request body ended after {len(head) + len(e.partial)} of {length} bytes"
-            ) from e
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            await held.take(length, BUDGET_WAIT)  # before the rest is buffered
+            # Into one buffer of the announced size, as it arrives: readexactly would keep
+            # the chunks and their join (and head + rest a third copy), three times what
+            # the budget counts for a 7 MiB body.
+            body = bytearray(length)
+            view = memoryview(body)
+            got = len(head)
+            view[:got] = head
+            while got < length:
+                chunk = await request.content.readany()
+                if not chunk:
+                    raise BadReview(f"request body ended after {got} of {length} bytes")
+                view[got : got + len(chunk)] = chunk
+                got += len(chunk)
+            view.release()
+            return body
     chunks: list[bytes] = []
     size = 0
     async with asyncio.timeout(BODY_READ_TIMEOUT):
@@ -175,8 +188,11 @@ async def _read_review(request: web.Request, held: Held) -> tuple[str, Admission
     try:
         body = await _read_body(request, held)
         values = estimate_values(body)
-        # What decoding will allocate, paid before it happens.
-        await held.take(min(values, MAX_VALUES) * BYTES_PER_VALUE, BUDGET_WAIT)
+        # What decoding will allocate, paid before it happens: the containers of each value,
+        # and the characters of its strings at the width Python will store them in (a 7 MiB
+        # string ending in one astral character takes 28 MiB).
+        decoded = min(values, MAX_VALUES) * BYTES_PER_VALUE + decoded_string_bytes(body)
+        await held.take(decoded, BUDGET_WAIT)
     except BudgetExhausted as e:
         raise BadReview(f"too many large reviews in flight; retry ({e})", status=429) from e
     except TimeoutError as e:
@@ -334,6 +350,8 @@ class ServeOptions:
     health_port: int = 8080
     max_connections: int = MAX_CONNECTIONS
     header_timeout: float = HEADER_TIMEOUT
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    max_handshaking: int = MAX_HANDSHAKING
     health: bool = True
     """Serve /healthz, /readyz and /metrics (only a replica's primary worker does)."""
     reuse_port: bool = False
@@ -350,6 +368,7 @@ class RunningServer:
     port: int
     health_port: int
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    guard: ConnectionGuard | None = None
 
     async def stop(self) -> None:
         self.state.shutting_down = True
@@ -358,6 +377,8 @@ class RunningServer:
         for task in self.tasks:
             with suppress(asyncio.CancelledError):
                 await task
+        if self.guard is not None:
+            self.guard.close_unsettled()
         for runner in self.runners:
             await runner.cleanup()
 
@@ -377,6 +398,8 @@ async def start_server(
         max_connections=options.max_connections,
         header_timeout=options.header_timeout,
         on_close=lambda reason: metrics.connections_closed.labels(reason).inc(),
+        handshake_timeout=options.handshake_timeout,
+        max_handshaking=options.max_handshaking,
     )
 
     def on_reload(ok: bool) -> None:
@@ -396,11 +419,12 @@ async def start_server(
         auto_decompress=False,
     )
     await hook.setup()
-    site = web.TCPSite(
+    site = GatedTLSSite(
         hook,
         options.host,
         options.port,
         ssl_context=tls.context,
+        guard=guard,
         reuse_port=options.reuse_port or None,
     )
     await site.start()
@@ -413,7 +437,12 @@ async def start_server(
         runners.append(health)
         health_port = _bound_port(health)
     running = RunningServer(
-        runners=runners, tls=tls, state=state, port=_bound_port(hook), health_port=health_port
+        runners=runners,
+        tls=tls,
+        state=state,
+        port=_bound_port(hook),
+        health_port=health_port,
+        guard=guard,
     )
     running.tasks.append(asyncio.create_task(tls.watch()))
     assert hook.server is not None  # set by setup()

@@ -18,7 +18,7 @@ from devenv.support.serving import loopback_options, write_serving_pair
 from webhook import server as server_module
 from webhook.budget import Budget, BudgetExhausted
 from webhook.config import Config
-from webhook.connections import KEEPALIVE_TIMEOUT
+from webhook.connections import HANDSHAKE_TIMEOUT, KEEPALIVE_TIMEOUT
 from webhook.pki import make_ca
 from webhook.server import NamesOnlySource, RunningServer, start_server
 
@@ -248,3 +248,94 @@ async def test_a_review_that_does_not_fit_the_memory_budget_gets_a_429_admission
     finally:
         await close(writer)
         await server.stop()
+
+
+# -- before TLS: connections counted from their accept -----------------------------------
+
+
+@pytest.fixture
+async def gated(config: Config, tmp_path: Path) -> AsyncIterator[Limited]:
+    """Small limits so a test can pass them: 20 connections in all, 3 handshakes at once,
+    1 s from accept to the end of the handshake."""
+    ca = make_ca()
+    write_serving_pair(ca, tmp_path)
+    server = await start_server(
+        config,
+        NamesOnlySource(),
+        loopback_options(tmp_path, max_connections=20, handshake_timeout=1.0, max_handshaking=3),
+    )
+    try:
+        yield Limited(server, ssl.create_default_context(cadata=ca.cert_pem.decode()))
+    finally:
+        await server.stop()
+
+
+async def plain(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeout(
+    gated: Limited,
+) -> None:
+    reader, writer = await plain(gated.server.port)
+    try:
+        assert not await closed_within(reader, 0.5)  # still open before the timeout
+        assert await closed_within(reader, 1.5)
+    finally:
+        await close(writer)
+
+
+async def test_a_handshake_that_stops_after_its_first_bytes_is_closed_in_time(
+    gated: Limited,
+) -> None:
+    reader, writer = await plain(gated.server.port)
+    writer.write(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello record, no more
+    await writer.drain()
+    try:
+        assert await closed_within(reader, 2.0)
+    finally:
+        await close(writer)
+
+
+async def test_connections_before_tls_count_towards_the_limit_and_the_oldest_go_first(
+    gated: Limited,
+) -> None:
+    """100 connections that never start TLS, where 20 may be open: the oldest are closed as
+    new ones come, at most 20 stay, and an admission still gets through."""
+    held = [await plain(gated.server.port) for _ in range(100)]
+    try:
+        await asyncio.sleep(0.3)
+        closed = [await closed_within(r, 0.05) for r, _ in held]
+        assert sum(not c for c in closed) <= 20
+        assert all(closed[:50])  # the oldest went first
+        assert await gated.admit() == 200
+    finally:
+        for _, writer in held:
+            await close(writer)
+
+
+async def test_at_most_the_handshake_limit_of_stalled_handshakes_stay_open(
+    gated: Limited,
+) -> None:
+    held = []
+    for _ in range(8):
+        reader, writer = await plain(gated.server.port)
+        writer.write(b"\x16\x03\x01\x02\x00")
+        await writer.drain()
+        held.append((reader, writer))
+        await asyncio.sleep(0.02)
+    try:
+        await asyncio.sleep(0.2)
+        closed = [await closed_within(r, 0.05) for r, _ in held]
+        assert sum(not c for c in closed) <= 3, closed
+        assert all(closed[:5])  # the oldest gave way
+        assert await gated.admit() == 200
+    finally:
+        for _, writer in held:
+            await close(writer)
+
+
+def test_the_handshake_timeout_is_the_api_servers_own() -> None:
+    """client-go's webhook transport gives a TLS handshake 10 s (TLSHandshakeTimeout,
+    k8s.io/apimachinery/pkg/util/net/http.go); asyncio's default is 60 s."""
+    assert HANDSHAKE_TIMEOUT == 10.0

@@ -9,10 +9,22 @@ process's RSS from /proc), then:
    through; records the peak RSS and the latency of a normal admission meanwhile;
 3. recovery: closes everything and reads RSS again after a short settle time.
 
+Two more scenarios (``--scenario``):
+
+- ``half-open``: N plain TCP connections that never start TLS (each reconnects a second
+  after the replica closes it, as a persistent attacker would), held for ``--hold``
+  seconds while normal admissions go on; RSS before, during (the peak of samples taken
+  every 0.2 s) and after, and the normal admissions' statuses and slowest time;
+- ``decoded``: ``--reviews`` concurrent copies of the review that decodes largest for its
+  size (one string filling the 7 MiB body, ending in one astral character, so Python
+  stores every character in 4 bytes), then the same body in ASCII; the peak RSS of each.
+
 Every figure is printed next to the baseline measured in the same run, and against the
 Deployment's memory limit (256 MiB, manifests/base/deployment.yaml).
 
     .venv/bin/python -m bench.memory [--connections 1000] [--settle 15]
+    .venv/bin/python -m bench.memory --scenario half-open --connections 10000 --hold 30
+    .venv/bin/python -m bench.memory --scenario decoded --reviews 64
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import os
 import resource
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,12 +76,16 @@ async def post(ctx: ssl.SSLContext, port: int, body: bytes) -> tuple[int, float]
         f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    writer.write(head + body)
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        data = await reader.read()
+    except (OSError, ssl.SSLError):
+        data = b""  # reset by the replica (refused mid-body): no status
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
     return status, time.perf_counter() - started
 
@@ -90,6 +107,129 @@ def maximal_review() -> bytes:
     pad = MAX_BODY_BYTES - len(body) - 64
     pod["metadata"]["annotations"] = {"pad": "x" * max(pad, 0)}
     return json.dumps(review, separators=(",", ":")).encode()
+
+
+def decoded_review(astral: bool = True) -> bytes:
+    """The review that decodes largest for its size: one string filling the body up to the
+    size limit. Ending it in one character beyond U+FFFF makes Python store every
+    character of it in 4 bytes (PEP 393): 28 MiB for 7 MiB of body."""
+    review = make_review(make_pod(ACR, generate_name="web-"))
+    pod = review["request"]["object"]
+    body = json.dumps(review, separators=(",", ":")).encode()
+    tail = "\U0001f600" if astral else "xxxx"
+    pod["metadata"]["annotations"] = {"pad": "x" * (MAX_BODY_BYTES - len(body) - 64) + tail}
+    return json.dumps(review, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def half_open(port: int, stop: asyncio.Event, opened: list[int]) -> None:
+    """A TCP connection that never starts TLS; opened again a second after it is closed."""
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(1.0)
+            continue
+        opened[0] += 1
+        try:
+            closed = asyncio.create_task(reader.read(1))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            stopped.cancel()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def attack(port: int, connections: int, seconds: float) -> None:
+    """``connections`` half-open connections for ``seconds``; prints how many were made."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        opened = [0]
+        holders = [asyncio.create_task(half_open(port, stop, opened)) for _ in range(connections)]
+        await asyncio.sleep(seconds)
+        stop.set()
+        await asyncio.gather(*holders)
+        return opened[0]
+
+    print(asyncio.run(main()))
+
+
+async def measure_half_open(
+    pid: int, cadata: str, port: int, connections: int, settle: float, hold_seconds: float
+) -> dict[str, Any]:
+    ctx = ssl.create_default_context(cadata=cadata)
+    await wait_serving(ctx, port)
+    rss_base = status_kib(pid, "VmRSS")
+    # The attacker in a process of its own: in this one, its 10,000 tasks would slow down
+    # the measuring client, not the replica.
+    attacker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        f"import bench.memory as m; m.attack({port}, {connections}, {hold_seconds})",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(min(5.0, hold_seconds / 4))  # the connections are made
+    peak = rss_base
+    admissions: list[tuple[int, float]] = []
+    while attacker.returncode is None:  # for as long as the attack lasts
+        try:
+            admissions.append(await post(ctx, port, normal_review()))
+        except OSError:
+            admissions.append((0, 0.0))
+        peak = max(peak, status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"))
+        await asyncio.sleep(0.2)
+    out, _ = await attacker.communicate()
+    opened = [int(out.decode().strip() or 0)]
+    await asyncio.sleep(settle)
+    rss_after = status_kib(pid, "VmRSS")
+    times = sorted(s for _, s in admissions)
+    return {
+        "half_open_connections": connections,
+        "half_open_connects_made": opened[0],
+        "seconds_held": hold_seconds,
+        "rss_before": mib(rss_base),
+        "rss_peak_during": mib(peak),
+        "rss_peak_share_of_limit": f"{peak / 1024 / LIMIT_MIB:.0%}",
+        "rss_after": mib(rss_after),
+        "rss_after_minus_before": mib(rss_after - rss_base),
+        "normal_admissions_during": len(admissions),
+        "normal_admission_statuses": sorted({st for st, _ in admissions}),
+        "normal_admission_median_ms": round(times[len(times) // 2] * 1000, 1),
+        "normal_admission_slowest_ms": round(times[-1] * 1000, 1),
+    }
+
+
+async def measure_decoded(pid: int, cadata: str, port: int, reviews: int) -> dict[str, Any]:
+    ctx = ssl.create_default_context(cadata=cadata)
+    await wait_serving(ctx, port)
+    out: dict[str, Any] = {"rss_before": mib(status_kib(pid, "VmRSS")), "reviews": reviews}
+    # ASCII first: VmHWM only grows, so the astral run's peak is read after its own run.
+    for label, astral in (("ascii", False), ("astral", True)):
+        body = decoded_review(astral)
+        results = await asyncio.gather(*(post(ctx, port, body) for _ in range(reviews)))
+        out[f"{label}_body_bytes"] = len(body)
+        out[f"{label}_statuses"] = sorted({st for st, _ in results})
+        out[f"{label}_slowest_s"] = round(max(s for _, s in results), 2)
+        out[f"{label}_rss_peak_so_far"] = mib(status_kib(pid, "VmHWM"))
+    return out
+
+
+async def wait_serving(ctx: ssl.SSLContext, port: int) -> None:
+    for _ in range(100):
+        try:
+            status, _ = await post(ctx, port, normal_review())
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the replica did not answer")
 
 
 async def hold(ctx: ssl.SSLContext, port: int, trickle: bool, stop: asyncio.Event) -> bool:
@@ -117,7 +257,13 @@ async def hold(ctx: ssl.SSLContext, port: int, trickle: bool, stop: asyncio.Even
             await writer.wait_closed()
 
 
-def run(connections: int, settle: float, hold_seconds: float) -> dict[str, Any]:
+def run(
+    connections: int,
+    settle: float,
+    hold_seconds: float,
+    scenario: str = "burst",
+    reviews: int = 64,
+) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, 4 * connections + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # the server inherits it
@@ -137,9 +283,14 @@ def run(connections: int, settle: float, hold_seconds: float) -> dict[str, Any]:
         )
         proc = subprocess.Popen(serve.command(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            return asyncio.run(
-                measure(proc.pid, ca.cert_pem.decode(), port, connections, settle, hold_seconds)
-            )
+            cadata = ca.cert_pem.decode()
+            if scenario == "half-open":
+                return asyncio.run(
+                    measure_half_open(proc.pid, cadata, port, connections, settle, hold_seconds)
+                )
+            if scenario == "decoded":
+                return asyncio.run(measure_decoded(proc.pid, cadata, port, reviews))
+            return asyncio.run(measure(proc.pid, cadata, port, connections, settle, hold_seconds))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -206,8 +357,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before the last read")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds to hold connections")
+    parser.add_argument("--scenario", choices=["burst", "half-open", "decoded"], default="burst")
+    parser.add_argument("--reviews", type=int, default=64, help="decoded: reviews at once")
     args = parser.parse_args()
-    result = run(args.connections, args.settle, args.hold)
+    result = run(args.connections, args.settle, args.hold, args.scenario, args.reviews)
     for key, value in result.items():
         print(f"{key:42} {value}")
 

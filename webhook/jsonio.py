@@ -16,7 +16,7 @@ import orjson
 JSONDecodeError = orjson.JSONDecodeError
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | bytearray) -> Any:
     return orjson.loads(data)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -12,6 +13,7 @@ from webhook.reviews import (
     BadReview,
     clip,
     decode_review,
+    decoded_string_bytes,
     estimate_values,
     quote,
 )
@@ -115,3 +117,26 @@ def test_clip_keeps_one_line_and_no_lone_surrogates() -> None:
     assert "\n" not in text
     assert "\r" not in text
     text.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "width"),
+    [
+        pytest.param("x" * 1000, 1, id="ascii"),
+        pytest.param("x" * 1000 + "é", 1, id="latin-1"),
+        pytest.param("x" * 1000 + "Ā", 2, id="bmp"),
+        pytest.param("x" * 1000 + "😀", 4, id="astral"),
+    ],
+)
+@pytest.mark.parametrize("ensure_ascii", [True, False], ids=["escaped", "utf-8"])
+def test_decoded_string_bytes_bound_what_python_stores_the_strings_in(
+    text: str, width: int, ensure_ascii: bool
+) -> None:
+    """PEP 393: a string is stored at the width of its widest character; one emoji at the
+    end of a long string makes all of it 4 bytes a character, escaped or not."""
+    body = json.dumps({"pad": text}, ensure_ascii=ensure_ascii).encode()
+    bound = decoded_string_bytes(body)
+    # Its characters as CPython stores them (the object's header is counted per value).
+    assert sys.getsizeof(text) - sys.getsizeof(text[-1]) == width * (len(text) - 1)
+    assert bound >= width * len(text)
+    assert bound <= width * len(body)

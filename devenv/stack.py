@@ -255,6 +255,8 @@ class Stack:
     gc_grace: float = 3.0
     refresh_fraction: float = 0.5
     failure_policy: str = "Fail"
+    heal_grace: float | None = None
+    """healing.graceSeconds in the replicas' config (None: the default)."""
     emulator_thread: EmulatorThread | None = None
     emulator: AzureEmulator | None = None
     acr: AcrRegistry | None = None
@@ -477,6 +479,8 @@ class Stack:
             },
             "registries": [*acr_entries, per_pod, ecr_entry],
         }
+        if self.heal_grace is not None:
+            config["healing"] = {"graceSeconds": self.heal_grace}
         self.config_path = self.workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
 
@@ -556,6 +560,18 @@ class Stack:
         self.replicas.append(replica)
         self.balancer.set_backends(self.replicas)
         return replica
+
+    def stop_replicas(self) -> int:
+        """Stop every replica (an outage of the webhook): the balancer is left with no
+        endpoint, so the API server's calls fail and its failurePolicy decides. Returns
+        how many there were (``add_replica`` that many times to bring them back)."""
+        assert self.balancer is not None
+        stopped = len(self.replicas)
+        self.balancer.set_backends([])
+        for replica in self.replicas:
+            terminate(replica.process, REPLICA_STOP_SECONDS)
+        self.replicas.clear()
+        return stopped
 
     def retire(self, replica: Replica, timeout: float = 30.0) -> int:
         """Wait for a replica sent SIGTERM to exit; drop it from the balancer's endpoints

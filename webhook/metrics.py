@@ -134,6 +134,12 @@ class Metrics:
             ["certificate"],
             registry=r,
         )
+        self.admission_timeout = Gauge(
+            "pull_secret_webhook_admission_timeout_seconds",
+            "The config's admission.timeoutSeconds (the MutatingWebhookConfiguration's "
+            "timeoutSeconds), for comparing admission latency with it.",
+            registry=r,
+        )
         self.cert_reloads = Counter(
             "pull_secret_webhook_certificate_reloads",
             "Serving certificate reloads from disk, by result (ok, error).",

@@ -201,6 +201,7 @@ async def run_server(
         reuse_port=worker.shares_port,
     )
     store = ConfigStore(config)
+    metrics.admission_timeout.set_function(lambda: store.current.admission.timeout_seconds)
     watcher = ConfigWatcher(settings.config_path, store, on_reload=lambda ok: _count(metrics, ok))
 
     lost: list[int] = []

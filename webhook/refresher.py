@@ -179,7 +179,9 @@ class Refresher:
         return bool(self._watches) and all(i.synced.is_set() for i in self._watches)
 
     async def _loop(self) -> None:
-        last_pass = 0.0
+        # The first pass as soon as this replica leads, whatever the monotonic clock reads
+        # (it starts near 0 at boot: a node up for less than intervalSeconds would wait).
+        last_pass = float("-inf")
         while True:
             try:
                 self.leader = await self.elector.try_acquire()

@@ -18,13 +18,15 @@ from devenv.support.configs import sample_config
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
+from webhook import refresher as refresher_module
 from webhook.config import Config, ConfigStore, RefreshSettings
 from webhook.configload import load_config
 from webhook.configwatch import ConfigWatcher
 from webhook.credentials.base import Attempt, Credential
 from webhook.credentials.cache import CredentialCache
 from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import PullSecretManager
+from webhook.pullsecrets import CLAIM_SECONDS, PullSecretManager
+from webhook.refresher import Refresher
 from webhook.rfc3339 import from_rfc3339
 
 ACR = "contoso.azurecr.io/app:1"
@@ -221,3 +223,55 @@ def test_every_consumer_of_a_running_replica_reads_the_same_store() -> None:
     m = PullSecretManager(store, MemKube(), Minter())
     cache = CredentialCache(store)
     assert m.store is store and cache._store is store
+
+
+async def test_a_reloaded_gc_grace_applies_at_the_refreshers_next_pass() -> None:
+    config = sample_config()
+    store = ConfigStore(config)
+    kube = MemKube()
+    m = manager(store, kube)
+    [need] = pull_needs(config, make_pod(ACR))
+    await m.ensure("team-a", [need], budget=2, dry_run=False)
+    refresher = Refresher(store, m, kube, "replica-0")
+    # No pod references the Secret: the first pass marks it, a later one past the grace
+    # collects it.
+    refresher.clock = lambda: time.time() + CLAIM_SECONDS
+    assert (await refresher.run_once()).marked == [f"team-a/{need.secret_name}"]
+    refresher.clock = lambda: time.time() + CLAIM_SECONDS + 60
+    assert (await refresher.run_once()).collected == []  # the default grace is an hour
+    store.replace(dataclasses.replace(config, refresh=RefreshSettings(gc_grace_seconds=30.0)))
+    assert (await refresher.run_once()).collected == [f"team-a/{need.secret_name}"]
+    assert ("team-a", need.secret_name) not in kube.secrets
+    await m.close()
+
+
+async def test_a_reloaded_refresh_interval_applies_to_the_refreshers_next_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The leader's loop looks at its Lease (and the interval) every RENEW_SECONDS.
+    monkeypatch.setattr(refresher_module, "RENEW_SECONDS", 0.05)
+    config = dataclasses.replace(sample_config(), refresh=RefreshSettings(interval_seconds=3600.0))
+    store = ConfigStore(config)
+    kube = MemKube()
+    m = manager(store, kube)
+    refresher = Refresher(store, m, kube, "replica-0")
+    passes: list[float] = []
+
+    async def counted() -> refresher_module.PassReport:
+        passes.append(time.monotonic())
+        return refresher_module.PassReport()
+
+    monkeypatch.setattr(refresher, "run_once", counted)
+    m.records.replace_all([])  # the manager's watches, as listed
+    for informer in m._informers:
+        informer.synced.set()
+    refresher.start()
+    try:
+        await asyncio.sleep(1.0)
+        assert len(passes) == 1  # the first pass at once, then an hour's wait
+        store.replace(dataclasses.replace(config, refresh=RefreshSettings(interval_seconds=0.2)))
+        await asyncio.sleep(1.0)
+        assert len(passes) >= 3
+    finally:
+        await refresher.close()
+        await m.close()

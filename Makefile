@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit e2e venv system-deps controlplane node cluster tools \
 	clean clean-cache bench bench-memory bench-storm bench-footprint kind-e2e lock image fuzz \
-	release-artifacts
+	release-artifacts alerts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,11 @@ cluster: node
 # helm and actionlint (built once from the Go module proxy, ~1.5 min and ~1 min) and hadolint
 # (PyPI wheel), cached in ~/.cache/pull-secret-webhook/tools/. The chart tests need helm (under
 # CI=true they fail without it); `make lint` checks the release workflow with actionlint.
+# promtool (Prometheus's cmd/promtool, built once from the Go module proxy) checks and
+# evaluates the alerting rules.
 tools:
 	@bash hack/helm.sh --install >/dev/null
+	@bash hack/promtool.sh --install >/dev/null
 	@bash hack/actionlint.sh --install >/dev/null
 	@bash hack/hadolint.sh --install >/dev/null
 
@@ -51,6 +54,11 @@ lint: $(STAMP) tools
 	$(VENV)/bin/lint-imports
 	bash hack/hadolint.sh Dockerfile
 	bash hack/actionlint.sh
+
+# The alerting rules' copies (the component's PrometheusRule, the chart's file, the docs)
+# rewritten from manifests/components/prometheus-rule/alerts.yaml.
+alerts: $(STAMP)
+	$(PY) -m devenv.alerts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -520,11 +520,17 @@ class Stack:
         self.balancer = Balancer(self.replicas)
         self.balancer.start()
 
-    def _launch(self, name: str, shutdown_delay: float = 0.0, workers: int = 1) -> Replica:
+    def _launch(
+        self,
+        name: str,
+        shutdown_delay: float = 0.0,
+        workers: int = 1,
+        config_path: Path | None = None,
+    ) -> Replica:
         cert, key = self._serving
         assert self.config_path is not None
         serve = Serve(
-            self.config_path,
+            config_path or self.config_path,
             cert,
             key,
             free_port(),
@@ -602,11 +608,14 @@ class Stack:
         return fresh
 
     @contextlib.contextmanager
-    def extra_replica(self, name: str, workers: int = 1) -> Iterator[Replica]:
+    def extra_replica(
+        self, name: str, workers: int = 1, config_path: Path | None = None
+    ) -> Iterator[Replica]:
         """One more replica of the same install, behind no balancer: its metrics count
         only what the caller sends it (the shared replicas keep refreshing other tests'
-        secrets in the background). ``workers``: its ``serve --workers``."""
-        replica = self._launch(name, workers=workers)
+        secrets in the background). ``workers``: its ``serve --workers``; ``config_path``:
+        its own config file instead of the stack's (to reload it alone)."""
+        replica = self._launch(name, workers=workers, config_path=config_path)
         try:
             self._await_ready(replica)
             yield replica

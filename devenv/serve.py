@@ -7,9 +7,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def free_port() -> int:
@@ -39,6 +40,10 @@ class Serve:
     health_port: int
     kubeconfig: Path | None = None
     """None with ``names_only``: no Kubernetes at all."""
+    service_account: Path | None = None
+    """In-cluster instead of a kubeconfig: the ServiceAccount's ``token`` and ``ca.crt``
+    in this directory (``devenv.incluster``), the API server at ``api_server``."""
+    api_server: str = ""
     names_only: bool = False
     pod_name: str = ""
     workers: int = 1
@@ -49,6 +54,8 @@ class Serve:
 
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "webhook", "serve"]
+        if self.service_account is not None:
+            args[2:3] = ["devenv.incluster", str(self.service_account)]
         if self.names_only:
             args.append("--names-only")
         if self.workers != 1:
@@ -67,6 +74,16 @@ class Serve:
             args += ["--log-format", self.log_format]
         args += ["--shutdown-delay", f"{self.shutdown_delay:g}"]
         return args
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` plus, in-cluster, where the API server is (as the kubelet says)."""
+        env = dict(base)
+        if self.service_account is not None:
+            where = urlsplit(self.api_server)
+            env.pop("KUBECONFIG", None)
+            env["KUBERNETES_SERVICE_HOST"] = where.hostname or ""
+            env["KUBERNETES_SERVICE_PORT"] = str(where.port or 443)
+        return env
 
     def ready(self) -> bool:
         return readyz(self.health_port)

@@ -279,6 +279,7 @@ class Stack:
     webhook_ca: KeyPair | None = None
     webhook_env: dict[str, str] = field(default_factory=dict)
     webhook_kubeconfig: Path | None = None
+    service_account_dir: Path | None = None
     _serving: tuple[Path, Path] = (Path(), Path())
     _launched: int = 0
 
@@ -502,6 +503,12 @@ class Stack:
             SERVICE_ACCOUNT,
             seconds=TOKEN_SECONDS,
         )
+        # What the kubelet would mount: the replicas take the in-cluster path.
+        service_account = self.workdir / "serviceaccount"
+        service_account.mkdir(exist_ok=True)
+        (service_account / "token").write_text(self._token())
+        (service_account / "ca.crt").write_bytes(self.controlplane.ca_cert.read_bytes())
+        self.service_account_dir = service_account
         federated = self.workdir / "azure-federated-token"
         federated.write_text(self._token("api://AzureADTokenExchange"))
         self.webhook_kubeconfig = kubeconfig
@@ -535,7 +542,8 @@ class Stack:
             key,
             free_port(),
             free_port(),
-            kubeconfig=self.webhook_kubeconfig,
+            service_account=self.service_account_dir,
+            api_server=self.controlplane.server,
             pod_name=name,
             log_level="debug",
             shutdown_delay=shutdown_delay,
@@ -546,7 +554,7 @@ class Stack:
             process = subprocess.Popen(
                 serve.command(),
                 cwd=REPO,
-                env=self.webhook_env,
+                env=serve.env(self.webhook_env),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
             )

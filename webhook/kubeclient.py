@@ -1,36 +1,23 @@
 """The webhook's own Kubernetes API client: where the API server is and how to prove who
-we are (a kubeconfig, or the pod's ServiceAccount), and JSON requests over one aiohttp
-session.
+we are, and JSON requests over one aiohttp session.
 
 The webhook makes about twenty kinds of call, all on plain JSON dicts. A generated client
 (thousands of model classes, imported whole) cost every replica 38 MiB of memory and a
 fifth of a second of start-up for them; this module is what those calls need and no more.
 
-What a kubeconfig may hold, as kubectl reads it: ``$KUBECONFIG`` (several files, the first
-to set a value wins) or ``~/.kube/config``; the current context's cluster (``server``,
-``certificate-authority[-data]``, ``insecure-skip-tls-verify``, ``tls-server-name``,
-``proxy-url``) and user (``token``, ``tokenFile``, ``client-certificate[-data]`` and
-``client-key[-data]``, or an ``exec`` credential plugin that prints a token). Relative
-paths are read from the kubeconfig's own directory. Anything else (basic auth, the removed
-``auth-provider`` plugins, an exec plugin that prints a client certificate) is refused
-when the kubeconfig is loaded, saying what to use instead.
-
 In a pod (``KUBERNETES_SERVICE_HOST`` set), the ServiceAccount's projected token is read
 again every minute, as client-go does: the kubelet rotates it long before it expires.
-Failures are ``ApiError``s (``webhook.kubeerrors``); no token, password or key is ever
-part of one.
+Elsewhere, or given one, a kubeconfig is read by kubernetes-asyncio's loader
+(``webhook.kubeconfig``, imported only then). Failures are ``ApiError``s
+(``webhook.kubeerrors``); no token, password or key is ever part of one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import json
 import logging
 import os
 import ssl
-import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -42,10 +29,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
-import yaml
 
 from webhook.kubeerrors import BODY_LIMIT, ApiError, succeeded
-from webhook.rfc3339 import from_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +63,6 @@ class TokenSource(Protocol):
 
 
 @dataclass
-class StaticToken:
-    token: str
-
-    async def __call__(self) -> str:
-        return self.token
-
-
-@dataclass
 class TokenFile:
     """A token read from a file, again once it is TOKEN_REREAD_SECONDS old. A failed
     re-read keeps the last token (the kubelet replaces the file atomically, but a read can
@@ -109,72 +86,6 @@ class TokenFile:
 
 
 @dataclass
-class ExecToken:
-    """A client-go credential plugin (``users[].user.exec``): run the command, read the
-    ExecCredential it prints, keep its token until shortly before it expires."""
-
-    command: str
-    args: list[str]
-    env: dict[str, str]
-    api_version: str
-    clock: Callable[[], float] = time.time
-    _token: str = ""
-    _expires_at: float = 0.0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def __call__(self) -> str:
-        async with self._lock:
-            if self._token and self.clock() < self._expires_at - EXEC_EXPIRY_MARGIN_SECONDS:
-                return self._token
-            self._token, self._expires_at = await self._run()
-            return self._token
-
-    async def _run(self) -> tuple[str, float]:
-        info = {"apiVersion": self.api_version, "kind": "ExecCredential"}
-        env = {
-            **os.environ,
-            **self.env,
-            "KUBERNETES_EXEC_INFO": json.dumps({**info, "spec": {"interactive": False}}),
-        }
-        what = f"credential plugin {self.command!r}"
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self.command,
-                *self.args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), EXEC_TIMEOUT_SECONDS)
-        except TimeoutError as e:
-            proc.kill()
-            raise ApiError(0, "ExecCredentialFailed", f"{what} timed out") from e
-        except OSError as e:
-            raise ApiError(0, "ExecCredentialFailed", f"{what}: {e.strerror}") from e
-        if proc.returncode != 0:
-            # Its stderr is its own error message; stdout may hold a credential.
-            detail = err.decode("utf-8", "replace")[:BODY_LIMIT]
-            raise ApiError(
-                0, "ExecCredentialFailed", f"{what} exited with {proc.returncode}: {detail}"
-            )
-        try:
-            status = json.loads(out).get("status") or {}
-        except (ValueError, AttributeError) as e:
-            raise ApiError(0, "ExecCredentialFailed", f"{what} printed no JSON") from e
-        token = status.get("token")
-        if not isinstance(token, str) or not token:
-            message = (
-                "printed a client certificate; only token credentials are supported"
-                if status.get("clientCertificateData")
-                else "printed no status.token"
-            )
-            raise ApiError(0, "ExecCredentialFailed", f"{what} {message}")
-        expires = from_rfc3339(str(status.get("expirationTimestamp") or ""))
-        return token, expires if expires is not None else float("inf")
-
-
-@dataclass
 class Connection:
     """Where the API server is and how to talk to it."""
 
@@ -191,35 +102,13 @@ class Connection:
 # ------------------------------------------------------------------ loading
 
 
-def _tls(
-    *,
-    ca_file: Path | None = None,
-    ca_data: bytes | None = None,
-    cert: bytes | None = None,
-    key: bytes | None = None,
-    insecure: bool = False,
-) -> ssl.SSLContext:
+def _tls(ca_file: Path) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
-    if ca_data is not None:
-        context.load_verify_locations(cadata=ca_data.decode("ascii", "replace"))
-    if cert is not None and key is not None:
-        # load_cert_chain reads files only: a private directory, gone right after.
-        with tempfile.TemporaryDirectory(prefix="kubeconfig-") as tmp:
-            cert_path, key_path = Path(tmp, "client.crt"), Path(tmp, "client.key")
-            for path, data in ((cert_path, cert), (key_path, key)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-            context.load_cert_chain(str(cert_path), str(key_path))
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    context.load_verify_locations(cafile=str(ca_file))
     return context
 
 
-def _env_proxy(server: str) -> str | None:
+def env_proxy(server: str) -> str | None:
     """HTTPS_PROXY / NO_PROXY for the API server, looked up once (not on every request)."""
     host = urlsplit(server).hostname or ""
     if urllib.request.proxy_bypass(host):
@@ -227,12 +116,18 @@ def _env_proxy(server: str) -> str | None:
     return urllib.request.getproxies().get("https")
 
 
+def in_cluster(env: Mapping[str, str] | None = None) -> bool:
+    """Running in a pod (the kubelet sets KUBERNETES_SERVICE_HOST)?"""
+    return bool((os.environ if env is None else env).get("KUBERNETES_SERVICE_HOST"))
+
+
 def load_in_cluster(
-    env: Mapping[str, str] | None = None, directory: Path = SERVICE_ACCOUNT_DIR
+    env: Mapping[str, str] | None = None, directory: Path | None = None
 ) -> Connection:
     """The pod's ServiceAccount: the API server from KUBERNETES_SERVICE_HOST/_PORT, its CA
-    and token from the files the kubelet mounts."""
+    and token from the files the kubelet mounts (SERVICE_ACCOUNT_DIR)."""
     env = os.environ if env is None else env
+    directory = SERVICE_ACCOUNT_DIR if directory is None else directory
     host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
         raise KubeconfigError(
@@ -248,171 +143,27 @@ def load_in_cluster(
         )
     server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
     try:
-        tls = _tls(ca_file=ca)
+        tls = _tls(ca)
     except (ssl.SSLError, OSError) as e:
         raise KubeconfigError(f"in-cluster credentials: {ca}: {e}") from e
     return Connection(
         server=server,
         tls=tls,
         token=TokenFile(token),
-        proxy=_env_proxy(server),
+        proxy=env_proxy(server),
         source="in-cluster",
     )
 
 
-def kubeconfig_paths(env: Mapping[str, str] | None = None) -> list[Path]:
-    env = os.environ if env is None else env
-    listed = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
-    if listed:
-        return [Path(p).expanduser() for p in listed]
-    return [Path("~/.kube/config").expanduser()]
-
-
-def _named(doc: Mapping[str, Any], key: str) -> dict[str, Mapping[str, Any]]:
-    out: dict[str, Mapping[str, Any]] = {}
-    for item in doc.get(key) or []:
-        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            out.setdefault(item["name"], item)
-    return out
-
-
-def _read_kubeconfigs(paths: list[Path]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Merge kubeconfig files as kubectl does (the first to set a name wins); also where
-    each named cluster and user came from, to resolve their relative paths."""
-    merged: dict[str, Any] = {"clusters": {}, "users": {}, "contexts": {}, "current-context": ""}
-    origin: dict[str, Path] = {}
-    found = False
-    for path in paths:
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            continue
-        except (OSError, yaml.YAMLError) as e:
-            raise KubeconfigError(f"kubeconfig {path}: {e}") from e
-        if not isinstance(doc, Mapping):
-            raise KubeconfigError(f"kubeconfig {path}: not a mapping")
-        found = True
-        for key in ("clusters", "users", "contexts"):
-            for name, item in _named(doc, key).items():
-                if name not in merged[key]:
-                    merged[key][name] = item
-                    origin[f"{key}/{name}"] = path.parent
-        if not merged["current-context"] and isinstance(doc.get("current-context"), str):
-            merged["current-context"] = doc["current-context"]
-    if not found:
-        raise KubeconfigError("no kubeconfig at " + os.pathsep.join(map(str, paths)))
-    return merged, origin
-
-
-def _data(section: Mapping[str, Any], key: str, base: Path, problems: list[str]) -> bytes | None:
-    """``key-data`` (base64) or the file ``key`` names, relative to the kubeconfig."""
-    inline = section.get(f"{key}-data")
-    if inline:
-        try:
-            return base64.b64decode(str(inline), validate=True)
-        except (binascii.Error, ValueError):
-            problems.append(f"{key}-data is not base64")
-            return None
-    named = section.get(key)
-    if not named:
-        return None
-    path = base / Path(str(named)).expanduser()
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        problems.append(f"{key} {path}: {e.strerror}")
-        return None
-
-
-def load_kubeconfig(path: str | Path | None = None, context: str | None = None) -> Connection:
-    """A connection from a kubeconfig file (or $KUBECONFIG, or ~/.kube/config), every
-    problem it has listed at once."""
-    paths = [Path(path).expanduser()] if path else kubeconfig_paths()
-    merged, origin = _read_kubeconfigs(paths)
-    where = "kubeconfig " + os.pathsep.join(map(str, paths))
-    name = context or merged["current-context"]
-    if not name:
-        raise KubeconfigError(f"{where}: no current-context")
-    ctx = (merged["contexts"].get(name) or {}).get("context")
-    if not isinstance(ctx, Mapping):
-        raise KubeconfigError(f"{where}: no context {name!r}")
-    cluster_name, user_name = ctx.get("cluster"), ctx.get("user")
-    cluster = (merged["clusters"].get(cluster_name) or {}).get("cluster")
-    user = (merged["users"].get(user_name) or {}).get("user") if user_name else {}
-    problems: list[str] = []
-    if not isinstance(cluster, Mapping):
-        raise KubeconfigError(f"{where}: context {name!r} names no known cluster")
-    if not isinstance(user, Mapping):
-        problems.append(f"context {name!r} names no known user {user_name!r}")
-        user = {}
-    cluster_dir = origin.get(f"clusters/{cluster_name}", paths[0].parent)
-    user_dir = origin.get(f"users/{user_name}", paths[0].parent)
-
-    server = str(cluster.get("server") or "").rstrip("/")
-    if not server.startswith("https://"):
-        problems.append(f"cluster {cluster_name!r}: server {server!r} is not an https:// URL")
-    ca = _data(cluster, "certificate-authority", cluster_dir, problems)
-    cert = _data(user, "client-certificate", user_dir, problems)
-    key = _data(user, "client-key", user_dir, problems)
-    if (cert is None) != (key is None):
-        problems.append(f"user {user_name!r}: a client certificate needs both cert and key")
-    token: TokenSource | None = None
-    if user.get("token"):
-        token = StaticToken(str(user["token"]))
-    elif user.get("tokenFile"):
-        token = TokenFile(user_dir / Path(str(user["tokenFile"])).expanduser())
-    elif isinstance(user.get("exec"), Mapping):
-        plugin = user["exec"]
-        if not plugin.get("command"):
-            problems.append(f"user {user_name!r}: exec has no command")
-        else:
-            command = str(plugin["command"])
-            if "/" in command and not Path(command).is_absolute():
-                # As kubectl: a relative command path is the kubeconfig's, a bare name is
-                # looked up on $PATH.
-                command = str(user_dir / command)
-            token = ExecToken(
-                command=command,
-                args=[str(a) for a in plugin.get("args") or []],
-                env={
-                    str(e.get("name")): str(e.get("value", ""))
-                    for e in plugin.get("env") or []
-                    if isinstance(e, Mapping)
-                },
-                api_version=str(plugin.get("apiVersion") or "client.authentication.k8s.io/v1"),
-            )
-    for unsupported, instead in (
-        ("auth-provider", "an exec credential plugin (kubelogin, gke-gcloud-auth-plugin...)"),
-        ("username", "a token or a client certificate"),
-    ):
-        if user.get(unsupported):
-            problems.append(f"user {user_name!r}: {unsupported} is not supported; use {instead}")
-    if problems:
-        raise KubeconfigError(f"{where} (context {name!r}): " + "; ".join(problems))
-    try:
-        tls = _tls(
-            ca_data=ca, cert=cert, key=key, insecure=bool(cluster.get("insecure-skip-tls-verify"))
-        )
-    except (ssl.SSLError, ValueError) as e:
-        raise KubeconfigError(f"{where} (context {name!r}): TLS material unusable: {e}") from e
-    return Connection(
-        server=server,
-        tls=tls,
-        token=token,
-        server_hostname=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
-        proxy=str(cluster["proxy-url"]) if cluster.get("proxy-url") else _env_proxy(server),
-        source=f"{where} (context {name!r})",
-    )
-
-
-def load(kubeconfig: str | Path | None = None) -> Connection:
+async def load(kubeconfig: str | Path | None = None) -> Connection:
     """``kubeconfig`` when given; else the pod's ServiceAccount in a cluster; else
     $KUBECONFIG or ~/.kube/config."""
-    if kubeconfig:
-        return load_kubeconfig(kubeconfig)
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if not kubeconfig and in_cluster():
         return load_in_cluster()
-    return load_kubeconfig()
+    # Only now: kubernetes-asyncio's loader imports its generated client whole.
+    from webhook.kubeconfig import load_kubeconfig
+
+    return await load_kubeconfig(kubeconfig)
 
 
 # ------------------------------------------------------------------ requests
@@ -589,4 +340,4 @@ class ApiClient:
 
 async def connect(kubeconfig: str | Path | None = None) -> ApiClient:
     """A client for the API server ``load`` finds; KubeconfigError when there is none."""
-    return ApiClient(load(kubeconfig))
+    return ApiClient(await load(kubeconfig))

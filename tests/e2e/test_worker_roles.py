@@ -49,7 +49,7 @@ async def test_a_secondary_worker_never_claims_the_lease_and_the_primary_does(
                 stack,
                 metrics=Metrics(),
                 state=ServerState(),
-                connection=kubeclient.load(controlplane.kubeconfig),
+                connection=await kubeclient.load(controlplane.kubeconfig),
                 pod_name="replica-a",
                 leader_election=False,
             )
@@ -61,7 +61,7 @@ async def test_a_secondary_worker_never_claims_the_lease_and_the_primary_does(
                 stack,
                 metrics=Metrics(),
                 state=ServerState(),
-                connection=kubeclient.load(controlplane.kubeconfig),
+                connection=await kubeclient.load(controlplane.kubeconfig),
                 pod_name="replica-a",
             )
             assert await lease_holder(kube, config, wait=2 * RENEW_SECONDS) == "replica-a"

@@ -1,13 +1,18 @@
 """The webhook's own Kubernetes client: kubeconfig and in-cluster loading, and requests
 over TLS to a local HTTPS server standing in for the API server (the real API server
-answers every call in the e2e suites)."""
+answers every call in the e2e suites, and tests/e2e/test_kubeconfig_loading.py loads real
+kubeconfigs against it)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +26,12 @@ from webhook.kubeapi import KubeAPIError
 from webhook.kubeclient import (
     JSON_PATCH,
     ApiClient,
-    ExecToken,
     KubeconfigError,
     TokenFile,
     load_in_cluster,
-    load_kubeconfig,
     resource_path,
 )
+from webhook.kubeconfig import load_kubeconfig
 
 
 def b64(data: bytes) -> str:
@@ -139,7 +143,7 @@ async def test_a_kubeconfig_with_embedded_certificates_talks_mutual_tls(
     server: ApiServer, tmp_path: Path
 ) -> None:
     path = server.kubeconfig(tmp_path / "config")
-    async with ApiClient(load_kubeconfig(path)) as api:
+    async with ApiClient(await load_kubeconfig(path)) as api:
         doc = await api.call("GET", "/api/v1/namespaces/x", params={"limit": 5, "a": None})
         await api.call("PATCH", "/x", body=[{"op": "test"}], content_type=JSON_PATCH)
     assert doc["metadata"]["name"] == "x"
@@ -163,7 +167,7 @@ async def test_relative_paths_are_read_from_the_kubeconfigs_directory_and_tokens
         {"client-certificate": "client.crt", "client-key": "client.key", "tokenFile": "token"},
     )
     monkeypatch.chdir("/")
-    async with ApiClient(load_kubeconfig(path)) as api:
+    async with ApiClient(await load_kubeconfig(path)) as api:
         await api.call("GET", "/api")
     assert server.seen[0]["authorization"] == "Bearer file-token"
     assert server.seen[0]["path"] == "/api"  # the server's trailing slash is dropped
@@ -173,7 +177,7 @@ async def test_answers_and_silences_become_kube_api_errors(
     server: ApiServer, tmp_path: Path
 ) -> None:
     path = server.kubeconfig(tmp_path / "config", token="sekret-token")
-    connection = load_kubeconfig(path)
+    connection = await load_kubeconfig(path)
     async with ApiClient(connection) as api:
         with pytest.raises(KubeAPIError) as missing:
             await api.call("GET", "/api/v1/namespaces/missing")
@@ -202,29 +206,68 @@ async def test_a_server_certificate_from_another_ca_is_refused(
         {"server": server.url, "certificate-authority-data": b64(other.cert_pem)},
         {"token": "t"},
     )
-    async with ApiClient(load_kubeconfig(path)) as api:
+    async with ApiClient(await load_kubeconfig(path)) as api:
         with pytest.raises(KubeAPIError) as e:
             await api.call("GET", "/api")
     assert e.value.status == 0 and "certificate" in str(e.value).lower()
     assert server.seen == []
 
 
-def test_every_problem_of_a_kubeconfig_is_listed_at_once(tmp_path: Path) -> None:
-    path = write_kubeconfig(
-        tmp_path / "config",
-        {"server": "http://plain:8080", "certificate-authority": "nowhere/ca.crt"},
-        {"client-certificate-data": "bm90IGEgY2VydA==", "auth-provider": {"name": "gcp"}},
-    )
+@pytest.mark.parametrize(
+    ("cluster", "user", "expected"),
+    [
+        (
+            {"server": "http://plain:8080"},
+            {"token": "t"},
+            "server 'http://plain:8080' is not https://",
+        ),
+        (
+            {"server": "https://api:6443", "certificate-authority": "nowhere/ca.crt"},
+            {"token": "t"},
+            "nowhere/ca.crt",
+        ),
+        (
+            {"server": "https://api:6443"},
+            {"username": "admin", "password": "hunter2"},
+            "username and password are not supported",
+        ),
+        (
+            {"server": "https://api:6443"},
+            {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "./absent"}},
+            "absent",
+        ),
+    ],
+    ids=["plain-http", "missing-ca-file", "basic-auth", "missing-exec-plugin"],
+)
+async def test_a_kubeconfig_that_cannot_be_used_says_why_without_a_traceback(
+    tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any], expected: str
+) -> None:
+    path = write_kubeconfig(tmp_path / "config", cluster, user)
     with pytest.raises(KubeconfigError) as e:
-        load_kubeconfig(path)
-    message = str(e.value)
-    assert "is not an https:// URL" in message
-    assert f"certificate-authority {tmp_path / 'nowhere' / 'ca.crt'}" in message
-    assert "needs both cert and key" in message
-    assert "auth-provider is not supported; use an exec credential plugin" in message
+        await load_kubeconfig(path)
+    assert expected in str(e.value)
+    assert "hunter2" not in str(e.value)
 
 
-def test_kubeconfig_files_merge_as_kubectl_merges_them(
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("clusters: [", "kubeconfig"),
+        ("current-context: nowhere\ncontexts: []\nclusters: []\nusers: []\n", "nowhere"),
+        ("clusters: []\n", "no current-context"),
+    ],
+    ids=["not-yaml", "unknown-context", "no-current-context"],
+)
+async def test_a_malformed_kubeconfig_is_a_kubeconfig_error(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "config"
+    path.write_text(text)
+    with pytest.raises(KubeconfigError, match=expected):
+        await load_kubeconfig(path)
+
+
+async def test_kubeconfig_files_merge_as_kubectl_merges_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ca = pki.make_ca()
@@ -246,13 +289,13 @@ def test_kubeconfig_files_merge_as_kubectl_merges_them(
     )
     second.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent'}:{first}:{second}")
-    connection = load_kubeconfig()
+    connection = await load_kubeconfig()
     assert connection.server == "https://two:6443"  # the first file's current-context wins
     assert "context 'b'" in connection.source
 
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     with pytest.raises(KubeconfigError, match="no kubeconfig at"):
-        load_kubeconfig()
+        await load_kubeconfig()
 
 
 def test_in_cluster_reads_the_mounted_service_account(tmp_path: Path) -> None:
@@ -293,21 +336,30 @@ async def test_a_projected_token_is_read_again_every_minute(tmp_path: Path) -> N
         await TokenFile(path)()
 
 
-def plugin(tmp_path: Path, body: str) -> ExecToken:
+def plugin_kubeconfig(
+    tmp_path: Path, body: str, server: str = "https://api:6443", ca: bytes | None = None
+) -> Path:
+    """A kubeconfig whose user is an exec plugin: ``body``, a Python script beside it."""
     script = tmp_path / "plugin.py"
-    script.write_text(body)
-    return ExecToken(
-        command=sys.executable,
-        args=[str(script)],
-        env={"PLUGIN_COUNT": str(tmp_path / "count")},
-        api_version="client.authentication.k8s.io/v1",
+    script.write_text(f"#!{sys.executable}\n" + body)
+    script.chmod(0o755)
+    return write_kubeconfig(
+        tmp_path / "config",
+        {"server": server, "certificate-authority-data": b64(ca or pki.make_ca().cert_pem)},
+        {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": str(script),
+                "env": [{"name": "PLUGIN_COUNT", "value": str(tmp_path / "count")}],
+            }
+        },
     )
 
 
 PRINTS_A_TOKEN = """
 import json, os, pathlib
 info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
-assert info["kind"] == "ExecCredential" and info["spec"]["interactive"] is False
+assert info["kind"] == "ExecCredential" and "interactive" in info["spec"]
 count = pathlib.Path(os.environ["PLUGIN_COUNT"])
 n = int(count.read_text()) + 1 if count.exists() else 1
 count.write_text(str(n))
@@ -316,31 +368,70 @@ print(json.dumps({"apiVersion": info["apiVersion"], "kind": "ExecCredential",
 """
 
 
+def _rfc3339(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
 async def test_an_exec_plugins_token_is_kept_until_shortly_before_it_expires(
     tmp_path: Path,
 ) -> None:
-    source = plugin(tmp_path, PRINTS_A_TOKEN % "2030-01-01T00:00:00Z")
-    now = 1_800_000_000.0  # 2027
-    source.clock = lambda: now
-    assert await source() == "exec-1"
-    assert await source() == "exec-1"
-    now = 1_893_456_000.0 - 30  # 30 s before 2030: inside the margin
-    assert await source() == "exec-2"
+    # An hour off: kept. The loader renews one due within five minutes (its margin).
+    later = plugin_kubeconfig(tmp_path, PRINTS_A_TOKEN % _rfc3339(time.time() + 3600))
+    token = (await load_kubeconfig(later)).token
+    assert token is not None
+    assert (await token(), await token()) == ("exec-1", "exec-1")
+    (tmp_path / "count").unlink()
+    soon = plugin_kubeconfig(tmp_path, PRINTS_A_TOKEN % _rfc3339(time.time() + 120))
+    token = (await load_kubeconfig(soon)).token
+    assert token is not None
+    assert (await token(), await token()) == ("exec-2", "exec-3")
 
 
 async def test_a_failing_exec_plugin_says_why_without_what_it_printed(tmp_path: Path) -> None:
-    source = plugin(
+    path = plugin_kubeconfig(
         tmp_path,
         'import sys\nprint(\'{"status": {"token": "leaked"}}\')\n'
         "print('no credentials found', file=sys.stderr)\nsys.exit(3)\n",
     )
-    with pytest.raises(KubeAPIError) as e:
-        await source()
-    assert "exited with 3: no credentials found" in str(e.value)
+    with pytest.raises(KubeconfigError) as e:
+        await load_kubeconfig(path)
+    assert "returned 3" in str(e.value) and "no credentials found" in str(e.value)
     assert "leaked" not in str(e.value)
-    certificate = plugin(tmp_path, 'print(\'{"status": {"clientCertificateData": "x"}}\')\n')
-    with pytest.raises(KubeAPIError, match="only token credentials are supported"):
-        await certificate()
+
+
+PRINTS_A_CERTIFICATE = """
+import json, os
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+print(json.dumps({"apiVersion": info["apiVersion"], "kind": "ExecCredential",
+                  "status": {"clientCertificateData": %r, "clientKeyData": %r}}))
+"""
+
+
+async def test_an_exec_plugins_client_certificate_talks_mutual_tls(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    body = PRINTS_A_CERTIFICATE % (server.client.cert_pem.decode(), server.client.key_pem.decode())
+    path = plugin_kubeconfig(tmp_path, body, server=server.url, ca=server.ca.cert_pem)
+    connection = await load_kubeconfig(path)
+    async with ApiClient(connection) as api:
+        await api.call("GET", "/api")
+    assert connection.token is None
+    assert server.seen[0]["client_cn"] == ((("commonName", "webhook"),),)
+    assert server.seen[0]["authorization"] is None
+    # The key was written where ssl could read it, and is gone again.
+    assert _files_holding(server.client.key_pem) == []
+
+
+def _files_holding(secret: bytes) -> list[Path]:
+    """Files of the temporary directory that hold ``secret``."""
+    found = []
+    for path in Path(tempfile.gettempdir()).iterdir():
+        try:
+            if path.is_file() and secret.strip() in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue  # another process's file, gone or not ours to read
+    return found
 
 
 async def test_a_kubeconfigs_exec_plugin_is_found_beside_it_and_its_token_used(
@@ -363,9 +454,129 @@ async def test_a_kubeconfigs_exec_plugin_is_found_beside_it_and_its_token_used(
         },
     )
     monkeypatch.chdir("/")
-    connection = load_kubeconfig(path)
+    connection = await load_kubeconfig(path)
     assert connection.token is not None
     assert await connection.token() == "exec-1"
+    # The file keeps the command as its author wrote it.
+    assert yaml.safe_load(path.read_text())["users"][0]["user"]["exec"]["command"] == "./plugin"
+
+
+def id_token(expires: float) -> str:
+    """An OIDC id-token as the loader reads it: a JWT whose payload says when it expires
+    (the API server, not the client, checks its signature)."""
+
+    def part(doc: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part({'sub': 'alice', 'exp': int(expires)})}.c2ln"
+
+
+def oidc_user(token: str) -> dict[str, Any]:
+    return {
+        "auth-provider": {
+            "name": "oidc",
+            "config": {
+                "client-id": "kubernetes",
+                "client-secret": "client-sekret",
+                "id-token": token,
+                "refresh-token": "refresh-sekret",
+                # Nothing listens there: a refresh attempt would fail to connect.
+                "idp-issuer-url": "https://127.0.0.1:1",
+            },
+        }
+    }
+
+
+async def test_an_oidc_auth_providers_id_token_is_sent_while_it_is_valid(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    token = id_token(time.time() + 3600)
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {"server": server.url, "certificate-authority-data": b64(server.ca.cert_pem)},
+        {
+            # This stand-in asks every client for a certificate (the API server only
+            # accepts one); the token is what the test is about.
+            "client-certificate-data": b64(server.client.cert_pem),
+            "client-key-data": b64(server.client.key_pem),
+            **oidc_user(token),
+        },
+    )
+    async with ApiClient(await load_kubeconfig(path)) as api:
+        await api.call("GET", "/api")
+        await api.call("GET", "/api")
+    assert [seen["authorization"] for seen in server.seen] == [f"Bearer {token}"] * 2
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        (oidc_user(id_token(time.time() - 60)), "id-token has expired"),
+        ({"auth-provider": {"name": "gcp"}}, "gke-gcloud-auth-plugin"),
+    ],
+    ids=["expired-oidc", "gcp"],
+)
+async def test_an_auth_provider_that_would_need_a_refresh_says_what_to_do_instead(
+    tmp_path: Path, user: dict[str, Any], expected: str
+) -> None:
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {"server": "https://api:6443", "certificate-authority-data": b64(pki.make_ca().cert_pem)},
+        user,
+    )
+    with pytest.raises(KubeconfigError) as e:
+        await load_kubeconfig(path)
+    assert expected in str(e.value)
+    assert "sekret" not in str(e.value)
+
+
+#: In a fresh interpreter: the whole command line imported, then the connection ``serve``
+#: makes (``kubeclient.load`` with or without --kubeconfig); prints which
+#: kubernetes_asyncio modules were imported.
+LOADS_AS_SERVE_DOES = """
+import asyncio, sys
+from pathlib import Path
+from webhook import kubeclient
+from webhook.cli import build_parser
+build_parser()
+kubeclient.SERVICE_ACCOUNT_DIR = Path(sys.argv[1])
+connection = asyncio.run(kubeclient.load(sys.argv[2] or None))
+print(connection.source)
+print(len([m for m in sys.modules if m.split(".")[0] == "kubernetes_asyncio"]))
+"""
+
+
+def test_a_replica_in_a_cluster_never_imports_kubernetes_asyncio(tmp_path: Path) -> None:
+    """Its loader imports the generated client whole (~38 MiB resident, ~0.5 s): only a
+    kubeconfig's users pay for it, never the replicas in a cluster."""
+    ca = pki.make_ca()
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    kubeconfig = write_kubeconfig(
+        tmp_path / "config",
+        {"server": "https://api:6443", "certificate-authority-data": b64(ca.cert_pem)},
+        {"token": "t"},
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update(KUBERNETES_SERVICE_HOST="10.0.0.1", KUBERNETES_SERVICE_PORT="443")
+
+    def imported(kubeconfig: str) -> tuple[str, int]:
+        result = subprocess.run(
+            [sys.executable, "-c", LOADS_AS_SERVE_DOES, str(tmp_path), kubeconfig],
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        source, count = result.stdout.split("\n")[:2]
+        return source, int(count)
+
+    assert imported("") == ("in-cluster", 0)
+    source, count = imported(str(kubeconfig))  # the same check sees it when it is there
+    assert source.startswith("kubeconfig") and count > 100
 
 
 def test_resource_paths_escape_names_and_leave_out_what_is_not_given() -> None:

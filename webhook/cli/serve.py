@@ -167,7 +167,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     connection = None
     if not settings.names_only:
         try:
-            connection = kubeclient.load(settings.kubeconfig)  # once, for every worker
+            # Once, for every worker; the loop is closed before they fork.
+            connection = asyncio.run(kubeclient.load(settings.kubeconfig))
         except KubeconfigError as e:
             print(f"error: no Kubernetes credentials: {e}; pass --kubeconfig", file=err)
             return 2

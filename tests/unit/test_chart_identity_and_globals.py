@@ -414,3 +414,52 @@ def test_the_values_table_lists_every_value_and_fails_when_stale(tmp_path: Path)
     )
 
     assert proc.returncode == 1 and "stale" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(
+            ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine"],
+            id="account-you-manage",
+        ),
+        pytest.param(
+            [
+                "--set",
+                "global.imageRegistry=mirror.corp",
+                "--set",
+                "global.imagePullSecrets[0]=creds",
+                "--set",
+                "global.priorityClassName=high",
+                "--set",
+                "global.commonLabels.team=x",
+            ],
+            id="globals",
+        ),
+        pytest.param(["--set", "replicaCount=1"], id="one-replica"),
+        pytest.param(
+            [
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "networkPolicy.apiServerCIDRs={10.0.0.0/28}",
+            ],
+            id="network-policy",
+        ),
+        pytest.param(
+            [
+                "--set",
+                "hostNetwork=true",
+                "--set",
+                "webhook.port=10260",
+                "--set",
+                "webhook.healthPort=10261",
+            ],
+            id="host-network",
+        ),
+    ],
+)
+def test_helm_lint_strict_passes_with_the_operator_values(values: list[str]) -> None:
+    out = run_tool([helm_binary(), "lint", "--strict", CHART, *values])
+
+    assert "0 chart(s) failed" in out

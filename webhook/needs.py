@@ -207,7 +207,24 @@ def match_images(
 def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
     """The distinct secrets a pod needs, in first-seen image order."""
     images = tuple(pod_images(pod))
-    return list(_cache_for(config).pull_needs(config, images, pod_service_account(pod)))
+    service_account = pod_service_account(pod)
+    needs = _cache_for(config).pull_needs(config, images, service_account)
+    if not valid_service_account_name(service_account):
+        # No ServiceAccount can have this name (the API server refuses such a pod after
+        # admission): a forged review naming "kube-system:x" or "../x" gets no per-pod
+        # identity, and no such name ever reaches an API path.
+        return [n for n in needs if not n.identity.service_account]
+    return list(needs)
+
+
+#: A ServiceAccount's name is a DNS subdomain (RFC 1123; Kubernetes' ValidateServiceAccountName).
+_SERVICE_ACCOUNT_NAME = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
+
+
+def valid_service_account_name(name: str) -> bool:
+    return len(name) <= 253 and _SERVICE_ACCOUNT_NAME.fullmatch(name) is not None
 
 
 def _merge(matches: Iterable[ImageMatch]) -> tuple[PullNeed, ...]:

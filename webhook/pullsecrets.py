@@ -39,6 +39,7 @@ from webhook.kubeerrors import ApiError, ConflictError, InvalidError, NotFoundEr
 from webhook.metrics import Metrics
 from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
+from webhook.ratelimit import NamespaceRate
 from webhook.records import ManagedSecret, Markers, RecordIndex, marker_object, record_name
 from webhook.retries import BackgroundRetries
 from webhook.secretapi import CredentialSource, PullSecretApi
@@ -60,6 +61,16 @@ CLAIM_RELOAD_SECONDS = 1.0
 #: One Warning Event per (namespace, secret) per minute at most, so a Deployment of
 #: hundreds of replicas during an outage does not flood the namespace's events.
 EVENT_INTERVAL = 60.0
+#: ... and at most this many Events per namespace per minute whatever the names: a
+#: forged review names any secret (a fresh ServiceAccount per review, in per-pod mode),
+#: so only a bound per namespace bounds the writes. Ten say all an operator needs.
+EVENTS_PER_NAMESPACE_MINUTE = 10
+#: New pull secrets started per namespace per minute (each is a ServiceAccount read and,
+#: when it exists, a TokenRequest, a record, the Secret and its marker). A namespace
+#: needs one per registry entry and identity its pods use: a handful, a few dozen with
+#: per-pod identity. Beyond it they are made by the background retries a minute later,
+#: and a forged flood of invented names costs the API server at most this much.
+NEW_SECRETS_PER_NAMESPACE_MINUTE = 30
 #: A pod needs one pull secret per registry (and identity) its images come from; real
 #: pods name a handful. More than this in one review is refused work, not served: one
 #: forged review must not fan out into thousands of exchanges, writes and retries.
@@ -121,6 +132,8 @@ class PullSecretManager:
             health=health,
         )
         self._last_event: dict[tuple[str, str], float] = {}
+        self.event_rate = NamespaceRate(EVENTS_PER_NAMESPACE_MINUTE)
+        self.new_secret_rate = NamespaceRate(NEW_SECRETS_PER_NAMESPACE_MINUTE)
         self._last_refusal: dict[str, float] = {}
         home = self.config.namespace  # restart-only (webhook.config.RESTART_ONLY)
         self._informers = (
@@ -193,6 +206,8 @@ class PullSecretManager:
     def _namespace_gone(self, namespace: str) -> None:
         """Its Secrets went with it; so must the records, at once: a namespace of the same
         name made later must not inherit them (every replica tries; 404s are fine)."""
+        self.event_rate.forget(namespace)
+        self.new_secret_rate.forget(namespace)
         gone = [r for r in self.records.records() if r.namespace == namespace]
         for record in gone:
             self.records.remove(record.namespace, record.name)
@@ -307,6 +322,10 @@ class PullSecretManager:
             self.retries.offer(key[0], need, status)
 
     async def _ensure_one(self, namespace: str, need: PullNeed) -> NeedStatus:
+        if self.records.get(namespace, need.secret_name) is None and not (
+            self.new_secret_rate.take(namespace)
+        ):
+            return NeedStatus("pending", "too many new pull secrets in this namespace")
         try:
             credential = await self.cache.get(need, namespace)
         except RegistryAuthError as e:
@@ -548,6 +567,12 @@ class PullSecretManager:
         now = self.clock()
         if now - self._last_event.get(key, -EVENT_INTERVAL) < EVENT_INTERVAL:
             return
+        if not self.event_rate.take(namespace):
+            return
+        if len(self._last_event) > 10_000:  # names a forger invented: forget the old ones
+            self._last_event = {
+                k: v for k, v in self._last_event.items() if now - v < EVENT_INTERVAL
+            }
         self._last_event[key] = now
         text = f"pull secret {name} not ready at admission ({message}); retrying in background"
         self._spawn(self._event(namespace, name, text))

@@ -11,6 +11,7 @@ all an admission webhook needs (it sees every pod create).
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.client
 import json
@@ -102,6 +103,29 @@ class _Running:
     logs: dict[str, Path]
     pki: _Pki
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+
+#: What the API server audits: the writes of ServiceAccounts (the identities the tests
+#: check, a webhook's among them) and their reads of ServiceAccounts, at the Metadata level
+#: (who, verb, resource, namespace, name, code; never a body), once per request.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+    verbs: ["get"]
+    resources: [{group: "", resources: ["serviceaccounts"]}]
+  - level: None
+"""
+
+
+def _audit_files(pki: _Pki) -> tuple[Path, Path]:
+    directory = pki.ca_cert.parent
+    return directory / "audit-policy.yaml", directory / "audit.log"
 
 
 # --- certificates ------------------------------------------------------------------------
@@ -623,6 +647,8 @@ class ControlPlane(Component):
         return args
 
     def _apiserver_args(self, ports: Ports, pki: _Pki) -> list[str]:
+        policy, log = _audit_files(pki)
+        policy.write_text(AUDIT_POLICY)
         return [
             str(self.binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
@@ -645,8 +671,27 @@ class ControlPlane(Component):
             "--allow-privileged=true",
             "--profiling=false",
             f"--v={self.verbosity}",
+            # What ServiceAccounts write (and which ServiceAccounts they read), as the API
+            # server saw it: the tests count a webhook's writes from here (audit_events).
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
             *self.extra_apiserver_args,
         ]
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event logged so far (AUDIT_POLICY: ServiceAccounts' writes and their
+        ServiceAccount reads, at the Metadata level, once each on ResponseComplete)."""
+        assert self._running is not None, "control plane not running"
+        _, log = _audit_files(self._running.pki)
+        if not log.exists():
+            return []
+        events = []
+        for line in log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
 
     def _controller_manager_args(self, kubeconfig: Path, pki: _Pki) -> list[str]:
         return [

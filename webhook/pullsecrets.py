@@ -489,7 +489,10 @@ class PullSecretManager:
         """Record the Secret as Ready; returns its UID."""
         uid = str((secret.get("metadata") or {}).get("uid", ""))
         fraction = self.config.refresh.fraction
-        ready = record.ready(uid, credential.expires_at, credential.refresh_at(fraction))
+        # The Secret was written just now (create or replace): that is when it was renewed.
+        ready = record.ready(
+            uid, credential.expires_at, credential.refresh_at(fraction), self.clock()
+        )
         for _ in range(WRITE_ATTEMPTS):
             try:
                 await self._save(ready)
@@ -500,7 +503,7 @@ class PullSecretManager:
                 current = await self._reload(record.namespace, record.name)
                 if current is None:
                     break
-                ready = current.ready(uid, ready.expires_at, ready.refresh_at)
+                ready = current.ready(uid, ready.expires_at, ready.refresh_at, ready.renewed_at)
         return uid
 
     async def _mark_foreign(self, record: ManagedSecret) -> None:

@@ -6,8 +6,9 @@ those. Each managed Secret has one ``ManagedPullSecret`` object (a small
 namespaced custom resource) in the webhook's own namespace, where only the
 webhook's ServiceAccount (and cluster administrators) may write. The record
 holds what the Secret was made for, the UID the API server gave the Secret
-when the webhook created it, when its credential expires and is due for
-renewal, and since when no pod references it.
+when the webhook created it, when its credential was last written, when it
+expires and is due for renewal, and since when no pod references it
+(`kubectl get managedpullsecrets -A` shows these as columns).
 
 The webhook never reads Secrets (its identity has no get, list or watch on
 them): every replica serves its hot path from a watch of these records.
@@ -58,6 +59,8 @@ class ManagedSecret:
     """UID of the Secret the webhook created; every later write is conditional on it."""
     expires_at: float = 0.0
     refresh_at: float = 0.0
+    renewed_at: float = 0.0
+    """When the webhook last (re)wrote the Secret's credential (0: never)."""
     claimed_at: float = 0.0
     unreferenced_since: float | None = None
     resource_version: str = ""
@@ -70,13 +73,23 @@ class ManagedSecret:
     def usable(self, now: float) -> bool:
         return self.state == "Ready" and self.expires_at - EXPIRY_MARGIN > now
 
-    def ready(self, uid: str, expires_at: float, refresh_at: float) -> ManagedSecret:
+    def ready(
+        self, uid: str, expires_at: float, refresh_at: float, renewed_at: float
+    ) -> ManagedSecret:
+        """The Secret ``uid`` holds a credential written at ``renewed_at``."""
         return replace(
-            self, state="Ready", secret_uid=uid, expires_at=expires_at, refresh_at=refresh_at
+            self,
+            state="Ready",
+            secret_uid=uid,
+            expires_at=expires_at,
+            refresh_at=refresh_at,
+            renewed_at=renewed_at,
         )
 
     def foreign(self) -> ManagedSecret:
-        return replace(self, state="Foreign", secret_uid="", expires_at=0.0, refresh_at=0.0)
+        return replace(
+            self, state="Foreign", secret_uid="", expires_at=0.0, refresh_at=0.0, renewed_at=0.0
+        )
 
     def claimed(self, now: float) -> ManagedSecret:
         return replace(self, state="Claimed", secret_uid="", claimed_at=now)
@@ -92,6 +105,8 @@ class ManagedSecret:
             status["expiresAt"] = to_rfc3339(self.expires_at)
         if self.refresh_at:
             status["refreshAt"] = to_rfc3339(self.refresh_at)
+        if self.renewed_at:
+            status["renewedAt"] = to_rfc3339(self.renewed_at)
         if self.claimed_at:
             status["claimedAt"] = to_rfc3339(self.claimed_at)
         if self.unreferenced_since is not None:
@@ -143,6 +158,7 @@ class ManagedSecret:
             secret_uid=_text(status, "secretUID"),
             expires_at=from_rfc3339(_text(status, "expiresAt")) or 0.0,
             refresh_at=from_rfc3339(_text(status, "refreshAt")) or 0.0,
+            renewed_at=from_rfc3339(_text(status, "renewedAt")) or 0.0,
             claimed_at=from_rfc3339(_text(status, "claimedAt")) or 0.0,
             unreferenced_since=from_rfc3339(since) if isinstance(since, str) else None,
             resource_version=_text(meta, "resourceVersion"),

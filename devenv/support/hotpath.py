@@ -99,7 +99,9 @@ def known_secret(
     record = replace(new_record(namespace, need, now), resource_version="7")
     if state == "Foreign":
         return record.foreign()
-    return record.ready("6a1e0d4c-0000-4000-8000-000000000001", now + expires_in, now + refresh_in)
+    return record.ready(
+        "6a1e0d4c-0000-4000-8000-000000000001", now + expires_in, now + refresh_in, now
+    )
 
 
 def remember(manager: PullSecretManager, record: ManagedSecret) -> None:

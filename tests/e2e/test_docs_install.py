@@ -5,8 +5,11 @@ the NOTES' certs command, `helm uninstall`).
 
 What differs from the docs, and why: no kubelet runs here, so nothing waits for pods
 (`--wait` and the certs hook Jobs are left out; the Jobs' own commands are covered by
-test_helm_install.py), the chart comes from the checkout instead of ghcr.io, and names get
-a unique suffix so the suites sharing this control plane never collide.
+test_helm_install.py), the chart comes from the checkout instead of ghcr.io, names get
+a unique suffix so the suites sharing this control plane never collide, and the releases
+leave the CRDs to the session's stack, which installed them first (`crds.enabled=false`, as
+on a cluster where another install owns them; tests/e2e/test_release_node.py installs the
+chart with its CRDs on a control plane of its own).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ CERTS_TIMEOUT_SECONDS = 60.0
 GC_TIMEOUT_SECONDS = 60.0
 #: helm install/uninstall without --wait: a handful of API calls.
 HELM_TIMEOUT_SECONDS = 120
+#: The session's stack applied the CRDs (kubectl): Helm would refuse to take them over.
+CRDS_OWNED_ELSEWHERE = ("--set", "crds.enabled=false")
 
 
 def sh_block_after(marker: str) -> list[str]:
@@ -238,7 +243,16 @@ def release(
     version = flags.index("--version")
     del flags[version : version + 2]  # the checkout's chart is that version
     output = run(
-        [helm, "install", name, str(CHART), *flags, "--set", "certsJob.enabled=false"],
+        [
+            helm,
+            "install",
+            name,
+            str(CHART),
+            *flags,
+            "--set",
+            "certsJob.enabled=false",
+            *CRDS_OWNED_ELSEWHERE,
+        ],
         controlplane.kubeconfig,
     )
     try:
@@ -309,6 +323,7 @@ def test_the_notes_warn_about_a_namespace_without_the_restricted_label(
             "--namespace",
             namespace,
             "--dry-run=server",
+            *CRDS_OWNED_ELSEWHERE,
         ],
         controlplane.kubeconfig,
     )

@@ -55,7 +55,9 @@ class Release:
 def release(controlplane: ControlPlane) -> Iterator[Release]:
     name = f"psw{uuid.uuid4().hex[:6]}"
     namespace = f"{name}-helm"
-    rendered = helm_template(release=name, namespace=namespace)
+    # The CRDs are the session stack's (cluster-wide): deleting this release's copy at the
+    # end would delete every install's records.
+    rendered = helm_template("--set", "crds.enabled=false", release=name, namespace=namespace)
     controlplane.kubectl("create", "namespace", namespace)
     manifest = yaml.safe_dump_all(rendered)
     try:

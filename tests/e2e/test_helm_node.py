@@ -464,8 +464,8 @@ def test_helm_uninstall_leaves_nothing_of_the_release_but_its_crds(
         "serviceaccount/default",
         f"lease.coordination.k8s.io/{FULLNAME}",
     }
-    # Helm never deletes what it installed from crds/ (helm.sh/docs/topics/charts,
-    # "Limitations on CRDs"): deleting a CRD deletes every object of its kind.
+    # The chart's CRDs carry helm.sh/resource-policy: keep (crds.keep, the default): Helm
+    # leaves both, since deleting a CRD deletes every object of its kind.
     crds = cp.kubectl("get", "crds", "-o", "name").stdout.split()
     assert sorted(c for c in crds if c.endswith(".pull-secret-webhook.io")) == [
         "customresourcedefinition.apiextensions.k8s.io/managedpullsecrets.pull-secret-webhook.io",

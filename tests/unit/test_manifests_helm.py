@@ -24,13 +24,11 @@ from tests.unit.test_manifests_render import (
 from webhook.configload import parse_config
 
 #: Objects only the kustomize base has: Helm leaves the release namespace to
-#: `--create-namespace` (and never deletes it on uninstall), and installs the CRD from the
-#: chart's crds/ directory rather than as a template (one CRD serves every release).
+#: `--create-namespace` (and never deletes it on uninstall).
 ONLY_IN_BASE = {
     ("Namespace", "pull-secret-webhook", ""),
-    ("CustomResourceDefinition", "managedpullsecrets.pull-secret-webhook.io", ""),
-    ("CustomResourceDefinition", "pullsecretmarkers.pull-secret-webhook.io", ""),
 }
+CRDS = ("managedpullsecrets", "pullsecretmarkers")
 #: Labels a selector may rely on; the chart adds Helm's own labels besides these.
 SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
 
@@ -295,7 +293,9 @@ def test_another_release_gets_its_own_names_and_excludes_its_own_namespace() -> 
     name = "psw-pull-secret-webhook"
     [hook] = one(objs, "MutatingWebhookConfiguration", name)["webhooks"]
 
-    assert {key(o)[1] for o in objs if not is_hook(o)} == {
+    # The CRDs are cluster-wide and keep their names (crds.enabled=false for a second release).
+    crds = {f"{plural}.pull-secret-webhook.io" for plural in CRDS}
+    assert {key(o)[1] for o in objs if not is_hook(o)} - crds == {
         name,
         f"{name}-config",
         f"{name}-secrets",
@@ -434,14 +434,27 @@ def test_unknown_values_are_refused_by_the_schema() -> None:
         run_tool([helm_binary(), "template", "x", CHART, "--set", "webhok.failurePolicy=Fail"])
 
 
-@pytest.mark.parametrize("plural", ["managedpullsecrets", "pullsecretmarkers"])
-def test_the_chart_ships_the_same_crds_as_the_base(
-    base: dict[tuple[str, str, str], Obj], plural: str
+@pytest.mark.parametrize("plural", CRDS)
+def test_the_chart_renders_the_same_crds_as_the_base_kept_on_uninstall(
+    base: dict[tuple[str, str, str], Obj], chart: dict[tuple[str, str, str], Obj], plural: str
 ) -> None:
-    [crd] = yaml.safe_load_all((CHART / "crds" / f"{plural}.yaml").read_text())
     k = ("CustomResourceDefinition", f"{plural}.pull-secret-webhook.io", "")
+    assert chart[k]["spec"] == base[k]["spec"]
+    assert chart[k]["metadata"]["labels"] == base[k]["metadata"]["labels"]
+    # Both CRDs follow one rule: Helm leaves them (and the records) on uninstall.
+    assert chart[k]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # Templates, not crds/: Helm installs crds/ once and never upgrades them.
+    assert not (CHART / "crds").exists()
 
-    assert crd["spec"] == base[k]["spec"]
+
+def test_the_crds_can_be_left_to_another_owner_or_not_kept() -> None:
+    names = {f"{plural}.pull-secret-webhook.io" for plural in CRDS}
+    off = helm_template("--set", "crds.enabled=false")
+    assert not [o for o in off if o["kind"] == "CustomResourceDefinition"]
+    not_kept = [o for o in helm_template("--set", "crds.keep=false")
+                if o["kind"] == "CustomResourceDefinition"]  # fmt: skip
+    assert {o["metadata"]["name"] for o in not_kept} == names
+    assert all("annotations" not in o["metadata"] for o in not_kept)
 
 
 def test_pod_identity_and_network_policy_are_off_by_default_and_render_when_on() -> None:

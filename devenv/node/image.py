@@ -47,7 +47,8 @@ IMAGE = "localhost/pull-secret-webhook:dev"
 # Debian's pip reads the system CA bundle; RUN steps see the host's through this mount.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_TIMEOUT_SECONDS = 1200
-INPUTS_LABEL = "io.github.example-org.pull-secret-webhook.build-inputs"
+# A cache key of this machine (the release script removes it from what it publishes).
+INPUTS_LABEL = "dev.pull-secret-webhook.build-inputs"
 # What .dockerignore lets into the build context, and the Dockerfile itself.
 CONTEXT_FILES = ("Dockerfile", "requirements.lock")
 CONTEXT_TREES = ("webhook",)

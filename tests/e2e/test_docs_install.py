@@ -400,6 +400,7 @@ def test_host_network_is_refused_in_a_restricted_namespace_until_the_documented_
         str(helm_binary()), "install", "psw-hostnet", str(CHART), "--namespace", namespace,
         "--dry-run=server", "--set", "hostNetwork=true",
         "--set", "webhook.port=10260", "--set", "webhook.healthPort=10261",
+        *CRDS_OWNED_ELSEWHERE,
     ]  # fmt: skip
     env = {**os.environ, "KUBECONFIG": str(controlplane.kubeconfig)}
     refused = subprocess.run(

@@ -27,7 +27,7 @@ from devenv.stack import Replica, Stack
 from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import WEBHOOK_NAMESPACE, ns_name
 from tests.support.alerting import Scrape, expect_alert, scrape
-from tests.unit.test_alert_rules import promtool_binary
+from tests.support.alerts import promtool_binary
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -49,8 +49,8 @@ from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options
-from tests.unit.test_manifests_docs import block_after
-from tests.unit.test_manifests_render import MANIFESTS, REPO, Obj, helm_template, kustomize
+from tests.support.docs import block_after
+from tests.support.manifests import MANIFESTS, REPO, Obj, helm_template, kustomize
 from webhook import pki
 from webhook.certs import rotation
 from webhook.cli import build_parser

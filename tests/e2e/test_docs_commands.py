@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from devenv.controlplane import ControlPlane
-from tests.unit.test_manifests_render import REPO, kustomize
+from tests.support.manifests import REPO, kustomize
 
 pytestmark = pytest.mark.controlplane
 

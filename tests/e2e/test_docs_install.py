@@ -34,8 +34,8 @@ import yaml
 from devenv.controlplane import ControlPlane
 from devenv.processes import wait_until
 from tests.e2e.support import delete_install
-from tests.unit.test_manifests_docs import block_after
-from tests.unit.test_manifests_render import CHART, REPO, helm_binary, helm_template, one
+from tests.support.docs import block_after
+from tests.support.manifests import CHART, REPO, helm_binary, helm_template, one
 
 pytestmark = pytest.mark.controlplane
 

@@ -23,7 +23,7 @@ import yaml
 from cryptography import x509
 
 from devenv.controlplane import ControlPlane
-from tests.unit.test_manifests_render import REPO, Obj, helm_template, one
+from tests.support.manifests import REPO, Obj, helm_template, one
 from webhook.certs import rotation
 
 pytestmark = pytest.mark.controlplane

@@ -53,7 +53,7 @@ from devenv.peers.registry import (
 )
 from devenv.serve import free_port
 from devenv.stack import INJECT_LABEL, REPO
-from tests.unit.test_manifests_render import CHART, helm_binary, in_ci
+from tests.support.manifests import CHART, helm_binary, in_ci
 
 VALUES = REPO / "hack" / "local-node-values.yaml"
 RELEASE = "psw-node"

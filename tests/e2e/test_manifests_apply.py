@@ -26,7 +26,7 @@ from cryptography import x509
 from devenv.controlplane import ControlPlane
 from devenv.processes import wait_until
 from tests.e2e.support import delete_install
-from tests.unit.test_manifests_render import MANIFESTS, REPO, objects
+from tests.support.manifests import MANIFESTS, REPO, objects
 from webhook.certs import cluster, rotation
 from webhook.cli import certs as certs_command
 

@@ -14,7 +14,7 @@ import pytest
 
 from devenv.peers.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
 from tests.integration.conftest import CLUSTER_ISSUER
-from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
+from tests.support.azure import APP_SECRET, Azure, azure, azure_env
 from webhook.credentials import RegistryAuthError
 from webhook.credentials.acr import ROLE_HINT, AcrProvider
 from webhook.credentials.entra import IMDS_NOT_FOUND_HINT

@@ -20,7 +20,7 @@ import yaml
 from devenv import alerts
 from devenv.serve import Serve, free_port
 from tests.support.alerting import Scrape, expect_alert, scrape
-from tests.unit.test_alert_rules import promtool_binary
+from tests.support.alerts import promtool_binary
 from webhook.pki import KeyPair, make_ca, make_serving_cert
 
 REPO = Path(__file__).resolve().parents[2]

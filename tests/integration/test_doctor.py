@@ -16,8 +16,8 @@ from devenv.peers.aws import MotoProxy
 from devenv.peers.azure import AzureEmulator, EmulatorThread
 from devenv.serve import free_port
 from tests.integration.conftest import CLUSTER_ISSUER, Clock, MemoryKube
-from tests.integration.test_acr_exchange import APP_SECRET, Azure, azure, azure_env
-from tests.integration.test_ecr_exchange import MOTO_EXPIRES_AT, aws_env
+from tests.support.aws import MOTO_EXPIRES_AT, aws_env
+from tests.support.azure import APP_SECRET, Azure, azure, azure_env
 from webhook.cli import doctor
 from webhook.configload import parse_config
 from webhook.credentials.acr import ROLE_HINT

@@ -14,7 +14,7 @@ import pytest
 
 from devenv.peers.aws import TEST_CREDENTIALS, MotoProxy
 from tests.integration.conftest import Clock, MemoryKube
-from tests.integration.test_ecr_exchange import (
+from tests.support.aws import (
     MOTO_EXPIRES_AT,
     ROLE_ARN,
     aws_env,

@@ -21,8 +21,8 @@ from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod, make_review
 from tests.integration.conftest import Clock, MemoryKube
-from tests.integration.test_acr_exchange import SECRET_NAMESPACE, Azure, azure, azure_env
-from tests.integration.test_ecr_exchange import aws_env, clock, ecr_config, new_cache, pull_need
+from tests.support.aws import aws_env, clock, ecr_config, new_cache, pull_need
+from tests.support.azure import SECRET_NAMESPACE, Azure, azure, azure_env
 from webhook.admission import Plan, plan, respond
 from webhook.config import Config
 from webhook.credentials import RegistryAuthError

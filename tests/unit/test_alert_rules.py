@@ -11,33 +11,14 @@ from typing import Any
 import yaml
 
 from devenv import alerts
-from tests.unit.test_manifests_render import (
+from tests.support.alerts import (
+    promtool_binary,
+)
+from tests.support.manifests import (
     TOOL_TIMEOUT_SECONDS,
     helm_template,
     kustomize,
-    missing_tool,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-PROMTOOL_SCRIPT = REPO / "hack" / "promtool.sh"
-
-
-def promtool_binary() -> Path:
-    """The pinned promtool that hack/promtool.sh builds (`make tools`); never built from a
-    test (minutes). Missing: skipped, and a failure under CI=true."""
-    located = subprocess.run(
-        ["bash", str(PROMTOOL_SCRIPT), "--locate"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=TOOL_TIMEOUT_SECONDS,
-    )
-    if located.returncode != 0:
-        missing_tool(
-            "promtool is not built: run `hack/promtool.sh --install` (or `make tools`) first; "
-            + located.stderr.strip()
-        )
-    return Path(located.stdout.strip())
 
 
 def source_groups() -> list[dict[str, Any]]:

@@ -5,14 +5,19 @@ and its image, release pipeline and kustomize base agree on what is published.""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.test_manifests_render import (
+from tests.support.charts import (
+    RELEASED_IMAGE,
+    chart_meta,
+    umbrella,
+    write_values,
+)
+from tests.support.manifests import (
     CHART,
     KUBE_VERSION,
     REPO,
@@ -27,15 +32,6 @@ from tests.unit.test_manifests_render import (
 )
 from webhook.cli import build_parser
 
-#: The placeholder owner of the released image: the README, docs, chart, base and the
-#: release workflow's rewrite step must all use the same one.
-RELEASED_IMAGE = "ghcr.io/example-org/pull-secret-webhook"
-
-
-def chart_meta() -> dict[str, Any]:
-    meta: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    return meta
-
 
 def webhook_container(objs: list[Obj]) -> dict[str, Any]:
     [c] = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
@@ -43,47 +39,7 @@ def webhook_container(objs: list[Obj]) -> dict[str, Any]:
     return c
 
 
-def write_values(tmp_path: Path, values: dict[str, Any]) -> str:
-    path = tmp_path / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return str(path)
-
-
 # ------------------------------------------------------------------ as a dependency
-
-
-def umbrella(tmp_path: Path) -> Path:
-    """An umbrella chart that vendors this chart under charts/ and sets global values."""
-    root = tmp_path / "platform"
-    (root / "charts").mkdir(parents=True)
-    shutil.copytree(CHART, root / "charts" / "pull-secret-webhook")
-    version = chart_meta()["version"]
-    (root / "Chart.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v2",
-                "name": "platform",
-                "version": "1.0.0",
-                "dependencies": [
-                    {
-                        "name": "pull-secret-webhook",
-                        "version": version,
-                        "condition": "pull-secret-webhook.enabled",
-                    }
-                ],
-            }
-        )
-    )
-    (root / "values.yaml").write_text(
-        yaml.safe_dump(
-            {
-                # What umbrella charts commonly share; the subchart must accept it.
-                "global": {"imageRegistry": "registry.example.com", "team": "platform"},
-                "pull-secret-webhook": {"enabled": True, "replicaCount": 3},
-            }
-        )
-    )
-    return root
 
 
 def test_the_chart_renders_as_a_dependency_of_an_umbrella_chart(tmp_path: Path) -> None:

@@ -15,12 +15,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_chart_conventions import RELEASED_IMAGE, umbrella, write_values
-from tests.unit.test_manifests_render import (
+from tests.support.charts import (
+    RELEASED_IMAGE,
+    assert_everything_names_the_rendered_account,
+    umbrella,
+    username,
+    write_values,
+)
+from tests.support.manifests import (
     CHART,
     KUBE_VERSION,
     REPO,
-    Obj,
     helm_binary,
     helm_template,
     objects,
@@ -29,42 +34,6 @@ from tests.unit.test_manifests_render import (
 )
 
 # ------------------------------------------------------------------ the identity
-
-
-def username(objs: list[Obj]) -> str:
-    deployment = one(objs, "Deployment")
-    namespace = deployment["metadata"]["namespace"]
-    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    return f"system:serviceaccount:{namespace}:{account}"
-
-
-def assert_everything_names_the_rendered_account(objs: list[Obj]) -> str:
-    """Every binding, policy and FlowSchema of the webhook's identity names the account
-    its pods run as; returns that account's username."""
-    deployment = one(objs, "Deployment")
-    namespace = deployment["metadata"]["namespace"]
-    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    user = username(objs)
-    policies = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
-    assert policies
-    for policy in policies:
-        [condition] = policy["spec"]["matchConditions"]
-        assert condition["expression"] == f"request.userInfo.username == '{user}'"
-    webhook_bindings = [
-        o
-        for o in objs
-        if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}
-        and "certs" not in o["metadata"]["name"]
-    ]
-    assert webhook_bindings
-    for binding in webhook_bindings:
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": account, "namespace": namespace}
-        ]
-    for schema in (o for o in objs if o["kind"] == "FlowSchema"):
-        [subject] = schema["spec"]["rules"][0]["subjects"]
-        assert subject["serviceAccount"] == {"name": account, "namespace": namespace}
-    return user
 
 
 def notes(

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_manifests_docs import yaml_blocks
-from tests.unit.test_manifests_render import REPO, kustomize
-from tests.unit.test_release_artifacts import images
+from tests.support.docs import yaml_blocks
+from tests.support.manifests import REPO, kustomize
+from tests.support.release import images
 
 PLACEHOLDER = "ghcr.io/example-org/pull-secret-webhook"
 #: The remote base a `?ref=` overlay names: rendered from this checkout (no network here).

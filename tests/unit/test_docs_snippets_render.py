@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_chart_identity_and_globals import assert_everything_names_the_rendered_account
-from tests.unit.test_manifests_docs import (
+from tests.support.charts import assert_everything_names_the_rendered_account
+from tests.support.docs import (
     assert_bound_to_the_rendered_identity,
     block_after,
     write_install_overlay,
     yaml_blocks,
 )
-from tests.unit.test_manifests_render import CHART, REPO, Obj, helm_template, kustomize
+from tests.support.manifests import CHART, REPO, Obj, helm_template, kustomize
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 INSTALL_MD = REPO / "docs" / "install.md"

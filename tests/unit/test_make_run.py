@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.unit.test_manifests_render import REPO
+from tests.support.manifests import REPO
 
 HEAVY = ("install-system-deps.sh", "devenv.controlplane build", "devenv.node build")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_manifests_render import (
+from tests.support.manifests import (
     MANIFESTS,
     REPO,
     Obj,

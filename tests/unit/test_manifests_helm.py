@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_manifests_render import (
+from tests.support.manifests import (
     CHART,
     MANIFESTS,
     Obj,

@@ -12,14 +12,12 @@ import io
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.test_manifests_render import (
+from tests.support.manifests import (
     KUBE_VERSION,
     REPO,
     Obj,
@@ -27,6 +25,9 @@ from tests.unit.test_manifests_render import (
     kubectl_binary,
     objects,
     run_tool,
+)
+from tests.support.release import (
+    images,
 )
 
 SCRIPT = REPO / "hack" / "release-artifacts.sh"
@@ -60,19 +61,6 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = run_script(out, OWNER=OWNER, VERSION=VERSION, SKIP_IMAGE="1")
     assert proc.returncode == 0, proc.stderr
     return out
-
-
-def images(obj: Any) -> Iterator[str]:
-    """Every ``image:`` anywhere in an object (pods, templates, job templates, hooks)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k == "image" and isinstance(v, str):
-                yield v
-            else:
-                yield from images(v)
-    elif isinstance(obj, list):
-        for item in obj:
-            yield from images(item)
 
 
 def chart_files(tgz: Path) -> dict[str, bytes]:

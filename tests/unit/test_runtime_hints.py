@@ -9,7 +9,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.unit.test_manifests_render import REPO
+from tests.support.manifests import REPO
 from webhook.config import AcrAuth, acr_scope
 from webhook.configload import parse_config
 from webhook.credentials.acr import ROLE_HINT

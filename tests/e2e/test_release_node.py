@@ -52,9 +52,16 @@ from devenv.node.harness import Node
 from devenv.node.pods import running_pod, wait_for_log, wait_for_pod
 from devenv.serve import free_port
 from devenv.stack import INJECT_LABEL, REPO
-from tests.e2e import test_helm_node
-from tests.e2e.test_helm_node import ECR_REGION, Registry, run_helm
-from tests.unit.test_manifests_render import in_ci
+from tests.support.helm_node import (
+    ECR_REGION,
+    Registry,
+    controlplane,
+    helm,
+    node,
+    registry,
+    run_helm,
+)
+from tests.support.manifests import in_ci
 
 OWNER = "acme"
 VERSION = "0.2.0"
@@ -80,13 +87,9 @@ JOB_TIMEOUT = "120s"
 NEAR_EXPIRY_DAYS = 20
 pytestmark = pytest.mark.timeout(1500)
 
-# The fixtures of test_helm_node.py, each instantiated for this module: a control plane of
-# its own with endpoint routing (the API server calls a Service's endpoint), the ECR-style
-# registry with moto's ECR API, the node trusting it, and the pinned helm.
-controlplane = test_helm_node.controlplane
-registry = test_helm_node.registry
-node = test_helm_node.node
-helm = test_helm_node.helm
+# The fixtures tests/e2e/test_helm_node.py uses too (tests/support/helm_node.py), each
+# instantiated for this module.
+__all__ = ["controlplane", "helm", "node", "registry"]
 
 
 @dataclass(frozen=True)

@@ -13,49 +13,28 @@ import pytest
 from devenv.support.hotpath import NoNetwork, offline_manager, opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
+from tests.support.bookkeeping import (
+    HOME,
+    Minter,
+    need_of,
+    record_of,
+)
 from webhook.config import Config
 from webhook.configload import parse_config
 from webhook.credentials.base import Credential
 from webhook.kubeerrors import ApiError
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
-from webhook.records import ManagedSecret, Markers, record_name
+from webhook.records import ManagedSecret, Markers
 from webhook.references import References
 from webhook.refresher import PassReport, Refresher
 from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
-
-ACR = "contoso.azurecr.io/app:1"
-HOME = "pull-secret-webhook"
-
-
-class Minter:
-    """The credential cache's place: a fresh credential per call, counted."""
-
-    def __init__(self, lifetime: float = 3600) -> None:
-        self.lifetime = lifetime
-        self.calls = 0
-
-    async def get(self, need: PullNeed, namespace: str) -> Credential:
-        self.calls += 1
-        now = time.time()
-        return Credential(
-            "00000000-0000-0000-0000-000000000000",
-            f"token-{self.calls}",
-            (need.host,),
-            expires_at=now + self.lifetime,
-            issued_at=now,
-        )
 
 
 def manager(config: Config, kube: MemKube, minter: Minter | None = None) -> PullSecretManager:
     m = PullSecretManager(config, kube, minter or Minter())
     m.namespaces.replace_all(opted_in("team-a", "team-b"))
     return m
-
-
-def need_of(config: Config) -> PullNeed:
-    [need] = pull_needs(config, make_pod(ACR))
-    return need
 
 
 async def one_secret_made(
@@ -66,10 +45,6 @@ async def one_secret_made(
     need = need_of(config)
     await m.ensure("team-a", [need], budget=5, dry_run=False)
     return m, need
-
-
-def record_of(kube: MemKube, namespace: str, need: PullNeed) -> dict[str, Any]:
-    return kube.records[(HOME, record_name(namespace, need.secret_name))]
 
 
 async def test_first_need_claims_a_record_creates_the_secret_and_records_its_uid(

@@ -14,8 +14,8 @@ import yaml
 
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
-from tests.unit.test_manifests_render import CHART, REPO
-from tests.unit.test_pullsecret_bookkeeping import Minter, need_of, record_of
+from tests.support.bookkeeping import Minter, need_of, record_of
+from tests.support.manifests import CHART, REPO
 from webhook.config import Config
 from webhook.pullsecrets import PullSecretManager
 from webhook.records import ManagedSecret

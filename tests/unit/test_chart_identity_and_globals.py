@@ -307,11 +307,21 @@ def test_no_disruption_budget_blocks_a_drain_of_a_single_replica() -> None:
 def test_on_the_host_network_a_rollout_stops_one_replica_before_starting_one() -> None:
     # Ports are per node: a surge replica would find no node on a cluster with as many
     # nodes as replicas, and the rollout would stall.
-    default = one(helm_template(), "Deployment")["spec"]["strategy"]["rollingUpdate"]
-    host = one(helm_template("--set", "hostNetwork=true"), "Deployment")["spec"]["strategy"]
+    def rolling(*values: str) -> Any:
+        return one(helm_template(*values), "Deployment")["spec"]["strategy"]
 
-    assert default == {"maxSurge": 1, "maxUnavailable": 0}
-    assert host["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert rolling()["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert rolling("--set", "hostNetwork=true")["rollingUpdate"] == {
+        "maxSurge": 0,
+        "maxUnavailable": 1,
+    }
+    # One replica: stopping it first would leave no webhook (and `helm install --wait`
+    # would count 0 of 1 ready as done), so it still surges.
+    assert rolling("--set", "hostNetwork=true", "--set", "replicaCount=1")["rollingUpdate"] == {
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+    }
+    assert rolling("--set", "strategy.type=Recreate") == {"type": "Recreate"}
 
 
 def test_revision_history_limit_is_a_value() -> None:

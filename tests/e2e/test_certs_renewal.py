@@ -4,7 +4,7 @@ near expiry) while a webhook serving the mounted files keeps admitting, changes 
 when there is nothing to renew, and its token reaches nothing else.
 
 Both installs are rendered as an operator gets them: the kustomize base (through an
-overlay that moves and renames it, with the patches docs/install.md gives for a rename,
+overlay that moves and renames it, with follow-renames.yaml as docs/install.md says,
 so nothing collides with the session stack's objects) and the Helm chart (its own
 release name and namespace). No kubelet runs here, so the CronJob's container command is
 run locally with the token its pod would mount; ``$(POD_NAMESPACE)`` is expanded as the
@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -49,7 +50,6 @@ from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options
-from tests.support.docs import block_after
 from tests.support.manifests import MANIFESTS, REPO, Obj, helm_template, kustomize
 from webhook import pki
 from webhook.certs import rotation
@@ -135,12 +135,12 @@ def renewal_of(objs: list[Obj]) -> Renewal:
 
 
 def kustomize_overlay(directory: Path, namespace: str, prefix: str) -> Path:
-    """The base moved and renamed, with the renewal patches docs/install.md gives for a
-    ``namePrefix: team-`` (``team-`` becoming ``prefix``)."""
+    """The base moved and renamed as docs/install.md says ("Your overlay"): with
+    follow-renames.yaml copied beside the kustomization and listed under ``replacements``,
+    which carries the rename into the renewal CronJob's command and grant."""
     directory.mkdir(parents=True)
     base = os.path.relpath(MANIFESTS, directory)  # kustomize takes a base by relative path
-    documented = block_after(REPO / "docs" / "install.md", f"name: {RENEWAL}}}")
-    patches = yaml.safe_load(documented.replace("team-", prefix))
+    shutil.copy(MANIFESTS / "follow-renames.yaml", directory / "follow-renames.yaml")
     (directory / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
@@ -149,7 +149,7 @@ def kustomize_overlay(directory: Path, namespace: str, prefix: str) -> Path:
                 "resources": [base],
                 "namespace": namespace,
                 "namePrefix": prefix,
-                **patches,
+                "replacements": [{"path": "follow-renames.yaml"}],
             }
         )
     )

@@ -320,6 +320,7 @@ class TLSListener(asyncio.AbstractServer):
         self._context = context
         self._guard = guard
         self._loop = asyncio.get_running_loop()
+        self._last_accept_error = -60.0
         self._tasks = [self._loop.create_task(self._accept(s)) for s in sockets]
 
     async def _accept(self, listener: socket.socket) -> None:
@@ -327,7 +328,10 @@ class TLSListener(asyncio.AbstractServer):
             try:
                 conn, _ = await self._loop.sock_accept(listener)
             except OSError as e:  # out of file descriptors, and the like: breathe, go on
-                log.warning("cannot accept a connection: %s", e)
+                now = time.monotonic()
+                if now - self._last_accept_error >= 60.0:  # one line a minute, not ten a second
+                    self._last_accept_error = now
+                    log.warning("cannot accept a connection: %s", e)
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
@@ -407,7 +411,8 @@ def _listening_sockets(host: str, port: int, reuse_port: bool) -> list[socket.so
     """Bound, listening, non-blocking sockets for every address ``host`` resolves to, as
     ``loop.create_server`` makes them."""
     sockets: list[socket.socket] = []
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # "" means every interface, as it does to loop.create_server.
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
             sock = socket.socket(family, kind, proto)

@@ -2,7 +2,8 @@
 what a real replica on the control plane exported before and after being driven into the
 failure: credential exchanges failing (the emulated ACR refuses the identity), admissions
 warned and denied, admissions slow enough to near the timeout (the token service stalls),
-and no leader (its Lease taken by someone else).
+no leader (its Lease taken by someone else), and pods admitted without their pull secret
+(their namespace opted in after they were made), stuck pulling, then healed or reported.
 
 The replica is one more of the stack's install with a config file of its own (so it can
 be reloaded alone) and a Lease of its own (so it leads by itself); reviews are sent to it
@@ -23,9 +24,10 @@ import pytest
 import yaml
 
 from devenv.peers.traffic import ACR_EXCHANGE
+from devenv.processes import wait_for
 from devenv.stack import Replica, Stack
 from devenv.support.reviews import make_pod, make_review
-from tests.e2e.support import WEBHOOK_NAMESPACE, ns_name
+from tests.e2e.support import WEBHOOK_NAMESPACE, get_json, ns_name, pod_manifest
 from tests.support.alerting import Scrape, expect_alert, scrape
 from tests.support.alerts import promtool_binary
 
@@ -89,6 +91,9 @@ def alerting(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     directory = tmp_path_factory.mktemp("alerts")
     document = yaml.safe_load(stack.config_path.read_text())
     document["refresh"] = {**document["refresh"], "leaseName": LEASE}
+    # Heal a stuck pod once it has failed for 1 s (90 s by default), before the stack's own
+    # leader would.
+    document["healing"] = {"graceSeconds": 1}
     config = directory / "config.yaml"
     config.write_text(yaml.safe_dump(document))
     namespace = stack.labelled_namespace(ns_name("alerts"))
@@ -216,6 +221,11 @@ def test_a_lease_held_by_nobody_of_the_install_raises_the_leader_count_alert(
         "the replica to see it no longer leads",
         lambda s: total(s, "pull_secret_webhook_leader") == 0,
     )
+    # The Lease given back: the replica leads again (the healing tests need a leader).
+    alerting.stack.controlplane.kubectl("delete", "lease", LEASE, "-n", WEBHOOK_NAMESPACE)
+    alerting.until(
+        "the replica to lead again", lambda s: total(s, "pull_secret_webhook_leader") == 1
+    )
     expect_alert(
         promtool,
         tmp_path,
@@ -225,3 +235,135 @@ def test_a_lease_held_by_nobody_of_the_install_raises_the_leader_count_alert(
         instance=INSTANCE,
         labels=[{}],
     )
+
+
+def stuck_pull(alerting: Alerting, namespace: str, pod: str, image: str) -> None:
+    """Write what the kubelet writes for a container that cannot pull its image (no node
+    runs these pods here; the healing reads nothing else)."""
+    status = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "c0",
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": f'Back-off pulling image "{image}"',
+                        }
+                    },
+                }
+            ]
+        }
+    }
+    alerting.stack.controlplane.kubectl(
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
+def made_before_opting_in(alerting: Alerting, manifest: dict[str, Any]) -> str:
+    """``manifest`` created in a namespace that opts in only afterwards (install day):
+    its pods have no pull secret. Returns the namespace."""
+    cp = alerting.stack.controlplane
+    namespace = alerting.stack.labelled_namespace(ns_name("heal"), inject=False)
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    return namespace
+
+
+def opt_in(alerting: Alerting, namespace: str) -> None:
+    alerting.stack.controlplane.kubectl(
+        "label", "namespace", namespace, "pull-secret-webhook/inject=enabled"
+    )
+
+
+def test_a_bare_pod_stuck_without_its_secret_raises_the_not_healed_and_awaiting_alerts(
+    alerting: Alerting, promtool: Path, tmp_path: Path
+) -> None:
+    image = alerting.stack.acr_image
+    namespace = made_before_opting_in(alerting, pod_manifest("bare", image))
+    before = alerting.scrape()
+    opt_in(alerting, namespace)
+    stuck_pull(alerting, namespace, "bare", image)
+    after = alerting.until(
+        "the bare pod to be reported",
+        lambda s: (
+            total(s, "pull_secret_webhook_heal_actions_total", action="reported")
+            > total(before, "pull_secret_webhook_heal_actions_total", action="reported")
+        ),
+    )
+    after = alerting.until(
+        "the pod to count as awaiting healing",
+        lambda s: total(s, "pull_secret_webhook_pods_awaiting_heal") >= 1,
+    )
+    expected: dict[str, list[dict[str, str]]] = {
+        "PullSecretWebhookPodsNotHealed": [{"action": "reported"}],
+        "PullSecretWebhookPodsAwaitingHeal": [{}],
+        "PullSecretWebhookPodsHealed": [],
+    }
+    for alert, labels in expected.items():
+        expect_alert(promtool, tmp_path, alert, before, after, instance=INSTANCE, labels=labels)
+    alerting.stack.controlplane.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_a_replicaset_pod_stuck_without_its_secret_is_evicted_and_raises_the_healed_alert(
+    alerting: Alerting, promtool: Path, tmp_path: Path
+) -> None:
+    image = alerting.stack.acr_image
+    replicaset = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c0", "image": image}]},
+            },
+        },
+    }
+    cp = alerting.stack.controlplane
+    namespace = made_before_opting_in(alerting, replicaset)
+    pods = wait_for(
+        "the ReplicaSet's pod",
+        lambda: get_json(cp, "pods", "-n", namespace)["items"],
+    )
+    [pod] = pods
+    assert not pod["spec"].get("imagePullSecrets")
+    before = alerting.scrape()
+    opt_in(alerting, namespace)
+    stuck_pull(alerting, namespace, pod["metadata"]["name"], image)
+    after = alerting.until(
+        "the pod to be evicted",
+        lambda s: (
+            total(s, "pull_secret_webhook_heal_actions_total", action="evicted")
+            > total(before, "pull_secret_webhook_heal_actions_total", action="evicted")
+        ),
+    )
+    # Its replacement came through the webhook, with its pull secret.
+    wait_for(
+        "a replacement pod with its pull secret",
+        lambda: [
+            p
+            for p in get_json(cp, "pods", "-n", namespace)["items"]
+            if p["spec"].get("imagePullSecrets")
+        ],
+    )
+    expected: dict[str, list[dict[str, str]]] = {
+        "PullSecretWebhookPodsHealed": [{}],
+        "PullSecretWebhookPodsNotHealed": [],
+    }
+    for alert, labels in expected.items():
+        expect_alert(promtool, tmp_path, alert, before, after, instance=INSTANCE, labels=labels)
+    cp.kubectl("delete", "namespace", namespace, "--wait=false")

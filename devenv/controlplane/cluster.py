@@ -677,6 +677,9 @@ class ControlPlane(Component):
             f"--audit-log-path={log}",
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
+            # A long session stays on disk within bounds; the tests read recent events.
+            "--audit-log-maxsize=200",
+            "--audit-log-maxbackup=1",
             *self.extra_apiserver_args,
         ]
 

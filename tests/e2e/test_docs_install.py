@@ -33,7 +33,7 @@ import yaml
 
 from devenv.controlplane import ControlPlane
 from devenv.processes import wait_until
-from tests.e2e.support import delete_install
+from tests.e2e.support import delete_install, get_json
 from tests.support.docs import block_after
 from tests.support.manifests import CHART, REPO, helm_binary, helm_template, one
 
@@ -76,17 +76,13 @@ def run(cmd: list[str], kubeconfig: Path, timeout: float = HELM_TIMEOUT_SECONDS)
     return proc.stdout + proc.stderr
 
 
-def get(controlplane: ControlPlane, *args: str) -> Any:
-    return json.loads(controlplane.kubectl("get", *args, "-o", "json").stdout)
-
-
 def secret_names(controlplane: ControlPlane, namespace: str) -> set[str]:
-    items = get(controlplane, "secrets", "-n", namespace)["items"]
+    items = get_json(controlplane, "secrets", "-n", namespace)["items"]
     return {s["metadata"]["name"] for s in items}
 
 
 def owners(controlplane: ControlPlane, namespace: str, name: str) -> list[tuple[str, str]]:
-    secret = get(controlplane, "secret", name, "-n", namespace)
+    secret = get_json(controlplane, "secret", name, "-n", namespace)
     return [(o["kind"], o["name"]) for o in secret["metadata"].get("ownerReferences", [])]
 
 
@@ -141,7 +137,7 @@ def test_the_documented_overlay_applies_client_side_then_server_side(
     switched = controlplane.kubectl("apply", "--server-side", "-k", str(path), check=False)
 
     assert switched.returncode == 0, switched.stderr
-    [hook] = get(controlplane, "mutatingwebhookconfiguration", name)["webhooks"]
+    [hook] = get_json(controlplane, "mutatingwebhookconfiguration", name)["webhooks"]
     assert hook["clientConfig"]["service"] == {
         "name": name,
         "namespace": namespace,
@@ -156,7 +152,7 @@ def test_the_documented_overlay_applies_client_side_then_server_side(
     assert excluded == ["kube-system", namespace]
     # The API server compiled and kept the mirror-pod condition.
     assert [c["name"] for c in hook["matchConditions"]] == ["not-a-mirror-pod"]
-    deployment = get(controlplane, "deployment", name, "-n", namespace)
+    deployment = get_json(controlplane, "deployment", name, "-n", namespace)
     [c] = deployment["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "myregistry.example.com/pull-secret-webhook:0.1.0"
     # The renamed install's write policy binds its renamed ServiceAccount: with that
@@ -270,14 +266,18 @@ def test_helm_install_as_documented_stores_the_release_in_a_restricted_namespace
 ) -> None:
     name, namespace, output = release
 
-    labels = get(controlplane, "namespace", namespace)["metadata"]["labels"]
+    labels = get_json(controlplane, "namespace", namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert "STATUS: deployed" in output
     assert 'does not enforce the "restricted" Pod Security Standard' not in output
     # The subject the identity guides' federated credential / trust policy must name.
-    account = get(controlplane, "serviceaccount", f"{name}-pull-secret-webhook", "-n", namespace)
+    account = get_json(
+        controlplane, "serviceaccount", f"{name}-pull-secret-webhook", "-n", namespace
+    )
     assert f"subject: system:serviceaccount:{namespace}:{account['metadata']['name']}" in output
-    deployment = get(controlplane, "deployment", f"{name}-pull-secret-webhook", "-n", namespace)
+    deployment = get_json(
+        controlplane, "deployment", f"{name}-pull-secret-webhook", "-n", namespace
+    )
     assert deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == (
         "true"
     )
@@ -346,7 +346,7 @@ def priority_level_of(controlplane: ControlPlane, token: str, path: str) -> str:
             uid = r.headers["X-Kubernetes-PF-PriorityLevel-UID"]
     except urllib.error.HTTPError as e:  # a 403 is classified (and answered) all the same
         uid = e.headers["X-Kubernetes-PF-PriorityLevel-UID"]
-    levels = get(controlplane, "prioritylevelconfigurations")["items"]
+    levels = get_json(controlplane, "prioritylevelconfigurations")["items"]
     return str(next(p["metadata"]["name"] for p in levels if p["metadata"]["uid"] == uid))
 
 

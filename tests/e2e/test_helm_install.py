@@ -9,20 +9,19 @@ pods never start, so their commands are run locally under the Jobs' service acco
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from cryptography import x509
 
 from devenv.controlplane import ControlPlane
+from tests.e2e.support import get_json
 from tests.support.manifests import REPO, Obj, helm_template, one
 from webhook.certs import rotation
 
@@ -72,10 +71,6 @@ def release(controlplane: ControlPlane) -> Iterator[Release]:
         controlplane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def get(controlplane: ControlPlane, *args: str) -> Any:
-    return json.loads(controlplane.kubectl("get", *args, "-o", "json").stdout)
-
-
 def service_account_kubeconfig(
     controlplane: ControlPlane, namespace: str, name: str, path: Path
 ) -> Path:
@@ -106,14 +101,16 @@ def test_every_rendered_object_is_stored_by_the_api_server(
     for obj in release.objects:
         meta = obj["metadata"]
         where = ["-n", meta["namespace"]] if "namespace" in meta else []
-        stored = get(controlplane, f"{obj['kind'].lower()}.{api_group(obj)}", meta["name"], *where)
+        stored = get_json(
+            controlplane, f"{obj['kind'].lower()}.{api_group(obj)}", meta["name"], *where
+        )
         assert stored["metadata"]["uid"], (obj["kind"], meta["name"])
 
 
 def test_the_webhook_is_registered_for_the_release_service(
     controlplane: ControlPlane, release: Release
 ) -> None:
-    [hook] = get(controlplane, "mutatingwebhookconfiguration", release.fullname)["webhooks"]
+    [hook] = get_json(controlplane, "mutatingwebhookconfiguration", release.fullname)["webhooks"]
 
     assert hook["clientConfig"]["service"]["name"] == release.fullname
     assert hook["clientConfig"]["service"]["namespace"] == release.namespace
@@ -137,15 +134,15 @@ def test_the_certs_jobs_succeed_with_only_their_own_rbac(
     assert created[0] == 0, created[1]
     assert patched[0] == 0, patched[1]
     assert "CA: reused" in patched[1]
-    secret = get(controlplane, "secret", f"{release.fullname}-tls", "-n", release.namespace)
+    secret = get_json(controlplane, "secret", f"{release.fullname}-tls", "-n", release.namespace)
     serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
-    config = get(controlplane, "mutatingwebhookconfiguration", release.fullname)
+    config = get_json(controlplane, "mutatingwebhookconfiguration", release.fullname)
     [ca] = rotation.load_certs(base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]))
     assert rotation.issued_by(serving, ca)
     # The patch step (after the release's objects exist) makes the release's webhook
     # configuration the Secrets' owner: `helm uninstall` deletes them with it.
     for name in (f"{release.fullname}-tls", f"{release.fullname}-tls-ca"):
-        stored = get(controlplane, "secret", name, "-n", release.namespace)
+        stored = get_json(controlplane, "secret", name, "-n", release.namespace)
         assert [
             (o["kind"], o["name"], o["uid"]) for o in stored["metadata"]["ownerReferences"]
         ] == [("MutatingWebhookConfiguration", release.fullname, config["metadata"]["uid"])]

@@ -37,6 +37,7 @@ from devenv.node.image import push_image
 from devenv.node.pods import running_pod, wait_for_log, wait_for_pod
 from devenv.serve import free_port
 from devenv.stack import INJECT_LABEL, REPO
+from tests.e2e.support import get_json
 from tests.support.helm_node import (
     ECR_REGION,
     Registry,
@@ -128,10 +129,6 @@ def runtime_values(node: Node, registry: Registry, https_port: int, health_port:
     }
 
 
-def get(cp: ControlPlane, *args: str) -> Any:
-    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
-
-
 def timestamp(value: str) -> datetime.datetime:
     """RFC 3339 with up to nanoseconds (Helm's hook times) or seconds (Kubernetes')."""
     head, _, fraction = value.rstrip("Z").partition(".")
@@ -188,7 +185,7 @@ def installed(
 
 def webhook_log(cp: ControlPlane, node: Node, lines: int = 60) -> str:
     """The webhook container's last lines (kubectl logs needs a routable kubelet)."""
-    pods = get(cp, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=webhook")
+    pods = get_json(cp, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=webhook")
     out = []
     for pod in pods["items"]:
         name = pod["metadata"]["name"]
@@ -228,7 +225,7 @@ def test_helm_install_runs_the_certs_hooks_on_the_node_around_the_ready_webhook(
     assert leftovers == []
 
     # Each Job's pod ran on the node, from the image (the kubelet's own events).
-    events = get(cp, "events", "-n", NAMESPACE)["items"]
+    events = get_json(cp, "events", "-n", NAMESPACE)["items"]
     for step in ("create", "patch"):
         started = [
             e
@@ -242,7 +239,9 @@ def test_helm_install_runs_the_certs_hooks_on_the_node_around_the_ready_webhook(
 
     # Helm's order: the Secret before the pod that mounts it, the caBundle patch after the
     # pod is Ready (install --wait). Kubernetes times are whole seconds: compare floors.
-    [pod] = get(cp, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=webhook")["items"]
+    [pod] = get_json(cp, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=webhook")[
+        "items"
+    ]
     assert pod["spec"]["nodeName"] == NODE_NAME and pod["spec"]["hostNetwork"] is True
     pod_created = timestamp(pod["metadata"]["creationTimestamp"])
     [ready] = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
@@ -253,16 +252,16 @@ def test_helm_install_runs_the_certs_hooks_on_the_node_around_the_ready_webhook(
 
     # What the two Jobs wrote: the pair and its CA, the caBundle that trusts it, and the
     # webhook configuration as the Secrets' owner (set only by the post-install step).
-    secret = get(cp, "secret", TLS_SECRET, "-n", NAMESPACE)
+    secret = get_json(cp, "secret", TLS_SECRET, "-n", NAMESPACE)
     assert timestamp(secret["metadata"]["creationTimestamp"]) <= pod_created
-    config = get(cp, "mutatingwebhookconfiguration", FULLNAME)
+    config = get_json(cp, "mutatingwebhookconfiguration", FULLNAME)
     [hook] = config["webhooks"]
     assert hook["clientConfig"]["service"] == {
         "name": FULLNAME, "namespace": NAMESPACE, "path": "/mutate", "port": 443,
     }  # fmt: skip
     assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     for name in (TLS_SECRET, f"{TLS_SECRET}-ca"):
-        owners = get(cp, "secret", name, "-n", NAMESPACE)["metadata"].get("ownerReferences")
+        owners = get_json(cp, "secret", name, "-n", NAMESPACE)["metadata"].get("ownerReferences")
         assert [(o["kind"], o["name"], o["uid"]) for o in owners or []] == [
             ("MutatingWebhookConfiguration", FULLNAME, config["metadata"]["uid"])
         ]
@@ -282,7 +281,7 @@ def test_helm_test_probes_the_webhook_from_a_pod_on_the_node(
     assert f"TEST SUITE:     {FULLNAME}-test" in out and "Phase:          Succeeded" in out, out
     # The probe's review reached this webhook (not merely some listener on the port).
     assert installed.admissions() > before
-    events = get(controlplane, "events", "-n", NAMESPACE)["items"]
+    events = get_json(controlplane, "events", "-n", NAMESPACE)["items"]
     assert any(
         e["reason"] == "Started"
         and e["involvedObject"]["name"] == f"{FULLNAME}-test"
@@ -311,7 +310,7 @@ def test_the_installed_webhook_gives_pods_their_pull_secret_and_the_kubelet_pull
             raise AssertionError(f"{failed}\n{webhook_log(cp, node)}") from None
         [ref] = pod["spec"]["imagePullSecrets"]
         assert installed.admissions() > before
-        secret = get(cp, "secret", ref["name"], "-n", ns)
+        secret = get_json(cp, "secret", ref["name"], "-n", ns)
         assert secret["type"] == "kubernetes.io/dockerconfigjson"
         auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
         assert list(auths) == [registry.registry.host]

@@ -25,7 +25,7 @@ from cryptography import x509
 
 from devenv.controlplane import ControlPlane
 from devenv.processes import wait_until
-from tests.e2e.support import delete_install
+from tests.e2e.support import delete_install, get_json
 from tests.support.manifests import MANIFESTS, REPO, objects
 from webhook.certs import cluster, rotation
 from webhook.cli import certs as certs_command
@@ -81,10 +81,6 @@ def installed(
         yield Install(overlay=overlay, namespace=namespace, name=f"pull-secret-webhook-{suffix}")
     finally:
         delete_install(controlplane, overlay)
-
-
-def get(controlplane: ControlPlane, *args: str) -> Any:
-    return json.loads(controlplane.kubectl("get", *args, "-o", "json").stdout)
 
 
 def run_certs(controlplane: ControlPlane, install: Install, *extra: str) -> tuple[int, str]:
@@ -144,14 +140,14 @@ def rotate_ca(controlplane: ControlPlane, install: Install) -> tuple[int, str]:
 
 
 def ca_bundle(controlplane: ControlPlane, install: Install) -> list[x509.Certificate]:
-    config = get(controlplane, "mutatingwebhookconfiguration", install.name)
+    config = get_json(controlplane, "mutatingwebhookconfiguration", install.name)
     bundles = {h["clientConfig"].get("caBundle", "") for h in config["webhooks"]}
     assert len(bundles) == 1
     return rotation.load_certs(base64.b64decode(bundles.pop()))
 
 
 def tls_secret(controlplane: ControlPlane, install: Install, name: str) -> dict[str, bytes]:
-    secret = get(controlplane, "secret", name, "-n", install.namespace)
+    secret = get_json(controlplane, "secret", name, "-n", install.namespace)
     assert secret["type"] == "kubernetes.io/tls"
     return {k: base64.b64decode(v) for k, v in secret["data"].items()}
 
@@ -164,7 +160,9 @@ def test_every_object_of_the_base_is_stored_by_the_api_server(
     for obj in rendered:
         meta = obj["metadata"]
         where = ["-n", meta["namespace"]] if "namespace" in meta else []
-        stored = get(controlplane, f"{obj['kind'].lower()}.{api_group(obj)}", meta["name"], *where)
+        stored = get_json(
+            controlplane, f"{obj['kind'].lower()}.{api_group(obj)}", meta["name"], *where
+        )
         assert stored["metadata"]["uid"], (obj["kind"], meta["name"])
     assert len(rendered) == 21  # 15, and the certificate renewal CronJob with its identity
 
@@ -177,7 +175,7 @@ def api_group(obj: dict[str, Any]) -> str:
 def test_the_webhook_registration_is_accepted_unchanged(
     controlplane: ControlPlane, installed: Install
 ) -> None:
-    [hook] = get(controlplane, "mutatingwebhookconfiguration", installed.name)["webhooks"]
+    [hook] = get_json(controlplane, "mutatingwebhookconfiguration", installed.name)["webhooks"]
 
     assert hook["name"] == "pods.pull-secret-webhook.io"
     assert hook["clientConfig"]["service"] == {
@@ -199,11 +197,13 @@ def test_the_deployment_pods_pass_the_restricted_pod_security_standard(
     # The namespace enforces `restricted`: the ReplicaSet could not create the pods if the
     # pod spec broke it (no scheduler or kubelet here, so they then stay Pending).
     def pods() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = get(controlplane, "pods", "-n", installed.namespace)["items"]
+        items: list[dict[str, Any]] = get_json(controlplane, "pods", "-n", installed.namespace)[
+            "items"
+        ]
         return items
 
     wait_until(lambda: len(pods()) == 2, timeout=PODS_TIMEOUT_SECONDS, what="2 webhook pods")
-    ns = get(controlplane, "namespace", installed.namespace)
+    ns = get_json(controlplane, "namespace", installed.namespace)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 

@@ -52,6 +52,7 @@ from devenv.node.harness import Node
 from devenv.node.pods import running_pod, wait_for_log, wait_for_pod
 from devenv.serve import free_port
 from devenv.stack import INJECT_LABEL, REPO
+from tests.e2e.support import get_json
 from tests.support.helm_node import (
     ECR_REGION,
     Registry,
@@ -144,10 +145,6 @@ def released_image(artifacts: Artifacts, node: Node) -> str:
     return f"{IMAGE}:{VERSION}"
 
 
-def get(cp: ControlPlane, *args: str) -> Any:
-    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
-
-
 def registry_config(registry: Registry) -> dict[str, Any]:
     return {
         "registries": [
@@ -188,7 +185,7 @@ def certs(cp: ControlPlane, namespace: str, name: str, *extra: str) -> str:
 
 
 def serving_cert(cp: ControlPlane, namespace: str, secret: str) -> x509.Certificate:
-    data = get(cp, "secret", secret, "-n", namespace)["data"]
+    data = get_json(cp, "secret", secret, "-n", namespace)["data"]
     return x509.load_pem_x509_certificate(base64.b64decode(data["tls.crt"]))
 
 
@@ -199,7 +196,7 @@ def renew_with_the_cronjob(
     CronJob, and return the certificate before and after and the Job's seconds."""
     cronjob = f"{name}-certs-renewal"
     pod = "/spec/jobTemplate/spec/template/spec"
-    spec = get(cp, "cronjob", cronjob, "-n", namespace)["spec"]["jobTemplate"]["spec"]
+    spec = get_json(cp, "cronjob", cronjob, "-n", namespace)["spec"]["jobTemplate"]["spec"]
     [container] = spec["template"]["spec"]["containers"]
     assert container["image"] == image  # the release's own image, never a placeholder
     # What this network forces, as for the webhook: the API server only on the host's loopback.
@@ -231,7 +228,7 @@ def check_renewed(
     left = after.not_valid_after_utc - dt.datetime.now(dt.UTC)
     assert left > dt.timedelta(days=300), left  # the CronJob's --days 365
     # Renewed under the same CA: the caBundle the API server trusts did not need to change.
-    bundle = get(cp, "mutatingwebhookconfiguration", name)["webhooks"][0]["clientConfig"]
+    bundle = get_json(cp, "mutatingwebhookconfiguration", name)["webhooks"][0]["clientConfig"]
     ca = x509.load_pem_x509_certificate(base64.b64decode(bundle["caBundle"]))
     assert after.issuer == ca.subject == before.issuer
 
@@ -252,7 +249,7 @@ def pod_gets_its_pull_secret(
     [ref] = pod["spec"]["imagePullSecrets"]
     assert wait_for_log(node, ns, "p", "ecr") == ["ecr: pulled 37 bytes of hello.txt"]
     # The namespace stays: its marker is among what an uninstall leaves behind.
-    return dict(get(cp, "managedpullsecret", f"{ns}.{ref['name']}", "-n", home))
+    return dict(get_json(cp, "managedpullsecret", f"{ns}.{ref['name']}", "-n", home))
 
 
 def wait_ready(cp: ControlPlane, node: Node, namespace: str, deployment: str) -> None:
@@ -290,7 +287,7 @@ def kubectl_installed(
     patch(cp, ns, configmap, [{"op": "replace", "path": "/data/config.yaml", "value": config}])
     https_port, health_port = free_port(), free_port()
     container = "/spec/template/spec/containers/0"
-    args = get(cp, "deployment", "pull-secret-webhook", "-n", ns)["spec"]["template"]["spec"][
+    args = get_json(cp, "deployment", "pull-secret-webhook", "-n", ns)["spec"]["template"]["spec"][
         "containers"
     ][0]["args"]
     args = [
@@ -326,7 +323,7 @@ def kubectl_installed(
 def serving_pods(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     """The webhook's pods that are not on their way out (the rollout that moved the
     webhook to the host's network deletes the first ones)."""
-    pods = get(cp, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=webhook")
+    pods = get_json(cp, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=webhook")
     return [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
@@ -462,7 +459,7 @@ def test_helm_install_of_the_package_runs_the_owners_image_with_the_crds_kept(
     [status] = pod["status"]["containerStatuses"]
     assert status["ready"] and status["image"] == released_image
     for crd in CRDS:
-        meta = get(cp, "crd", crd)["metadata"]
+        meta = get_json(cp, "crd", crd)["metadata"]
         assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
         assert meta["annotations"]["meta.helm.sh/release-name"] == RELEASE
     print(f"helm install --wait of the package: {helm_installed:.1f}s")
@@ -542,7 +539,7 @@ def test_helm_upgrade_from_the_previous_chart_applies_the_new_crd(
             cp, helm_run, helm_installed
         )
     installed = helm_run.install_or_upgrade("install", PREVIOUS)
-    old = get(cp, "crd", CRDS[0])["spec"]["versions"][0]
+    old = get_json(cp, "crd", CRDS[0])["spec"]["versions"][0]
     assert "renewedAt" not in old["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     # docs/install.md, "From chart 0.1.0": the CRDs handed to the release, as written.
     for command in documented_commands("kubectl annotate crd"):
@@ -551,7 +548,7 @@ def test_helm_upgrade_from_the_previous_chart_applies_the_new_crd(
     # host network it needs ports of its own, or the rollout never finishes.
     moved = helm_values(cp, registry, helm_run.workdir / "upgrade-values.yaml")
     upgraded = helm_run.install_or_upgrade("upgrade", artifacts.chart, moved)
-    new = get(cp, "crd", CRDS[0])
+    new = get_json(cp, "crd", CRDS[0])
     [version] = new["spec"]["versions"]
     assert "renewedAt" in version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert "Renewed" in [c["name"] for c in version["additionalPrinterColumns"]]

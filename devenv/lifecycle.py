@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Generic, Protocol, Self, TypeVar
+
+from devenv.processes import wait_while_running
+
+
+class _HasProcesses(Protocol):
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]: ...
+
+
+State = TypeVar("State", bound=_HasProcesses)
 
 
 class Component:
@@ -28,3 +42,52 @@ class Component:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class Running(Component, Generic[State]):
+    """A component whose state (processes, files, ports) exists from ``start()`` to
+    ``stop()``; ``WHAT`` names it in the error of a use outside that time, ``ERROR`` is
+    what a start that fails raises."""
+
+    WHAT = "component"
+    ERROR: type[Exception] = RuntimeError
+    startup_timeout: float
+    _running: State | None = None
+
+    @property
+    def _state(self) -> State:
+        if self._running is None:
+            raise RuntimeError(f"the {self.WHAT} is not running; call start() first")
+        return self._running
+
+    @property
+    def running(self) -> bool:
+        return self._running is not None
+
+    def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
+        """Until ``ready``; ERROR as soon as one of its processes exits, or at ``deadline``."""
+        wait_while_running(
+            what,
+            ready,
+            deadline=deadline,
+            timeout=self.startup_timeout,
+            processes=self._state.processes,
+            error=self.ERROR,
+        )
+
+
+def build_and_report(
+    locate: Callable[[], object], errors: tuple[type[Exception], ...], what: str
+) -> int:
+    """``build`` of a component's command line: find or build its binaries, list them and
+    say how long it took; 1 with the error when that fails."""
+    started = time.monotonic()
+    try:
+        binaries = locate()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, path in vars(binaries).items():
+        print(f"{name:24} {path}")
+    print(f"{what} binaries ready in {time.monotonic() - started:.2f}s")
+    return 0

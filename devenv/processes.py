@@ -115,6 +115,28 @@ def tail(path: Path, lines: int) -> str:
     )
 
 
+def log_tails(
+    logs: Mapping[str, Path], processes: Mapping[str, subprocess.Popen[bytes]], lines: int
+) -> str:
+    """The last ``lines`` of each process's log, headed by whether it still runs."""
+    parts = []
+    for name, path in logs.items():
+        process = processes.get(name)
+        status = "running" if process is not None and process.poll() is None else "exited"
+        if process is not None and process.returncode is not None:
+            status = f"exited with {process.returncode}"
+        parts.append(f"===== {name} ({status}) {path} =====\n{tail(path, lines)}")
+    return "\n".join(parts)
+
+
+def kill_left(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    """Kill whatever still runs (a stop interrupted, a second Ctrl-C): no more grace."""
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def wait_for(
     what: str,
     probe: Callable[[], T | None],

@@ -14,7 +14,6 @@ from webhook.registries import (
     HostRule,
 )
 
-Kind: TypeAlias = Literal["acr", "ecr", "generic"]
 AcrAuthMode: TypeAlias = Literal[
     "workloadIdentity", "managedIdentity", "servicePrincipal", "podServiceAccount"
 ]

@@ -64,9 +64,6 @@ BODY_READ_TIMEOUT = 10.0
 #: After refusing a body early, aiohttp reads and drops what the client still sends so the
 #: client sees the 400 instead of a reset. Its 10 s default is long for a 7 MiB limit.
 LINGERING_SECONDS = 2.0
-#: Idle keep-alive: see webhook.connections.KEEPALIVE_TIMEOUT (120 s, longer than the API
-#: server's 90 s idle timeout, so the API server always closes first).
-KEEPALIVE_SECONDS = KEEPALIVE_TIMEOUT
 #: What requests in flight may hold at once: bodies being read plus their decoded reviews
 #: (estimated at BYTES_PER_VALUE per JSON value). A maximal review (7 MiB, MAX_VALUES
 #: values) takes ~38 MiB of it; a typical pod review ~50 KiB. Sized so that, with

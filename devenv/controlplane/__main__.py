@@ -14,20 +14,14 @@ import time
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
+from devenv.lifecycle import build_and_report
 from devenv.processes import Stopped, stop_on_signals
 
 
 def _build() -> int:
-    started = time.monotonic()
-    try:
-        binaries = locate(allow_build=True)
-    except (BuildError, MissingBinariesError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for name, path in vars(binaries).items():
-        print(f"{name:24} {path}")
-    print(f"control-plane binaries ready in {time.monotonic() - started:.2f}s")
-    return 0
+    return build_and_report(
+        lambda: locate(allow_build=True), (BuildError, MissingBinariesError), "control-plane"
+    )
 
 
 def _up(verbosity: int) -> int:

@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv.controlplane.build import Binaries, locate
-from devenv.lifecycle import Component
-from devenv.processes import spawn, tail, terminate, wait_until, wait_while_running
+from devenv.lifecycle import Running
+from devenv.processes import (
+    kill_left,
+    log_tails,
+    spawn,
+    terminate,
+    wait_until,
+)
 from webhook.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
@@ -266,7 +272,7 @@ def _etcd_supports(etcd: Path, flag: str) -> bool:
     return flag in help_text.stdout + help_text.stderr
 
 
-class ControlPlane(Component):
+class ControlPlane(Running["_Running"]):
     """etcd + kube-apiserver + kube-controller-manager on loopback, for tests and playing.
 
     Attributes (available once started): ``server`` (https URL), ``kubeconfig`` (admin
@@ -275,6 +281,9 @@ class ControlPlane(Component):
     ``system:masters``), ``ports``, ``workdir``, ``logs`` (component name -> log file) and
     ``service_account_issuer``.
     """
+
+    WHAT = "control plane"
+    ERROR = ControlPlaneError
 
     def __init__(
         self,
@@ -301,16 +310,6 @@ class ControlPlane(Component):
         return f"<ControlPlane {where}>"
 
     # --- public attributes -----------------------------------------------------------
-
-    @property
-    def _state(self) -> _Running:
-        if self._running is None:
-            raise RuntimeError("the control plane is not running; call start() first")
-        return self._running
-
-    @property
-    def running(self) -> bool:
-        return self._running is not None
 
     @property
     def server(self) -> str:
@@ -431,11 +430,7 @@ class ControlPlane(Component):
             for name in reversed(list(running.processes)):
                 terminate(running.processes[name], STOP_GRACE_SECONDS)
         finally:
-            # Interrupted (e.g. a second Ctrl-C) while stopping gracefully: no more grace.
-            for process in running.processes.values():
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            kill_left(running.processes)
             shutil.rmtree(running.workdir, ignore_errors=True)
 
     def stop_apiserver(self) -> None:
@@ -588,14 +583,7 @@ class ControlPlane(Component):
         """The last ``lines`` of each component's log, for failure reports."""
         if self._running is None:
             return "(control plane not running: no logs)"
-        parts = []
-        for name, path in self._running.logs.items():
-            process = self._running.processes.get(name)
-            status = "running" if process and process.poll() is None else "exited"
-            if process and process.returncode is not None:
-                status = f"exited with {process.returncode}"
-            parts.append(f"===== {name} ({status}) {path} =====\n{tail(path, lines)}")
-        return "\n".join(parts)
+        return log_tails(self._running.logs, self._running.processes, lines)
 
     # --- internals -------------------------------------------------------------------
 
@@ -604,16 +592,6 @@ class ControlPlane(Component):
         log_path = state.workdir / "logs" / f"{name}.log"
         state.logs[name] = log_path
         state.processes[name] = spawn(args, log_path, cwd=state.workdir)
-
-    def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
-        wait_while_running(
-            what,
-            ready,
-            deadline=deadline,
-            timeout=self.startup_timeout,
-            processes=self._state.processes,
-            error=ControlPlaneError,
-        )
 
     def _etcd_healthy(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.ports.etcd_client, timeout=2)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
+from devenv.lifecycle import build_and_report
 from devenv.node.build import MissingNodeBinariesError, locate_node
 from devenv.node.harness import Node, NodeError
 from devenv.node.image import build_image, export_oci_layout
@@ -22,16 +23,9 @@ from devenv.processes import Stopped, stop_on_signals
 
 
 def _build() -> int:
-    started = time.monotonic()
-    try:
-        binaries = locate_node(allow_build=True)
-    except (BuildError, MissingNodeBinariesError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for name, path in vars(binaries).items():
-        print(f"{name:24} {path}")
-    print(f"node binaries ready in {time.monotonic() - started:.2f}s")
-    return 0
+    return build_and_report(
+        lambda: locate_node(allow_build=True), (BuildError, MissingNodeBinariesError), "node"
+    )
 
 
 def _image(layout: str | None, tag: str, labels: list[str]) -> int:

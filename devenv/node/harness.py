@@ -29,7 +29,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,12 +37,12 @@ from typing import IO, Any
 import yaml
 
 from devenv.controlplane.cluster import ControlPlane
-from devenv.lifecycle import Component
+from devenv.lifecycle import Running
 from devenv.node.build import PAUSE_TAG, NodeBinaries, locate_node
 from devenv.node.host import HostSnapshot, processes_in_cgroups, unmount_under
 from devenv.peers.oci import build_oci_layout, skopeo_push, write_authfile
 from devenv.peers.registry import DockerRegistry
-from devenv.processes import spawn, tail, terminate, wait_while_running
+from devenv.processes import kill_left, log_tails, spawn, terminate
 from devenv.serve import free_port
 
 NODE_NAME = "local-node"
@@ -82,8 +82,11 @@ class _Running:
     logs: dict[str, Path] = field(default_factory=dict)
 
 
-class Node(Component):
+class Node(Running["_Running"]):
     """containerd + kubelet + kube-scheduler on this machine, registered as ``local-node``."""
+
+    WHAT = "node"
+    ERROR = NodeError
 
     def __init__(
         self,
@@ -107,16 +110,6 @@ class Node(Component):
         self._running: _Running | None = None
 
     # --- attributes --------------------------------------------------------------------
-
-    @property
-    def _state(self) -> _Running:
-        if self._running is None:
-            raise RuntimeError("the node is not running; call start() first")
-        return self._running
-
-    @property
-    def running(self) -> bool:
-        return self._running is not None
 
     @property
     def workdir(self) -> Path:
@@ -227,10 +220,7 @@ class Node(Component):
             if proc.returncode != 0:
                 problems.append(f"crictl rmp: {proc.stderr.strip()[-500:]}")
             terminate(containerd, STOP_GRACE_SECONDS)
-        for process in running.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_left(running.processes)
         # Shims are started by containerd in their own sessions and outlive it.
         for pid in self._shim_pids(running.workdir):
             _end(pid)
@@ -316,14 +306,7 @@ class Node(Component):
     def log_tails(self, lines: int = 40) -> str:
         if self._running is None:
             return "(node not running: no logs)"
-        parts = []
-        for name, path in self._running.logs.items():
-            process = self._running.processes.get(name)
-            status = "running"
-            if process is not None and process.returncode is not None:
-                status = f"exited with {process.returncode}"
-            parts.append(f"===== {name} ({status}) {path} =====\n{tail(path, lines)}")
-        return "\n".join(parts)
+        return log_tails(self._running.logs, self._running.processes, lines)
 
     # --- internals ---------------------------------------------------------------------
 
@@ -502,16 +485,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             [str(self.binaries.containerd.parent), str(self.binaries.runc.parent), env["PATH"]]
         )
         state.processes[name] = spawn(args, log_path, cwd=state.workdir, env=env)
-
-    def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
-        wait_while_running(
-            what,
-            ready,
-            deadline=deadline,
-            timeout=self.startup_timeout,
-            processes=self._state.processes,
-            error=NodeError,
-        )
 
     def _node_ready(self) -> bool:
         response = self.controlplane.api("GET", f"/api/v1/nodes/{self.name}")

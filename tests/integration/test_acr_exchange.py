@@ -261,10 +261,11 @@ async def test_tokens_and_secrets_never_reach_errors_or_logs(
     caplog.set_level(logging.DEBUG)
     app = azure.app_with_pull()
     config = azure.config(azure.sp_auth(app))
-    async with azure.cache(config, clock=Clock()) as cache:
-        await cache.get(azure.need(config), "team-a")
+    clock = Clock()
+    async with azure.cache(config, clock=clock) as cache:
+        first = await cache.get(azure.need(config), "team-a")
         azure.registry.remove_role(app.object_id)
-        cache.invalidate(azure.need(config), "team-a")
+        clock.now = first.expires_at  # expired: the next get exchanges again
         with pytest.raises(RegistryAuthError) as caught:
             await cache.get(azure.need(config), "team-a")
     for text in (caplog.text, str(caught.value)):

@@ -67,7 +67,7 @@ async def test_a_transient_ecr_failure_is_retried_and_then_succeeds(
     caplog.set_level(logging.INFO, logger="webhook.credentials")
     config = ecr_config(aws, {"mode": "default"})
     # A short read timeout so the slow answer counts as one.
-    provider = EcrProvider(config, kube, kube, clock=clock, read_timeout=0.5)
+    provider = EcrProvider(kube, kube, clock=clock, read_timeout=0.5)
     inject(aws)
     async with new_cache(config, kube, clock, providers={"ecr": provider}) as cache:
         credential = await cache.get(pull_need(config), "team-a")

@@ -140,7 +140,12 @@ def add_command(sub: Commands) -> None:
         help="the CA to trust (the caBundle; ca.crt of the webhook's TLS Secret)",
     )
     p.add_argument("--namespace", default="default", help="namespace of the probe pod")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help="seconds to wait for the answer",
+    )
     p.set_defaults(func=main)
 
 

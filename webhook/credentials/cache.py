@@ -168,7 +168,7 @@ class CredentialCache:
         elif kind == "ecr":
             from webhook.credentials.ecr import EcrProvider
 
-            made = EcrProvider(config, self._secrets, self._tokens, clock=self._clock)
+            made = EcrProvider(self._secrets, self._tokens, clock=self._clock)
         elif kind == "generic":
             from webhook.credentials.generic import GenericProvider
 
@@ -224,13 +224,6 @@ class CredentialCache:
         if slot is None or slot.credential is None:
             return None
         return self._refresh_at(slot)
-
-    def invalidate(self, need: PullNeed, namespace: str) -> None:
-        """Forget the credential (e.g. a registry refused it); the next get exchanges."""
-        slot = self._slots.get(self._key(need, namespace))
-        if slot is not None:
-            slot.credential = None
-            slot.error = None
 
     async def get(
         self, need: PullNeed, namespace: str, *, deadline: float | None = None

@@ -22,7 +22,7 @@ import boto3
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
-from webhook.config import Config, EcrAuth, EcrEntry
+from webhook.config import EcrAuth, EcrEntry
 from webhook.credentials.base import (
     Attempt,
     Credential,
@@ -90,7 +90,6 @@ class EcrProvider:
 
     def __init__(
         self,
-        config: Config,
         secrets: SecretReader | None = None,
         tokens: ServiceAccountTokens | None = None,
         *,

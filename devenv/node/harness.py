@@ -142,7 +142,8 @@ class Node(Running["_Running"]):
         workdir = Path(tempfile.mkdtemp(prefix="node-"))
         workdir.chmod(0o755)  # containers' users traverse it to reach their mounts
         self._running = _Running(workdir=workdir, snapshot=snapshot, lock=lock)
-        deadline = started + self.startup_timeout
+        # From the lock on: the wait for another node is LOCK_WAIT_SECONDS's to bound.
+        deadline = time.monotonic() + self.startup_timeout
         try:
             self._start_registry()
             self._write_containerd_config()

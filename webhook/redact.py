@@ -108,13 +108,16 @@ class Redactor:
         if username:
             forms.add(base64.b64encode(f"{username}:{value}".encode()).decode().rstrip("="))
         with self._lock:
+            added = False
             for form in forms:
                 if len(form) >= MIN_SECRET_LENGTH:
+                    added |= form not in self._values
                     self._values[form] = None
-                    self._values.move_to_end(form)
+                    self._values.move_to_end(form)  # kept longest: it is still in use
             while len(self._values) > self.capacity:
                 self._values.popitem(last=False)
-            self._pattern = None
+            if added:  # the pattern is built again only for a new value
+                self._pattern = None
 
     def forget_all(self) -> None:
         with self._lock:

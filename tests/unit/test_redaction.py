@@ -76,3 +76,13 @@ def test_short_values_are_not_remembered_and_the_list_is_bounded() -> None:
         redactor.remember(f"password-number-{i:04d}")
     assert "password-number-0019" not in redactor.scrub("password-number-0019")
     assert redactor.scrub("password-number-0000") == "password-number-0000"  # forgotten
+
+
+def test_a_value_in_use_is_kept_longest() -> None:
+    """A static secret read again (every recheck) outlives credentials minted since."""
+    redactor = Redactor(capacity=12)
+    redactor.remember("static-secret-value")
+    for i in range(10):
+        redactor.remember(f"minted-number-{i:04d}")
+        redactor.remember("static-secret-value")  # read again
+    assert "static-secret-value" not in redactor.scrub("static-secret-value")

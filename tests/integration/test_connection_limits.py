@@ -339,3 +339,33 @@ def test_the_handshake_timeout_is_the_api_servers_own() -> None:
     """client-go's webhook transport gives a TLS handshake 10 s (TLSHandshakeTimeout,
     k8s.io/apimachinery/pkg/util/net/http.go); asyncio's default is 60 s."""
     assert HANDSHAKE_TIMEOUT == 10.0
+
+
+async def _chunked(limited: Limited, body: bytes, chunk: int = 64 * 1024) -> bytes:
+    reader, writer = await limited.connect()
+    writer.write(
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    for i in range(0, len(body), chunk):
+        part = body[i : i + chunk]
+        writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    try:
+        return await reader.read()
+    finally:
+        await close(writer)
+
+
+async def test_a_chunked_review_is_answered_and_an_oversized_one_refused(
+    limited: Limited,
+) -> None:
+    """The API server sends Content-Length; anything else on the port may send chunks."""
+    review = make_review(make_pod("nginx"))
+    answer = await _chunked(limited, json.dumps(review).encode(), chunk=100)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert review["request"]["uid"].encode() in answer
+    huge = b'{"pad":"' + b"x" * (server_module.MAX_BODY_BYTES + 1) + b'"}'
+    answer = await _chunked(limited, huge)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]

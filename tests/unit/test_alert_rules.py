@@ -15,6 +15,7 @@ from tests.support.alerts import (
     promtool_binary,
 )
 from tests.support.manifests import (
+    MANIFESTS,
     TOOL_TIMEOUT_SECONDS,
     helm_template,
     kustomize,
@@ -94,3 +95,11 @@ def test_every_alert_has_a_severity_and_a_summary() -> None:
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
             assert rule["annotations"]["summary"], rule["alert"]
+
+
+def test_the_prometheus_overlay_carries_the_rules_beside_its_service_monitor() -> None:
+    rendered = kustomize(MANIFESTS / "overlays" / "prometheus")
+    kinds = [o["kind"] for o in rendered]
+    assert "ServiceMonitor" in kinds
+    [rule] = [o for o in rendered if o["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == source_groups()

@@ -8,11 +8,14 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from devenv.processes import wait_for
 from devenv.stack import NAMESPACE, SERVICE_ACCOUNT, Replica, Stack
+from tests.support.alerting import Scrape, expect_alert, scrape
+from tests.support.alerts import promtool_binary
 from webhook.policycheck import START_GRACE_SECONDS
 
 POLICY = "pull-secret-webhook-secrets"
@@ -39,6 +42,16 @@ def readyz(replica: Replica) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def gauge_only(s: Scrape) -> Scrape:
+    """The scrape's write-policy gauge alone: the healthy and the failing scrape come from
+    two processes here, whose counters promtool could not read as one series (they would
+    go down), and the alert reads nothing else."""
+    name = "pull_secret_webhook_write_policy_bound"
+    samples = {k: v for k, v in s.samples.items() if k[0] == name}
+    assert samples, "the replica exports no write-policy gauge"
+    return Scrape(at=s.at, up=s.up, samples=samples, kinds={name: s.kinds[name]})
+
+
 def dry_run_write_accepted(stack: Stack) -> bool:
     """Does the API server accept, from the webhook's own token, the write the policy
     must refuse (an Opaque Secret in the webhook's namespace)?"""
@@ -58,8 +71,10 @@ def test_the_running_replicas_report_that_the_policy_binds_them(stack: Stack) ->
 
 
 def test_a_policy_naming_another_service_account_keeps_a_new_replica_unready(
-    stack: Stack,
+    stack: Stack, tmp_path: Path
 ) -> None:
+    promtool = promtool_binary()
+    healthy = gauge_only(scrape(stack.replicas[0].health_port, "replica-0"))
     policy = json.loads(
         stack.controlplane.kubectl("get", "validatingadmissionpolicy", POLICY, "-o", "json").stdout
     )
@@ -97,6 +112,17 @@ def test_a_policy_naming_another_service_account_keeps_a_new_replica_unready(
             assert status == 503
             assert "write policy" in body and "does not apply" in body
             assert "write policy NOT enforced" in replica.log_tail(200)
+            # The alert for it fires on what the replica exports (and not on a bound one).
+            unbound = gauge_only(scrape(replica.health_port, "replica-0"))
+            expect_alert(
+                promtool,
+                tmp_path,
+                "PullSecretWebhookWritePolicyUnbound",
+                healthy,
+                unbound,
+                instance="replica-0",
+                labels=[{}],
+            )
     finally:
         set_expression(original)
     wait_for("the restored policy to apply", lambda: not dry_run_write_accepted(stack))

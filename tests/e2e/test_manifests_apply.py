@@ -164,7 +164,9 @@ def test_every_object_of_the_base_is_stored_by_the_api_server(
             controlplane, f"{obj['kind'].lower()}.{api_group(obj)}", meta["name"], *where
         )
         assert stored["metadata"]["uid"], (obj["kind"], meta["name"])
-    assert len(rendered) == 21  # 15, and the certificate renewal CronJob with its identity
+    # 15, the certificate renewal CronJob with its identity, and the records policy with
+    # its binding
+    assert len(rendered) == 23
 
 
 def api_group(obj: dict[str, Any]) -> str:

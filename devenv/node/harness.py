@@ -137,8 +137,12 @@ class Node(Running["_Running"]):
             raise RuntimeError("the node is already running")
         started = time.monotonic()
         lock = _take_lock(LOCK_PATH)
-        # Taken after the lock: another node's leftovers are not ours to keep.
-        snapshot = self.host_before = HostSnapshot.take()
+        try:
+            # Taken after the lock: another node's leftovers are not ours to keep.
+            snapshot = self.host_before = HostSnapshot.take()
+        except BaseException:
+            lock.close()
+            raise
         workdir = Path(tempfile.mkdtemp(prefix="node-"))
         workdir.chmod(0o755)  # containers' users traverse it to reach their mounts
         self._running = _Running(workdir=workdir, snapshot=snapshot, lock=lock)
@@ -498,6 +502,16 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 def _take_lock(path: Path) -> IO[str]:
     """One node per machine: the kubelet owns host-wide paths (device-plugins, ...)."""
     lock = path.open("w")
+    try:
+        return _wait_for_lock(path, lock)
+    except BaseException:
+        # A timeout or an interrupt while waiting: the file is ours to close, or it is
+        # reported as unclosed in whatever test runs next.
+        lock.close()
+        raise
+
+
+def _wait_for_lock(path: Path, lock: IO[str]) -> IO[str]:
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     said = False
     while True:
@@ -506,7 +520,6 @@ def _take_lock(path: Path) -> IO[str]:
             return lock
         except BlockingIOError:
             if time.monotonic() > deadline:
-                lock.close()
                 raise NodeError(
                     f"another local node held {path} for {LOCK_WAIT_SECONDS:.0f}s: stop it first"
                 ) from None

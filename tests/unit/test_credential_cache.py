@@ -11,17 +11,19 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from devenv.support.configs import sample_config
-from webhook.config import Config
+from webhook.config import Config, RegistryEntry
 from webhook.credentials import Credential, CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.acr import AcrProvider
 from webhook.credentials.base import EXPIRY_MARGIN, Attempt
 from webhook.credentials.cache import (
     NEGATIVE_TTL_PERMANENT,
     NEGATIVE_TTL_TRANSIENT,
+    PROVIDERS,
     PRUNE_EVERY,
 )
 from webhook.credentials.ecr import EcrProvider
@@ -293,6 +295,16 @@ async def test_each_kind_gets_its_own_provider(config: Config) -> None:
         assert isinstance(cache.provider("ecr"), EcrProvider)
         assert isinstance(cache.provider("generic"), GenericProvider)
         assert cache.provider("ecr") is cache.provider("ecr")
+
+
+async def test_every_kind_an_entry_can_have_has_a_provider_from_the_module_serve_imports(
+    config: Config,
+) -> None:
+    kinds = {entry.__dataclass_fields__["kind"].default for entry in get_args(RegistryEntry)}
+    assert set(PROVIDERS) == kinds
+    async with CredentialCache(config) as cache:
+        for name, kind in PROVIDERS.items():
+            assert type(cache.provider(name)).__module__ == kind.module
 
 
 async def test_exchanges_are_logged_without_the_password(

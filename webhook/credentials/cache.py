@@ -54,12 +54,54 @@ EXCHANGE_BUDGET = 30.0
 PRUNE_EVERY = 256
 
 
-#: The module of each registry kind's provider, imported when first needed (``serve``
-#: imports those its config names at start: import_providers).
-PROVIDER_MODULES = {
-    "acr": "webhook.credentials.acr",
-    "ecr": "webhook.credentials.ecr",
-    "generic": "webhook.credentials.generic",
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    """How the cache makes the provider of one registry kind.
+
+    ``module`` holds the provider and is imported only when the kind is first needed
+    (``serve`` imports those its config names at start: import_providers), since the
+    providers pull in azure-identity and boto3. ``make`` builds one from the current
+    config; ``basis`` is what it was built from (the ACR provider's HTTPS session trusts
+    ``caFile``; the others read nothing from the config), so a reload that changes it
+    gets a new provider."""
+
+    module: str
+    make: Callable[[Config, SecretReader | None, ServiceAccountTokens | None, Clock], Provider[Any]]
+    basis: Callable[[Config], Hashable] = lambda config: None
+
+
+def _acr(
+    config: Config, secrets: SecretReader | None, tokens: ServiceAccountTokens | None, clock: Clock
+) -> Provider[Any]:
+    from webhook.credentials.acr import AcrProvider
+
+    return AcrProvider(config, secrets, tokens, clock=clock)
+
+
+def _ecr(
+    config: Config, secrets: SecretReader | None, tokens: ServiceAccountTokens | None, clock: Clock
+) -> Provider[Any]:
+    from webhook.credentials.ecr import EcrProvider
+
+    return EcrProvider(secrets, tokens, clock=clock)
+
+
+def _generic(
+    config: Config, secrets: SecretReader | None, tokens: ServiceAccountTokens | None, clock: Clock
+) -> Provider[Any]:
+    from webhook.credentials.generic import GenericProvider
+
+    return GenericProvider(secrets, clock=clock)
+
+
+#: Every registry kind's provider, by the ``kind`` tag of its entries.
+PROVIDERS: Mapping[str, ProviderKind] = {
+    "acr": ProviderKind("webhook.credentials.acr", _acr, basis=lambda config: config.ca_file),
+    "ecr": ProviderKind("webhook.credentials.ecr", _ecr),
+    "generic": ProviderKind("webhook.credentials.generic", _generic),
 }
 
 
@@ -73,7 +115,7 @@ def import_providers(config: Config) -> None:
     modules; their memory is what the first such pod would cost anyway. A kind a config
     reload adds later is imported when first needed.
     """
-    for module in sorted({PROVIDER_MODULES[entry.kind] for entry in config.registries}):
+    for module in sorted({PROVIDERS[entry.kind].module for entry in config.registries}):
         importlib.import_module(module)
 
 
@@ -120,7 +162,7 @@ class CredentialCache:
         self._providers: dict[str, Provider[Any]] = dict(providers or {})
         self._injected = frozenset(self._providers)
         self._built_from: dict[str, Hashable] = {}
-        """What each provider was made from (see ``_basis``): a reload that changes it
+        """What each provider was made from (``ProviderKind.basis``): a reload that changes it
         makes a new provider, and the old one is closed once its exchanges are over."""
         self._retiring: set[asyncio.Task[None]] = set()
         self._slots: dict[Hashable, _Slot] = {}
@@ -144,39 +186,21 @@ class CredentialCache:
             return 0.0
         return min(slot.credential.refresh_at(self.fraction), slot.recheck_at)
 
-    @staticmethod
-    def _basis(config: Config, kind: str) -> Hashable:
-        """The settings a provider of ``kind`` is made from: the ACR provider's HTTPS
-        session trusts ``caFile``; the others read nothing from the config."""
-        return config.ca_file if kind == "acr" else None
-
     def provider(self, kind: str) -> Provider[Any]:
         found = self._providers.get(kind)
         if found is not None:
             if kind in self._injected:
                 return found
-            basis = self._basis(self._store.current, kind)
-            if self._built_from[kind] == basis:
+            if self._built_from[kind] == PROVIDERS[kind].basis(self._store.current):
                 return found
             self._retire(found)
         config = self._store.current
-        made: Provider[Any]
-        if kind == "acr":
-            from webhook.credentials.acr import AcrProvider
-
-            made = AcrProvider(config, self._secrets, self._tokens, clock=self._clock)
-        elif kind == "ecr":
-            from webhook.credentials.ecr import EcrProvider
-
-            made = EcrProvider(self._secrets, self._tokens, clock=self._clock)
-        elif kind == "generic":
-            from webhook.credentials.generic import GenericProvider
-
-            made = GenericProvider(self._secrets, clock=self._clock)
-        else:
+        how = PROVIDERS.get(kind)
+        if how is None:
             raise ValueError(f"unknown registry kind {kind!r}")
+        made = how.make(config, self._secrets, self._tokens, self._clock)
         self._providers[kind] = made
-        self._built_from[kind] = self._basis(config, kind)
+        self._built_from[kind] = how.basis(config)
         return made
 
     def _retire(self, provider: Provider[Any]) -> None:

@@ -15,10 +15,14 @@ set -euo pipefail
 # v3.MM.P); its go.mod asks for go 1.26.7 and has no replace directives, so `go install`
 # builds it as published.
 PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.316.0}"
+# Without Prometheus's service-discovery plugins (AWS, Azure, GCE, ... SDKs): checking and
+# evaluating rules needs none. Measured on 2 shared cores (load ~11), from an empty build
+# cache: 953 s with the tag, 1117 s without; the binary is 54 MB instead of 88 MB.
+PROMTOOL_TAGS="remove_all_sd"
 MIN_GO_MINOR=26
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/pull-secret-webhook"
-dir="$cache/tools/promtool-$PROMTOOL_VERSION"
+dir="$cache/tools/promtool-$PROMTOOL_VERSION-$PROMTOOL_TAGS"
 promtool="$dir/promtool"
 
 die() { echo "hack/promtool.sh: $*" >&2; exit 1; }
@@ -41,7 +45,7 @@ build() {
     GOMODCACHE="${GOMODCACHE_OVERRIDE:-$cache/go/mod}" \
     GOCACHE="${GOCACHE_OVERRIDE:-$cache/go/build}" \
     GOFLAGS=-mod=mod CGO_ENABLED=0 \
-    go install -trimpath -ldflags "-s -w" \
+    go install -trimpath -tags "$PROMTOOL_TAGS" -ldflags "-s -w" \
     "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
   echo "hack/promtool.sh: built promtool $PROMTOOL_VERSION in $((SECONDS - started))s" >&2
 }

@@ -2,8 +2,9 @@
 markers and (the leader) pods, up to 10,000 namespaces and 100,000 pods.
 
 Everything is real: the objects are created in a real kube-apiserver (etcd behind it)
-and the replica is the real ``python -m webhook serve`` of ``devenv/stack.py``
-under the webhook's ServiceAccount, the only replica, so the leader: it follows
+and the replica is the real ``webhook serve`` of ``devenv/stack.py``, in-cluster as in
+a pod (``devenv/incluster.py``: no kubeconfig loader imported) under the webhook's
+ServiceAccount, the only replica, so the leader: it follows
 Namespaces, its ManagedPullSecret records, the markers, and every Pod. The figure is
 its VmRSS from /proc.
 

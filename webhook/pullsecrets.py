@@ -41,6 +41,7 @@ from webhook.namespaces import NamespaceIndex
 from webhook.needs import PullNeed
 from webhook.ratelimit import NamespaceRate
 from webhook.records import ManagedSecret, Markers, RecordIndex, marker_object, record_name
+from webhook.renewals import renew_at
 from webhook.retries import BackgroundRetries
 from webhook.secretapi import CredentialSource, PullSecretApi
 from webhook.secretschema import desired_secret
@@ -490,9 +491,10 @@ class PullSecretManager:
         uid = str((secret.get("metadata") or {}).get("uid", ""))
         fraction = self.config.refresh.fraction
         # The Secret was written just now (create or replace): that is when it was renewed.
-        ready = record.ready(
-            uid, credential.expires_at, credential.refresh_at(fraction), self.clock()
-        )
+        # Each Secret at its own place in the refresh window: those minted together do
+        # not all fall due together (webhook.renewals).
+        due = renew_at(credential, fraction, record.namespace, record.name)
+        ready = record.ready(uid, credential.expires_at, due, self.clock())
         for _ in range(WRITE_ATTEMPTS):
             try:
                 await self._save(ready)

@@ -32,6 +32,7 @@ from webhook.needs import PullNeed
 from webhook.pullsecrets import CLAIM_SECONDS
 from webhook.records import ManagedSecret
 from webhook.references import References
+from webhook.renewals import Pace, urgent
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,13 @@ class Refresher:
         on_leader: Callable[[bool], None] = lambda leader: None,
         clock: Callable[[], float] = time.time,
         healer: Healer | None = None,
+        pace: Pace | None = None,
     ) -> None:
         """``config`` may be the store the config file is reloaded into: each pass then
         renews secrets by the registry entries in use at that time. ``on_leader`` hears
         whether this replica leads after each try (for the leader metric). ``healer``,
-        when given, follows the same pods watch and runs on every tick of the leader."""
+        when given, follows the same pods watch and runs on every tick of the leader.
+        ``pace`` bounds the rate of renewals (webhook.renewals; tests give their own)."""
         self.store = store_of(config)
         self.manager = manager
         self.kube = kube
@@ -114,6 +117,8 @@ class Refresher:
         )
         self._entries: tuple[int, dict[str, RegistryEntry]] = (0, {})
         self._task: asyncio.Task[None] | None = None
+        self._pass: asyncio.Task[None] | None = None
+        self.pace = pace or Pace()
         self.leader = False
         self.references = References(start.secret_prefix)
         self._watches: tuple[Informer, ...] = ()
@@ -136,9 +141,10 @@ class Refresher:
         self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._pass):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._follow(False)
         if self.leader:
             self.leader = False
@@ -193,26 +199,22 @@ class Refresher:
                 # A reload changed secretPrefix: the pods watch keeps only names with the
                 # old one, so it starts over (garbage collection waits for it to sync).
                 await self._follow(False)
+            if not self.leader and self._pass is not None:
+                # Another replica leads now: it does the upkeep from here.
+                self._pass.cancel()
+                await asyncio.gather(self._pass, return_exceptions=True)
+                self._pass = None
             await self._follow(self.leader)
             if (
                 self.leader
                 and self._watches_synced()
+                and (self._pass is None or self._pass.done())
                 and time.monotonic() - last_pass >= self.config.refresh.interval_seconds
             ):
+                # In its own task: a pass paced through many renewals lasts longer than
+                # the Lease, which this loop keeps renewing meanwhile.
                 last_pass = time.monotonic()
-                try:
-                    await self.manager.wait_synced()
-                    report = await self.run_once()
-                    if report.refreshed or report.recreated or report.collected or report.failed:
-                        log.info(
-                            "refresher: %d refreshed, %d re-created, %d collected, %d failed",
-                            len(report.refreshed),
-                            len(report.recreated),
-                            len(report.collected),
-                            len(report.failed),
-                        )
-                except Exception:
-                    log.exception("refresher pass failed")
+                self._pass = asyncio.create_task(self._one_pass())
             if self.healer is not None and self.leader and self._watches_synced():
                 # Every tick: with nothing stuck it makes no request (a local scan).
                 try:
@@ -221,6 +223,21 @@ class Refresher:
                 except Exception:
                     log.exception("healing pass failed")
             await asyncio.sleep(RENEW_SECONDS)
+
+    async def _one_pass(self) -> None:
+        try:
+            await self.manager.wait_synced()
+            report = await self.run_once()
+            if report.refreshed or report.recreated or report.collected or report.failed:
+                log.info(
+                    "refresher: %d refreshed, %d re-created, %d collected, %d failed",
+                    len(report.refreshed),
+                    len(report.recreated),
+                    len(report.collected),
+                    len(report.failed),
+                )
+        except Exception:
+            log.exception("refresher pass failed")
 
     def need_for(self, record: ManagedSecret) -> PullNeed | None:
         """Rebuild the need a managed secret was made for; None if the config changed."""
@@ -254,6 +271,7 @@ class Refresher:
         report = PassReport()
         now = self.clock()
         manager = self.manager
+        due: list[ManagedSecret] = []
         by_namespace: dict[str, list[ManagedSecret]] = defaultdict(list)
         for record in manager.managed():
             by_namespace[record.namespace].append(record)
@@ -271,8 +289,33 @@ class Refresher:
                 in_use = self.references.referenced(namespace, record.name)
                 if in_use and self._settled(record, now):
                     continue  # the common case, decided without a call or an await
+                if in_use and self._due(record, now):
+                    due.append(record)  # renewed below, paced
+                    continue
                 await self._guarded(record, report, self._keep if in_use else self._collect)
+        await self._renew_due(due, report)
         return report
+
+    @staticmethod
+    def _due(record: ManagedSecret, now: float) -> bool:
+        return (
+            record.state == "Ready"
+            and record.unreferenced_since is None
+            and now >= record.refresh_at
+        )
+
+    async def _renew_due(self, due: list[ManagedSecret], report: PassReport) -> None:
+        """Renew what fell due, soonest expiry first, through the bucket (renewals.Pace):
+        many due at once (secrets minted together, a leader back after an outage) are
+        written at a bounded rate, never in one burst. One whose credential would stop
+        being usable before the bucket lets it through goes at once."""
+        due.sort(key=lambda r: r.expires_at)
+        for record in due:
+            if urgent(record.expires_at, self.clock()):
+                self.pace.spend()
+            else:
+                await self.pace.take()
+            await self._guarded(record, report, self._keep)
 
     async def _guarded(
         self,

@@ -11,6 +11,7 @@ from typing import Any
 from webhook.credentials.base import Credential
 from webhook.kubeapi import DOCKERCONFIGJSON
 from webhook.needs import PullNeed
+from webhook.renewals import renew_at
 from webhook.rfc3339 import to_rfc3339
 
 #: Set on every pull secret so operators (and the shipped ValidatingAdmissionPolicy)
@@ -42,7 +43,7 @@ def desired_secret(
 ) -> dict[str, Any]:
     annotations = {
         ANN_EXPIRES: to_rfc3339(credential.expires_at),
-        ANN_REFRESH: to_rfc3339(credential.refresh_at(fraction)),
+        ANN_REFRESH: to_rfc3339(renew_at(credential, fraction, namespace, need.secret_name)),
         ANN_HOST: need.host,
     }
     if need.identity.service_account:

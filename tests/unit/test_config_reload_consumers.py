@@ -22,11 +22,12 @@ from webhook import refresher as refresher_module
 from webhook.config import Config, ConfigStore, RefreshSettings
 from webhook.configload import load_config
 from webhook.configwatch import ConfigWatcher
-from webhook.credentials.base import Attempt, Credential
+from webhook.credentials.base import EXPIRY_MARGIN, Attempt, Credential
 from webhook.credentials.cache import CredentialCache
 from webhook.needs import PullNeed, pull_needs
 from webhook.pullsecrets import CLAIM_SECONDS, PullSecretManager
 from webhook.refresher import Refresher
+from webhook.renewals import renew_at
 from webhook.rfc3339 import from_rfc3339
 
 ACR = "contoso.azurecr.io/app:1"
@@ -78,7 +79,12 @@ async def test_a_reloaded_refresh_fraction_dates_the_next_secret(fraction: float
     refresh = from_rfc3339(annotations["pull-secret-webhook/refresh-at"])
     assert expires is not None and refresh is not None
     # The credential's issue time is LIFETIME before its expiry; RFC 3339 keeps seconds.
-    assert abs((refresh - (expires - LIFETIME)) - fraction * LIFETIME) <= 1.0
+    # The Secret is due at the fraction plus its own place in the window (renewals).
+    issued = expires - LIFETIME
+    credential = Credential("u", "p", (need.host,), expires_at=expires, issued_at=issued)
+    due = renew_at(credential, fraction, "team-a", need.secret_name)
+    assert abs(refresh - due) <= 1.0
+    assert issued + fraction * LIFETIME - 1.0 <= refresh <= expires - EXPIRY_MARGIN
     await m.close()
 
 

@@ -82,7 +82,8 @@ CLUSTER_KINDS = {
 TOKEN_SECONDS = 7200
 #: Lifetime of the short-lived registry's tokens: long enough to stay usable (the
 #: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
-#: renewal comes due 15 s after issue.
+#: renewal comes due 15 s after issue, plus the secret's own place in the first half of
+#: what is left before the expiry margin (webhook.renewals): between 15 and 52.5 s.
 SHORT_TOKEN_SECONDS = 150
 #: Replicas behind the balancer serve this long, not ready, after SIGTERM: longer than the
 #: balancer takes to stop sending them connections (Balancer.READY_POLL_SECONDS), as the

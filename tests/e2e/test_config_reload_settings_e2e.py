@@ -30,6 +30,8 @@ from devenv.stack import Replica, Stack
 from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import get_json, ns_name
 from tests.support.alerting import scrape
+from webhook.credentials.base import EXPIRY_MARGIN, Credential
+from webhook.renewals import JITTER_SHARE, renew_at, spread
 from webhook.rfc3339 import from_rfc3339
 from webhook.secretschema import ANN_EXPIRES, ANN_REFRESH
 
@@ -160,7 +162,7 @@ def test_refresh_fraction_the_next_secret_is_dated_by_the_new_fraction(
     cp = restored.stack.controlplane
     image = acr(restored.stack)
 
-    def dates(ns: str) -> tuple[float, float]:
+    def dates(ns: str) -> tuple[str, float, float]:
         [name] = restored.secret_names(ns, image)
         annotations = get_json(cp, "secret", name, "-n", ns)["metadata"]["annotations"]
         refresh, expires = (
@@ -168,19 +170,25 @@ def test_refresh_fraction_the_next_secret_is_dated_by_the_new_fraction(
             from_rfc3339(annotations[ANN_EXPIRES]),
         )
         assert refresh is not None and expires is not None
-        return refresh, expires
+        return name, refresh, expires
 
     # The same cached credential for both Secrets: only the fraction differs.
     first = restored.original["refresh"]["fraction"]
     second = 0.7 if first < 0.5 else 0.2
-    first_refresh, expires = dates(restored.stack.labelled_namespace(ns_name("reload-f1")))
-    lifetime = (expires - first_refresh) / (1 - first)
+    ns1 = restored.stack.labelled_namespace(ns_name("reload-f1"))
+    name1, first_refresh, expires = dates(ns1)
+    # refresh = issued + f·L + JITTER_SHARE·u·(L - f·L - EXPIRY_MARGIN), issued = expires - L,
+    # u the secret's own place (webhook.renewals.spread): solved for the lifetime L.
+    u = JITTER_SHARE * spread(ns1, name1)
+    lifetime = (first_refresh - expires + u * EXPIRY_MARGIN) / ((first - 1) * (1 - u))
     restored.apply(lambda d: d["refresh"].update(fraction=second))
-    second_refresh, same_expiry = dates(restored.stack.labelled_namespace(ns_name("reload-f2")))
+    ns2 = restored.stack.labelled_namespace(ns_name("reload-f2"))
+    name2, second_refresh, same_expiry = dates(ns2)
     assert same_expiry == expires
-    issued = expires - lifetime
+    credential = Credential("u", "p", ("h",), expires_at=expires, issued_at=expires - lifetime)
     # RFC 3339 annotations keep whole seconds.
-    assert abs((second_refresh - issued) - second * lifetime) <= 2
+    assert abs(second_refresh - renew_at(credential, second, ns2, name2)) <= 2
+    assert second_refresh >= expires - lifetime + second * lifetime - 2
 
 
 def test_admission_fail_closed_the_next_pod_is_denied(restored: Reloading) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from bench.footprint import await_idle
@@ -40,6 +42,7 @@ from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from devenv.stack import Replica, Stack, running_stack
 from devenv.support import storm
 from webhook.connections import SWEEP_SECONDS, TRIM_MIN_INTERVAL
+from webhook.kubeapi import GROUP, MARKER_PLURAL, PLURAL
 
 #: Answers of the identity endpoints are held this long (``--latency``).
 LATENCY_SECONDS = 0.1
@@ -92,15 +95,72 @@ async def settled_rss_mib(replicas: list[Replica]) -> list[float]:
     return [rss_mib(r)[0] for r in replicas]
 
 
-def apiserver_secret_writes(metrics: str) -> int:
-    """Writes to Secrets the API server served (any client), from its own /metrics."""
-    total = 0.0
+#: What the webhook writes, by the API server's resource name: the pull Secret, its
+#: record (webhook.records.ManagedSecret) and its marker (records.marker_object).
+WRITTEN_RESOURCES = ("secrets", PLURAL, MARKER_PLURAL)
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def apiserver_writes(metrics: str) -> dict[str, dict[str, int]]:
+    """Writes the API server served (any client, any outcome), by resource and verb, from
+    its own ``apiserver_request_total``: it also counts writes that changed nothing or
+    were refused, which a watch never shows."""
+    out: dict[str, dict[str, int]] = {r: {} for r in WRITTEN_RESOURCES}
     for labels, value in storm.counter_values(metrics, "apiserver_request_total").items():
-        if 'resource="secrets"' in labels and any(
-            f'verb="{v}"' in labels for v in ("POST", "PUT", "PATCH", "DELETE")
-        ):
-            total += value
-    return int(total)
+        resource = re.search(r'resource="([^"]*)"', labels)
+        verb = re.search(r'verb="([^"]*)"', labels)
+        if resource and verb and resource.group(1) in out and verb.group(1) in WRITE_VERBS:
+            verbs = out[resource.group(1)]
+            verbs[verb.group(1)] = verbs.get(verb.group(1), 0) + int(value)
+    return out
+
+
+def writes_delta(
+    after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    return {
+        resource: {
+            verb: n - before[resource].get(verb, 0)
+            for verb, n in verbs.items()
+            if n != before[resource].get(verb, 0)
+        }
+        for resource, verbs in after.items()
+    }
+
+
+async def stored_sizes(cp: ControlPlane, namespaces: list[str]) -> dict[str, dict[str, float]]:
+    """The webhook's objects as etcd holds them (the API server's encoding: protobuf for
+    Secrets, JSON for custom resources): how many, and the mean bytes of key and value,
+    read with etcd's own JSON gateway (``/v3/kv/range``) on its loopback client port."""
+    prefixes = {
+        "secrets": [f"/registry/secrets/{ns}/" for ns in namespaces],
+        PLURAL: [f"/registry/{GROUP}/{PLURAL}/"],
+        MARKER_PLURAL: [f"/registry/{GROUP}/{MARKER_PLURAL}/{ns}/" for ns in namespaces],
+    }
+    url = f"http://127.0.0.1:{cp.ports.etcd_client}/v3/kv/range"
+    out: dict[str, dict[str, float]] = {}
+    async with aiohttp.ClientSession() as session:
+        for kind, keys in prefixes.items():
+            count, key_bytes, value_bytes = 0, 0, 0
+            for prefix in keys:
+                end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                body = {"key": _b64(prefix), "range_end": _b64(end)}
+                async with session.post(url, json=body) as response:
+                    doc = await response.json(content_type=None)
+                for kv in doc.get("kvs", []):
+                    count += 1
+                    key_bytes += len(base64.b64decode(kv["key"]))
+                    value_bytes += len(base64.b64decode(kv.get("value", "")))
+            out[kind] = {
+                "objects": count,
+                "mean_key_bytes": key_bytes / count if count else 0.0,
+                "mean_value_bytes": value_bytes / count if count else 0.0,
+            }
+    return out
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 #: Where the API server's flow control puts ServiceAccounts' requests (the default
@@ -173,7 +233,7 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         add_latency(st, args.latency)
         counters_before = replica_counters(st.replicas)
         metrics_before = await api.get("/metrics")
-        apiserver_before = apiserver_secret_writes(metrics_before)
+        apiserver_before = apiserver_writes(metrics_before)
         waits_before = flow_control_wait(metrics_before, level)
         result = await storm.run(
             api,
@@ -184,7 +244,8 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         )
         counters_storm = replica_counters(st.replicas)
         metrics_after = await api.get("/metrics")
-        apiserver_after = apiserver_secret_writes(metrics_after)
+        apiserver_after = apiserver_writes(metrics_after)
+        sizes = await stored_sizes(cp, names)
         waits_after = flow_control_wait(metrics_after, level)
         rss_after_storm = [rss_mib(r) for r in st.replicas]
         settled_after_storm = await settled_rss_mib(st.replicas)
@@ -240,6 +301,8 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
         problems.append(f"warm: {len(warm_wrong)} pods not created and patched: {warm_wrong[0]}")
     warm_seconds = [c.seconds for c in again]
     per_secret = result.writes["secrets"].per_object(names)
+    apiserver = writes_delta(apiserver_after, apiserver_before)
+    new_secrets = len(per_secret)
     return {
         "settings": {
             "pods": len(result.created),
@@ -292,8 +355,14 @@ async def measure(cp: ControlPlane, st: Stack, args: argparse.Namespace) -> dict
             "secrets_max_per_secret": max(per_secret.values(), default=0),
             "records": result.writes["records"].by_kind(),
             "markers": result.writes["markers"].by_kind(names),
-            "apiserver_secret_writes": apiserver_after - apiserver_before,
+            "apiserver_secret_writes": sum(apiserver["secrets"].values()),
+            "apiserver": apiserver,
+            "apiserver_per_new_secret": {
+                resource: sum(verbs.values()) / new_secrets if new_secrets else 0.0
+                for resource, verbs in apiserver.items()
+            },
         },
+        "stored": sizes,
         "replicas": [
             {
                 "name": r.name,
@@ -369,6 +438,25 @@ def table(out: dict[str, Any]) -> str:
             f"{w['secrets_max_per_secret']}",
         ),
         ("Secret writes (API server's request count)", str(w["apiserver_secret_writes"])),
+        *(
+            (
+                f"API server's writes of {resource} / per new Secret",
+                f"{json.dumps(w['apiserver'][resource])} / "
+                f"{w['apiserver_per_new_secret'][resource]:.2f}",
+            )
+            for resource in WRITTEN_RESOURCES
+        ),
+        (
+            "API server's writes per new Secret, all three",
+            f"{sum(w['apiserver_per_new_secret'].values()):.2f}",
+        ),
+        *(
+            (
+                f"stored in etcd: {kind} objects / mean key + value bytes",
+                f"{v['objects']:.0f} / {v['mean_key_bytes']:.0f} + {v['mean_value_bytes']:.0f}",
+            )
+            for kind, v in out["stored"].items()
+        ),
         (
             f"requests queued by flow control ({f['priority_level']}) / mean wait",
             f"{f['requests']:.0f} / "

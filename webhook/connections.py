@@ -28,6 +28,7 @@ import asyncio.sslproto
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import socket
 import ssl
@@ -102,6 +103,18 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 _MALLOC_TRIM = _load_malloc_trim()
 
+#: How many waiting connections with bytes already sent a new connection's room may pass
+#: over (one non-blocking peek each) before the oldest goes whatever it sent.
+IDLE_LOOKAHEAD = 16
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    """Bytes wait to be read on ``sock``: its client has spoken and is not idle."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))  # b"": the client went; drop it first
+    except OSError:  # BlockingIOError: nothing yet; anything else: broken, as droppable
+        return False
+
 
 class ConnectionGuard:
     """Tracks which connections are serving a request; sweeps the rest against the limits."""
@@ -149,10 +162,26 @@ class ConnectionGuard:
         self._changes_since_trim += 1
         established = len(self._server.connections) if self._server is not None else 0
         while self._waiting and self.unsettled + established > self.max_connections:
-            oldest = next(iter(self._waiting))
-            if oldest is accepted:
+            victim = self._idlest_waiting(accepted)
+            if victim is None:
                 break
-            self._drop(oldest, "connection limit reached")
+            self._drop(victim, "connection limit reached")
+
+    def _idlest_waiting(self, newest: _Accepted) -> _Accepted | None:
+        """The oldest waiting connection that has still sent nothing. Under a flood the
+        accept loop can take many connections before the loop reads any of them: a client
+        whose ClientHello is already in its socket buffer is about to start its handshake
+        and is passed over, up to IDLE_LOOKAHEAD of them (beyond that the oldest goes
+        whatever it sent, so a flood of clients that send one byte costs no long scans)."""
+        oldest = next(iter(self._waiting))
+        if oldest is newest:
+            return None
+        for waiting in itertools.islice(self._waiting, IDLE_LOOKAHEAD):
+            if waiting is newest:
+                break
+            if not _has_bytes(waiting.sock):
+                return waiting
+        return oldest
 
     def handshake_started(self, accepted: _Accepted) -> bool:
         """Its first byte came: may its handshake start? The oldest handshake gives way when

@@ -12,14 +12,18 @@ prefix, in the webhook's own namespace.
 
 - refused by a ValidatingAdmissionPolicy: the policy binds this identity (``bound``);
 - accepted: it does not. Logged as an error, ``pull_secret_webhook_write_policy_bound``
-  at 0, and the replica never becomes ready at start, so a rollout or ``helm install
-  --wait`` with a misnamed policy stops there instead of running unguarded;
+  at 0, and the replica does not become ready until a later check finds the policy
+  bound, so a rollout or ``helm install --wait`` with a misnamed policy stops there
+  instead of running unguarded. Until then the check is repeated (from 1 s, doubling up
+  to ``MAX_RETRY_SECONDS``): a policy created in the same apply as the Deployment is
+  enforced only once the API server's own watch of policies and bindings has it, which
+  can be after the first replica's first check;
 - anything else (RBAC refusing the create, a webhook without dry-run support, an API
   server that does not answer) proves nothing either way: logged, gauge at -1, retried.
 
-After the first answer it re-checks every ``RECHECK_SECONDS``: a policy deleted or
-renamed later is logged and counted, but does not take serving replicas out of the
-Service (that would stop pull secrets everywhere over a policy problem).
+Once found bound it re-checks every ``RECHECK_SECONDS``: a policy deleted or renamed
+later is logged and counted, but does not take serving replicas out of the Service (that
+would stop pull secrets everywhere over a policy problem).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ CHECK_SECRET = "pull-secret-webhook-policy-self-check"
 START_GRACE_SECONDS = 10.0
 #: Between re-checks: one dry-run request per replica every 10 minutes.
 RECHECK_SECONDS = 600.0
-#: Retries of an inconclusive answer, doubling from 1 s up to this.
+#: Retries of an inconclusive answer, or of an unbound one before the policy was ever
+#: found bound, doubling from 1 s up to this.
 MAX_RETRY_SECONDS = 60.0
 
 
@@ -96,19 +101,24 @@ class PolicyCheck:
         self._clock = clock
         self._started = clock()
         self.verdict = Verdict.PENDING
-        self._first_conclusive: Verdict | None = None
+        self._proof: Verdict | None = None
+        """The last conclusive answer (bound or unbound)."""
+        self._bound_once = False
         self._task: asyncio.Task[None] | None = None
 
     def not_ready_reason(self) -> str | None:
         """Readiness at start: not ready while the first answer is pending (for at most
-        ``START_GRACE_SECONDS``), and never when that answer said the policy is unbound."""
-        if self._first_conclusive is Verdict.UNBOUND:
+        ``START_GRACE_SECONDS``), nor while the policy has been found unbound and never
+        bound. Once found bound, a later loss is only reported."""
+        if self._bound_once:
+            return None
+        if self._proof is Verdict.UNBOUND:
             return (
                 "the write policy (ValidatingAdmissionPolicy) does not apply to this "
                 "webhook's ServiceAccount: its username in the policy's "
                 "the-webhook-itself condition must match (docs/install.md)"
             )
-        pending = self._first_conclusive is None and self.verdict is Verdict.PENDING
+        pending = self.verdict is Verdict.PENDING
         if pending and self._clock() - self._started < START_GRACE_SECONDS:
             return "checking that the write policy applies to this webhook"
         return None
@@ -136,8 +146,9 @@ class PolicyCheck:
         else:
             log.warning("could not check the write policy (will retry): %s", detail)
         self.verdict = verdict
-        if self._first_conclusive is None and verdict is not Verdict.UNKNOWN:
-            self._first_conclusive = verdict
+        if verdict is not Verdict.UNKNOWN:  # no proof either way: the last proof stands
+            self._proof = verdict
+        self._bound_once |= verdict is Verdict.BOUND
         self._on_verdict(verdict)
         return verdict
 
@@ -145,7 +156,7 @@ class PolicyCheck:
         delay = 1.0
         while True:
             verdict = await self.check_once()
-            if verdict is Verdict.UNKNOWN:
+            if verdict is Verdict.UNKNOWN or not self._bound_once:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue

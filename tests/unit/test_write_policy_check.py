@@ -3,6 +3,7 @@ what it does to readiness (the real API server: tests/e2e/test_write_policy_self
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from webhook.kubeerrors import ApiError
 from webhook.policycheck import (
     CHECK_SECRET,
+    RECHECK_SECONDS,
     START_GRACE_SECONDS,
     PolicyCheck,
     Verdict,
@@ -86,7 +88,7 @@ async def test_the_probe_is_a_write_no_rule_of_the_policy_could_allow() -> None:
 async def test_an_accepted_write_keeps_the_replica_unready_and_sets_the_gauge_to_zero() -> None:
     seen: list[Verdict] = []
     check = PolicyCheck(
-        Answers(None, ApiError(403, "Forbidden", DENIED)), "ns", on_verdict=seen.append
+        Answers(None, ApiError(0, "unreachable"), None), "ns", on_verdict=seen.append
     )
     assert check.not_ready_reason() is not None  # pending
 
@@ -94,10 +96,44 @@ async def test_an_accepted_write_keeps_the_replica_unready_and_sets_the_gauge_to
 
     reason = check.not_ready_reason()
     assert reason is not None and "does not apply" in reason
-    # A later proof does not bring it back: the first conclusive answer decides readiness.
+    # An answer that proves nothing leaves the last proof standing ...
+    await check.check_once()
+    assert check.not_ready_reason() == reason
+    # ... and another accepted write keeps it unready.
+    await check.check_once()
+    assert check.not_ready_reason() == reason
+    assert seen == [Verdict.UNBOUND, Verdict.UNKNOWN, Verdict.UNBOUND]
+
+
+async def test_a_policy_enforced_only_after_the_first_check_readies_the_replica() -> None:
+    """A policy applied with the Deployment takes effect once the API server's watch of
+    policies has it, which can be after the first replica's first check: the check is
+    repeated until the policy is found bound, and the replica becomes ready then."""
+    check = PolicyCheck(Answers(None, None, ApiError(403, "Forbidden", DENIED)), "ns")
+    await check.check_once()
     await check.check_once()
     assert check.not_ready_reason() is not None
-    assert seen == [Verdict.UNBOUND, Verdict.BOUND]
+    await check.check_once()
+    assert check.not_ready_reason() is None
+
+
+async def test_an_unbound_policy_is_checked_again_with_back_off_until_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    writer = Answers(None, None, ApiError(403, "Forbidden", DENIED), None)
+    with pytest.raises(asyncio.CancelledError):
+        await PolicyCheck(writer, "ns").run()
+    # Unbound twice (1 s, 2 s), bound (the long re-check), then a later loss is re-checked
+    # on the long period too: it no longer decides readiness.
+    assert sleeps == [1.0, 2.0, RECHECK_SECONDS, RECHECK_SECONDS]
 
 
 async def test_a_bound_policy_makes_the_check_ready_and_a_later_loss_is_only_reported() -> None:

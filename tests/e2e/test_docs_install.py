@@ -160,19 +160,37 @@ def test_the_documented_overlay_applies_client_side_then_server_side(
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     assert account == name
     kubeconfig = controlplane.token_kubeconfig(tmp_path / "webhook.kubeconfig", namespace, account)
-    refused = controlplane.kubectl(
-        "--kubeconfig",
-        str(kubeconfig),
-        "create",
-        "secret",
-        "generic",
-        "not-a-pull-secret",
-        "-n",
-        namespace,
-        "--dry-run=server",
-        check=False,
+
+    def dry_run_write() -> subprocess.CompletedProcess[str]:
+        return controlplane.kubectl(
+            "--kubeconfig",
+            str(kubeconfig),
+            "create",
+            "secret",
+            "generic",
+            "not-a-pull-secret",
+            "-n",
+            namespace,
+            "--dry-run=server",
+            check=False,
+        )
+
+    # The API server enforces a policy once its own watch of policies and bindings has it,
+    # a moment after the apply: the write is refused within a few seconds, never accepted
+    # for good.
+    attempts: list[subprocess.CompletedProcess[str]] = []
+
+    def refused_once() -> bool:
+        attempts.append(dry_run_write())
+        return attempts[-1].returncode != 0
+
+    wait_until(
+        refused_once,
+        timeout=20.0,
+        what="the renamed write policy to refuse a write it must refuse",
+        interval=0.5,
     )
-    assert refused.returncode != 0
+    refused = attempts[-1]
     policy = name.replace("pull-secret-webhook", "pull-secret-webhook-secrets")
     assert f"ValidatingAdmissionPolicy '{policy}'" in refused.stderr
 

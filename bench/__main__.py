@@ -22,8 +22,8 @@ from typing import Any
 
 from bench import hotpath, plot, workload
 from bench.wrk import wrk_binary
-from webhook import admission
-from webhook.reviews import decode_review
+from webhook.admission import decision as admission
+from webhook.admission.reviews import decode_review
 
 SCENARIOS = ("saturated", "half_rate", "workers", "json_floor", "handshake", "apiserver_burst")
 

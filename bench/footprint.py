@@ -41,11 +41,11 @@ from devenv.controlplane import ControlPlane, locate
 from devenv.stack import NAMESPACE, WEBHOOK_CONFIGURATION, Stack, running_stack
 from devenv.support import storm
 from devenv.support.storm import Api
-from webhook.configload import load_config
-from webhook.kubeapi import GROUP, INJECT_LABEL, INJECT_VALUE, MARKER_PLURAL, PLURAL, VERSION
-from webhook.needs import pull_needs
-from webhook.records import ManagedSecret, marker_object
-from webhook.secretschema import MANAGED_BY, MANAGER
+from webhook.admission.needs import pull_needs
+from webhook.config.load import load_config
+from webhook.kube.objects import GROUP, INJECT_LABEL, INJECT_VALUE, MARKER_PLURAL, PLURAL, VERSION
+from webhook.pullsecrets.records import ManagedSecret, marker_object
+from webhook.pullsecrets.secret import MANAGED_BY, MANAGER
 
 #: The target for one replica's resident memory at the largest step.
 TARGET_MIB = 120

@@ -49,9 +49,9 @@ from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
-from webhook.pki import make_ca
-from webhook.reviews import MAX_VALUES
-from webhook.server import MAX_BODY_BYTES
+from webhook.admission.reviews import MAX_VALUES
+from webhook.certs.pki import make_ca
+from webhook.server.app import MAX_BODY_BYTES
 
 LIMIT_MIB = 256
 ACR = "contoso.azurecr.io/app:1"

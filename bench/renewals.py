@@ -15,7 +15,7 @@ seconds before the storm: the p99 of those reads during the wave is compared wit
     .venv/bin/python -m bench.renewals [--namespaces 1000] [--idle 20]
 
 Writes ``bench/results/renewals.json``. With 150-s tokens every renewal is within
-``webhook.renewals.URGENT_SECONDS`` (5 min) of its expiry, so the leader's token bucket
+``webhook.pullsecrets.renewals.URGENT_SECONDS`` (5 min) of its expiry, so the leader's token bucket
 lets them all through: that measures the spread alone. ``--token-seconds 900`` puts
 the renewals outside it, so the bucket paces them as it would real ones.
 """
@@ -37,7 +37,7 @@ from bench.storm import apiserver_writes
 from devenv.controlplane import ControlPlane, locate
 from devenv.stack import SHORT_TOKEN_SECONDS, Stack, running_stack
 from devenv.support import storm
-from webhook.kubeapi import PLURAL
+from webhook.kube.objects import PLURAL
 
 #: The prober's pace: 20 reads a second, light beside the wave, enough for a p99.
 PROBE_SECONDS = 0.05

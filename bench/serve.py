@@ -10,7 +10,7 @@ same TLS context, reading the body, decoding it with the same JSON library and
 answering a fixed allowed AdmissionReview. ``floor-json``: the same, decoding with the
 standard library's ``json`` (the floor as first measured, before orjson).
 
-Both fork their workers with ``webhook.workers`` and share the port with
+Both fork their workers with ``webhook.server.workers`` and share the port with
 SO_REUSEPORT. Prints ``ready`` when serving; on SIGTERM each worker prints one
 JSON line with what it served and what it tried to reach.
 
@@ -38,12 +38,12 @@ from devenv.support.hotpath import (
     offline_manager,
     remember,
 )
-from webhook import jsonio
-from webhook.metrics import Metrics
-from webhook.needs import pull_needs
-from webhook.server import ServeOptions, start_server
-from webhook.tlsreload import ReloadingTLS
-from webhook.workers import Secondaries, Worker, fork_workers
+from webhook.admission import jsonio
+from webhook.admission.needs import pull_needs
+from webhook.server.app import ServeOptions, start_server
+from webhook.server.tlsreload import ReloadingTLS
+from webhook.server.workers import Secondaries, Worker, fork_workers
+from webhook.telemetry.metrics import Metrics
 
 
 def _say(line: str) -> None:

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from devenv.serve import free_port
-from webhook.pki import make_ca, make_serving_cert
+from webhook.certs.pki import make_ca, make_serving_cert
 
 
 def write_tls(directory: Path) -> tuple[Path, Path]:

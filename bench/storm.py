@@ -41,8 +41,8 @@ from devenv.controlplane import ControlPlane, locate
 from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from devenv.stack import Replica, Stack, running_stack
 from devenv.support import storm
-from webhook.connections import SWEEP_SECONDS, TRIM_MIN_INTERVAL
-from webhook.kubeapi import GROUP, MARKER_PLURAL, PLURAL
+from webhook.kube.objects import GROUP, MARKER_PLURAL, PLURAL
+from webhook.server.connections import SWEEP_SECONDS, TRIM_MIN_INTERVAL
 
 #: Answers of the identity endpoints are held this long (``--latency``).
 LATENCY_SECONDS = 0.1
@@ -88,7 +88,7 @@ def rss_mib(replica: Replica) -> tuple[float, float]:
 
 async def settled_rss_mib(replicas: list[Replica]) -> list[float]:
     """Each replica's resident memory once it is idle: after the interval in which it
-    hands freed memory back (``webhook.connections``), and 3 s without CPU."""
+    hands freed memory back (``webhook.server.connections``), and 3 s without CPU."""
     await asyncio.sleep(TRIM_MIN_INTERVAL + 2 * SWEEP_SECONDS)
     for r in replicas:
         await asyncio.to_thread(await_idle, r.process.pid)
@@ -96,7 +96,7 @@ async def settled_rss_mib(replicas: list[Replica]) -> list[float]:
 
 
 #: What the webhook writes, by the API server's resource name: the pull Secret, its
-#: record (webhook.records.ManagedSecret) and its marker (records.marker_object).
+#: record (webhook.pullsecrets.records.ManagedSecret) and its marker (records.marker_object).
 WRITTEN_RESOURCES = ("secrets", PLURAL, MARKER_PLURAL)
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
 

@@ -31,12 +31,12 @@ from typing import Any
 from devenv.support.configs import sample_config
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
+from webhook.admission.needs import PullNeed, pull_needs
 from webhook.credentials.base import Credential
-from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret, marker_object
-from webhook.refresher import Refresher
-from webhook.renewals import Pace
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.pullsecrets.records import ManagedSecret, marker_object
+from webhook.pullsecrets.renewals import Pace
+from webhook.upkeep.refresher import Refresher
 
 RECORDS = 10_000
 IDLE_SECONDS = 60.0
@@ -65,7 +65,7 @@ async def one_pass(records: int, due: int) -> dict[str, Any]:
     need = _need()
     namespaces = [f"ns-{i}" for i in range(records)]
     manager.namespaces.replace_all(opted_in(*namespaces))
-    # The pass's own cost, unpaced (the leader's bucket, webhook.renewals.Pace, would
+    # The pass's own cost, unpaced (the leader's bucket, webhook.pullsecrets.renewals.Pace, would
     # spread 1,000 renewals over 100 s).
     refresher = Refresher(config, manager, kube, "bench", pace=Pace(1e9, 10**9))
     now = time.time()

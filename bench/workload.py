@@ -13,7 +13,7 @@ from typing import Any
 
 from devenv.support.configs import sample_config
 from devenv.support.reviews import make_pod, make_review
-from webhook.config import Config
+from webhook.config.schema import Config
 
 NAMESPACE = "team-a"
 ACR = "contoso.azurecr.io"

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from webhook import kubeclient
 from webhook.cli import main
+from webhook.kube import client as kubeclient
 
 
 def run(argv: Sequence[str]) -> int:

@@ -43,7 +43,7 @@ from devenv.node.pods import (
     wait_for_pod,
 )
 from devenv.stack import Stack, running_stack
-from webhook.pki import make_ca, make_serving_cert
+from webhook.certs.pki import make_ca, make_serving_cert
 
 DEMO_NAMESPACE = "demo"
 PLAIN_NAMESPACE = "no-inject"

@@ -53,7 +53,7 @@ from devenv.peers.registry import (
 from devenv.peers.tls import CertificateAuthority
 from devenv.processes import terminate
 from devenv.serve import Serve, free_port, readyz
-from webhook.pki import KeyPair, make_ca, make_serving_cert
+from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "pull-secret-webhook"
@@ -83,7 +83,7 @@ TOKEN_SECONDS = 7200
 #: Lifetime of the short-lived registry's tokens: long enough to stay usable (the
 #: webhook wants a minute left), short enough that with refresh.fraction 0.1 a
 #: renewal comes due 15 s after issue, plus the secret's own place in the first half of
-#: what is left before the expiry margin (webhook.renewals): between 15 and 52.5 s.
+#: what is left before the expiry margin (webhook.pullsecrets.renewals): between 15 and 52.5 s.
 SHORT_TOKEN_SECONDS = 150
 #: Replicas behind the balancer serve this long, not ready, after SIGTERM: longer than the
 #: balancer takes to stop sending them connections (Balancer.READY_POLL_SECONDS), as the

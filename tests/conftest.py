@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devenv.support.configs import sample_config
-from webhook.config import Config
+from webhook.config.schema import Config
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from devenv.processes import (
     terminate,
     wait_until,
 )
-from webhook.pki import KeyPair, issue, make_ca
+from webhook.certs.pki import KeyPair, issue, make_ca
 
 # What Kubernetes clusters conventionally call themselves; the issuer also becomes the
 # default audience of service-account tokens.

@@ -24,7 +24,7 @@ from devenv.node.harness import Node
 from devenv.node.image import build_image, push_image
 from devenv.serve import free_port
 from devenv.stack import NAMESPACE, REPO, Stack
-from webhook.pki import make_ca, make_serving_cert
+from webhook.certs.pki import make_ca, make_serving_cert
 
 OVERLAY = REPO / "manifests" / "overlays" / "local-node"
 # The image the base Deployment names (manifests/base/deployment.yaml); `images:` renames it.

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from devenv.peers.jws import PrivateKey
-from webhook.pki import issue, make_ca
+from webhook.certs.pki import issue, make_ca
 
 # Valid from a little in the past so a peer whose clock is a few minutes behind
 # still accepts the certificate; a day of validity outlives any test run.
@@ -111,7 +111,7 @@ class ClientCertificate:
 
 
 class CertificateAuthority:
-    """A CA that issues server certificates for loopback listeners (``webhook.pki``'s)."""
+    """A CA that issues server certificates for loopback listeners (``webhook.certs.pki``'s)."""
 
     def __init__(self, directory: Path, common_name: str = "pull-secret-webhook test CA") -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook.config import Config
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
+from webhook.config.schema import Config
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 TENANT_ID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal, NoReturn
 
-from webhook.config import Config
-from webhook.needs import PullNeed
-from webhook.pullsecrets import PullSecretManager, new_record
-from webhook.records import ManagedSecret
+from webhook.admission.needs import PullNeed
+from webhook.config.schema import Config
+from webhook.pullsecrets.manager import PullSecretManager, new_record
+from webhook.pullsecrets.records import ManagedSecret
 
 #: Every touch of a NoNetwork stand-in and every outbound connection attempt in this
 #: process, by what was called: the benchmark reports it and asserts it stays empty.

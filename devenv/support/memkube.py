@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from webhook.apihealth import ApiHealth
-from webhook.kubeapi import KubeAPIError
+from webhook.kube.health import ApiHealth
+from webhook.kube.objects import KubeAPIError
 
 
 class MemKube:

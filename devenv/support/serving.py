@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from webhook.pki import KeyPair, make_serving_cert
-from webhook.server import ServeOptions
+from webhook.certs.pki import KeyPair, make_serving_cert
+from webhook.server.app import ServeOptions
 
 
 def write_serving_pair(ca: KeyPair, directory: Path) -> None:

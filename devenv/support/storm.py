@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
-from webhook.kubeapi import GROUP, INJECT_LABEL, INJECT_VALUE, MARKER_PLURAL, PLURAL, VERSION
-from webhook.secretschema import MANAGED_SELECTOR
+from webhook.kube.objects import GROUP, INJECT_LABEL, INJECT_VALUE, MARKER_PLURAL, PLURAL, VERSION
+from webhook.pullsecrets.secret import MANAGED_SELECTOR
 
 if TYPE_CHECKING:
     from devenv.controlplane import ControlPlane

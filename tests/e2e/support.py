@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from devenv.controlplane import ControlPlane
-from webhook.secretschema import MANAGED_SELECTOR
+from webhook.pullsecrets.secret import MANAGED_SELECTOR
 
 RECORDS = "managedpullsecrets.pull-secret-webhook.io"
 WEBHOOK_NAMESPACE = "pull-secret-webhook"

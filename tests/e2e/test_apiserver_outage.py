@@ -21,7 +21,7 @@ from devenv.controlplane import ControlPlane
 from devenv.peers.traffic import ACR_EXCHANGE
 from devenv.stack import INJECT_LABEL, Stack
 from tests.e2e.support import ns_name, pod_manifest, pull_secret_names
-from webhook.kube import Kube, connect
+from webhook.kube.calls import Kube, connect
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -27,8 +27,8 @@ from tests.e2e.support import (
     record_of,
     refused_by_policy,
 )
-from webhook.records import marker_object
-from webhook.secretschema import MANAGED_BY, MANAGER
+from webhook.pullsecrets.records import marker_object
+from webhook.pullsecrets.secret import MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -51,10 +51,9 @@ from devenv.support.configs import sample_config
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options
 from tests.support.manifests import MANIFESTS, REPO, Obj, helm_template, kustomize
-from webhook import pki
-from webhook.certs import rotation
+from webhook.certs import pki, rotation
 from webhook.cli import build_parser
-from webhook.server import NamesOnlySource, start_server
+from webhook.server.app import NamesOnlySource, start_server
 
 pytestmark = pytest.mark.controlplane
 

@@ -31,9 +31,9 @@ from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import get_json, ns_name
 from tests.support.alerting import scrape
 from webhook.credentials.base import EXPIRY_MARGIN, Credential
-from webhook.renewals import JITTER_SHARE, renew_at, spread
-from webhook.rfc3339 import from_rfc3339
-from webhook.secretschema import ANN_EXPIRES, ANN_REFRESH
+from webhook.kube.rfc3339 import from_rfc3339
+from webhook.pullsecrets.renewals import JITTER_SHARE, renew_at, spread
+from webhook.pullsecrets.secret import ANN_EXPIRES, ANN_REFRESH
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 
@@ -178,7 +178,7 @@ def test_refresh_fraction_the_next_secret_is_dated_by_the_new_fraction(
     ns1 = restored.stack.labelled_namespace(ns_name("reload-f1"))
     name1, first_refresh, expires = dates(ns1)
     # refresh = issued + f·L + JITTER_SHARE·u·(L - f·L - EXPIRY_MARGIN), issued = expires - L,
-    # u the secret's own place (webhook.renewals.spread): solved for the lifetime L.
+    # u the secret's own place (webhook.pullsecrets.renewals.spread): solved for the lifetime L.
     u = JITTER_SHARE * spread(ns1, name1)
     lifetime = (first_refresh - expires + u * EXPIRY_MARGIN) / ((first - 1) * (1 - u))
     restored.apply(lambda d: d["refresh"].update(fraction=second))

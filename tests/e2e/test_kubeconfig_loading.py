@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from devenv.controlplane import ControlPlane
-from webhook.kubeclient import ApiClient, Connection
-from webhook.kubeconfig import load_kubeconfig
+from webhook.kube.client import ApiClient, Connection
+from webhook.kube.kubeconfig import load_kubeconfig
 
 
 async def who(connection: Connection) -> str:

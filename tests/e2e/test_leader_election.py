@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from devenv.controlplane import ControlPlane
-from webhook.election import LEASE_SECONDS, LeaderElector
-from webhook.kube import Kube, connect
+from webhook.kube.calls import Kube, connect
+from webhook.upkeep.election import LEASE_SECONDS, LeaderElector
 
 
 class Clock:

@@ -30,11 +30,11 @@ from tests.e2e.support import (
     record_of,
     secret_name_preview,
 )
-from webhook.kube import Kube
-from webhook.kubeclient import connect
-from webhook.kubeerrors import ApiError, ForbiddenError, InvalidError
-from webhook.records import marker_object
-from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
+from webhook.kube.calls import Kube
+from webhook.kube.client import connect
+from webhook.kube.errors import ApiError, ForbiddenError, InvalidError
+from webhook.pullsecrets.records import marker_object
+from webhook.pullsecrets.secret import ANN_EXPIRES, MANAGED_BY, MANAGER
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -1,4 +1,4 @@
-"""What an outage broke heals itself, on a real node (webhook/healing.py).
+"""What an outage broke heals itself, on a real node (webhook/upkeep/healing.py).
 
 With ``failurePolicy: Ignore``, pods created while every replica is down are admitted
 without their pull secret and the kubelet's pulls fail (the registries refuse anonymous
@@ -36,8 +36,8 @@ from devenv.peers.fixtures import require_binaries
 from devenv.peers.registry import REGISTRY_BINARY, SKOPEO_BINARY
 from devenv.processes import wait_for
 from devenv.stack import Stack, running_stack
-from webhook.election import RENEW_SECONDS
-from webhook.healing import EVENT_BLOCKED, EVENT_EVICTED, EVENT_MISSING
+from webhook.upkeep.election import RENEW_SECONDS
+from webhook.upkeep.healing import EVENT_BLOCKED, EVENT_EVICTED, EVENT_MISSING
 
 # The module's own control plane, stack and node, and a pass each takes its time.
 pytestmark = pytest.mark.timeout(400)

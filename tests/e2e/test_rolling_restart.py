@@ -24,7 +24,7 @@ from devenv.controlplane import ControlPlane
 from devenv.processes import wait_for
 from devenv.stack import NAMESPACE, Replica, Stack
 from tests.e2e.support import admission_results, get_json, ns_name, pod_manifest, pull_secret_names
-from webhook.election import LEASE_SECONDS
+from webhook.upkeep.election import LEASE_SECONDS
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

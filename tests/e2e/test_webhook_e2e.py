@@ -25,8 +25,8 @@ from tests.e2e.support import (
     record_of,
     secret_name_preview,
 )
-from webhook.rfc3339 import from_rfc3339
-from webhook.secretschema import ANN_EXPIRES, ANN_REFRESH
+from webhook.kube.rfc3339 import from_rfc3339
+from webhook.pullsecrets.secret import ANN_EXPIRES, ANN_REFRESH
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 
@@ -184,7 +184,7 @@ def test_secret_is_renewed_before_its_credential_expires(stack: Stack) -> None:
     first_expiry = from_rfc3339(secret["metadata"]["annotations"][ANN_EXPIRES]) or 0.0
     # The token lives 150 s (read from its exp claim, not assumed) and is renewed once
     # a tenth of that has passed (refresh.fraction 0.1 in this stack), plus the secret's
-    # own place in the window (webhook.renewals): 15-52.5 s after issue, and always
+    # own place in the window (webhook.pullsecrets.renewals): 15-52.5 s after issue, and always
     # before the last minute of its life, 90 s after issue.
     assert first_expiry < time.time() + 200
 

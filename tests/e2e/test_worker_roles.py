@@ -9,13 +9,13 @@ from dataclasses import replace
 
 from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
-from webhook import kubeclient
 from webhook.cli.serve import start_manager
-from webhook.config import Config, ConfigStore
-from webhook.election import RENEW_SECONDS
-from webhook.kube import Kube, connect
-from webhook.metrics import Metrics
-from webhook.server import ServerState
+from webhook.config.schema import Config, ConfigStore
+from webhook.kube import client as kubeclient
+from webhook.kube.calls import Kube, connect
+from webhook.server.app import ServerState
+from webhook.telemetry.metrics import Metrics
+from webhook.upkeep.election import RENEW_SECONDS
 
 
 def lease_config(namespace: str) -> Config:

@@ -16,7 +16,7 @@ from devenv.processes import wait_for
 from devenv.stack import NAMESPACE, SERVICE_ACCOUNT, Replica, Stack
 from tests.support.alerting import Scrape, expect_alert, scrape
 from tests.support.alerts import promtool_binary
-from webhook.policycheck import START_GRACE_SECONDS
+from webhook.upkeep.policycheck import START_GRACE_SECONDS
 
 POLICY = "pull-secret-webhook-secrets"
 #: What a `namePrefix: team-` overlay renders for the ServiceAccount while the policy still

@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.conftest import count
-from webhook.images import (
+from webhook.admission.images import (
     NAME_TOTAL_LENGTH_MAX,
     REFERENCE_LENGTH_MAX,
     InvalidReference,
     parse_image,
 )
 
-#: distribution/reference's grammar (regexp.go), built independently of webhook/images.py.
+#: distribution/reference's grammar (regexp.go), built independently of webhook/admission/images.py.
 #: Go's \w is ASCII-only: [0-9A-Za-z_].
 _DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]+)?"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,6}[a-z0-9])?"

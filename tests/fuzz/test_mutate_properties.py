@@ -20,8 +20,8 @@ from devenv.support.reviews import make_pod, make_review
 from tests.fuzz.conftest import count
 from tests.support.hostile import check_logs, check_reply
 from tests.support.threaded import ThreadedServer
-from webhook import jsonio
-from webhook.reviews import UID_MAX
+from webhook.admission import jsonio
+from webhook.admission.reviews import UID_MAX
 
 IMAGES = [
     "contoso.azurecr.io/app:1",

@@ -16,9 +16,9 @@ from devenv.peers import jws
 from devenv.peers.aws import MotoProxy
 from devenv.peers.fixtures import azure_emulator, moto_process, moto_server, test_ca
 from devenv.peers.tls import new_rsa_key
-from webhook.config import Config
-from webhook.kubeapi import KubeAPIError, SecretData
-from webhook.needs import PullNeed
+from webhook.admission.needs import PullNeed
+from webhook.config.schema import Config
+from webhook.kube.objects import KubeAPIError, SecretData
 
 __all__ = ["azure_emulator", "moto_process", "moto_server", "test_ca"]
 

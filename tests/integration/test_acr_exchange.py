@@ -20,7 +20,7 @@ from tests.support.azure import (
     azure,
     azure_env,
 )
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
 from webhook.credentials import ACR_USERNAME, RegistryAuthError
 
 #: Fixtures, used by name.

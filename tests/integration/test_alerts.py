@@ -21,7 +21,7 @@ from devenv import alerts
 from devenv.serve import Serve, free_port
 from tests.support.alerting import Scrape, expect_alert, scrape
 from tests.support.alerts import promtool_binary
-from webhook.pki import KeyPair, make_ca, make_serving_cert
+from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """\

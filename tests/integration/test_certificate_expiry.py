@@ -8,10 +8,10 @@ from pathlib import Path
 from cryptography import x509
 
 from devenv.support.serving import loopback_options
-from webhook.config import Config
-from webhook.metrics import Metrics
-from webhook.pki import KeyPair, make_ca, make_serving_cert
-from webhook.server import NamesOnlySource, start_server
+from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
+from webhook.config.schema import Config
+from webhook.server.app import NamesOnlySource, start_server
+from webhook.telemetry.metrics import Metrics
 
 EXPIRY = "pull_secret_webhook_certificate_expiry_timestamp_seconds"
 

@@ -12,9 +12,9 @@ import aiohttp
 
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
-from webhook.config import Config
-from webhook.pki import make_ca
-from webhook.server import NamesOnlySource, start_server
+from webhook.certs.pki import make_ca
+from webhook.config.schema import Config
+from webhook.server.app import NamesOnlySource, start_server
 
 ADMISSIONS = 400
 CONCURRENCY = 8

@@ -18,11 +18,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from devenv.support.configs import sample_config
 from devenv.support.serving import loopback_options
-from webhook import pki
-from webhook.certs import rotation
+from webhook.certs import pki, rotation
 from webhook.cli import build_parser
 from webhook.cli import certs as certs_command
-from webhook.server import NamesOnlySource, start_server
+from webhook.server.app import NamesOnlySource, start_server
 
 SERVICE_NAMES = pki.service_dns_names("pull-secret-webhook", "pull-secret-webhook")
 #: The name the API server dials for a Service-backed webhook.

@@ -20,12 +20,12 @@ import yaml
 
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
+from webhook.certs.pki import make_ca
 from webhook.cli.serve import _count
-from webhook.configload import load_config
-from webhook.configwatch import ConfigStore, ConfigWatcher
-from webhook.metrics import Metrics
-from webhook.pki import make_ca
-from webhook.server import NamesOnlySource, RunningServer, start_server
+from webhook.config.load import load_config
+from webhook.config.watch import ConfigStore, ConfigWatcher
+from webhook.server.app import NamesOnlySource, RunningServer, start_server
+from webhook.telemetry.metrics import Metrics
 
 HARBOR = "harbor.example.com/team/app:1"
 QUAY = "quay.example.com/team/app:1"
@@ -168,7 +168,7 @@ async def test_a_changed_auth_changes_the_secret(reloading: Reloading) -> None:
 async def test_a_broken_config_is_refused_and_the_last_good_one_keeps_serving(
     reloading: Reloading, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="webhook.configwatch")
+    caplog.set_level(logging.WARNING, logger="webhook.config.watch")
     good = await reloading.secrets_for(HARBOR)
     reloading.volume.write("registries:\n  - {name: Bad_Name, kind: quay}\nregistries: []\n")
     for _ in range(100):

@@ -15,12 +15,12 @@ import pytest
 
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
-from webhook import server as server_module
-from webhook.budget import Budget, BudgetExhausted
-from webhook.config import Config
-from webhook.connections import HANDSHAKE_TIMEOUT, KEEPALIVE_TIMEOUT
-from webhook.pki import make_ca
-from webhook.server import NamesOnlySource, RunningServer, start_server
+from webhook.certs.pki import make_ca
+from webhook.config.schema import Config
+from webhook.server import app as server_module
+from webhook.server.app import NamesOnlySource, RunningServer, start_server
+from webhook.server.budget import Budget, BudgetExhausted
+from webhook.server.connections import HANDSHAKE_TIMEOUT, KEEPALIVE_TIMEOUT
 
 
 @dataclass

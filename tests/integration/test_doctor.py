@@ -19,7 +19,7 @@ from tests.integration.conftest import CLUSTER_ISSUER, Clock, MemoryKube
 from tests.support.aws import MOTO_EXPIRES_AT, aws_env
 from tests.support.azure import APP_SECRET, Azure, azure, azure_env
 from webhook.cli import doctor
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
 from webhook.credentials.acr import ROLE_HINT
 
 __all__ = ["aws_env", "azure", "azure_env"]

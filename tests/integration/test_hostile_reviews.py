@@ -14,7 +14,7 @@ import pytest
 from devenv.support.reviews import make_pod, make_review
 from tests.support.hostile import REFUSAL_MAX_BYTES, check_logs, check_reply
 from tests.support.threaded import ThreadedServer, threaded_server
-from webhook.reviews import MAX_DEPTH, MAX_VALUES
+from webhook.admission.reviews import MAX_DEPTH, MAX_VALUES
 
 ACR = "contoso.azurecr.io/app:1"
 

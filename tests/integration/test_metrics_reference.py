@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devenv.serve import Serve, free_port
 from devenv.support.reviews import make_pod, make_review
-from webhook.metrics import Metrics
-from webhook.pki import make_ca, make_serving_cert
+from webhook.certs.pki import make_ca, make_serving_cert
+from webhook.telemetry.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "metrics.md"

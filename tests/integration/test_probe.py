@@ -16,7 +16,7 @@ import yaml
 from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.serving import write_serving_pair
-from webhook.pki import make_ca
+from webhook.certs.pki import make_ca
 
 REPO = Path(__file__).resolve().parents[2]
 #: A cold interpreter imports aiohttp, azure and boto3 before it listens.

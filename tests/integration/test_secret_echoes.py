@@ -23,12 +23,12 @@ from devenv.support.reviews import make_pod, make_review
 from tests.integration.conftest import Clock, MemoryKube
 from tests.support.aws import aws_env, clock, ecr_config, new_cache, pull_need
 from tests.support.azure import SECRET_NAMESPACE, Azure, azure, azure_env
-from webhook.admission import Plan, plan, respond
-from webhook.config import Config
+from webhook.admission.decision import Plan, plan, respond
+from webhook.admission.reviews import AdmissionResponse, decode_review
+from webhook.config.schema import Config
 from webhook.credentials import RegistryAuthError
-from webhook.logs import JsonFormatter, TextFormatter
-from webhook.pullsecrets import PullSecretManager
-from webhook.reviews import AdmissionResponse, decode_review
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.telemetry.logs import JsonFormatter, TextFormatter
 
 __all__ = ["aws_env", "azure", "azure_env", "clock"]
 

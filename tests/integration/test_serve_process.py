@@ -20,7 +20,7 @@ from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
-from webhook.pki import make_ca
+from webhook.certs.pki import make_ca
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,8 +20,8 @@ from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import write_serving_pair
-from webhook.pki import KeyPair, make_ca
-from webhook.workers import PUSH_SECONDS
+from webhook.certs.pki import KeyPair, make_ca
+from webhook.server.workers import PUSH_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ import pytest
 
 from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options
-from webhook.admission import Outcome, SecretSource
-from webhook.config import Config
-from webhook.needs import PullNeed
-from webhook.pki import KeyPair, make_ca, make_serving_cert
-from webhook.server import (
+from webhook.admission.decision import Outcome, SecretSource
+from webhook.admission.needs import PullNeed
+from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
+from webhook.config.schema import Config
+from webhook.server.app import (
     MAX_BODY_BYTES,
     NamesOnlySource,
     RunningServer,

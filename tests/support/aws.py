@@ -13,10 +13,10 @@ import pytest
 from devenv.peers.aws import TEST_CREDENTIALS, MotoProxy
 from tests.integration import conftest
 from tests.integration.conftest import Clock, MemoryKube
-from webhook.config import Config
-from webhook.configload import parse_config
+from webhook.admission.needs import PullNeed
+from webhook.config.load import parse_config
+from webhook.config.schema import Config
 from webhook.credentials import CredentialCache, RetryPolicy
-from webhook.needs import PullNeed
 
 #: moto's GetAuthorizationToken always answers expiresAt = 2015-01-01T00:00:00Z.
 MOTO_EXPIRES_AT = datetime.datetime(2015, 1, 1, tzinfo=datetime.UTC).timestamp()

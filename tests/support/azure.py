@@ -14,10 +14,10 @@ from devenv.peers.acr import AcrRegistry
 from devenv.peers.azure import AzureEmulator
 from devenv.peers.directory import Principal
 from tests.integration.conftest import CLUSTER_ISSUER, MemoryKube, pull_need
-from webhook.config import Config
-from webhook.configload import parse_config
+from webhook.admission.needs import PullNeed
+from webhook.config.load import parse_config
+from webhook.config.schema import Config
 from webhook.credentials import CredentialCache, RetryPolicy
-from webhook.needs import PullNeed
 
 #: Retries in milliseconds: the tests check how often, not how patiently.
 FAST = RetryPolicy(first_delay=0.01, max_delay=0.05)

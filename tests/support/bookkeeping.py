@@ -8,10 +8,10 @@ from typing import Any
 
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
-from webhook.config import Config
+from webhook.admission.needs import PullNeed, pull_needs
+from webhook.config.schema import Config
 from webhook.credentials.base import Credential
-from webhook.needs import PullNeed, pull_needs
-from webhook.records import record_name
+from webhook.pullsecrets.records import record_name
 
 ACR = "contoso.azurecr.io/app:1"
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from tests.support.manifests import REPO, Obj, one
-from webhook import pki
+from webhook.certs import pki
 
 _BLOCK_RE = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
 

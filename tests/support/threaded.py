@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from devenv.support.configs import sample_config
-from webhook.logs import _ContextFilter
-from webhook.pki import make_ca, make_serving_cert
-from webhook.server import NamesOnlySource, RunningServer, ServeOptions, start_server
+from webhook.certs.pki import make_ca, make_serving_cert
+from webhook.server.app import NamesOnlySource, RunningServer, ServeOptions, start_server
+from webhook.telemetry.logs import _ContextFilter
 
 
 class RecordingHandler(logging.Handler):

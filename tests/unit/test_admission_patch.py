@@ -10,10 +10,10 @@ import jsonpatch
 import pytest
 
 from devenv.support.reviews import make_pod, make_review
-from webhook import admission
-from webhook.admission import NeedStatus, Outcome, Plan, Skip
-from webhook.config import Config
-from webhook.reviews import AdmissionRequest, AdmissionResponse
+from webhook.admission import decision as admission
+from webhook.admission.decision import NeedStatus, Outcome, Plan, Skip
+from webhook.admission.reviews import AdmissionRequest, AdmissionResponse
+from webhook.config.schema import Config
 
 ACR = "contoso.azurecr.io/app:1"
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:2"

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.kubeapi import KubeAPIError
-from webhook.kubeerrors import (
+from webhook.kube.errors import (
     ApiError,
     BadRequestError,
     ConflictError,
@@ -29,21 +28,22 @@ from webhook.kubeerrors import (
     UnreachableError,
     for_status,
 )
+from webhook.kube.objects import KubeAPIError
 
 REPO = Path(__file__).resolve().parents[2]
 
 #: Where a status may be read as a number, and why.
 READS_STATUSES = {
     # The Kubernetes client: it chooses the class from the status, once.
-    "webhook/kubeerrors.py": "chooses the error class from the status",
-    "webhook/kubeclient.py": "turns an answer into success or an ApiError",
+    "webhook/kube/errors.py": "chooses the error class from the status",
+    "webhook/kube/client.py": "turns an answer into success or an ApiError",
     # Other services' HTTP answers, classified by the client of that service where it
     # reads them (a registry's token endpoint, Entra ID, AWS): not the Kubernetes API.
     "webhook/credentials/acr.py": "the ACR token exchange's own answer",
     "webhook/credentials/entra.py": "Entra ID's own answer",
     "webhook/credentials/ecr_errors.py": "AWS's own answer",
     # The webhook's own answer to a malformed review (400, 405, 429), not a call's.
-    "webhook/reviews.py": "the status the webhook itself answers a bad review with",
+    "webhook/admission/reviews.py": "the status the webhook itself answers a bad review with",
 }
 
 #: Names under which a status travels.
@@ -88,7 +88,7 @@ def test_no_status_is_compared_with_a_number_outside_the_client() -> None:
         if where in READS_STATUSES:
             continue
         offenders += [f"{where}:{line}" for line in status_comparisons(path.read_text())]
-    assert offenders == [], "catch the ApiError subclass (webhook.kubeerrors) instead"
+    assert offenders == [], "catch the ApiError subclass (webhook.kube.errors) instead"
 
 
 @pytest.mark.parametrize(

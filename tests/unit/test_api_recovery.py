@@ -17,21 +17,25 @@ from devenv.support.configs import sample_document
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
-from webhook import informer as informer_module
-from webhook import retries
-from webhook.apihealth import JITTER, PROBE_MAX_SECONDS, ApiHealth
-from webhook.config import Config
-from webhook.configload import parse_config
-from webhook.configwatch import ConfigStore
+from webhook.admission.needs import PullNeed, pull_needs
+from webhook.config.load import parse_config
+from webhook.config.schema import Config
+from webhook.config.watch import ConfigStore
 from webhook.credentials.base import Credential, RegistryAuthError
-from webhook.informer import RECOVERY_SPREAD_SECONDS, Informer
-from webhook.kubeapi import KubeAPIError
-from webhook.namespaces import NamespaceIndex
-from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret
-from webhook.refresher import Refresher
-from webhook.retries import RESUME_SPREAD_MIN, RETRY_API_FIRST_SECONDS, RETRY_FIRST_SECONDS
+from webhook.kube import informer as informer_module
+from webhook.kube.health import JITTER, PROBE_MAX_SECONDS, ApiHealth
+from webhook.kube.informer import RECOVERY_SPREAD_SECONDS, Informer
+from webhook.kube.objects import KubeAPIError
+from webhook.pullsecrets import retries
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.pullsecrets.namespaces import NamespaceIndex
+from webhook.pullsecrets.records import ManagedSecret
+from webhook.pullsecrets.retries import (
+    RESUME_SPREAD_MIN,
+    RETRY_API_FIRST_SECONDS,
+    RETRY_FIRST_SECONDS,
+)
+from webhook.upkeep.refresher import Refresher
 
 ACR = "contoso.azurecr.io/app:1"
 #: The API server's return is noticed by the next probe (at most PROBE_MAX_SECONDS,

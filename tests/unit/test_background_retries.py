@@ -12,10 +12,10 @@ import pytest
 
 from devenv.support.configs import sample_config
 from devenv.support.reviews import make_pod
-from webhook import retries
-from webhook.admission import NeedStatus
-from webhook.needs import PullNeed, pull_needs
-from webhook.retries import BackgroundRetries
+from webhook.admission.decision import NeedStatus
+from webhook.admission.needs import PullNeed, pull_needs
+from webhook.pullsecrets import retries
+from webhook.pullsecrets.retries import BackgroundRetries
 
 PENDING = NeedStatus("pending", "token-exchange 503")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from devenv.support.configs import sample_document
+from webhook.certs.pki import make_ca
 from webhook.cli import main
-from webhook.configfile import MAX_EXPANDED_NODES, MAX_FILE_BYTES
-from webhook.configload import ConfigError, load_config
-from webhook.pki import make_ca
+from webhook.config.files import MAX_EXPANDED_NODES, MAX_FILE_BYTES
+from webhook.config.load import ConfigError, load_config
 
 GENERIC = """\
 registries:

@@ -18,17 +18,17 @@ from devenv.support.configs import sample_config
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
-from webhook import refresher as refresher_module
-from webhook.config import Config, ConfigStore, RefreshSettings
-from webhook.configload import load_config
-from webhook.configwatch import ConfigWatcher
+from webhook.admission.needs import PullNeed, pull_needs
+from webhook.config.load import load_config
+from webhook.config.schema import Config, ConfigStore, RefreshSettings
+from webhook.config.watch import ConfigWatcher
 from webhook.credentials.base import EXPIRY_MARGIN, Attempt, Credential
 from webhook.credentials.cache import CredentialCache
-from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import CLAIM_SECONDS, PullSecretManager
-from webhook.refresher import Refresher
-from webhook.renewals import renew_at
-from webhook.rfc3339 import from_rfc3339
+from webhook.kube.rfc3339 import from_rfc3339
+from webhook.pullsecrets.manager import CLAIM_SECONDS, PullSecretManager
+from webhook.pullsecrets.renewals import renew_at
+from webhook.upkeep import refresher as refresher_module
+from webhook.upkeep.refresher import Refresher
 
 ACR = "contoso.azurecr.io/app:1"
 #: A credential lifetime long enough for fraction arithmetic to be exact to the second.
@@ -154,7 +154,7 @@ def watcher(tmp_path: Path, text: str = GOOD) -> tuple[ConfigWatcher, list[bool]
 def test_a_setting_that_needs_a_restart_is_refused_by_name(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, setting: str, text: str, reason: str
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="webhook.configwatch")
+    caplog.set_level(logging.WARNING, logger="webhook.config.watch")
     w, results = watcher(tmp_path)
     before = w.store.current
     w.path.write_text(text)
@@ -178,7 +178,7 @@ def test_a_setting_that_needs_a_restart_is_refused_by_name(
 def test_a_broken_file_is_refused_logged_and_a_valid_change_after_it_is_applied(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, broken: bytes
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="webhook.configwatch")
+    caplog.set_level(logging.WARNING, logger="webhook.config.watch")
     w, results = watcher(tmp_path)
     w.path.write_bytes(broken)
     assert w.check() is False

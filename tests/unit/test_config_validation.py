@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from devenv.support.configs import sample_document
-from webhook.config import AcrAuth, AcrEntry, EcrAuth, GenericAuth
-from webhook.configload import ConfigError, load_config, parse_config
+from webhook.config.load import ConfigError, load_config, parse_config
+from webhook.config.schema import AcrAuth, AcrEntry, EcrAuth, GenericAuth
 
 
 def test_sample_config_parses_into_typed_entries() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhook.connections import IDLE_LOOKAHEAD, ConnectionGuard, _Accepted
+from webhook.server.connections import IDLE_LOOKAHEAD, ConnectionGuard, _Accepted
 
 
 @pytest.fixture

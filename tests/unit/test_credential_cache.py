@@ -16,7 +16,8 @@ from typing import get_args
 import pytest
 
 from devenv.support.configs import sample_config
-from webhook.config import Config, RegistryEntry
+from webhook.admission.needs import PullNeed, match_images
+from webhook.config.schema import Config, RegistryEntry
 from webhook.credentials import Credential, CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.acr import AcrProvider
 from webhook.credentials.base import EXPIRY_MARGIN, Attempt
@@ -28,7 +29,6 @@ from webhook.credentials.cache import (
 )
 from webhook.credentials.ecr import EcrProvider
 from webhook.credentials.generic import GenericProvider
-from webhook.needs import PullNeed, match_images
 
 FAST = RetryPolicy(first_delay=0.001, max_delay=0.005)
 LIFETIME = 3600.0
@@ -356,7 +356,7 @@ async def test_a_timeout_names_the_step_and_code_the_exchange_is_retrying(
 PRELOAD_SCRIPT = """
 import sys
 from devenv.support.configs import sample_document
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
 from webhook.credentials.cache import import_providers
 
 document = sample_document()

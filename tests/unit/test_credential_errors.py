@@ -17,12 +17,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from webhook.config import SecretRef
+from webhook.config.schema import SecretRef
 from webhook.credentials import Credential, RegistryAuthError
 from webhook.credentials.base import Attempt, jwt_claims, scrub
 from webhook.credentials.ecr_errors import map_boto_error
 from webhook.credentials.kubeio import read_secret
-from webhook.kubeapi import KubeAPIError
+from webhook.kube.objects import KubeAPIError
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 
 import pytest
 
-from webhook.config import Config
-from webhook.configload import parse_config
+from webhook.admission.needs import PullNeed, match_images
+from webhook.config.load import parse_config
+from webhook.config.schema import Config
 from webhook.credentials import CredentialCache, RegistryAuthError
 from webhook.credentials.generic import NOMINAL_LIFETIME, RECHECK_SECONDS
-from webhook.kubeapi import SecretData
-from webhook.needs import PullNeed, match_images
+from webhook.kube.objects import SecretData
 
 HOST = "harbor.example.com"
 NAMESPACE = "pull-secret-webhook"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from devenv.support.memkube import MemKube
-from webhook.election import LEASE_SECONDS, LeaderElector
-from webhook.kubeapi import KubeAPIError
+from webhook.kube.objects import KubeAPIError
+from webhook.upkeep.election import LEASE_SECONDS, LeaderElector
 
 HOME, NAME = "pull-secret-webhook", "pull-secret-webhook"
 

@@ -1,5 +1,5 @@
 """Self-healing's choices, on pods as the pods watch shows them: which stuck pods are
-evicted, which are only reported, and the limits on evictions (webhook/healing.py).
+evicted, which are only reported, and the limits on evictions (webhook/upkeep/healing.py).
 tests/e2e/test_node_healing.py replays an outage on a real node."""
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ import pytest
 
 from devenv.support.configs import sample_document
 from devenv.support.memkube import MemKube
-from webhook.config import Config, ConfigStore
-from webhook.configload import parse_config
-from webhook.healing import (
+from webhook.admission.needs import match_image
+from webhook.config.load import parse_config
+from webhook.config.schema import Config, ConfigStore
+from webhook.kube.calls import PodRefs
+from webhook.kube.podstatus import failing_images, pull_failure_view
+from webhook.kube.rfc3339 import to_rfc3339
+from webhook.telemetry.metrics import Metrics
+from webhook.upkeep.healing import (
     BLOCKED_RETRY,
     CLUSTER_EVICTIONS,
     CONTROLLER_KINDS,
@@ -26,11 +31,6 @@ from webhook.healing import (
     StuckPods,
     select,
 )
-from webhook.kube import PodRefs
-from webhook.metrics import Metrics
-from webhook.needs import match_image
-from webhook.podstatus import failing_images, pull_failure_view
-from webhook.rfc3339 import to_rfc3339
 
 MANAGED = "contoso.azurecr.io/app:v1"  # the sample config's "contoso" entry
 OTHER = "quay.io/someone/else:v1"  # no entry matches

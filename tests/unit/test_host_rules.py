@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.config import Config
-from webhook.needs import match_images
-from webhook.registries import HostRule, parse_ecr_host
+from webhook.admission.needs import match_images
+from webhook.config.hosts import HostRule, parse_ecr_host
+from webhook.config.schema import Config
 
 ACR_FAMILY = HostRule(
     kind="acr", family=True, suffixes=("azurecr.io", "azurecr.cn", "azurecr.us", "azurecr.de")

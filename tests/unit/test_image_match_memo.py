@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from devenv.support.configs import sample_config
 from devenv.support.reviews import make_pod
-from webhook.needs import MATCH_CACHE_SIZE, match_image, match_images, pull_needs
+from webhook.admission.needs import MATCH_CACHE_SIZE, match_image, match_images, pull_needs
 
 
 def test_image_answers_are_memoised_per_config_and_match_a_fresh_computation() -> None:

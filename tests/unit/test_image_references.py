@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.images import InvalidReference, parse_image
+from webhook.admission.images import InvalidReference, parse_image
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

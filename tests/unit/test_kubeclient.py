@@ -21,9 +21,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from webhook import pki
-from webhook.kubeapi import KubeAPIError
-from webhook.kubeclient import (
+from webhook.certs import pki
+from webhook.kube.client import (
     JSON_PATCH,
     ApiClient,
     KubeconfigError,
@@ -31,7 +30,8 @@ from webhook.kubeclient import (
     load_in_cluster,
     resource_path,
 )
-from webhook.kubeconfig import load_kubeconfig
+from webhook.kube.kubeconfig import load_kubeconfig
+from webhook.kube.objects import KubeAPIError
 
 
 def b64(data: bytes) -> str:
@@ -536,7 +536,7 @@ async def test_an_auth_provider_that_would_need_a_refresh_says_what_to_do_instea
 LOADS_AS_SERVE_DOES = """
 import asyncio, sys
 from pathlib import Path
-from webhook import kubeclient
+from webhook.kube import client as kubeclient
 from webhook.cli import build_parser
 build_parser()
 kubeclient.SERVICE_ACCOUNT_DIR = Path(sys.argv[1])

@@ -17,12 +17,12 @@ from tests.support.manifests import (
     kustomize,
     one,
 )
-from webhook import pki
-from webhook.admission import OPT_OUT_LABEL, OPT_OUT_VALUE
+from webhook.admission.decision import OPT_OUT_LABEL, OPT_OUT_VALUE
+from webhook.certs import pki
 from webhook.cli import build_parser
 from webhook.cli.common import DEFAULT_CERT_DIR, DEFAULT_CONFIG
-from webhook.config import AdmissionSettings
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
+from webhook.config.schema import AdmissionSettings
 
 NAME = "pull-secret-webhook"
 NAMESPACE = "pull-secret-webhook"

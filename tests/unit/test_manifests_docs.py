@@ -17,7 +17,7 @@ from tests.support.docs import (
     yaml_blocks,
 )
 from tests.support.manifests import REPO, helm_template, kustomize, one
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "certs" / "README.md"]
 

@@ -21,7 +21,7 @@ from tests.support.manifests import (
     run_tool,
     without_generated_hash,
 )
-from webhook.configload import parse_config
+from webhook.config.load import parse_config
 
 #: Objects only the kustomize base has: Helm leaves the release namespace to
 #: `--create-namespace` (and never deletes it on uninstall).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.needs import valid_service_account_name
-from webhook.ratelimit import NamespaceRate
+from webhook.admission.needs import valid_service_account_name
+from webhook.pullsecrets.ratelimit import NamespaceRate
 
 
 class Clock:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from devenv.support.hotpath import opted_in
-from webhook.informer import Informer
-from webhook.kubeapi import KubeAPIError
-from webhook.namespaces import NamespaceIndex
+from webhook.kube.informer import Informer
+from webhook.kube.objects import KubeAPIError
+from webhook.pullsecrets.namespaces import NamespaceIndex
 
 
 def namespace(name: str, *, label: str | None = None, phase: str = "Active") -> dict[str, Any]:

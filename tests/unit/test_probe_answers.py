@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from webhook.admission.reviews import decode_review
 from webhook.cli.probe import PROBE_IMAGE, ProbeError, check_answer, probe_review
-from webhook.reviews import decode_review
 
 UID = "3f1c6f2e-0d6e-4c1b-9f7a-2f4b9a1d8c55"
 

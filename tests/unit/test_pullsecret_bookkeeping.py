@@ -19,16 +19,16 @@ from tests.support.bookkeeping import (
     need_of,
     record_of,
 )
-from webhook.config import Config
-from webhook.configload import parse_config
+from webhook.admission.needs import PullNeed, pull_needs
+from webhook.config.load import parse_config
+from webhook.config.schema import Config
 from webhook.credentials.base import Credential
-from webhook.kubeerrors import ApiError
-from webhook.needs import PullNeed, pull_needs
-from webhook.pullsecrets import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
-from webhook.records import ManagedSecret, Markers
-from webhook.references import References
-from webhook.refresher import PassReport, Refresher
-from webhook.secretschema import ANN_EXPIRES, MANAGED_BY, MANAGER
+from webhook.kube.errors import ApiError
+from webhook.pullsecrets.manager import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
+from webhook.pullsecrets.records import ManagedSecret, Markers
+from webhook.pullsecrets.secret import ANN_EXPIRES, MANAGED_BY, MANAGER
+from webhook.upkeep.references import References
+from webhook.upkeep.refresher import PassReport, Refresher
 
 
 def manager(config: Config, kube: MemKube, minter: Minter | None = None) -> PullSecretManager:

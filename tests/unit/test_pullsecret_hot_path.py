@@ -8,9 +8,9 @@ import pytest
 
 from devenv.support.hotpath import known_secret, offline_manager, remember
 from devenv.support.reviews import make_pod
-from webhook.config import Config
-from webhook.needs import pull_needs
-from webhook.records import ManagedSecret
+from webhook.admission.needs import pull_needs
+from webhook.config.schema import Config
+from webhook.pullsecrets.records import ManagedSecret
 
 ACR = "contoso.azurecr.io/app:1"
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:2"

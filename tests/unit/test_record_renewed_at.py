@@ -17,10 +17,10 @@ from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from tests.support.bookkeeping import Minter, need_of, record_of
 from tests.support.manifests import CHART, REPO
-from webhook.config import Config
-from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret
-from webhook.rfc3339 import to_rfc3339
+from webhook.config.schema import Config
+from webhook.kube.rfc3339 import to_rfc3339
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.pullsecrets.records import ManagedSecret
 
 
 class Clock:

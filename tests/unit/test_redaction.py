@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from webhook.redact import REDACTED, Redactor
+from webhook.telemetry.redact import REDACTED, Redactor
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE9q"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"

@@ -16,12 +16,11 @@ from typing import Any
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from tests.support.bookkeeping import Minter, need_of
-from webhook.config import Config
+from webhook.config.schema import Config
 from webhook.credentials.base import EXPIRY_MARGIN, Credential
-from webhook.pullsecrets import PullSecretManager
-from webhook.records import ManagedSecret, marker_object
-from webhook.refresher import Refresher
-from webhook.renewals import (
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.pullsecrets.records import ManagedSecret, marker_object
+from webhook.pullsecrets.renewals import (
     JITTER_SHARE,
     RENEWAL_BURST,
     RENEWALS_PER_SECOND,
@@ -29,6 +28,7 @@ from webhook.renewals import (
     Pace,
     renew_at,
 )
+from webhook.upkeep.refresher import Refresher
 
 #: ECR's token lifetime (12 h): one GetAuthorizationToken serves every namespace of a
 #: principal, so a storm's secrets really do share one credential and one issue time.
@@ -192,7 +192,7 @@ async def test_the_leaders_write_rate_never_exceeds_the_bound_when_all_fall_due_
     assert len(times) == 2 * count  # the Secret and its record, per renewal
     # A token bucket: in any second, at most its burst plus one second's rate of
     # renewals, two writes each.
-    # The documented bound (webhook.renewals): 10 renewals a second after a burst of 10.
+    # The documented bound (webhook.pullsecrets.renewals): 10 renewals a second after a burst of 10.
     assert (RENEWALS_PER_SECOND, RENEWAL_BURST) == (10.0, 10)
     bound = 2 * (RENEWAL_BURST + RENEWALS_PER_SECOND)
     for i, t in enumerate(times):

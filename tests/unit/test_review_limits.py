@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from webhook.reviews import (
+from webhook.admission.reviews import (
     MAX_DEPTH,
     MAX_VALUES,
     BadReview,

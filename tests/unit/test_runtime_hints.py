@@ -10,12 +10,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.manifests import REPO
-from webhook.config import AcrAuth, acr_scope
-from webhook.configload import parse_config
+from webhook.config.hosts import acr_registry_name
+from webhook.config.load import parse_config
+from webhook.config.schema import AcrAuth, acr_scope
 from webhook.credentials.acr import ROLE_HINT
 from webhook.credentials.base import Attempt
 from webhook.credentials.ecr_errors import map_boto_error
-from webhook.registries import acr_registry_name
 
 
 def test_an_ecr_access_denied_names_the_policy_the_guides_attach() -> None:

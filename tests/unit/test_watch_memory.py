@@ -9,13 +9,13 @@ import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
-from webhook.informer import Informer
-from webhook.kube import LIST_PAGE, Kube, PodRefs, _marker_view
-from webhook.kubeapi import INJECT_LABEL
-from webhook.kubeclient import ApiClient
-from webhook.namespaces import NamespaceIndex
-from webhook.records import Markers, marker_object
-from webhook.references import References
+from webhook.kube.calls import LIST_PAGE, Kube, PodRefs, _marker_view
+from webhook.kube.client import ApiClient
+from webhook.kube.informer import Informer
+from webhook.kube.objects import INJECT_LABEL
+from webhook.pullsecrets.namespaces import NamespaceIndex
+from webhook.pullsecrets.records import Markers, marker_object
+from webhook.upkeep.references import References
 
 
 class PagedNamespaces:

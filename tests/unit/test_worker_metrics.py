@@ -8,8 +8,8 @@ import socket
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook import workers
-from webhook.metrics import Metrics
+from webhook.server import workers
+from webhook.telemetry.metrics import Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from webhook.kubeerrors import ApiError
-from webhook.policycheck import (
+from webhook.kube.errors import ApiError
+from webhook.upkeep.policycheck import (
     CHECK_SECRET,
     RECHECK_SECONDS,
     START_GRACE_SECONDS,

@@ -11,9 +11,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from webhook import pki
+from webhook.certs import pki
 from webhook.certs.rotation import CertsError, Existing, load_certs, pem_bundle
-from webhook.kubeclient import (
+from webhook.kube.client import (
     CORE_API,
     JSON_PATCH,
     ApiClient,
@@ -21,7 +21,7 @@ from webhook.kubeclient import (
     connect,
     resource_path,
 )
-from webhook.kubeerrors import (
+from webhook.kube.errors import (
     ApiError,
     ConflictError,
     ForbiddenError,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from webhook import pki
+from webhook.certs import pki
 from webhook.certs.rotation import Existing, Issued, load_certs, pem_bundle
 
 

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook import pki
+from webhook.certs import pki
 
 #: Reuse the CA while it is valid for more than this. Its successor must be in the
 #: caBundle before it expires; 30 days leaves room for a monthly rotation job to miss a run.

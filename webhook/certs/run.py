@@ -9,7 +9,7 @@ from typing import TextIO
 
 from cryptography import x509
 
-from webhook import pki
+from webhook.certs import pki
 from webhook.certs.cluster import Cluster, api_client
 from webhook.certs.files import read_files, write_file, write_files
 from webhook.certs.rotation import (

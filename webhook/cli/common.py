@@ -6,8 +6,8 @@ import argparse
 import os
 from typing import TextIO, TypeAlias
 
-from webhook.config import Config
-from webhook.configload import ConfigError, load_config
+from webhook.config.load import ConfigError, load_config
+from webhook.config.schema import Config
 
 DEFAULT_CONFIG = "/etc/pull-secret-webhook/config.yaml"
 DEFAULT_CERT_DIR = "/etc/pull-secret-webhook/tls"

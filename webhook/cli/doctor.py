@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from webhook.admission.needs import PullNeed
 from webhook.cli.common import Commands, add_config_option, config_path, load
-from webhook.config import AcrEntry, Config, EcrEntry, RegistryEntry
+from webhook.config.schema import AcrEntry, Config, EcrEntry, RegistryEntry
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.base import (
     Credential,
@@ -27,7 +28,6 @@ from webhook.credentials.base import (
     principal_for,
 )
 from webhook.credentials.retry import with_retries
-from webhook.needs import PullNeed
 
 #: How long one registry may take: room for two or three attempts at a slow
 #: endpoint, short enough that a broken setup answers within a minute.
@@ -228,7 +228,7 @@ async def _with_kube(
     """Runs with Kubernetes access when a kubeconfig is given or we run in a cluster."""
     if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return await run(config, out=out, hosts=hosts, service_account=service_account)
-    from webhook.kube import Kube, connect
+    from webhook.kube.calls import Kube, connect
 
     try:
         kube = Kube(await connect(kubeconfig))

@@ -11,10 +11,10 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
+from webhook.admission.needs import ImageMatch, match_images
 from webhook.cli.common import Commands, add_config_option, config_path, load
-from webhook.config import AcrEntry, Config
-from webhook.needs import ImageMatch, match_images
-from webhook.registries import family_of, parse_ecr_host
+from webhook.config.hosts import family_of, parse_ecr_host
+from webhook.config.schema import AcrEntry, Config
 
 
 def add_commands(sub: Commands) -> None:

@@ -23,8 +23,8 @@ import urllib.request
 import uuid
 from typing import Any, TextIO
 
+from webhook.admission.reviews import API_VERSION, KIND
 from webhook.cli.common import DEFAULT_CERT_DIR, Commands, DefaultsFormatter
-from webhook.reviews import API_VERSION, KIND
 
 #: The image of the probe pod; see the module docstring.
 PROBE_IMAGE = "probe.invalid/pull-secret-webhook/probe:1"

@@ -13,8 +13,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TextIO
 
-from webhook import kubeclient
-from webhook.admission import SecretSource
+from webhook.admission.decision import SecretSource
 from webhook.cli.common import (
     DEFAULT_CERT_DIR,
     Commands,
@@ -22,18 +21,14 @@ from webhook.cli.common import (
     config_path,
     load,
 )
-from webhook.config import Config, ConfigStore
-from webhook.configwatch import ConfigWatcher
+from webhook.config.schema import Config, ConfigStore
+from webhook.config.watch import ConfigWatcher
 from webhook.credentials.cache import CredentialCache, import_providers
-from webhook.healing import Healer
-from webhook.kube import Kube
-from webhook.kubeclient import ApiClient, Connection, KubeconfigError
-from webhook.logs import log_context, setup_logging
-from webhook.metrics import Metrics
-from webhook.policycheck import GAUGE, PolicyCheck
-from webhook.pullsecrets import PullSecretManager
-from webhook.refresher import Refresher
-from webhook.server import (
+from webhook.kube import client as kubeclient
+from webhook.kube.calls import Kube
+from webhook.kube.client import ApiClient, Connection, KubeconfigError
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.server.app import (
     SHUTDOWN_TIMEOUT,
     NamesOnlySource,
     ServeOptions,
@@ -41,7 +36,7 @@ from webhook.server import (
     serve_forever,
     start_server,
 )
-from webhook.workers import (
+from webhook.server.workers import (
     SINGLE,
     Secondaries,
     Worker,
@@ -49,6 +44,11 @@ from webhook.workers import (
     fork_workers,
     push_totals,
 )
+from webhook.telemetry.logs import log_context, setup_logging
+from webhook.telemetry.metrics import Metrics
+from webhook.upkeep.healing import Healer
+from webhook.upkeep.policycheck import GAUGE, PolicyCheck
+from webhook.upkeep.refresher import Refresher
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ async def start_manager(
     state.ready_checks.append(manager.not_ready_reason)
     if not leader_election:
         return manager
-    # The replica's primary proves the write policy binds its identity (webhook.policycheck).
+    # The replica's primary proves the write policy binds its identity (webhook.upkeep.policycheck).
     check = PolicyCheck(
         kube,
         store.current.namespace,  # refused on reload: fixed for the process

@@ -13,7 +13,7 @@ from webhook.credentials.base import (
 )
 from webhook.credentials.cache import CredentialCache
 from webhook.credentials.retry import RetryPolicy
-from webhook.kubeapi import SecretData
+from webhook.kube.objects import SecretData
 
 __all__ = [
     "ACR_USERNAME",

@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport, AsyncHttpTransport
 
-from webhook.config import AcrEntry, Config
+from webhook.admission.needs import PullNeed
+from webhook.config.schema import AcrEntry, Config
 from webhook.credentials.base import (
     ACR_USERNAME,
     Attempt,
@@ -29,7 +30,6 @@ from webhook.credentials.base import (
     principal_for,
 )
 from webhook.credentials.entra import EntraToken, EntraTokens
-from webhook.needs import PullNeed
 
 #: One ACR token request rarely takes more than a second; 10 s leaves room for a
 #: slow region and still allows a retry inside the exchange budget.

@@ -15,10 +15,10 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from webhook import redact
-from webhook.config import RegistryEntry
-from webhook.kubeapi import SecretData
-from webhook.needs import PullNeed
+from webhook.admission.needs import PullNeed
+from webhook.config.schema import RegistryEntry
+from webhook.kube.objects import SecretData
+from webhook.telemetry import redact
 
 #: A credential is handed out (and a pull secret counts as fresh) only while it has a
 #: minute left: a pull that starts with it must still authenticate its last layer
@@ -65,7 +65,7 @@ class Credential:
 
 def scrub(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """One line of remote text with every secret the webhook holds and anything
-    token-shaped removed (``webhook.redact``), then cut to ``limit`` (cut after, so a
+    token-shaped removed (``webhook.telemetry.redact``), then cut to ``limit`` (cut after, so a
     secret is never cut into a prefix no rule recognises)."""
     text = redact.scrub(text)
     text = " ".join(text.split())
@@ -170,7 +170,7 @@ class SecretReader(Protocol):
     """Reads Secrets the webhook is told about (credentials, never pull secrets).
 
     Return None when the Secret does not exist. API failures raise a
-    ``webhook.kubeerrors.ApiError`` (its class says which: ``ForbiddenError``, ...).
+    ``webhook.kube.errors.ApiError`` (its class says which: ``ForbiddenError``, ...).
     """
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None: ...
@@ -179,7 +179,7 @@ class SecretReader(Protocol):
 class ServiceAccountTokens(Protocol):
     """TokenRequest and ServiceAccount reads, for per-pod identities.
 
-    Errors follow the SecretReader convention (a ``webhook.kubeerrors.ApiError``).
+    Errors follow the SecretReader convention (a ``webhook.kube.errors.ApiError``).
     """
 
     async def token(

@@ -18,7 +18,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from webhook.config import Config, ConfigStore, store_of
+from webhook.admission.needs import PullNeed
+from webhook.config.schema import Config, ConfigStore, store_of
 from webhook.credentials.base import (
     EXPIRY_MARGIN,
     Credential,
@@ -29,7 +30,6 @@ from webhook.credentials.base import (
     principal_for,
 )
 from webhook.credentials.retry import RetryPolicy, with_retries
-from webhook.needs import PullNeed
 
 if TYPE_CHECKING:
     from webhook.credentials.acr import AcrProvider

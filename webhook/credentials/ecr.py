@@ -22,7 +22,9 @@ import boto3
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
-from webhook.config import EcrAuth, EcrEntry
+from webhook.admission.needs import PullNeed
+from webhook.config.hosts import ECR_PUBLIC_HOST, parse_ecr_host
+from webhook.config.schema import EcrAuth, EcrEntry
 from webhook.credentials.base import (
     Attempt,
     Credential,
@@ -36,8 +38,6 @@ from webhook.credentials.kubeio import (
     service_account_annotations,
     service_account_token,
 )
-from webhook.needs import PullNeed
-from webhook.registries import ECR_PUBLIC_HOST, parse_ecr_host
 
 #: ECR Public's API exists only in us-east-1 (its authorization token works everywhere).
 ECR_PUBLIC_REGION = "us-east-1"

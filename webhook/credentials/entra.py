@@ -34,7 +34,7 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
-from webhook.config import DEFAULT_AUTHORITY_HOST, AcrAuth, AcrEntry
+from webhook.config.schema import DEFAULT_AUTHORITY_HOST, AcrAuth, AcrEntry
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens, jwt_claims
 from webhook.credentials.kubeio import (
     read_secret,

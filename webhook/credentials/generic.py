@@ -23,11 +23,11 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.config import GenericEntry
+from webhook.admission.needs import PullNeed
+from webhook.config.schema import GenericEntry
 from webhook.credentials.base import Attempt, Credential, SecretReader
 from webhook.credentials.kubeio import read_secret
-from webhook.kubeapi import DOCKERCONFIGJSON, SecretData
-from webhook.needs import PullNeed
+from webhook.kube.objects import DOCKERCONFIGJSON, SecretData
 
 #: How often a cached generic credential is checked against its Secret: a rotated
 #: password reaches new admissions within 30 s for the price of one GET per 30 s.

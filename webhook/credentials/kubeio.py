@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from webhook import redact
-from webhook.config import SecretRef
+from webhook.config.schema import SecretRef
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens
-from webhook.kubeapi import SecretData
-from webhook.kubeerrors import ApiError, ForbiddenError
+from webhook.kube.errors import ApiError, ForbiddenError
+from webhook.kube.objects import SecretData
+from webhook.telemetry import redact
 
 _OUTSIDE = "run inside the cluster, or give doctor a kubeconfig"
 

@@ -1,0 +1,1 @@
+"""The registry config: its schema, loading and validation, bounded file reading, reloading."""

@@ -1,0 +1,1 @@
+"""Serving: the aiohttp app, transport limits, TLS reload, worker processes."""

@@ -1,0 +1,107 @@
+"""Logging set-up: text or JSON lines, with per-request context (uid, namespace, pod, op).
+
+Every line is scrubbed of secret material on its way out (``webhook.telemetry.redact``), whatever
+logged it: a remote body quoted in an exception, a library's message, a traceback."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from webhook.telemetry import redact
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "pull_secret_webhook_log_context", default=_EMPTY
+)
+
+
+#: Context values come from requests: each is cut to this length and kept on one line.
+CONTEXT_VALUE_MAX = 253  # the longest valid Kubernetes object name
+
+
+def _safe(value: str) -> str:
+    if value.isascii() and value.isprintable() and len(value) <= CONTEXT_VALUE_MAX:
+        return value  # the usual case, at no cost
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    value = value.replace("\n", "\\n").replace("\r", "\\r")
+    return value if len(value) <= CONTEXT_VALUE_MAX else value[: CONTEXT_VALUE_MAX - 1] + "…"
+
+
+class log_context:
+    """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
+
+    A plain class rather than a generator-based context manager: it is entered twice on
+    every admission, and this costs a third as much. Values are cut and made printable
+    here: they often come straight from a request.
+    """
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: str) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        merged = dict(_context.get())
+        for key, value in self._fields.items():
+            if value:
+                merged[key] = _safe(str(value))
+        self._token = _context.set(merged)
+
+    def __exit__(self, *exc: object) -> None:
+        _context.reset(self._token)
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.ctx = dict(_context.get())
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **getattr(record, "ctx", {}),
+        }
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return redact.scrub(json.dumps(doc, separators=(",", ":")))
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ctx = getattr(record, "ctx", {})
+        if ctx:
+            line += " " + " ".join(f"{k}={v}" for k, v in ctx.items())
+        return redact.scrub(line)
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        formatter.default_msec_format = "%s.%03d"
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The SDKs log request/response details (azure-core logs headers at INFO):
+    # keep them at WARNING so nothing resembling a credential reaches the log.
+    for noisy in ("msal", "botocore", "boto3", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # azure-identity also logs every failed token request at WARNING; the webhook logs
+    # the same failure once, with the registry entry and a hint.
+    logging.getLogger("azure").setLevel(logging.ERROR)

@@ -1,0 +1,1 @@
+"""Background upkeep: leader election, renewals and collection, self-healing, the policy check."""

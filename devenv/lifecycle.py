@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
-from devenv.processes import wait_while_running
+from devenv.processes import Stopped, stop_on_signals, wait_while_running
 
 
 class _HasProcesses(Protocol):
@@ -91,3 +91,48 @@ def build_and_report(
         print(f"{name:24} {path}")
     print(f"{what} binaries ready in {time.monotonic() - started:.2f}s")
     return 0
+
+
+class _Checked(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+    def check_alive(self) -> None: ...
+
+
+def run_until_stopped(
+    parts: Sequence[_Checked],
+    errors: tuple[type[Exception], ...],
+    ready: Callable[[], Sequence[str]],
+    what: str,
+    after: Callable[[], Sequence[str]] = lambda: (),
+) -> int:
+    """``up`` of a component's command line: start ``parts`` in order, print ``ready()``
+    (its last line is what a shell evaluates, flushed at once), check every second that they
+    are alive until Ctrl-C or SIGTERM, then stop them in reverse order and print ``after()``
+    as warnings. 0 when stopped, 130 when interrupted while starting, 1 with the error when
+    a part fails."""
+    stop_on_signals()
+    started = False
+    try:
+        for part in parts:
+            part.start()
+        started = True
+        print("\n".join(ready()), flush=True)
+        print(
+            f"# Ctrl-C or SIGTERM stops {what} and removes the files", file=sys.stderr, flush=True
+        )
+        while True:
+            for part in parts:
+                part.check_alive()
+            time.sleep(1)
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Stopped):
+        return 0 if started else 130
+    finally:
+        for part in reversed(parts):
+            part.stop()
+        for problem in after():
+            print(f"warning: {problem}", file=sys.stderr)
+        print(f"# {what} stopped", file=sys.stderr)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -45,16 +46,18 @@ def pytest_runtest_makereport(
     return report
 
 
+T = TypeVar("T")
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
 
-@pytest.fixture(scope="session")
-def controlplane_binaries() -> Binaries:
-    """The binaries; skips (fails under CI=true) when they have not been built."""
+def _located(locate: Callable[[], T], missing: type[Exception]) -> T:
+    """What ``locate`` finds; skips (fails under CI=true) when it raises ``missing``."""
     try:
         return locate()
-    except MissingBinariesError as exc:
+    except missing as exc:
         problem = str(exc)
     # Outside the except block, so the report shows the message and not a chained traceback.
     if _in_ci():
@@ -63,15 +66,15 @@ def controlplane_binaries() -> Binaries:
 
 
 @pytest.fixture(scope="session")
+def controlplane_binaries() -> Binaries:
+    """The binaries; skips (fails under CI=true) when they have not been built."""
+    return _located(locate, MissingBinariesError)
+
+
+@pytest.fixture(scope="session")
 def node_binaries() -> NodeBinaries:
     """What a local node runs; skips (fails under CI=true) when something is missing."""
-    try:
-        return locate_node()
-    except MissingNodeBinariesError as exc:
-        problem = str(exc)
-    if _in_ci():
-        pytest.fail(f"CI=true and {problem}", pytrace=False)
-    pytest.skip(problem)
+    return _located(locate_node, MissingNodeBinariesError)
 
 
 @pytest.fixture(scope="session")

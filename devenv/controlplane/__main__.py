@@ -14,8 +14,7 @@ import time
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
-from devenv.lifecycle import build_and_report
-from devenv.processes import Stopped, stop_on_signals
+from devenv.lifecycle import build_and_report, run_until_stopped
 
 
 def _build() -> int:
@@ -25,36 +24,21 @@ def _build() -> int:
 
 
 def _up(verbosity: int) -> int:
-    stop_on_signals()
     try:
-        binaries = locate()
+        control_plane = ControlPlane(locate(), verbosity=verbosity)
     except MissingBinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    control_plane = ControlPlane(binaries, verbosity=verbosity)
-    try:
-        control_plane.start()
-    except ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, Stopped):
-        return 130
-    try:
-        print(f"# control plane ready in {control_plane.startup_seconds:.1f}s")
-        print(f"# server {control_plane.server}, logs in {control_plane.workdir / 'logs'}")
-        print(f"export KUBECONFIG={control_plane.kubeconfig}", flush=True)
-        print("# Ctrl-C or SIGTERM stops it and removes its files", file=sys.stderr, flush=True)
-        while True:
-            control_plane.check_alive()
-            time.sleep(1)
-    except ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, Stopped):
-        return 0
-    finally:
-        control_plane.stop()
-        print("# control plane stopped", file=sys.stderr)
+    return run_until_stopped(
+        [control_plane],
+        (ControlPlaneError,),
+        lambda: [
+            f"# control plane ready in {control_plane.startup_seconds:.1f}s",
+            f"# server {control_plane.server}, logs in {control_plane.workdir / 'logs'}",
+            f"export KUBECONFIG={control_plane.kubeconfig}",
+        ],
+        "the control plane",
+    )
 
 
 def _measure(runs: int) -> int:

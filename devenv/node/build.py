@@ -39,6 +39,8 @@ from devenv.controlplane.build import (
     cache_root,
     check_go,
     go_env_dirs,
+    is_executable,
+    require_built,
 )
 
 # Kubernetes 1.36 needs containerd >= 2.2 (containerd's RELEASES.md compatibility table);
@@ -101,10 +103,6 @@ def crictl_dir() -> Path:
     return cache_root() / f"cri-tools-{CRICTL_VERSION}" / "bin"
 
 
-def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 def is_static(path: Path) -> bool:
     """True if the ELF file has no program interpreter (runs in an empty root filesystem)."""
     try:
@@ -118,14 +116,14 @@ def is_static(path: Path) -> bool:
 
 def _system_missing() -> dict[str, str]:
     missing: dict[str, str] = {}
-    if not _is_executable(RUNC):
+    if not is_executable(RUNC):
         missing["runc"] = f"{RUNC} not found (apt-get install {SYSTEM_PACKAGES['runc']})"
     for plugin in CNI_PLUGINS:
-        if not _is_executable(CNI_BIN_DIR / plugin):
+        if not is_executable(CNI_BIN_DIR / plugin):
             missing["cni"] = (
                 f"{CNI_BIN_DIR / plugin} not found (apt-get install {SYSTEM_PACKAGES['cni']})"
             )
-    if not _is_executable(BUSYBOX) or not is_static(BUSYBOX):
+    if not is_executable(BUSYBOX) or not is_static(BUSYBOX):
         missing["busybox"] = (
             f"no statically linked {BUSYBOX} (apt-get install {SYSTEM_PACKAGES['busybox']})"
         )
@@ -155,9 +153,7 @@ def _go_install(
             env=env,
             log=log,
         )
-        for name in commands:
-            if not _is_executable(tmp / name):
-                raise BuildError(f"go install did not produce {tmp / name}")
+        require_built(tmp, commands, "go install")
         tmp.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)
@@ -224,11 +220,11 @@ def locate_node(*, allow_build: bool = False, log: TextIO | None = None) -> Node
         "containerd-shim-runc-v2": containerd_dir() / "containerd-shim-runc-v2",
         "crictl": crictl_dir() / "crictl",
     }
-    if allow_build and not all(_is_executable(path) for path in wanted.values()):
+    if allow_build and not all(is_executable(path) for path in wanted.values()):
         started = time.monotonic()
         build(log=log, components=NODE_COMPONENTS)
         with build_lock():  # one Go build at a time on the machine, as for the control plane
-            if not all(_is_executable(containerd_dir() / c) for c in CONTAINERD_COMMANDS):
+            if not all(is_executable(containerd_dir() / c) for c in CONTAINERD_COMMANDS):
                 _say(log, f"building containerd {CONTAINERD_VERSION} into {containerd_dir()}")
                 _go_install(
                     CONTAINERD_MODULE,
@@ -237,17 +233,17 @@ def locate_node(*, allow_build: bool = False, log: TextIO | None = None) -> Node
                     containerd_dir(),
                     log,
                 )
-            if not _is_executable(crictl_dir() / "crictl"):
+            if not is_executable(crictl_dir() / "crictl"):
                 _say(log, f"building crictl {CRICTL_VERSION} into {crictl_dir()}")
                 _go_install(CRICTL_MODULE, CRICTL_VERSION, ("crictl",), crictl_dir(), log)
-            if not _is_executable(kube / "pause"):
+            if not is_executable(kube / "pause"):
                 _build_pause(kube / "pause", log)
         _say(log, f"node binaries ready in {time.monotonic() - started:.1f}s")
 
     missing = {
         name: f"not built yet (expected {path})"
         for name, path in wanted.items()
-        if not _is_executable(path)
+        if not is_executable(path)
     }
     missing.update(_system_missing())
     if missing:

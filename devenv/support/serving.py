@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from webhook.certs.pki import KeyPair, make_serving_cert
+from devenv.serve import Serve, free_port
+from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
 from webhook.server.app import ServeOptions
 
 
@@ -14,6 +15,23 @@ def write_serving_pair(ca: KeyPair, directory: Path) -> None:
     make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
         directory / "tls.crt", directory / "tls.key"
     )
+
+
+def loopback_serve(directory: Path, config: str, **options: Any) -> tuple[Serve, KeyPair]:
+    """A ``python -m webhook serve`` on free loopback ports with ``config`` as its config
+    file and a serving pair in ``directory``, and the new CA that signed the pair."""
+    (directory / "config.yaml").write_text(config)
+    ca = make_ca()
+    write_serving_pair(ca, directory)
+    serve = Serve(
+        directory / "config.yaml",
+        directory / "tls.crt",
+        directory / "tls.key",
+        free_port(),
+        free_port(),
+        **options,
+    )
+    return serve, ca
 
 
 def loopback_options(directory: Path, **overrides: Any) -> ServeOptions:

@@ -157,6 +157,24 @@ def _workload_credential(
     )
 
 
+def _federated_app(emulator: AzureEmulator, subject: str = SA_SUBJECT) -> tuple[str, str]:
+    """A tenant and the client id of an app in it that trusts ``subject`` of KUBE_ISSUER."""
+    tenant = emulator.add_tenant()
+    app = emulator.register_app(tenant)
+    emulator.add_federated_credential(tenant, app.client_id, issuer=KUBE_ISSUER, subject=subject)
+    return tenant, app.client_id
+
+
+async def _workload_refused(
+    emulator: AzureEmulator, tenant: str, client_id: str, token_file: Path, code: str
+) -> ClientAuthenticationError:
+    """The workload identity exchange with ``token_file``, refused with Entra ID's ``code``."""
+    async with _workload_credential(emulator, tenant, client_id, token_file) as cred:
+        with pytest.raises(ClientAuthenticationError, match=code) as raised:
+            await cred.get_token(ACR_SCOPE)
+    return raised.value
+
+
 async def test_a_workload_identity_token_is_exchanged_when_a_federated_credential_matches(
     azure_emulator: AzureEmulator, tmp_path: Path
 ) -> None:
@@ -179,16 +197,10 @@ async def test_a_workload_identity_token_is_exchanged_when_a_federated_credentia
 async def test_a_service_account_without_a_federated_credential_fails_with_aadsts700213(
     azure_emulator: AzureEmulator, tmp_path: Path
 ) -> None:
-    tenant = azure_emulator.add_tenant()
-    app = azure_emulator.register_app(tenant)
-    azure_emulator.add_federated_credential(
-        tenant, app.client_id, issuer=KUBE_ISSUER, subject="system:serviceaccount:team-b:builder"
-    )
+    tenant, client_id = _federated_app(azure_emulator, "system:serviceaccount:team-b:builder")
     token_file = _service_account_token(tmp_path / "token", new_rsa_key())
-    async with _workload_credential(azure_emulator, tenant, app.client_id, token_file) as cred:
-        with pytest.raises(ClientAuthenticationError, match="AADSTS700213") as raised:
-            await cred.get_token(ACR_SCOPE)
-    assert SA_SUBJECT in str(raised.value)
+    refused = await _workload_refused(azure_emulator, tenant, client_id, token_file, "AADSTS700213")
+    assert SA_SUBJECT in str(refused)
 
 
 async def test_an_app_with_no_federated_credentials_fails_with_aadsts70021(
@@ -197,39 +209,25 @@ async def test_an_app_with_no_federated_credentials_fails_with_aadsts70021(
     tenant = azure_emulator.add_tenant()
     app = azure_emulator.register_app(tenant, secret="unused")
     token_file = _service_account_token(tmp_path / "token", new_rsa_key())
-    async with _workload_credential(azure_emulator, tenant, app.client_id, token_file) as cred:
-        with pytest.raises(ClientAuthenticationError, match="AADSTS70021"):
-            await cred.get_token(ACR_SCOPE)
+    await _workload_refused(azure_emulator, tenant, app.client_id, token_file, "AADSTS70021")
 
 
 async def test_an_expired_service_account_token_fails_with_aadsts700024(
     azure_emulator: AzureEmulator, tmp_path: Path
 ) -> None:
-    tenant = azure_emulator.add_tenant()
-    app = azure_emulator.register_app(tenant)
-    azure_emulator.add_federated_credential(
-        tenant, app.client_id, issuer=KUBE_ISSUER, subject=SA_SUBJECT
-    )
+    tenant, client_id = _federated_app(azure_emulator)
     # Expired by more than the tolerated clock skew.
     token_file = _service_account_token(tmp_path / "token", new_rsa_key(), lifetime=-3600)
-    async with _workload_credential(azure_emulator, tenant, app.client_id, token_file) as cred:
-        with pytest.raises(ClientAuthenticationError, match="AADSTS700024"):
-            await cred.get_token(ACR_SCOPE)
+    await _workload_refused(azure_emulator, tenant, client_id, token_file, "AADSTS700024")
 
 
 async def test_a_service_account_token_signed_by_an_unregistered_key_fails_with_aadsts700027(
     azure_emulator: AzureEmulator, tmp_path: Path
 ) -> None:
-    tenant = azure_emulator.add_tenant()
-    app = azure_emulator.register_app(tenant)
-    azure_emulator.add_federated_credential(
-        tenant, app.client_id, issuer=KUBE_ISSUER, subject=SA_SUBJECT
-    )
+    tenant, client_id = _federated_app(azure_emulator)
     azure_emulator.register_issuer_keys(KUBE_ISSUER, [new_rsa_key().public_key()])
     token_file = _service_account_token(tmp_path / "token", new_rsa_key())
-    async with _workload_credential(azure_emulator, tenant, app.client_id, token_file) as cred:
-        with pytest.raises(ClientAuthenticationError, match="AADSTS700027"):
-            await cred.get_token(ACR_SCOPE)
+    await _workload_refused(azure_emulator, tenant, client_id, token_file, "AADSTS700027")
 
 
 async def test_an_injected_entra_outage_reaches_the_client_as_an_authentication_error(

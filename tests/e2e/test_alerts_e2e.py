@@ -28,7 +28,7 @@ from devenv.processes import wait_for
 from devenv.stack import Replica, Stack
 from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import WEBHOOK_NAMESPACE, get_json, ns_name, pod_manifest
-from tests.support.alerting import Scrape, expect_alert, scrape
+from tests.support.alerting import Scrape, expect_alert, scrape, scrape_until, total
 from tests.support.alerts import promtool_binary
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
@@ -51,13 +51,15 @@ class Alerting:
         return scrape(self.replica.health_port, INSTANCE)
 
     def until(self, what: str, predicate: Callable[[Scrape], bool]) -> Scrape:
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < deadline:
-            got = self.scrape()
-            if predicate(got):
-                return got
-            time.sleep(0.25)
-        pytest.fail(f"not within {SETTLE_SECONDS:g}s: {what}\n{self.replica.log_tail()}")
+        return scrape_until(
+            self.replica.health_port,
+            INSTANCE,
+            what,
+            predicate,
+            within=SETTLE_SECONDS,
+            every=0.25,
+            context=self.replica.log_tail,
+        )
 
     def reload(self, **admission: Any) -> None:
         """Write the config with these admission settings and wait until it is in use."""
@@ -75,14 +77,6 @@ class Alerting:
         review = make_review(make_pod(image, generate_name="p-"), namespace=self.namespace)
         answer: dict[str, Any] = self.stack.post_review(self.replica, review)["response"]
         return answer
-
-
-def total(s: Scrape, name: str, **labels: str) -> float:
-    return sum(
-        v
-        for (sample, found), v in s.samples.items()
-        if sample == name and all((k, x) in found for k, x in labels.items())
-    )
 
 
 @pytest.fixture(scope="module")

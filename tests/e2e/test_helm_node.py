@@ -39,10 +39,10 @@ from devenv.serve import free_port
 from devenv.stack import INJECT_LABEL, REPO
 from tests.e2e.support import get_json
 from tests.support.helm_node import (
-    ECR_REGION,
     Registry,
     controlplane,
     helm,
+    local_node_values,
     node,
     registry,
     run_helm,
@@ -91,42 +91,15 @@ class Installed:
 
 
 def runtime_values(node: Node, registry: Registry, https_port: int, health_port: int) -> Any:
-    """What hack/local-node-values.yaml leaves to the run (its header says why)."""
-    api = [
-        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": str(node.controlplane.ports.apiserver)},
-    ]
-    service_name = f"{FULLNAME}.{NAMESPACE}.svc"
-    return {
-        "image": {
-            "repository": node.pause_image.rsplit("/", 1)[0] + "/pull-secret-webhook",
-            "tag": "dev",
-        },
-        "webhook": {"port": https_port, "healthPort": health_port},
-        # moto's documented test keys, for the ECR entry's default credential chain.
-        "extraEnv": [
-            *api,
-            {"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
-            {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"},
-        ],
-        "hookPods": {
-            "extraEnv": api,
-            "hostAliases": [{"ip": "127.0.0.1", "hostnames": [service_name]}],
-        },
-        "test": {"url": f"https://{service_name}:{https_port}/mutate"},
-        "config": {
-            "registries": [
-                {
-                    "name": "ecr",
-                    "kind": "ecr",
-                    "hosts": [registry.registry.host],
-                    "region": ECR_REGION,
-                    "endpointUrl": registry.ecr_api.endpoint_url,
-                    "stsEndpointUrl": registry.ecr_api.endpoint_url,
-                }
-            ],
-        },
+    """What hack/local-node-values.yaml leaves to the run, and the image built here."""
+    values = local_node_values(
+        node.controlplane, registry, f"{FULLNAME}.{NAMESPACE}.svc", https_port, health_port
+    )
+    values["image"] = {
+        "repository": node.pause_image.rsplit("/", 1)[0] + "/pull-secret-webhook",
+        "tag": "dev",
     }
+    return values
 
 
 def timestamp(value: str) -> datetime.datetime:

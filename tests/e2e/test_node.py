@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from devenv.controlplane import Binaries, ControlPlane
+from devenv.controlplane import ControlPlane
 from devenv.node.build import NodeBinaries
 from devenv.node.harness import Node
 from devenv.node.host import HostSnapshot
 from devenv.node.images import seed_image
 from devenv.node.pods import pod_state, running_pod, wait_for_log, wait_for_pod
 from devenv.peers.oci import skopeo_push, write_authfile
+from tests.support.node import controlplane
 
-
-@pytest.fixture(scope="module")
-def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
-    """This module's own control plane: the session's holds other tests' pods (Pending for
-    lack of a node), which the node's scheduler would all take on."""
-    with ControlPlane(controlplane_binaries) as cp:
-        yield cp
+#: A fixture, used by name.
+__all__ = ["controlplane"]
 
 
 def test_a_pod_runs_and_stopping_the_node_leaves_the_host_as_found(

@@ -15,29 +15,30 @@ again (phase Running), and the webhook says so.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from devenv.controlplane import Binaries, ControlPlane
-from devenv.node.build import NodeBinaries
+from devenv.controlplane import ControlPlane
 from devenv.node.harness import Node
 from devenv.node.pods import (
     pod_state,
     running_pod,
-    trust_stack_registries,
     wait_for_log,
 )
 from devenv.peers.fixtures import require_binaries
 from devenv.peers.registry import REGISTRY_BINARY, SKOPEO_BINARY
 from devenv.processes import wait_for
 from devenv.stack import Stack, running_stack
+from tests.e2e.support import get_json, ns_name, pull_secret_names
+from tests.support.node import apply, controlplane, node
 from webhook.upkeep.election import RENEW_SECONDS
 from webhook.upkeep.healing import EVENT_BLOCKED, EVENT_EVICTED, EVENT_MISSING
+
+#: Fixtures, used by name.
+__all__ = ["controlplane", "node"]
 
 # The module's own control plane, stack and node, and a pass each takes its time.
 pytestmark = pytest.mark.timeout(400)
@@ -55,14 +56,6 @@ COMPONENT = "pull-secret-webhook"
 
 
 @pytest.fixture(scope="module")
-def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
-    """This module's own control plane: the session's holds other tests' pods (Pending for
-    lack of a node), which the node's scheduler would all take on."""
-    with ControlPlane(controlplane_binaries) as cp:
-        yield cp
-
-
-@pytest.fixture(scope="module")
 def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_binaries(REGISTRY_BINARY, SKOPEO_BINARY)
     with running_stack(
@@ -72,22 +65,6 @@ def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
         heal_grace=HEAL_GRACE,
     ) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def node(controlplane: ControlPlane, node_binaries: NodeBinaries, stack: Stack) -> Iterator[Node]:
-    with Node(controlplane, node_binaries) as running:
-        trust_stack_registries(running, stack)
-        yield running
-    assert running.cleanup_problems == []
-
-
-def ns_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def apply(cp: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:
-    cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
 
 def deployment(name: str, image: str) -> dict[str, Any]:
@@ -115,9 +92,7 @@ def guarded(name: str) -> dict[str, Any]:
 
 
 def pods_of(cp: ControlPlane, namespace: str, app: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = json.loads(
-        cp.kubectl("get", "pods", "-n", namespace, "-l", f"app={app}", "-o", "json").stdout
-    )["items"]
+    items: list[dict[str, Any]] = get_json(cp, "pods", "-n", namespace, "-l", f"app={app}")["items"]
     return items
 
 
@@ -145,12 +120,9 @@ def replacement(cp: ControlPlane, namespace: str, app: str, old_uid: str) -> Cal
 
 
 def webhook_events(cp: ControlPlane, namespace: str, pod: str) -> list[dict[str, Any]]:
-    items = json.loads(
-        cp.kubectl(
-            "get", "events", "-n", namespace,
-            "--field-selector", f"involvedObject.name={pod}", "-o", "json",
-        ).stdout
-    )["items"]  # fmt: skip
+    items = get_json(
+        cp, "events", "-n", namespace, "--field-selector", f"involvedObject.name={pod}"
+    )["items"]
     return [e for e in items if (e.get("source") or {}).get("component") == COMPONENT]
 
 
@@ -179,10 +151,6 @@ def healing_calls(stack: Stack) -> float:
         metric(stack, f'pull_secret_webhook_api_requests_total{{call="{call}"}}')
         for call in ("create_namespaced_pod_eviction", "create_namespaced_event")
     )
-
-
-def pull_secret_names(pod: dict[str, Any]) -> list[str]:
-    return [r["name"] for r in pod["spec"].get("imagePullSecrets") or []]
 
 
 def test_an_outage_heals_itself_except_what_a_budget_guards_a_bare_pod_and_foreign_images(
@@ -310,10 +278,8 @@ def test_a_budget_holds_back_the_eviction_of_a_pod_that_ran_and_the_webhook_says
     # The team's own credential for the registry: a copy of what the webhook gives.
     source = stack.labelled_namespace(ns_name("creds"))
     apply(cp, source, running_pod("p", {"app": stack.ecr_image}))
-    [made] = pull_secret_names(
-        json.loads(cp.kubectl("get", "pod", "p", "-n", source, "-o", "json").stdout)
-    )
-    data = json.loads(cp.kubectl("get", "secret", made, "-n", source, "-o", "json").stdout)["data"]
+    [made] = pull_secret_names(get_json(cp, "pod", "p", "-n", source))
+    data = get_json(cp, "secret", made, "-n", source)["data"]
     ns = stack.labelled_namespace(ns_name("budget"), inject=False)
     apply(cp, ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-creds"},
                    "type": "kubernetes.io/dockerconfigjson", "data": data})  # fmt: skip

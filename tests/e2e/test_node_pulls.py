@@ -10,15 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from devenv.controlplane import Binaries, ControlPlane
+from devenv.controlplane import ControlPlane
 from devenv.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
-from devenv.node.build import NodeBinaries
 from devenv.node.harness import Node
 from devenv.node.pods import (
     event_counts,
@@ -26,7 +24,6 @@ from devenv.node.pods import (
     pod_state,
     pull_events,
     running_pod,
-    trust_stack_registries,
     wait_for_log,
     wait_for_pod,
 )
@@ -34,14 +31,11 @@ from devenv.peers.fixtures import require_binaries
 from devenv.peers.registry import REGISTRY_BINARY, SEED_REPOSITORY, SEED_TAG, SKOPEO_BINARY
 from devenv.peers.traffic import ACR_EXCHANGE
 from devenv.stack import Stack, running_stack
+from tests.e2e.support import get_json, ns_name, pull_secret_names
+from tests.support.node import apply, controlplane, node
 
-
-@pytest.fixture(scope="module")
-def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
-    """This module's own control plane: the session's holds other tests' pods (Pending for
-    lack of a node), which the node's scheduler would all take on."""
-    with ControlPlane(controlplane_binaries) as cp:
-        yield cp
+#: Fixtures, used by name.
+__all__ = ["controlplane", "node"]
 
 
 @pytest.fixture(scope="module")
@@ -51,29 +45,8 @@ def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
         yield s
 
 
-@pytest.fixture(scope="module")
-def node(controlplane: ControlPlane, node_binaries: NodeBinaries, stack: Stack) -> Iterator[Node]:
-    with Node(controlplane, node_binaries) as running:
-        trust_stack_registries(running, stack)
-        yield running
-    assert running.cleanup_problems == []
-
-
-def ns_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def apply(cp: ControlPlane, namespace: str, manifest: dict[str, Any]) -> str:
-    """Create the object; return what kubectl printed on stderr (admission warnings)."""
-    return cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest)).stderr
-
-
 def pull_secrets(cp: ControlPlane, namespace: str, pod: dict[str, Any]) -> list[dict[str, Any]]:
-    names = [ref["name"] for ref in pod["spec"].get("imagePullSecrets") or []]
-    return [
-        json.loads(cp.kubectl("get", "secret", n, "-n", namespace, "-o", "json").stdout)
-        for n in names
-    ]
+    return [get_json(cp, "secret", n, "-n", namespace) for n in pull_secret_names(pod)]
 
 
 def registries_in(secret: dict[str, Any]) -> list[str]:
@@ -207,7 +180,7 @@ def test_renewed_in_place_and_recreated_secrets_keep_new_pods_pulling(
     # the window: 15-52.5 s) is renewed in place, before its last minute (90 s).
     deadline = time.monotonic() + 90
     while True:
-        current = json.loads(cp.kubectl("get", "secret", name, "-n", ns, "-o", "json").stdout)
+        current = get_json(cp, "secret", name, "-n", ns)
         if current["data"] != first["data"]:
             break
         assert time.monotonic() < deadline, "the secret was not renewed in 90 s"

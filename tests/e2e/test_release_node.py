@@ -54,12 +54,14 @@ from devenv.serve import free_port
 from devenv.stack import INJECT_LABEL, REPO
 from tests.e2e.support import get_json
 from tests.support.helm_node import (
-    ECR_REGION,
     Registry,
+    api_env,
     controlplane,
     helm,
+    local_node_values,
     node,
     registry,
+    registry_config,
     run_helm,
 )
 from tests.support.manifests import in_ci
@@ -143,29 +145,6 @@ def released_image(artifacts: Artifacts, node: Node) -> str:
         '  capabilities = ["pull", "resolve"]\n'
     )
     return f"{IMAGE}:{VERSION}"
-
-
-def registry_config(registry: Registry) -> dict[str, Any]:
-    return {
-        "registries": [
-            {
-                "name": "ecr",
-                "kind": "ecr",
-                "hosts": [registry.registry.host],
-                "region": ECR_REGION,
-                "endpointUrl": registry.ecr_api.endpoint_url,
-                "stsEndpointUrl": registry.ecr_api.endpoint_url,
-            }
-        ]
-    }
-
-
-def api_env(cp: ControlPlane) -> list[dict[str, str]]:
-    """The in-cluster client reads these; the kubelet's values name an unrouted ClusterIP."""
-    return [
-        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": str(cp.ports.apiserver)},
-    ]
 
 
 def patch(cp: ControlPlane, namespace: str, what: str, ops: list[dict[str, Any]]) -> None:
@@ -369,22 +348,8 @@ def test_kubectl_delete_of_install_yaml_removes_both_crds(
 def helm_values(cp: ControlPlane, registry: Registry, path: Path) -> Path:
     """What hack/local-node-values.yaml leaves to the run, with ports free now; no image:
     the package's own."""
-    https_port, health_port = free_port(), free_port()
     service = f"{FULLNAME}.{HELM_NAMESPACE}.svc"
-    values = {
-        "webhook": {"port": https_port, "healthPort": health_port},
-        "extraEnv": [
-            *api_env(cp),
-            {"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
-            {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"},
-        ],
-        "hookPods": {
-            "extraEnv": api_env(cp),
-            "hostAliases": [{"ip": "127.0.0.1", "hostnames": [service]}],
-        },
-        "test": {"url": f"https://{service}:{https_port}/mutate"},
-        "config": registry_config(registry),
-    }
+    values = local_node_values(cp, registry, service, free_port(), free_port())
     path.write_text(yaml.safe_dump(values))
     return path
 

@@ -9,22 +9,23 @@ probes, securityContext (non-root, read-only root filesystem) and config mount.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from devenv.controlplane import Binaries, ControlPlane
-from devenv.node.build import NodeBinaries
+from devenv.controlplane import ControlPlane
 from devenv.node.deploy import WebhookPod, install_webhook_pod
 from devenv.node.harness import Node
-from devenv.node.image import missing_tools
-from devenv.node.pods import running_pod, trust_stack_registries, wait_for_log, wait_for_pod
+from devenv.node.pods import running_pod, wait_for_log, wait_for_pod
 from devenv.peers.fixtures import require_binaries
 from devenv.peers.registry import REGISTRY_BINARY, SKOPEO_BINARY
 from devenv.stack import NAMESPACE, SERVICE_ACCOUNT, Stack, running_stack
+from tests.support.node import controlplane, node, require_image_tools
+
+#: Fixtures, used by name.
+__all__ = ["controlplane", "node"]
 
 ADMISSIONS = "pull_secret_webhook_admissions_total"
 # The first test also builds the image (~1 min warm, ~3 min with a cold base) and pulls it.
@@ -32,32 +33,11 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
-    """This module's own control plane: the session's holds other tests' pods (Pending for
-    lack of a node), which the node's scheduler would all take on."""
-    with ControlPlane(controlplane_binaries) as cp:
-        yield cp
-
-
-@pytest.fixture(scope="module")
 def stack(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_binaries(REGISTRY_BINARY, SKOPEO_BINARY)
-    missing = missing_tools()
-    if missing:
-        message = f"missing {', '.join(missing)}: install with `make system-deps`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_image_tools()
     with running_stack(controlplane, tmp_path_factory.mktemp("stack"), replicas_wanted=1) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def node(controlplane: ControlPlane, node_binaries: NodeBinaries, stack: Stack) -> Iterator[Node]:
-    with Node(controlplane, node_binaries) as running:
-        trust_stack_registries(running, stack)
-        yield running
-    assert running.cleanup_problems == []
 
 
 @pytest.fixture(scope="module")

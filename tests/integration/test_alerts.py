@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from devenv import alerts
-from devenv.serve import Serve, free_port
-from tests.support.alerting import Scrape, expect_alert, scrape
+from devenv.serve import Serve
+from devenv.support.serving import loopback_serve
+from tests.support.alerting import Scrape, expect_alert, scrape, scrape_until, total
 from tests.support.alerts import promtool_binary
-from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
+from webhook.certs.pki import KeyPair, make_serving_cert
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """\
@@ -45,13 +46,9 @@ class Running:
         return scrape(self.serve.health_port, INSTANCE)
 
     def until(self, what: str, predicate: Callable[[Scrape], bool]) -> Scrape:
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < deadline:
-            got = self.scrape()
-            if predicate(got):
-                return got
-            time.sleep(0.2)
-        pytest.fail(f"not within {SETTLE_SECONDS:g}s: {what}")
+        return scrape_until(
+            self.serve.health_port, INSTANCE, what, predicate, within=SETTLE_SECONDS, every=0.2
+        )
 
 
 @pytest.fixture
@@ -61,21 +58,7 @@ def promtool() -> Path:
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-    ca = make_ca()
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
-    serve = Serve(
-        config,
-        tmp_path / "tls.crt",
-        tmp_path / "tls.key",
-        free_port(),
-        free_port(),
-        names_only=True,
-        shutdown_delay=0.0,
-    )
+    serve, ca = loopback_serve(tmp_path, CONFIG, names_only=True, shutdown_delay=0.0)
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(serve.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -188,14 +171,7 @@ def test_connections_shed_for_sending_nothing_raise_the_shedding_alert(
     try:
         after = running.until(
             "the idle connections to be closed",
-            lambda s: (
-                sum(
-                    v
-                    for (name, _), v in s.samples.items()
-                    if name == "pull_secret_webhook_connections_closed_total"
-                )
-                >= 40
-            ),
+            lambda s: total(s, "pull_secret_webhook_connections_closed_total") >= 40,
         )
     finally:
         for conn in idle:

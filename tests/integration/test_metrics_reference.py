@@ -12,9 +12,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from devenv.serve import Serve, free_port
 from devenv.support.reviews import make_pod, make_review
-from webhook.certs.pki import make_ca, make_serving_cert
+from devenv.support.serving import loopback_serve
 from webhook.telemetry.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,20 +62,7 @@ def exported(health_port: int) -> dict[str, tuple[str, set[str]]]:
 
 
 def test_the_metrics_page_lists_every_metric_a_replica_exports(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-    ca = make_ca()
-    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(
-        tmp_path / "tls.crt", tmp_path / "tls.key"
-    )
-    serve = Serve(
-        config,
-        tmp_path / "tls.crt",
-        tmp_path / "tls.key",
-        free_port(),
-        free_port(),
-        names_only=True,
-    )
+    serve, ca = loopback_serve(tmp_path, CONFIG, names_only=True)
     process = subprocess.Popen(
         serve.command(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

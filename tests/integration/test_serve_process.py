@@ -16,31 +16,22 @@ import yaml
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
-from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
-from devenv.support.serving import write_serving_pair
-from webhook.certs.pki import make_ca
+from devenv.support.serving import loopback_serve
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_serve_answers_over_tls_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(sample_document()))
-    ca = make_ca()
-    write_serving_pair(ca, tmp_path)
-    port, health = free_port(), free_port()
-    serve = Serve(
-        config,
-        tmp_path / "tls.crt",
-        tmp_path / "tls.key",
-        port,
-        health,
+    serve, ca = loopback_serve(
+        tmp_path,
+        yaml.safe_dump(sample_document()),
         names_only=True,
         log_format="json",
         shutdown_delay=0.5,
     )
+    port, health = serve.port, serve.health_port
     started = time.time()
     process = subprocess.Popen(
         serve.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

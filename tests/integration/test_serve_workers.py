@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.serve import Serve, free_port
 from devenv.support.configs import sample_document
 from devenv.support.reviews import make_pod, make_review
-from devenv.support.serving import write_serving_pair
-from webhook.certs.pki import KeyPair, make_ca
+from devenv.support.serving import loopback_serve
+from webhook.certs.pki import KeyPair
 from webhook.server.workers import PUSH_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,23 +56,16 @@ class Replica:
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[Replica]:
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(sample_document()))
-    ca = make_ca()
-    write_serving_pair(ca, tmp_path)
-    port, health = free_port(), free_port()
-    serve = Serve(
-        config,
-        tmp_path / "tls.crt",
-        tmp_path / "tls.key",
-        port,
-        health,
+    serve, ca = loopback_serve(
+        tmp_path,
+        yaml.safe_dump(sample_document()),
         names_only=True,
         workers=2,
         log_format="json",
         log_level="debug",
         shutdown_delay=0.2,
     )
+    port, health = serve.port, serve.health_port
     process = subprocess.Popen(
         serve.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

@@ -25,11 +25,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,6 +73,37 @@ def scrape(health_port: int, instance: str) -> Scrape:
             out.samples[(sample.name, labels)] = sample.value
             out.kinds[sample.name] = _kind(family.type, sample.name)
     return out
+
+
+def scrape_until(
+    health_port: int,
+    instance: str,
+    what: str,
+    predicate: Callable[[Scrape], bool],
+    *,
+    within: float,
+    every: float,
+    context: Callable[[], str] = lambda: "",
+) -> Scrape:
+    """Scrape every ``every`` seconds until a scrape satisfies ``predicate``; fail the test
+    with ``what`` (and ``context()``, e.g. the replica's log) when ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        got = scrape(health_port, instance)
+        if predicate(got):
+            return got
+        time.sleep(every)
+    detail = context()
+    pytest.fail(f"not within {within:g}s: {what}" + (f"\n{detail}" if detail else ""))
+
+
+def total(s: Scrape, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``."""
+    return sum(
+        v
+        for (sample, found), v in s.samples.items()
+        if sample == name and all((k, x) in found for k, x in labels.items())
+    )
 
 
 def _kind(family_type: str, name: str) -> str:

@@ -12,13 +12,13 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devenv.controlplane import Binaries, ControlPlane
 from devenv.node.build import NodeBinaries
 from devenv.node.harness import Node
-from devenv.node.image import missing_tools
 from devenv.node.images import seed_image
 from devenv.peers.aws import MotoServer, ThreadedMotoProxy, ecr_client
 from devenv.peers.fixtures import require_binaries
@@ -31,7 +31,8 @@ from devenv.peers.registry import (
     SKOPEO_BINARY,
     DockerRegistry,
 )
-from tests.support.manifests import helm_binary, in_ci
+from tests.support.manifests import helm_binary
+from tests.support.node import require_image_tools
 
 ECR_REGION = "us-east-1"
 
@@ -102,15 +103,6 @@ def run_helm(helm: Path, cp: ControlPlane, workdir: Path, *args: str) -> str:
     return proc.stdout
 
 
-def require_image_tools() -> None:
-    missing = missing_tools()
-    if missing:
-        message = f"missing {', '.join(missing)}: install with `make system-deps`"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def controlplane(controlplane_binaries: Binaries) -> Iterator[ControlPlane]:
     """Endpoint routing: the API server dials the Service's ready endpoint (the webhook
@@ -130,3 +122,49 @@ def node(
         running.trust_registry(registry.registry.host, ca=None)
         yield running
     assert running.cleanup_problems == []
+
+
+def registry_config(registry: Registry) -> dict[str, Any]:
+    """The webhook's config: one ECR entry for the module's registry and moto's ECR API."""
+    return {
+        "registries": [
+            {
+                "name": "ecr",
+                "kind": "ecr",
+                "hosts": [registry.registry.host],
+                "region": ECR_REGION,
+                "endpointUrl": registry.ecr_api.endpoint_url,
+                "stsEndpointUrl": registry.ecr_api.endpoint_url,
+            }
+        ]
+    }
+
+
+def api_env(cp: ControlPlane) -> list[dict[str, str]]:
+    """The in-cluster client reads these; the kubelet's values name an unrouted ClusterIP."""
+    return [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(cp.ports.apiserver)},
+    ]
+
+
+def local_node_values(
+    cp: ControlPlane, registry: Registry, service: str, https_port: int, health_port: int
+) -> dict[str, Any]:
+    """What hack/local-node-values.yaml leaves to the run (its header says why), for the
+    release whose webhook Service is ``service`` (NAME.NAMESPACE.svc)."""
+    return {
+        "webhook": {"port": https_port, "healthPort": health_port},
+        # moto's documented test keys, for the ECR entry's default credential chain.
+        "extraEnv": [
+            *api_env(cp),
+            {"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
+            {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"},
+        ],
+        "hookPods": {
+            "extraEnv": api_env(cp),
+            "hostAliases": [{"ip": "127.0.0.1", "hostnames": [service]}],
+        },
+        "test": {"url": f"https://{service}:{https_port}/mutate"},
+        "config": registry_config(registry),
+    }

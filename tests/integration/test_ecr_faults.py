@@ -23,6 +23,7 @@ from tests.support.aws import (
     new_cache,
     pull_need,
 )
+from webhook.config.ecr import EcrEntry
 from webhook.credentials import RegistryAuthError
 from webhook.credentials.cache import NEGATIVE_TTL_PERMANENT, NEGATIVE_TTL_TRANSIENT
 from webhook.credentials.ecr import EcrProvider
@@ -69,7 +70,7 @@ async def test_a_transient_ecr_failure_is_retried_and_then_succeeds(
     # A short read timeout so the slow answer counts as one.
     provider = EcrProvider(kube, kube, clock=clock, read_timeout=0.5)
     inject(aws)
-    async with new_cache(config, kube, clock, providers={"ecr": provider}) as cache:
+    async with new_cache(config, kube, clock, providers={EcrEntry: provider}) as cache:
         credential = await cache.get(pull_need(config), "team-a")
     assert credential.username == "AWS"
     assert aws.count("GetAuthorizationToken") == 2

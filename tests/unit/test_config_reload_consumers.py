@@ -19,6 +19,8 @@ from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
 from webhook.admission.needs import PullNeed, pull_needs
+from webhook.config.acr import AcrEntry
+from webhook.config.generic import GenericEntry
 from webhook.config.load import load_config
 from webhook.config.schema import Config, ConfigStore, RefreshSettings
 from webhook.config.watch import ConfigWatcher
@@ -106,7 +108,7 @@ async def test_the_credential_cache_renews_by_the_fraction_in_use_now() -> None:
             pass
 
     async with CredentialCache(
-        store, clock=lambda: 1000.0, providers={"generic": Fixed()}
+        store, clock=lambda: 1000.0, providers={GenericEntry: Fixed()}
     ) as cache:
         await cache.get(need, "team-a")
         assert cache.fresh_until(need, "team-a") == 1000.0 + 0.5 * LIFETIME
@@ -118,13 +120,13 @@ async def test_a_reloaded_ca_file_gives_the_acr_provider_a_new_session(tmp_path:
     config = sample_config()
     store = ConfigStore(config)
     async with CredentialCache(store, exchange_budget=0.01) as cache:
-        first = cache.provider("acr")
-        assert cache.provider("acr") is first  # unchanged config: the same provider
+        first = cache.provider(AcrEntry)
+        assert cache.provider(AcrEntry) is first  # unchanged config: the same provider
         store.replace(dataclasses.replace(config, ca_file=str(tmp_path / "proxy-ca.pem")))
-        second = cache.provider("acr")
+        second = cache.provider(AcrEntry)
         assert second is not first
         assert second._ca_file == str(tmp_path / "proxy-ca.pem")  # type: ignore[attr-defined]
-        assert cache.provider("ecr") is cache.provider("ecr")  # built from nothing that moved
+        assert cache.provider(AcrEntry) is second  # made once for the new config, then kept
 
 
 GOOD = (

@@ -8,22 +8,24 @@ from typing import Any
 import pytest
 
 from devenv.support.configs import sample_document
+from webhook.config import acr, ecr
+from webhook.config.acr import AcrEntry
+from webhook.config.generic import SecretCredentials
 from webhook.config.load import ConfigError, load_config, parse_config
-from webhook.config.schema import AcrAuth, AcrEntry, EcrAuth, GenericAuth
 
 
 def test_sample_config_parses_into_typed_entries() -> None:
     cfg = parse_config(sample_document())
     kinds = [(e.name, e.kind, type(e.auth)) for e in cfg.registries]
     assert kinds == [
-        ("contoso", "acr", AcrAuth),
-        ("any-acr", "acr", AcrAuth),
-        ("aws", "ecr", EcrAuth),
-        ("tenant-ecr", "ecr", EcrAuth),
-        ("harbor", "generic", GenericAuth),
+        ("contoso", "acr", acr.WorkloadIdentity),
+        ("any-acr", "acr", acr.ManagedIdentity),
+        ("aws", "ecr", ecr.DefaultChain),
+        ("tenant-ecr", "ecr", ecr.PodServiceAccount),
+        ("harbor", "generic", SecretCredentials),
     ]
     harbor = cfg.registries[4].auth
-    assert isinstance(harbor, GenericAuth)
+    assert isinstance(harbor, SecretCredentials)
     assert harbor.secret.namespace == "pull-secret-webhook"  # defaults to the webhook's own
     first = cfg.registries[0]
     assert isinstance(first, AcrEntry)

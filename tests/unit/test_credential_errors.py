@@ -17,7 +17,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from webhook.config.schema import SecretRef
+from webhook.config.entry import SecretRef
 from webhook.credentials import Credential, RegistryAuthError
 from webhook.credentials.base import Attempt, jwt_claims, scrub
 from webhook.credentials.ecr_errors import map_boto_error

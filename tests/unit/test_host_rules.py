@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from webhook.admission.needs import match_images
-from webhook.config.hosts import HostRule, parse_ecr_host
+from webhook.config.acr import AcrFamily
+from webhook.config.ecr import EcrFamily, parse_ecr_host
+from webhook.config.hosts import HostRule
 from webhook.config.schema import Config
 
 ACR_FAMILY = HostRule(
-    kind="acr", family=True, suffixes=("azurecr.io", "azurecr.cn", "azurecr.us", "azurecr.de")
+    family=AcrFamily(("azurecr.io", "azurecr.cn", "azurecr.us", "azurecr.de")),
 )
-ECR_FAMILY = HostRule(kind="ecr", family=True)
+ECR_FAMILY = HostRule(family=EcrFamily())
 
 
 @pytest.mark.parametrize(
@@ -138,13 +140,13 @@ def test_ecr_family_refuses_spoofs(host: str) -> None:
 
 
 def test_ecr_account_allowlist_limits_the_family() -> None:
-    rule = HostRule(kind="ecr", family=True, accounts=frozenset({"123456789012"}))
+    rule = HostRule(family=EcrFamily(frozenset({"123456789012"})))
     assert rule.matches("123456789012.dkr.ecr.us-east-1.amazonaws.com")
     assert not rule.matches("999999999999.dkr.ecr.us-east-1.amazonaws.com")
 
 
 def test_exact_hosts_match_only_themselves() -> None:
-    rule = HostRule(kind="generic", hosts=frozenset({"harbor.example.com"}))
+    rule = HostRule(hosts=frozenset({"harbor.example.com"}))
     assert rule.matches("harbor.example.com")
     assert rule.matches("HARBOR.example.com")
     assert not rule.matches("harbor.example.com:5000")

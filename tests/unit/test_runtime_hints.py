@@ -10,9 +10,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.manifests import REPO
-from webhook.config.hosts import acr_registry_name
+from webhook.config.acr import ManagedIdentity, WorkloadIdentity, acr_registry_name, acr_scope
 from webhook.config.load import parse_config
-from webhook.config.schema import AcrAuth, acr_scope
 from webhook.credentials.acr import ROLE_HINT
 from webhook.credentials.base import Attempt
 from webhook.credentials.ecr_errors import map_boto_error
@@ -65,10 +64,10 @@ def test_an_acr_refusal_names_the_role_abac_registries_honour() -> None:
 )
 def test_the_arm_audience_follows_the_cloud_of_the_authority(authority: str, scope: str) -> None:
     assert acr_scope("arm", authority) == scope
-    assert AcrAuth(audience="arm", authority_host=authority).scope() == scope
+    assert WorkloadIdentity(audience="arm", authority_host=authority).scope() == scope
     # Without an authorityHost of its own, the entry follows the default it is given
     # (AZURE_AUTHORITY_HOST in the provider).
-    assert AcrAuth(audience="arm").scope(authority) == scope
+    assert WorkloadIdentity(audience="arm").scope(authority) == scope
 
 
 def test_another_cloud_names_its_audience_and_typos_are_refused() -> None:
@@ -85,7 +84,7 @@ def test_another_cloud_names_its_audience_and_typos_are_refused() -> None:
         }
     )
     [entry] = config.registries
-    assert isinstance(entry.auth, AcrAuth)
+    assert isinstance(entry.auth, ManagedIdentity)
     assert entry.auth.scope() == "https://management.example/.default"
 
     with pytest.raises(Exception, match="audience"):

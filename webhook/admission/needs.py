@@ -20,7 +20,9 @@ from typing import Any, Generic
 from typing_extensions import TypeVar
 
 from webhook.admission.images import ImageRef, InvalidReference, parse_image
-from webhook.config.schema import Config, RegistryEntry
+from webhook.config.entry import Entry
+from webhook.config.kinds import RegistryEntry
+from webhook.config.schema import Config
 
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 #: Secret names are DNS subdomains (253); we stay within a DNS label (63) so the name
@@ -47,8 +49,8 @@ class Identity:
 
 
 #: The kind of entry a need is for: a provider takes only its own kind's needs.
-EntryT = TypeVar("EntryT", bound=RegistryEntry, default=RegistryEntry, covariant=True)
-_E = TypeVar("_E", bound=RegistryEntry)
+EntryT = TypeVar("EntryT", bound=Entry, default=RegistryEntry, covariant=True)
+_E = TypeVar("_E", bound=Entry)
 
 
 @dataclass(frozen=True)
@@ -114,13 +116,13 @@ def pod_service_account(pod: Mapping[str, Any]) -> str:
     return "default"
 
 
-def identity_for(entry: RegistryEntry, service_account: str) -> Identity:
+def identity_for(entry: Entry, service_account: str) -> Identity:
     if entry.per_pod_identity:
         return Identity(key=f"sa:{service_account}", service_account=service_account)
     return Identity(key=entry.identity())
 
 
-def secret_name(prefix: str, entry: RegistryEntry, host: str, identity: Identity) -> str:
+def secret_name(prefix: str, entry: Entry, host: str, identity: Identity) -> str:
     """``<prefix>-<readable host>-<hash of entry, host, identity>``, at most 63 characters."""
     digest = hashlib.sha256(f"{entry.name}\0{host}\0{identity.key}".encode()).hexdigest()
     slug = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-")

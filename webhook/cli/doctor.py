@@ -18,7 +18,10 @@ from typing import Protocol, TextIO
 
 from webhook.admission.needs import PullNeed
 from webhook.cli.common import Commands, add_config_option, config_path, load
-from webhook.config.schema import AcrEntry, Config, EcrEntry, RegistryEntry
+from webhook.config.acr import AcrEntry
+from webhook.config.ecr import EcrEntry, EcrFamily
+from webhook.config.kinds import RegistryEntry, kind_of
+from webhook.config.schema import Config
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.base import (
     Credential,
@@ -69,10 +72,12 @@ def targets(config: Config, hosts: Mapping[str, Sequence[str]]) -> list[Target]:
     for entry in config.registries:
         names = sorted(entry.rule.hosts) + [h for h in hosts.get(entry.name, ()) if h]
         region = (entry.region if isinstance(entry, EcrEntry) else "") or default_region
-        if not names and entry.kind == "ecr" and region:
+        if not names and isinstance(entry, EcrEntry) and region:
             # One ECR token serves every host of a region: any host there tests it, and
             # the account in the name is never sent (no registryIds).
-            account = min(entry.rule.accounts) if entry.rule.accounts else "000000000000"
+            family = entry.rule.family
+            accounts = family.accounts if isinstance(family, EcrFamily) else frozenset()
+            account = min(accounts) if accounts else "000000000000"
             names = [f"{account}.dkr.ecr.{region}.amazonaws.com"]
         for host in dict.fromkeys(names) or ["*"]:
             found.append(Target(entry, host))
@@ -138,12 +143,15 @@ class Doctor:
                 acr_need = PullNeed.make(entry, "*", prefix="doctor", service_account=account)
                 text = await self._identity_only(acr_need, namespace)
             else:
+                kind = kind_of(type(entry))
+                region = ", set region, or set AWS_REGION" if isinstance(entry, EcrEntry) else ""
                 self.line(
                     "SKIP",
                     target,
                     who,
-                    f"an ECR family entry needs a region: pass --host {entry.name}="
-                    "ACCOUNT.dkr.ecr.REGION.amazonaws.com, set region, or set AWS_REGION",
+                    f"an {kind.name.upper()} family entry needs "
+                    f"{'a region' if region else 'a host'}: pass --host "
+                    f"{entry.name}={kind.example_host}{region}",
                 )
                 return True
         except RegistryAuthError as e:
@@ -159,7 +167,9 @@ class Doctor:
 
     def _ok_text(self, entry: RegistryEntry, credential: Credential) -> str:
         left = duration(credential.expires_at - self.clock())
-        skew = _skew_note(credential.password, credential.issued_at) if entry.kind == "acr" else ""
+        # An ACR token is a JWT that says when its issuer made it.
+        acr = isinstance(entry, AcrEntry)
+        skew = _skew_note(credential.password, credential.issued_at) if acr else ""
         return f"expires in {left} ({_describe(entry)}{skew})"
 
     async def _identity_only(self, need: PullNeed[AcrEntry], namespace: str) -> str:
@@ -177,7 +187,7 @@ class Doctor:
         skew = _skew_note(token.token, self.clock())
         return (
             f"Entra token only, expires in {left} ({_describe(entry)}{skew}); "
-            f"pass --host {entry.name}=REGISTRY.azurecr.io to try the ACR exchange"
+            f"pass --host {entry.name}={kind_of(AcrEntry).example_host} to try the ACR exchange"
         )
 
 

@@ -13,8 +13,9 @@ from typing import TextIO
 
 from webhook.admission.needs import ImageMatch, match_images
 from webhook.cli.common import Commands, add_config_option, config_path, load
-from webhook.config.hosts import family_of, parse_ecr_host
-from webhook.config.schema import AcrEntry, Config
+from webhook.config.acr import AcrEntry
+from webhook.config.kinds import recognised_kind
+from webhook.config.schema import Config
 
 
 def add_commands(sub: Commands) -> None:
@@ -37,23 +38,23 @@ def add_commands(sub: Commands) -> None:
 
 
 def why_unmatched(config: Config, host: str) -> str:
-    """Why no entry serves ``host``, pointing at the setting that decides it: an ECR
-    entry's ``accounts`` filter before the generic anyRegistry advice."""
+    """Why no entry serves ``host``, pointing at the setting that decides it: a family
+    entry's own filter (an ECR entry's ``accounts``) before the generic anyRegistry advice."""
     why = "no registry entry matches " + host
-    family = family_of(host)
-    if family is None:
+    narrowed = [
+        (entry.name, reason)
+        for entry in config.registries
+        if entry.rule.family is not None
+        and (reason := entry.rule.family.why_not(host.lower())) is not None
+    ]
+    if narrowed:
+        names = ", ".join(name for name, _ in narrowed)
+        return f"{why} (entry {names} {narrowed[0][1]})"
+    kind = recognised_kind(host)
+    if kind is None:
         return why
-    ecr = parse_ecr_host(host)
-    if ecr is not None:
-        filtered = [e for e in config.registries if e.rule.kind == "ecr" and e.rule.family]
-        if filtered:
-            names = ", ".join(e.name for e in filtered)
-            return (
-                f"{why} (entry {names} covers any ECR host, but only of the accounts it lists "
-                f"in accounts: add {ecr.account} to accounts, or the host to hosts)"
-            )
     return (
-        f"{why} (it is an {family.upper()} host: add it to an {family} entry's hosts "
+        f"{why} (it is an {kind.upper()} host: add it to an {kind} entry's hosts "
         "or set anyRegistry: true)"
     )
 

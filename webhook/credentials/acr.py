@@ -19,11 +19,13 @@ import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport, AsyncHttpTransport
 
 from webhook.admission.needs import PullNeed
-from webhook.config.schema import AcrEntry, Config
+from webhook.config.acr import AcrEntry
 from webhook.credentials.base import (
     ACR_USERNAME,
     Attempt,
     Credential,
+    Provider,
+    ProviderContext,
     SecretReader,
     ServiceAccountTokens,
     jwt_claims,
@@ -55,6 +57,11 @@ def ssl_context(ca_file: str) -> ssl.SSLContext:
     return context
 
 
+def make(context: ProviderContext) -> Provider[AcrEntry]:
+    """The ``acr`` kind's provider (``webhook.config.kinds``)."""
+    return AcrProvider(context.ca_file, context.secrets, context.tokens, clock=context.clock)
+
+
 class AcrProvider:
     """Makes ACR credentials for ``acr`` entries."""
 
@@ -62,14 +69,14 @@ class AcrProvider:
 
     def __init__(
         self,
-        config: Config,
+        ca_file: str = "",
         secrets: SecretReader | None = None,
         tokens: ServiceAccountTokens | None = None,
         *,
         clock: Callable[[], float] = time.time,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        self._ca_file = config.ca_file
+        self._ca_file = ca_file
         self._timeout = request_timeout
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None

@@ -11,12 +11,12 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from webhook.admission.needs import PullNeed
-from webhook.config.schema import RegistryEntry
+from webhook.config.entry import Entry
 from webhook.kube.objects import SecretData
 from webhook.telemetry import redact
 
@@ -193,8 +193,20 @@ class ServiceAccountTokens(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider is made from (each provider module's ``make(context)``). A reload
+    that changes ``ca_file`` makes every provider again."""
+
+    ca_file: str
+    """Extra CA bundle to trust for outbound TLS (the config's ``caFile``), or empty."""
+    secrets: SecretReader | None
+    tokens: ServiceAccountTokens | None
+    clock: Callable[[], float] = time.time
+
+
 #: The kind of entry a provider serves; the cache hands it only needs of that kind.
-EntryT_contra = TypeVar("EntryT_contra", bound=RegistryEntry, contravariant=True)
+EntryT_contra = TypeVar("EntryT_contra", bound=Entry, contravariant=True)
 
 
 class Provider(Protocol[EntryT_contra]):

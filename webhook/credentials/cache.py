@@ -16,14 +16,18 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from webhook.admission.needs import PullNeed
+from webhook.config.acr import AcrEntry
+from webhook.config.entry import Entry
+from webhook.config.kinds import kind_of
 from webhook.config.schema import Config, ConfigStore, store_of
 from webhook.credentials.base import (
     EXPIRY_MARGIN,
     Credential,
     Provider,
+    ProviderContext,
     RegistryAuthError,
     SecretReader,
     ServiceAccountTokens,
@@ -54,55 +58,7 @@ EXCHANGE_BUDGET = 30.0
 PRUNE_EVERY = 256
 
 
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class ProviderKind:
-    """How the cache makes the provider of one registry kind.
-
-    ``module`` holds the provider and is imported only when the kind is first needed
-    (``serve`` imports those its config names at start: import_providers), since the
-    providers pull in azure-identity and boto3. ``make`` builds one from the current
-    config; ``basis`` is what it was built from (the ACR provider's HTTPS session trusts
-    ``caFile``; the others read nothing from the config), so a reload that changes it
-    gets a new provider."""
-
-    module: str
-    make: Callable[[Config, SecretReader | None, ServiceAccountTokens | None, Clock], Provider[Any]]
-    basis: Callable[[Config], Hashable] = lambda config: None
-
-
-def _acr(
-    config: Config, secrets: SecretReader | None, tokens: ServiceAccountTokens | None, clock: Clock
-) -> Provider[Any]:
-    from webhook.credentials.acr import AcrProvider
-
-    return AcrProvider(config, secrets, tokens, clock=clock)
-
-
-def _ecr(
-    config: Config, secrets: SecretReader | None, tokens: ServiceAccountTokens | None, clock: Clock
-) -> Provider[Any]:
-    from webhook.credentials.ecr import EcrProvider
-
-    return EcrProvider(secrets, tokens, clock=clock)
-
-
-def _generic(
-    config: Config, secrets: SecretReader | None, tokens: ServiceAccountTokens | None, clock: Clock
-) -> Provider[Any]:
-    from webhook.credentials.generic import GenericProvider
-
-    return GenericProvider(secrets, clock=clock)
-
-
-#: Every registry kind's provider, by the ``kind`` tag of its entries.
-PROVIDERS: Mapping[str, ProviderKind] = {
-    "acr": ProviderKind("webhook.credentials.acr", _acr, basis=lambda config: config.ca_file),
-    "ecr": ProviderKind("webhook.credentials.ecr", _ecr),
-    "generic": ProviderKind("webhook.credentials.generic", _generic),
-}
+E = TypeVar("E", bound=Entry)
 
 
 def import_providers(config: Config) -> None:
@@ -115,7 +71,7 @@ def import_providers(config: Config) -> None:
     modules; their memory is what the first such pod would cost anyway. A kind a config
     reload adds later is imported when first needed.
     """
-    for module in sorted({PROVIDERS[entry.kind].module for entry in config.registries}):
+    for module in sorted({kind_of(type(entry)).provider for entry in config.registries}):
         importlib.import_module(module)
 
 
@@ -144,7 +100,7 @@ class CredentialCache:
         fraction: float | None = None,
         retry: RetryPolicy | None = None,
         exchange_budget: float = EXCHANGE_BUDGET,
-        providers: Mapping[str, Provider[Any]] | None = None,
+        providers: Mapping[type[Entry], Provider[Any]] | None = None,
         on_exchange: Callable[[str, bool], None] | None = None,
     ) -> None:
         """``config`` is the store reloads go to: ``refresh.fraction`` and the settings a
@@ -157,13 +113,13 @@ class CredentialCache:
         self._fixed_fraction = fraction
         self._retry = retry or RetryPolicy()
         self._budget = exchange_budget
-        # By kind: the entry's ``kind`` is the tag that sends each need to the provider
-        # typed for it.
-        self._providers: dict[str, Provider[Any]] = dict(providers or {})
+        # By entry type: each need goes to the provider typed for its entry's class
+        # (``provider``); ``providers`` replaces some of them (tests).
+        self._providers: dict[type[Entry], Provider[Any]] = dict(providers or {})
         self._injected = frozenset(self._providers)
-        self._built_from: dict[str, Hashable] = {}
-        """What each provider was made from (``ProviderKind.basis``): a reload that changes it
-        makes a new provider, and the old one is closed once its exchanges are over."""
+        self._built_from: dict[type[Entry], ProviderContext] = {}
+        """What each provider was made from: a reload that changes it (``caFile``) makes a
+        new provider, and the old one is closed once its exchanges are over."""
         self._retiring: set[asyncio.Task[None]] = set()
         self._slots: dict[Hashable, _Slot] = {}
         self._closed = False
@@ -186,21 +142,22 @@ class CredentialCache:
             return 0.0
         return min(slot.credential.refresh_at(self.fraction), slot.recheck_at)
 
-    def provider(self, kind: str) -> Provider[Any]:
-        found = self._providers.get(kind)
+    def provider(self, entry_type: type[E]) -> Provider[E]:
+        """The provider of an entry type's kind, made on first use from the kind's row
+        (``webhook.config.kinds``), and made again when what it was made from changed."""
+        context = ProviderContext(
+            self._store.current.ca_file, self._secrets, self._tokens, self._clock
+        )
+        found = self._providers.get(entry_type)
         if found is not None:
-            if kind in self._injected:
-                return found
-            if self._built_from[kind] == PROVIDERS[kind].basis(self._store.current):
+            if entry_type in self._injected or self._built_from[entry_type] == context:
                 return found
             self._retire(found)
-        config = self._store.current
-        how = PROVIDERS.get(kind)
-        if how is None:
-            raise ValueError(f"unknown registry kind {kind!r}")
-        made = how.make(config, self._secrets, self._tokens, self._clock)
-        self._providers[kind] = made
-        self._built_from[kind] = how.basis(config)
+        module = importlib.import_module(kind_of(entry_type).provider)
+        make: Callable[[ProviderContext], Provider[E]] = module.make
+        made = make(context)
+        self._providers[entry_type] = made
+        self._built_from[entry_type] = context
         return made
 
     def _retire(self, provider: Provider[Any]) -> None:
@@ -221,13 +178,13 @@ class CredentialCache:
         """The ACR provider itself, for the steps only it has (``doctor``'s Entra ID check)."""
         from webhook.credentials.acr import AcrProvider
 
-        provider = self.provider("acr")
+        provider = self.provider(AcrEntry)
         if not isinstance(provider, AcrProvider):
             raise TypeError(f"the acr provider is a {type(provider).__name__}")
         return provider
 
     def _key(self, need: PullNeed, namespace: str) -> Hashable:
-        return self.provider(need.entry.kind).cache_key(need, namespace)
+        return self.provider(type(need.entry)).cache_key(need, namespace)
 
     # -- reading -----------------------------------------------------------------
 
@@ -289,7 +246,7 @@ class CredentialCache:
         self, slot: _Slot, need: PullNeed, namespace: str
     ) -> Credential | RegistryAuthError:
         """The single in-flight exchange of a key; its outcome is stored in ``slot``."""
-        provider = self.provider(need.entry.kind)
+        provider = self.provider(type(need.entry))
         identity = principal_for(need, namespace)
         self.exchanges += 1
         try:

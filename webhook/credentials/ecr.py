@@ -23,11 +23,19 @@ from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
 from webhook.admission.needs import PullNeed
-from webhook.config.hosts import ECR_PUBLIC_HOST, parse_ecr_host
-from webhook.config.schema import EcrAuth, EcrEntry
+from webhook.config.ecr import (
+    ECR_PUBLIC_HOST,
+    AssumeRole,
+    EcrEntry,
+    PodServiceAccount,
+    StaticKeys,
+    parse_ecr_host,
+)
 from webhook.credentials.base import (
     Attempt,
     Credential,
+    Provider,
+    ProviderContext,
     SecretReader,
     ServiceAccountTokens,
     principal_for,
@@ -83,6 +91,11 @@ class _ClientKey:
     unsigned: bool = False
 
 
+def make(context: ProviderContext) -> Provider[EcrEntry]:
+    """The ``ecr`` kind's provider (``webhook.config.kinds``)."""
+    return EcrProvider(context.secrets, context.tokens, clock=context.clock)
+
+
 class EcrProvider:
     """Makes ECR credentials for ``ecr`` entries."""
 
@@ -129,13 +142,13 @@ class EcrProvider:
                 hint="set region on the registry entry",
             )
         principal = principal_for(need, namespace)
-        keys: _Keys | None = None
-        if auth.mode == "staticKeys":
+        keys: _Keys | None = None  # the default chain: boto3 finds them itself
+        if isinstance(auth, StaticKeys):
             keys = await self._static_keys(auth, attempt)
-        elif auth.mode == "assumeRole":
+        elif isinstance(auth, AssumeRole):
             keys = await self._assume_role(entry, auth, target, attempt)
-        elif auth.mode == "podServiceAccount":
-            keys = await self._web_identity(entry, need, namespace, target, attempt)
+        elif isinstance(auth, PodServiceAccount):
+            keys = await self._web_identity(entry, auth, need, namespace, target, attempt)
         service = "ecr-public" if target.public else "ecr"
         attempt.step = f"{service}-get-authorization-token"
         client = _ClientKey(service, target, entry.endpoint_url, principal, keys)
@@ -197,9 +210,8 @@ class EcrProvider:
             self._clients[key] = (keys, client)
             return client
 
-    async def _static_keys(self, auth: EcrAuth, attempt: Attempt) -> _Keys:
+    async def _static_keys(self, auth: StaticKeys, attempt: Attempt) -> _Keys:
         ref = auth.access_keys
-        assert ref is not None
         secret = await read_secret(
             self._secrets, ref, attempt, "keys accessKeyId and secretAccessKey"
         )
@@ -221,7 +233,7 @@ class EcrProvider:
         )
 
     async def _assume_role(
-        self, entry: EcrEntry, auth: EcrAuth, target: _Target, attempt: Attempt
+        self, entry: EcrEntry, auth: AssumeRole, target: _Target, attempt: Attempt
     ) -> _Keys:
         attempt.step = "sts-assume-role"
         sts = _ClientKey("sts", target, entry.sts_endpoint_url, "default", None)
@@ -234,12 +246,12 @@ class EcrProvider:
     async def _web_identity(
         self,
         entry: EcrEntry,
+        auth: PodServiceAccount,
         need: PullNeed[EcrEntry],
         namespace: str,
         target: _Target,
         attempt: Attempt,
     ) -> _Keys:
-        auth = entry.auth
         sa = need.identity.service_account
         annotations = await service_account_annotations(self._tokens, namespace, sa, attempt)
         role_arn = annotations.get(ROLE_ARN_ANNOTATION, "")

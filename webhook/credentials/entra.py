@@ -1,6 +1,6 @@
 """Entra ID access tokens for ACR entries, from azure-identity's async credentials.
 
-Which credential serves an entry follows its ``auth.mode``. The SDK credentials
+Which credential serves an entry follows its auth mode's type. The SDK credentials
 send their requests through a transport over the provider's own aiohttp
 session, so they trust the same CAs as the ACR exchange (system CAs plus
 ``config.ca_file``), and make one attempt each: retries are ours, bounded by the
@@ -34,7 +34,17 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
-from webhook.config.schema import DEFAULT_AUTHORITY_HOST, AcrAuth, AcrEntry
+from webhook.config.acr import (
+    DEFAULT_AUTHORITY_HOST,
+    AcrAuth,
+    AcrEntry,
+    FromFile,
+    FromSecret,
+    ManagedIdentity,
+    PodServiceAccount,
+    ServicePrincipal,
+    WorkloadIdentity,
+)
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens, jwt_claims
 from webhook.credentials.kubeio import (
     read_secret,
@@ -106,7 +116,7 @@ class EntraTokens:
         self, entry: AcrEntry, namespace: str, service_account: str, attempt: Attempt
     ) -> EntraToken:
         auth = entry.auth
-        if auth.mode == "podServiceAccount":
+        if isinstance(auth, PodServiceAccount):
             return await self._pod_token(auth, namespace, service_account, attempt)
         source, build = await self._source(auth, attempt)
         cached = self._credentials.get(entry.name)
@@ -114,14 +124,14 @@ class EntraTokens:
             if cached is not None:
                 await cached[1].close()
             self._credentials[entry.name] = cached = (source, build())
-        attempt.step = "imds" if auth.mode == "managedIdentity" else "entra-token"
+        attempt.step = "imds" if isinstance(auth, ManagedIdentity) else "entra-token"
         return await _get_token(cached[1], _scope(auth), auth.tenant_id, attempt)
 
     async def _source(
-        self, auth: AcrAuth, attempt: Attempt
+        self, auth: WorkloadIdentity | ManagedIdentity | ServicePrincipal, attempt: Attempt
     ) -> tuple[Hashable, Callable[[], AsyncTokenCredential]]:
         """A fingerprint of what the credential depends on, and how to build it."""
-        if auth.mode == "managedIdentity":
+        if isinstance(auth, ManagedIdentity):
             identity: dict[str, Any] = {}
             if auth.client_id:
                 identity["client_id"] = auth.client_id
@@ -136,7 +146,7 @@ class EntraTokens:
                 **identity,
                 **self._common(auth),
             )
-        if auth.mode == "workloadIdentity":
+        if isinstance(auth, WorkloadIdentity):
             tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
             client = auth.client_id or os.environ.get("AZURE_CLIENT_ID", "")
             token_file = auth.token_file or os.environ.get("AZURE_FEDERATED_TOKEN_FILE", "")
@@ -166,22 +176,20 @@ class EntraTokens:
         )
 
     async def _service_principal_secret(
-        self, auth: AcrAuth, attempt: Attempt
+        self, auth: ServicePrincipal, attempt: Attempt
     ) -> tuple[bytes, bool]:
         """(client secret or PEM certificate+key, is it a certificate)."""
-        if auth.client_secret_file or auth.certificate_file:
+        source: FromSecret | FromFile = auth.secret
+        if isinstance(source, FromFile):
             attempt.step = "read-file"
-            path = auth.client_secret_file or auth.certificate_file
             try:
-                content = await asyncio.to_thread(_read_file, path)
+                content = await asyncio.to_thread(_read_file, source.path)
             except OSError as e:
                 raise attempt.error(
-                    "unreadable", f"{path}: {e.strerror}", hint="mount the file"
+                    "unreadable", f"{source.path}: {e.strerror}", hint="mount the file"
                 ) from e
-            return content, bool(auth.certificate_file)
-        ref = auth.client_secret or auth.certificate
-        assert ref is not None
-        is_certificate = auth.certificate is not None
+            return content, source.certificate
+        ref, is_certificate = source.ref, source.certificate
         default_key = "tls.pem" if is_certificate else "clientSecret"
         wanted = f"key {ref.key or default_key}"
         secret = await read_secret(self._secrets, ref, attempt, wanted)
@@ -199,7 +207,7 @@ class EntraTokens:
         return bytes(data), is_certificate
 
     async def _pod_token(
-        self, auth: AcrAuth, namespace: str, service_account: str, attempt: Attempt
+        self, auth: PodServiceAccount, namespace: str, service_account: str, attempt: Attempt
     ) -> EntraToken:
         annotations = await service_account_annotations(
             self._tokens, namespace, service_account, attempt

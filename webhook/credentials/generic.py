@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.admission.needs import PullNeed
-from webhook.config.schema import GenericEntry
-from webhook.credentials.base import Attempt, Credential, SecretReader
+from webhook.config.generic import GenericEntry
+from webhook.credentials.base import Attempt, Credential, Provider, ProviderContext, SecretReader
 from webhook.credentials.kubeio import read_secret
 from webhook.kube.objects import DOCKERCONFIGJSON, SecretData
 
@@ -40,6 +40,11 @@ NOMINAL_LIFETIME = 3600.0
 class _Seen:
     resource_version: str
     credential: Credential
+
+
+def make(context: ProviderContext) -> Provider[GenericEntry]:
+    """The ``generic`` kind's provider (``webhook.config.kinds``)."""
+    return GenericProvider(context.secrets, clock=context.clock)
 
 
 class GenericProvider:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from webhook.config.schema import SecretRef
+from webhook.config.entry import SecretRef
 from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens
 from webhook.kube.errors import ApiError, ForbiddenError
 from webhook.kube.objects import SecretData

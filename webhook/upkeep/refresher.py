@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 from webhook.admission.decision import NeedStatus
 from webhook.admission.needs import PullNeed
-from webhook.config.schema import Config, ConfigStore, RegistryEntry, store_of
+from webhook.config.kinds import RegistryEntry
+from webhook.config.schema import Config, ConfigStore, store_of
 from webhook.kube.errors import ApiError
 from webhook.kube.informer import Handler, Informer
 from webhook.pullsecrets.manager import CLAIM_SECONDS

@@ -101,16 +101,20 @@ def admin_api(cp: ControlPlane, connections: int) -> Api:
 
 
 class Api:
-    """The API server as admin over ``connections`` kept-alive HTTP/1.1 connections."""
+    """The API server as admin over ``connections`` kept-alive HTTP/1.1 connections (or,
+    with ``fresh``, a new connection for every request: a TLS handshake each)."""
 
-    def __init__(self, server: str, credentials: Credentials, connections: int) -> None:
+    def __init__(
+        self, server: str, credentials: Credentials, connections: int, *, fresh: bool = False
+    ) -> None:
         self.server = server.rstrip("/")
         self.credentials = credentials
         self.connections = connections
         context = ssl.create_default_context(cafile=credentials.ca)
         context.load_cert_chain(credentials.cert, credentials.key)
+        kept: dict[str, Any] = {"force_close": True} if fresh else {"keepalive_timeout": 120}
         connector = aiohttp.TCPConnector(
-            ssl=context, limit=connections, limit_per_host=connections, keepalive_timeout=120
+            ssl=context, limit=connections, limit_per_host=connections, **kept
         )
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=60)
@@ -409,12 +413,16 @@ def storm_jobs(
 
 @contextlib.asynccontextmanager
 async def pod_creator(
-    api: Api, jobs: Sequence[tuple[str, dict[str, Any]]]
+    api: Api, jobs: Sequence[tuple[str, dict[str, Any]]], clients: int = 0
 ) -> AsyncIterator[Callable[[], Awaitable[list[Created]]]]:
     """A process of its own that opens a connection per pod and then, when the yielded
     ``go()`` is awaited, creates every pod at once and returns how each went. Its own
     process, so that the client's work does not share an interpreter with the stack's
-    balancer and emulators (threads of this one)."""
+    balancer and emulators (threads of this one).
+
+    With ``clients``, that many clients instead, each creating its share of the pods one
+    after another, each create on a new connection (as that many ``kubectl create`` runs
+    would): a pod's time then includes its connection's TLS handshake."""
     creator = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -434,7 +442,12 @@ async def pod_creator(
         return [Created(**{**c, "pull_secrets": tuple(c["pull_secrets"])}) for c in lines]
 
     try:
-        spec = {"server": api.server, "credentials": asdict(api.credentials), "jobs": jobs}
+        spec = {
+            "server": api.server,
+            "credentials": asdict(api.credentials),
+            "jobs": jobs,
+            "clients": clients,
+        }
         stdin.write(json.dumps(spec).encode() + b"\n")
         await stdin.drain()
         if (await stdout.readline()).strip() != b"ready":
@@ -452,12 +465,15 @@ async def create_at_once(
     pods_per_namespace: int,
     registries: Sequence[Registry],
     prefix: str = "storm",
+    *,
+    clients: int = 0,
 ) -> list[Created]:
     """The storm's pods, created the storm's way, with nothing else counted: in namespaces
     that did not opt in it measures the API server without the webhook; in the storm's
-    namespaces after the storm, the webhook with every pull secret already made."""
+    namespaces after the storm, the webhook with every pull secret already made.
+    ``clients``: see ``pod_creator``."""
     jobs = storm_jobs(namespaces, pods_per_namespace, registries, prefix)
-    async with pod_creator(api, jobs) as go:
+    async with pod_creator(api, jobs, clients) as go:
         return await go()
 
 
@@ -469,12 +485,14 @@ async def run(
     identity_calls: Callable[[], dict[str, int]],
     *,
     settle_timeout: float = 120.0,
+    clients: int = 0,
 ) -> Result:
-    """Create ``pods_per_namespace`` pods in each namespace, all at once; wait until the
-    webhook's writes have settled. ``identity_calls()`` reads the identity endpoints'
-    own request counts (taken before and after)."""
+    """Create ``pods_per_namespace`` pods in each namespace, all at once (or by
+    ``clients``, see ``pod_creator``); wait until the webhook's writes have settled.
+    ``identity_calls()`` reads the identity endpoints' own request counts (taken before
+    and after)."""
     jobs = storm_jobs(namespaces, pods_per_namespace, registries)
-    async with pod_creator(api, jobs) as go, watching(api) as writes:
+    async with pod_creator(api, jobs, clients) as go, watching(api) as writes:
         before = identity_calls()
         started = time.perf_counter()
         created = await go()
@@ -529,18 +547,41 @@ def violations(result: Result, replicas: int, exchange_keys: Sequence[str]) -> l
 
 async def _create_all(spec: dict[str, Any]) -> None:
     """The pod creator: open a connection per pod, say ``ready``, wait for ``go``, create
-    every pod at once, print the results as one JSON line."""
+    every pod at once, print the results as one JSON line. With ``clients``: no
+    connection opened beforehand, that many clients each creating one pod after another
+    on a new connection each time."""
     jobs = spec["jobs"]
-    api = Api(spec["server"], Credentials(**spec["credentials"]), len(jobs))
+    clients = int(spec.get("clients") or 0)
+    credentials = Credentials(**spec["credentials"])
+    api = Api(spec["server"], credentials, clients or len(jobs), fresh=bool(clients))
     loop = asyncio.get_running_loop()
     try:
-        await api.warm()
+        if not clients:
+            await api.warm()
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
-        created = await asyncio.gather(*(api.create_pod(ns, body) for ns, body in jobs))
+        if clients:
+            created = await _by_clients(api, jobs, clients)
+        else:
+            created = await asyncio.gather(*(api.create_pod(ns, body) for ns, body in jobs))
         print(json.dumps([asdict(c) for c in created]), flush=True)
     finally:
         await api.close()
+
+
+async def _by_clients(
+    api: Api, jobs: Sequence[tuple[str, dict[str, Any]]], clients: int
+) -> list[Created]:
+    """Each of ``clients`` takes the next pod when its last one is created."""
+    pending = iter(enumerate(jobs))
+    out: list[Created | None] = [None] * len(jobs)
+
+    async def client() -> None:
+        for i, (ns, body) in pending:
+            out[i] = await api.create_pod(ns, body)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return [c for c in out if c is not None]
 
 
 if __name__ == "__main__":

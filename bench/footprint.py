@@ -19,6 +19,13 @@ figures per step:
 - ``fresh``: a replica started afterwards, fed by the initial LISTs (pods paginated
   500 at a time), once idle; also its peak (VmHWM), which the LISTs set.
 
+Then, at each step, that fresh replica once it leads: the requests it sends the API
+server in ``--idle-seconds`` (60) of idle, as the API server logged them. The run's
+control plane audits every request of the webhook's ServiceAccount (IDLE_AUDIT_POLICY,
+Metadata level: who, verb, resource; no body), so the count is the API server's own and
+leaves out the benchmark's and kube-controller-manager's requests; the API server's
+``apiserver_request_total`` over the same window (every client) is kept beside it.
+
     .venv/bin/python -m bench.footprint [--steps 1000,5000,10000] [--pods-per-namespace 10]
 """
 
@@ -27,18 +34,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from devenv.controlplane import ControlPlane, locate
-from devenv.stack import NAMESPACE, WEBHOOK_CONFIGURATION, Stack, running_stack
+from devenv.stack import (
+    NAMESPACE,
+    SERVICE_ACCOUNT,
+    WEBHOOK_CONFIGURATION,
+    Replica,
+    Stack,
+    running_stack,
+)
 from devenv.support import storm
 from devenv.support.storm import Api
 from webhook.admission.needs import pull_needs
@@ -54,6 +72,21 @@ CONCURRENCY = 32
 #: A replica counts as caught up once it used less than this CPU over IDLE_SECONDS.
 IDLE_CPU_SECONDS = 0.05
 IDLE_SECONDS = 3.0
+#: How long the leader's requests are counted at each step.
+LEADER_IDLE_SECONDS = 60.0
+#: Who the webhook is to the API server (devenv/stack.py's ServiceAccount).
+WEBHOOK_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+#: This run's control plane logs every request of the webhook's ServiceAccount, reads
+#: and watches included, at the Metadata level (never a body), once: at its end, or for
+#: a watch when it starts (a watch's ResponseStarted; its end is logged too and skipped).
+IDLE_AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, Panic]
+rules:
+  - level: Metadata
+    users: ["{WEBHOOK_USER}"]
+  - level: None
+"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -174,7 +207,87 @@ async def fill(cp: ControlPlane, st: Stack, first: int, last: int, per_ns: int) 
         await api.close()
 
 
-def measure(cp: ControlPlane, st: Stack, steps: list[int], per_ns: int) -> list[dict[str, Any]]:
+def audit_args(directory: Path) -> tuple[Path, list[str]]:
+    """The audit log and the API server flags that replace the control plane's own audit
+    policy and log with IDLE_AUDIT_POLICY (a flag given twice takes its last value)."""
+    policy, log = directory / "idle-audit-policy.yaml", directory / "idle-audit.log"
+    policy.write_text(IDLE_AUDIT_POLICY)
+    return log, [f"--audit-policy-file={policy}", f"--audit-log-path={log}"]
+
+
+def _when(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def webhook_requests(log: Path, start: float, end: float) -> Counter[str]:
+    """The webhook's requests the API server received between ``start`` and ``end``, by
+    "verb resource[/subresource]", from the audit log."""
+    out: Counter[str] = Counter()
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if (event.get("user") or {}).get("username") != WEBHOOK_USER:
+                continue
+            verb = event.get("verb", "")
+            # Each request once: a watch when it starts, anything else when it ends.
+            if event.get("stage") != ("ResponseStarted" if verb == "watch" else "ResponseComplete"):
+                continue
+            if not start <= _when(event["requestReceivedTimestamp"]) < end:
+                continue
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", event.get("requestURI", ""))
+            if ref.get("subresource"):
+                resource += "/" + ref["subresource"]
+            out[f"{verb} {resource}"] += 1
+    return out
+
+
+def all_requests(cp: ControlPlane) -> Counter[str]:
+    """``apiserver_request_total`` by "VERB resource" (every client; resource requests only)."""
+    answer = cp.api("GET", "/metrics")
+    out: Counter[str] = Counter()
+    for labels, value in storm.counter_values(str(answer.body), "apiserver_request_total").items():
+        resource = re.search(r'resource="([^"]*)"', labels)
+        verb = re.search(r'verb="([^"]*)"', labels)
+        if resource and verb and resource.group(1):
+            out[f"{verb.group(1)} {resource.group(1)}"] += int(value)
+    return out
+
+
+def idle_leader(cp: ControlPlane, replica: Replica, audit: Path, seconds: float) -> dict[str, Any]:
+    """The requests the replica sends in ``seconds`` once it leads and has made a pass."""
+    deadline = time.monotonic() + 120
+    while gauge(replica.metrics(), "pull_secret_webhook_leader") != 1.0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{replica.name} did not become the leader")
+        time.sleep(1)
+    # A pass over everything (the stack's refresh interval is 5 s), then idle again.
+    time.sleep(10)
+    await_idle(replica.process.pid)
+    before, start = all_requests(cp), time.time()
+    time.sleep(seconds)
+    end, after = time.time(), all_requests(cp)
+    # The API server writes an event when the request ends: let the last ones land.
+    time.sleep(2)
+    mine = webhook_requests(audit, start, end)
+    everyone = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    return {
+        "seconds": round(end - start, 1),
+        "webhook_per_minute": round(sum(mine.values()) * 60 / (end - start), 1),
+        "webhook_by_call": dict(sorted(mine.items())),
+        "all_clients_per_minute": round(sum(everyone.values()) * 60 / (end - start), 1),
+        "all_clients_by_call": dict(sorted(everyone.items())),
+    }
+
+
+def measure(
+    cp: ControlPlane,
+    st: Stack,
+    steps: list[int],
+    per_ns: int,
+    audit: Path | None = None,
+    idle_seconds: float = 0.0,
+) -> list[dict[str, Any]]:
     [replica] = st.replicas
     rows: list[dict[str, Any]] = []
     made = 0
@@ -204,6 +317,8 @@ def measure(cp: ControlPlane, st: Stack, steps: list[int], per_ns: int) -> list[
             ),
             "leader": gauge(replica.metrics(), "pull_secret_webhook_leader"),
         }
+        if audit is not None and idle_seconds > 0:
+            row["idle_leader_requests"] = idle_leader(cp, replica, audit, idle_seconds)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -220,19 +335,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--steps", default="1000,5000,10000", help="namespaces at each step")
     parser.add_argument("--pods-per-namespace", type=int, default=10)
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=LEADER_IDLE_SECONDS,
+        help="count the leader's requests this long at each step (0: not at all)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/footprint.json"))
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",") if s]
     load_start = os.getloadavg()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        ControlPlane(locate()) as cp,
-        running_stack(
-            cp, Path(tmp) / "stack", replicas_wanted=1, refresh_interval=5, gc_grace=3600
-        ) as st,
-    ):
-        cp.kubectl("delete", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION)
-        rows = measure(cp, st, steps, args.pods_per_namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        audit, flags = audit_args(Path(tmp))
+        with (
+            ControlPlane(locate(), extra_apiserver_args=flags) as cp,
+            running_stack(
+                cp, Path(tmp) / "stack", replicas_wanted=1, refresh_interval=5, gc_grace=3600
+            ) as st,
+        ):
+            cp.kubectl("delete", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION)
+            rows = measure(cp, st, steps, args.pods_per_namespace, audit, args.idle_seconds)
     print(
         f"\n{'namespaces':>10} {'pods':>7} {'RSS watched':>12} {'RSS fresh':>10} "
         f"{'peak fresh':>11} {'made in (s)':>12}"
@@ -243,6 +365,14 @@ def main() -> int:
             f"{r['namespaces']:>10} {r['pods']:>7} {r['rss_watched_mib']:>10.1f}Mi "
             f"{r['rss_fresh_mib']:>8.1f}Mi {r['peak_fresh_mib']:>9.1f}Mi {made:>12.0f}"
         )
+    print(f"\n{'namespaces':>10} {'leader req/min':>15} {'all clients req/min':>20}  calls")
+    for r in rows:
+        idle = r.get("idle_leader_requests")
+        if idle:
+            print(
+                f"{r['namespaces']:>10} {idle['webhook_per_minute']:>15.1f} "
+                f"{idle['all_clients_per_minute']:>20.1f}  {idle['webhook_by_call']}"
+            )
     worst = max(max(r["rss_watched_mib"], r["rss_fresh_mib"]) for r in rows)
     out = {
         "target_mib": TARGET_MIB,

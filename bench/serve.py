@@ -40,6 +40,7 @@ from devenv.support.hotpath import (
 )
 from webhook.admission import jsonio
 from webhook.admission.needs import pull_needs
+from webhook.config.store import ConfigStore
 from webhook.server.app import ServeOptions, start_server
 from webhook.server.tlsreload import ReloadingTLS
 from webhook.server.workers import Secondaries, Worker, fork_workers
@@ -96,7 +97,7 @@ async def serve(
             manager = offline_manager(config, namespaces=(workload.NAMESPACE,))
             for need in pull_needs(config, workload.pod()):
                 remember(manager, known_secret(need, namespace=workload.NAMESPACE))
-            running = await start_server(config, manager, options, metrics=metrics)
+            running = await start_server(ConfigStore(config), manager, options, metrics=metrics)
             _say(f"ready {os.getpid()}")
             await stopping.wait()
             await running.stop()

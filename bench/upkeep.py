@@ -32,6 +32,7 @@ from devenv.support.configs import sample_config
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from webhook.admission.needs import PullNeed, pull_needs
+from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential
 from webhook.pullsecrets.manager import PullSecretManager
 from webhook.pullsecrets.records import ManagedSecret, marker_object
@@ -61,13 +62,14 @@ async def one_pass(records: int, due: int) -> dict[str, Any]:
     """A pass over ``records`` Ready, referenced, marked secrets of which ``due`` are due."""
     config = sample_config()
     kube = MemKube()
-    manager = PullSecretManager(config, kube, Minter())
+    store = ConfigStore(config)
+    manager = PullSecretManager(store, kube, Minter())
     need = _need()
     namespaces = [f"ns-{i}" for i in range(records)]
     manager.namespaces.replace_all(opted_in(*namespaces))
     # The pass's own cost, unpaced (the leader's bucket, webhook.pullsecrets.renewals.Pace, would
     # spread 1,000 renewals over 100 s).
-    refresher = Refresher(config, manager, kube, "bench", pace=Pace(1e9, 10**9))
+    refresher = Refresher(store, manager, kube, "bench", pace=Pace(1e9, 10**9))
     now = time.time()
     pods = []
     for i, ns in enumerate(namespaces):

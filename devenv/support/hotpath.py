@@ -13,6 +13,7 @@ from typing import Any, Literal, NoReturn
 
 from webhook.admission.needs import PullNeed
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.pullsecrets.manager import PullSecretManager, new_record
 from webhook.pullsecrets.records import ManagedSecret
 
@@ -40,7 +41,7 @@ def opted_in(*names: str) -> list[dict[str, Any]]:
 def offline_manager(config: Config, namespaces: Sequence[str] = ("team-a",)) -> PullSecretManager:
     kube: Any = NoNetwork()
     cache: Any = NoNetwork()
-    manager = PullSecretManager(config, kube, cache)
+    manager = PullSecretManager(ConfigStore(config), kube, cache)
     manager.namespaces.replace_all(opted_in(*namespaces))
     return manager
 

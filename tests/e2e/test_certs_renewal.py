@@ -53,6 +53,7 @@ from devenv.support.serving import loopback_options
 from tests.support.manifests import MANIFESTS, REPO, Obj, helm_template, kustomize
 from webhook.certs import pki, rotation
 from webhook.cli import build_parser
+from webhook.config.store import ConfigStore
 from webhook.server.app import NamesOnlySource, start_server
 
 pytestmark = pytest.mark.controlplane
@@ -383,7 +384,7 @@ async def admitting(
     seen = Observed()
     volume.project(secret_data(cp, renewal))
     server = await start_server(
-        sample_config(),
+        ConfigStore(sample_config()),
         NamesOnlySource(),
         loopback_options(volume.directory),
     )

@@ -10,7 +10,8 @@ from dataclasses import replace
 from devenv.controlplane import ControlPlane
 from devenv.support.configs import sample_config
 from webhook.cli.serve import start_manager
-from webhook.config.schema import Config, ConfigStore
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.kube import client as kubeclient
 from webhook.kube.calls import Kube, connect
 from webhook.server.app import ServerState

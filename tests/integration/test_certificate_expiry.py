@@ -10,6 +10,7 @@ from cryptography import x509
 from devenv.support.serving import loopback_options
 from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.server.app import NamesOnlySource, start_server
 from webhook.telemetry.metrics import Metrics
 
@@ -34,7 +35,7 @@ async def test_expiry_of_serving_certificate_and_ca_is_exported_and_follows_rota
     first = write(tmp_path, ca, days=30)
     metrics = Metrics()
     server = await start_server(
-        config,
+        ConfigStore(config),
         NamesOnlySource(),
         loopback_options(tmp_path),
         metrics=metrics,

@@ -14,6 +14,7 @@ from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
 from webhook.certs.pki import make_ca
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.server.app import NamesOnlySource, start_server
 
 ADMISSIONS = 400
@@ -29,7 +30,7 @@ async def test_no_admission_fails_while_the_pair_and_ca_rotate(
     old_ca, new_ca = make_ca("old-ca"), make_ca("new-ca")
     write_serving_pair(old_ca, tmp_path)
     server = await start_server(
-        config,
+        ConfigStore(config),
         NamesOnlySource(),
         loopback_options(tmp_path),
     )

@@ -21,6 +21,7 @@ from devenv.support.serving import loopback_options
 from webhook.certs import pki, rotation
 from webhook.cli import build_parser
 from webhook.cli import certs as certs_command
+from webhook.config.store import ConfigStore
 from webhook.server.app import NamesOnlySource, start_server
 
 SERVICE_NAMES = pki.service_dns_names("pull-secret-webhook", "pull-secret-webhook")
@@ -275,7 +276,7 @@ async def test_the_running_webhook_serves_a_rotated_ca_pair_without_a_restart(
     old_ca = tmp_path / "old-ca.crt"
     old_ca.write_bytes((certs_dir / "ca.crt").read_bytes())
     server = await start_server(
-        sample_config(),
+        ConfigStore(sample_config()),
         NamesOnlySource(),
         loopback_options(certs_dir),
     )

@@ -23,7 +23,8 @@ from devenv.support.serving import loopback_options, write_serving_pair
 from webhook.certs.pki import make_ca
 from webhook.cli.serve import _count
 from webhook.config.load import load_config
-from webhook.config.watch import ConfigStore, ConfigWatcher
+from webhook.config.store import ConfigStore
+from webhook.config.watch import ConfigWatcher
 from webhook.server.app import NamesOnlySource, RunningServer, start_server
 from webhook.telemetry.metrics import Metrics
 

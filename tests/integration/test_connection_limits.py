@@ -17,6 +17,7 @@ from devenv.support.reviews import make_pod, make_review
 from devenv.support.serving import loopback_options, write_serving_pair
 from webhook.certs.pki import make_ca
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.server import app as server_module
 from webhook.server.app import NamesOnlySource, RunningServer, start_server
 from webhook.server.budget import Budget, BudgetExhausted
@@ -49,7 +50,7 @@ async def limited(config: Config, tmp_path: Path) -> AsyncIterator[Limited]:
     ca = make_ca()
     write_serving_pair(ca, tmp_path)
     server = await start_server(
-        config,
+        ConfigStore(config),
         NamesOnlySource(),
         loopback_options(tmp_path, max_connections=4, header_timeout=1.5),
     )
@@ -216,7 +217,7 @@ async def test_a_review_that_does_not_fit_the_memory_budget_gets_a_429_admission
     ca = make_ca()
     write_serving_pair(ca, tmp_path)
     server = await start_server(
-        config,
+        ConfigStore(config),
         NamesOnlySource(),
         loopback_options(tmp_path),
     )
@@ -260,7 +261,7 @@ async def gated(config: Config, tmp_path: Path) -> AsyncIterator[Limited]:
     ca = make_ca()
     write_serving_pair(ca, tmp_path)
     server = await start_server(
-        config,
+        ConfigStore(config),
         NamesOnlySource(),
         loopback_options(tmp_path, max_connections=20, handshake_timeout=1.0, max_handshaking=3),
     )

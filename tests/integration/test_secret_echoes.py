@@ -26,6 +26,7 @@ from tests.support.azure import SECRET_NAMESPACE, Azure, azure, azure_env
 from webhook.admission.decision import Plan, plan, respond
 from webhook.admission.reviews import AdmissionResponse, decode_review
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials import RegistryAuthError
 from webhook.pullsecrets.manager import PullSecretManager
 from webhook.telemetry.logs import JsonFormatter, TextFormatter
@@ -62,7 +63,7 @@ async def _admit(config: Config, cache: object, image: str) -> tuple[AdmissionRe
     """One admission through the real manager (its Events land in the in-memory API),
     answered as the server answers it, fail-open and fail-closed."""
     kube = MemKube()
-    manager = PullSecretManager(config, kube, cache)  # type: ignore[arg-type]
+    manager = PullSecretManager(ConfigStore(config), kube, cache)  # type: ignore[arg-type]
     manager.namespaces.replace_all(opted_in("team-a"))
     review = make_review(make_pod(image), namespace="team-a")
     _, request = decode_review(json.dumps(review).encode())

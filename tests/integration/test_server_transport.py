@@ -20,6 +20,7 @@ from webhook.admission.decision import Outcome, SecretSource
 from webhook.admission.needs import PullNeed
 from webhook.certs.pki import KeyPair, make_ca, make_serving_cert
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.server.app import (
     MAX_BODY_BYTES,
     NamesOnlySource,
@@ -68,7 +69,7 @@ async def served(config: Config, tmp_path: Path, source: SecretSource) -> AsyncI
     ca = make_ca()
     write_pair(ca, tmp_path)
     server = await start_server(
-        config,
+        ConfigStore(config),
         source,
         loopback_options(tmp_path),
     )

@@ -16,6 +16,7 @@ from tests.integration.conftest import Clock, MemoryKube
 from webhook.admission.needs import PullNeed
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials import CredentialCache, RetryPolicy
 
 #: moto's GetAuthorizationToken always answers expiresAt = 2015-01-01T00:00:00Z.
@@ -85,4 +86,4 @@ def pull_need(config: Config, host: str = HOST, service_account: str = "default"
 
 
 def new_cache(config: Config, kube: MemoryKube, clock: Clock, **kwargs: Any) -> CredentialCache:
-    return CredentialCache(config, kube, kube, clock=clock, retry=FAST, **kwargs)
+    return CredentialCache(ConfigStore(config), kube, kube, clock=clock, retry=FAST, **kwargs)

@@ -17,6 +17,7 @@ from tests.integration.conftest import CLUSTER_ISSUER, MemoryKube, pull_need
 from webhook.admission.needs import PullNeed
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials import CredentialCache, RetryPolicy
 
 #: Retries in milliseconds: the tests check how often, not how patiently.
@@ -65,7 +66,7 @@ class Azure:
         return pull_need(config, self.host, service_account)
 
     def cache(self, config: Config, **kwargs: Any) -> CredentialCache:
-        return CredentialCache(config, self.kube, self.kube, retry=FAST, **kwargs)
+        return CredentialCache(ConfigStore(config), self.kube, self.kube, retry=FAST, **kwargs)
 
     def app_with_pull(self, secret: str = APP_SECRET, **kwargs: Any) -> Principal:
         app = self.emulator.register_app(self.tenant, secret=secret, **kwargs)

@@ -22,6 +22,7 @@ from typing import Any
 
 from devenv.support.configs import sample_config
 from webhook.certs.pki import make_ca, make_serving_cert
+from webhook.config.store import ConfigStore
 from webhook.server.app import NamesOnlySource, RunningServer, ServeOptions, start_server
 from webhook.telemetry.logs import _ContextFilter
 
@@ -121,7 +122,9 @@ def threaded_server() -> Iterator[ThreadedServer]:
 
         async def main() -> None:
             try:
-                holder["server"] = await start_server(sample_config(), NamesOnlySource(), options)
+                holder["server"] = await start_server(
+                    ConfigStore(sample_config()), NamesOnlySource(), options
+                )
             finally:
                 started.set()
             await stop.wait()

@@ -20,7 +20,7 @@ from devenv.support.reviews import make_pod
 from webhook.admission.needs import PullNeed, pull_needs
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
-from webhook.config.watch import ConfigStore
+from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.kube import informer as informer_module
 from webhook.kube.health import JITTER, PROBE_MAX_SECONDS, ApiHealth
@@ -61,7 +61,7 @@ class Minter:
 
 
 def manager(config: Config, kube: MemKube, minter: Minter) -> PullSecretManager:
-    m = PullSecretManager(config, kube, minter, health=kube.health)
+    m = PullSecretManager(ConfigStore(config), kube, minter, health=kube.health)
     m.namespaces.replace_all(opted_in("team-a"))
     return m
 
@@ -314,7 +314,7 @@ def test_the_refresher_renews_by_the_entries_of_a_reloaded_config() -> None:
     reloaded = parse_config(document)
     store = ConfigStore(first)
     kube = MemKube()
-    m = PullSecretManager(first, kube, Minter())
+    m = PullSecretManager(ConfigStore(first), kube, Minter())
     refresher = Refresher(store, m, kube, "replica-0")
     [need] = pull_needs(reloaded, make_pod(ACR))
     record = ManagedSecret(

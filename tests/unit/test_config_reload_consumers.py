@@ -22,7 +22,8 @@ from webhook.admission.needs import PullNeed, pull_needs
 from webhook.config.acr import AcrEntry
 from webhook.config.generic import GenericEntry
 from webhook.config.load import load_config
-from webhook.config.schema import Config, ConfigStore, RefreshSettings
+from webhook.config.schema import Config, RefreshSettings
+from webhook.config.store import ConfigStore
 from webhook.config.watch import ConfigWatcher
 from webhook.credentials.base import EXPIRY_MARGIN, Attempt, Credential
 from webhook.credentials.cache import CredentialCache

@@ -22,6 +22,7 @@ from webhook.config.ecr import EcrEntry
 from webhook.config.generic import GenericEntry
 from webhook.config.kinds import KINDS, RegistryEntry
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials import Credential, CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.acr import AcrProvider
 from webhook.credentials.base import EXPIRY_MARGIN, Attempt
@@ -104,7 +105,9 @@ def need(config: Config, host: str = HOST) -> PullNeed:
 
 
 def cache_for(config: Config, clock: Clock, provider: ScriptedProvider) -> CredentialCache:
-    return CredentialCache(config, clock=clock, retry=FAST, providers={GenericEntry: provider})
+    return CredentialCache(
+        ConfigStore(config), clock=clock, retry=FAST, providers={GenericEntry: provider}
+    )
 
 
 async def test_two_hundred_concurrent_gets_share_one_exchange(
@@ -126,7 +129,7 @@ async def test_a_credential_is_reused_until_the_refresh_fraction_of_its_life(
     config: Config, clock: Clock, provider: ScriptedProvider, fraction: float
 ) -> None:
     async with CredentialCache(
-        config, clock=clock, fraction=fraction, providers={GenericEntry: provider}
+        ConfigStore(config), clock=clock, fraction=fraction, providers={GenericEntry: provider}
     ) as cache:
         first = await cache.get(need(config), "team-a")
         assert cache.fresh_until(need(config), "team-a") == first.issued_at + fraction * LIFETIME
@@ -293,7 +296,7 @@ async def test_closing_cancels_exchanges_and_closes_providers(
 
 
 async def test_each_kind_gets_its_own_provider(config: Config) -> None:
-    async with CredentialCache(config) as cache:
+    async with CredentialCache(ConfigStore(config)) as cache:
         assert isinstance(cache.provider(AcrEntry), AcrProvider)
         assert isinstance(cache.provider(EcrEntry), EcrProvider)
         assert isinstance(cache.provider(GenericEntry), GenericProvider)
@@ -304,7 +307,7 @@ async def test_every_kind_an_entry_can_have_has_a_provider_from_the_module_serve
     config: Config,
 ) -> None:
     assert {kind.entry for kind in KINDS} == set(get_args(RegistryEntry))
-    async with CredentialCache(config) as cache:
+    async with CredentialCache(ConfigStore(config)) as cache:
         for kind in KINDS:
             assert type(cache.provider(kind.entry)).__module__ == kind.provider
 
@@ -346,7 +349,7 @@ async def test_a_timeout_names_the_step_and_code_the_exchange_is_retrying(
     provider = ScriptedProvider(clock, outcomes=[failure(transient=True)] * 100)
     slow = RetryPolicy(first_delay=0.2, max_delay=0.2, max_attempts=100)
     async with CredentialCache(
-        config, clock=clock, retry=slow, providers={GenericEntry: provider}
+        ConfigStore(config), clock=clock, retry=slow, providers={GenericEntry: provider}
     ) as cache:
         with pytest.raises(RegistryAuthError) as caught:
             await cache.get(need(config), "team-a", deadline=time.monotonic() + 0.1)

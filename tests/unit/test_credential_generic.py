@@ -11,6 +11,7 @@ import pytest
 from webhook.admission.needs import PullNeed, match_images
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials import CredentialCache, RegistryAuthError
 from webhook.credentials.generic import NOMINAL_LIFETIME, RECHECK_SECONDS
 from webhook.kube.objects import SecretData
@@ -100,7 +101,7 @@ def basic(user: str, password: str) -> str:
 async def test_credentials_are_read_from_each_supported_layout(data: Mapping[str, bytes]) -> None:
     secrets, clock, config = Secrets(), Clock(), generic_config()
     secrets.put("harbor-creds", data, "1")
-    async with CredentialCache(config, secrets, clock=clock) as cache:
+    async with CredentialCache(ConfigStore(config), secrets, clock=clock) as cache:
         credential = await cache.get(need(config), "team-a")
     assert (credential.username, credential.password) == ("robot", "pa:ss")
     assert credential.hosts == (HOST,)
@@ -112,7 +113,7 @@ async def test_a_named_key_holds_a_docker_config() -> None:
     secrets.put(
         "harbor-creds", {"config.json": docker_config({HOST: {"auth": basic("a", "b")}})}, "1"
     )
-    async with CredentialCache(config, secrets) as cache:
+    async with CredentialCache(ConfigStore(config), secrets) as cache:
         credential = await cache.get(need(config), "team-a")
     assert (credential.username, credential.password) == ("a", "b")
 
@@ -143,7 +144,7 @@ async def test_an_unusable_secret_is_a_permanent_error_that_never_quotes_it(
 ) -> None:
     secrets, config = Secrets(), generic_config()
     secrets.put("harbor-creds", data, "1")
-    async with CredentialCache(config, secrets) as cache:
+    async with CredentialCache(ConfigStore(config), secrets) as cache:
         with pytest.raises(RegistryAuthError) as caught:
             await cache.get(need(config), "team-a")
     assert (caught.value.step, caught.value.code, caught.value.transient) == (
@@ -156,7 +157,7 @@ async def test_an_unusable_secret_is_a_permanent_error_that_never_quotes_it(
 
 async def test_a_missing_secret_says_how_to_create_it() -> None:
     config = generic_config()
-    async with CredentialCache(config, Secrets()) as cache:
+    async with CredentialCache(ConfigStore(config), Secrets()) as cache:
         with pytest.raises(RegistryAuthError) as caught:
             await cache.get(need(config), "team-a")
     assert caught.value.code == "NotFound"
@@ -165,7 +166,7 @@ async def test_a_missing_secret_says_how_to_create_it() -> None:
 
 async def test_without_kubernetes_the_secret_cannot_be_read() -> None:
     config = generic_config()
-    async with CredentialCache(config) as cache:
+    async with CredentialCache(ConfigStore(config)) as cache:
         with pytest.raises(RegistryAuthError) as caught:
             await cache.get(need(config), "team-a")
     assert caught.value.code == "no-kubernetes"
@@ -174,7 +175,7 @@ async def test_without_kubernetes_the_secret_cannot_be_read() -> None:
 async def test_a_rotated_password_is_picked_up_at_the_next_recheck_and_not_before() -> None:
     secrets, clock, config = Secrets(), Clock(), generic_config()
     secrets.put("harbor-creds", {"username": b"robot", "password": b"old"}, "1")
-    async with CredentialCache(config, secrets, clock=clock) as cache:
+    async with CredentialCache(ConfigStore(config), secrets, clock=clock) as cache:
         first = await cache.get(need(config), "team-a")
         secrets.put("harbor-creds", {"username": b"robot", "password": b"new"}, "2")
         clock.now += RECHECK_SECONDS - 1
@@ -189,7 +190,7 @@ async def test_a_rotated_password_is_picked_up_at_the_next_recheck_and_not_befor
 async def test_an_unchanged_secret_keeps_the_same_credential_across_rechecks() -> None:
     secrets, clock, config = Secrets(), Clock(), generic_config()
     secrets.put("harbor-creds", {"username": b"robot", "password": b"same"}, "7")
-    async with CredentialCache(config, secrets, clock=clock) as cache:
+    async with CredentialCache(ConfigStore(config), secrets, clock=clock) as cache:
         first = await cache.get(need(config), "team-a")
         clock.now += RECHECK_SECONDS + 1
         again = await cache.get(need(config), "team-a")

@@ -12,7 +12,8 @@ from devenv.support.configs import sample_document
 from devenv.support.memkube import MemKube
 from webhook.admission.needs import match_image
 from webhook.config.load import parse_config
-from webhook.config.schema import Config, ConfigStore
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.kube.calls import PodRefs
 from webhook.kube.podstatus import failing_images, pull_failure_view
 from webhook.kube.rfc3339 import to_rfc3339

@@ -22,6 +22,7 @@ from tests.support.bookkeeping import (
 from webhook.admission.needs import PullNeed, pull_needs
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential
 from webhook.kube.errors import ApiError
 from webhook.pullsecrets.manager import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
@@ -32,7 +33,7 @@ from webhook.upkeep.refresher import PassReport, Refresher
 
 
 def manager(config: Config, kube: MemKube, minter: Minter | None = None) -> PullSecretManager:
-    m = PullSecretManager(config, kube, minter or Minter())
+    m = PullSecretManager(ConfigStore(config), kube, minter or Minter())
     m.namespaces.replace_all(opted_in("team-a", "team-b"))
     return m
 
@@ -139,7 +140,7 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     m, need = await one_secret_made(config, kube)
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     kube.reference("team-a", need.secret_name)
-    refresher = Refresher(config, m, kube, "replica-0")
+    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
     refresher.references.replace_all(kube.pods)  # what the leader's watches hold
     m.markers.replace_all(list(kube.markers.values()))
     idle = await refresher.run_once()
@@ -160,7 +161,7 @@ async def test_a_pass_right_after_a_secret_was_made_waits_for_its_marker_without
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
     kube.reference("team-a", need.secret_name)
-    refresher = Refresher(config, m, kube, "replica-0")
+    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
     refresher.references.replace_all(kube.pods)
     m.markers = Markers()  # as on a leader whose watch has not shown the new marker yet
     calls = dict(kube.calls)
@@ -359,7 +360,7 @@ async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
     kube.plant_secret("team-a", "app-database-credentials", labels={MANAGED_BY: MANAGER})
-    refresher = Refresher(config, m, kube, "replica-0")
+    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
     refresher.clock = lambda: time.time() + CLAIM_SECONDS
     first = await refresher.run_once()
     assert first.marked == [f"team-a/{need.secret_name}"]
@@ -377,7 +378,7 @@ async def test_a_record_claimed_moments_ago_is_not_marked_before_its_pod_is_seen
     # Its pod is being admitted; the leader's pods watch may show it seconds later.
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
-    refresher = Refresher(config, m, kube, "replica-0")
+    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
     calls = dict(kube.calls)
     report = await refresher.run_once()
     assert report.marked == [] and report.collected == []
@@ -385,7 +386,7 @@ async def test_a_record_claimed_moments_ago_is_not_marked_before_its_pod_is_seen
     assert "unreferencedSince" not in record_of(kube, "team-a", need)["status"]
     # A grace shorter than the claim window bounds the wait instead.
     short = replace(config, refresh=replace(config.refresh, gc_grace_seconds=2.0))
-    refresher = Refresher(short, m, kube, "replica-0")
+    refresher = Refresher(ConfigStore(short), m, kube, "replica-0")
     refresher.clock = lambda: time.time() + 2.5
     assert (await refresher.run_once()).marked == [f"team-a/{need.secret_name}"]
 

@@ -18,6 +18,7 @@ from devenv.support.memkube import MemKube
 from tests.support.bookkeeping import Minter, need_of, record_of
 from tests.support.manifests import CHART, REPO
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.kube.rfc3339 import to_rfc3339
 from webhook.pullsecrets.manager import PullSecretManager
 from webhook.pullsecrets.records import ManagedSecret
@@ -41,7 +42,7 @@ async def test_renewed_at_is_when_the_secret_was_created_and_moves_with_each_ren
     config: Config,
 ) -> None:
     kube, clock = MemKube(), Clock()
-    m = PullSecretManager(config, kube, Minter(), clock=clock)
+    m = PullSecretManager(ConfigStore(config), kube, Minter(), clock=clock)
     m.namespaces.replace_all(opted_in("team-a"))
     need = need_of(config)
     created_at = clock.now

@@ -17,6 +17,7 @@ from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from tests.support.bookkeeping import Minter, need_of
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials.base import EXPIRY_MARGIN, Credential
 from webhook.pullsecrets.manager import PullSecretManager
 from webhook.pullsecrets.records import ManagedSecret, marker_object
@@ -74,7 +75,7 @@ async def minted_together(config: Config, count: int) -> list[ManagedSecret]:
     """``count`` namespaces whose secrets were made in one instant from one credential."""
     clock = FakeTime()
     kube = MemKube()
-    m = PullSecretManager(config, kube, SharedMinter(clock.now), clock=clock)
+    m = PullSecretManager(ConfigStore(config), kube, SharedMinter(clock.now), clock=clock)
     namespaces = [f"ns-{i}" for i in range(count)]
     m.namespaces.replace_all(opted_in(*namespaces))
     need = need_of(config)
@@ -146,12 +147,12 @@ async def due_secrets(
     """A leader over Ready, referenced, marked secrets, one per namespace, all due, with
     the given expiries; its bucket sleeps on ``clock``."""
     kube = TimedKube(clock)
-    manager = PullSecretManager(config, kube, SharedMinter(clock.now), clock=clock)
+    manager = PullSecretManager(ConfigStore(config), kube, SharedMinter(clock.now), clock=clock)
     need = need_of(config)
     namespaces = [f"ns-{i}" for i in range(len(expiries))]
     manager.namespaces.replace_all(opted_in(*namespaces))
     pace = Pace(RENEWALS_PER_SECOND, RENEWAL_BURST, clock=clock, sleep=clock.sleep)
-    refresher = Refresher(config, manager, kube, "replica-0", clock=clock, pace=pace)
+    refresher = Refresher(ConfigStore(config), manager, kube, "replica-0", clock=clock, pace=pace)
     pods = []
     for ns, expires_at in zip(namespaces, expiries, strict=True):
         uid = kube.plant_secret(ns, need.secret_name)["metadata"]["uid"]

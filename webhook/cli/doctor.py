@@ -22,6 +22,7 @@ from webhook.config.acr import AcrEntry
 from webhook.config.ecr import EcrEntry, EcrFamily
 from webhook.config.kinds import RegistryEntry, kind_of
 from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.base import (
     Credential,
@@ -203,7 +204,12 @@ async def run(
 ) -> int:
     """Try every entry (each of its hosts) and print one line each; 1 if any failed."""
     async with CredentialCache(
-        config, kube, kube, clock=clock, retry=DOCTOR_RETRY, exchange_budget=per_registry_seconds
+        ConfigStore(config),
+        kube,
+        kube,
+        clock=clock,
+        retry=DOCTOR_RETRY,
+        exchange_budget=per_registry_seconds,
     ) as cache:
         doctor = Doctor(config, cache, out, service_account, clock, per_registry_seconds)
         results = [await doctor.check(t) for t in targets(config, hosts or {})]

@@ -21,7 +21,8 @@ from webhook.cli.common import (
     config_path,
     load,
 )
-from webhook.config.schema import Config, ConfigStore
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.config.watch import ConfigWatcher
 from webhook.credentials.cache import CredentialCache, import_providers
 from webhook.kube import client as kubeclient

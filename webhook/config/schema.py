@@ -126,23 +126,3 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         for key, why in RESTART_ONLY
         if _setting(old, key) != _setting(new, key)
     ]
-
-
-class ConfigStore:
-    """The one config in use. Every consumer (the server, the pull-secret writer, the
-    credential cache and its providers, the refresher) reads ``current`` where it uses a
-    setting, never a copy taken at start, so a reload applies to all of them at once."""
-
-    def __init__(self, config: Config) -> None:
-        self.current = config
-        self.generation = 1
-        """Bumped by each reload, for readers that derive something from the config."""
-
-    def replace(self, config: Config) -> None:
-        self.current = config
-        self.generation += 1
-
-
-def store_of(config: Config | ConfigStore) -> ConfigStore:
-    """``config`` as a store: a plain Config (tests, one-shot commands) never changes."""
-    return config if isinstance(config, ConfigStore) else ConfigStore(config)

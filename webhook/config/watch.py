@@ -23,7 +23,8 @@ from pathlib import Path
 
 from webhook.config.files import FileProblems, read_text
 from webhook.config.load import ConfigError, load_config_text
-from webhook.config.schema import ConfigStore, restart_needed
+from webhook.config.schema import restart_needed
+from webhook.config.store import ConfigStore
 
 __all__ = ["POLL_SECONDS", "ConfigStore", "ConfigWatcher"]
 

@@ -22,7 +22,8 @@ from webhook.admission.needs import PullNeed
 from webhook.config.acr import AcrEntry
 from webhook.config.entry import Entry
 from webhook.config.kinds import kind_of
-from webhook.config.schema import Config, ConfigStore, store_of
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials.base import (
     EXPIRY_MARGIN,
     Credential,
@@ -92,7 +93,7 @@ class CredentialCache:
 
     def __init__(
         self,
-        config: Config | ConfigStore,
+        store: ConfigStore,
         secrets: SecretReader | None = None,
         tokens: ServiceAccountTokens | None = None,
         *,
@@ -103,10 +104,10 @@ class CredentialCache:
         providers: Mapping[type[Entry], Provider[Any]] | None = None,
         on_exchange: Callable[[str, bool], None] | None = None,
     ) -> None:
-        """``config`` is the store reloads go to: ``refresh.fraction`` and the settings a
-        provider is built from (``caFile``) are read from it at use. ``fraction`` fixes the
-        former instead (tests)."""
-        self._store = store_of(config)
+        """``store`` is where reloads go: ``refresh.fraction`` and the settings a provider
+        is built from (``caFile``) are read from it at use. ``fraction`` fixes the former
+        instead (tests)."""
+        self._store = store
         self._secrets = secrets
         self._tokens = tokens
         self._clock = clock

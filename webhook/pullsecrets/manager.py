@@ -32,7 +32,8 @@ from typing import Any
 
 from webhook.admission.decision import NeedStatus, Outcome
 from webhook.admission.needs import PullNeed
-from webhook.config.schema import Config, ConfigStore, store_of
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential, RegistryAuthError
 from webhook.kube.errors import ApiError, ConflictError, InvalidError, NotFoundError
 from webhook.kube.health import ApiHealth
@@ -108,7 +109,7 @@ class PullSecretManager:
 
     def __init__(
         self,
-        config: Config | ConfigStore,
+        store: ConfigStore,
         kube: PullSecretApi,
         cache: CredentialSource,
         metrics: Metrics | None = None,
@@ -117,9 +118,9 @@ class PullSecretManager:
         health: ApiHealth | None = None,
     ) -> None:
         """``health`` says when the API server answers again (``kube.health``); without
-        it, retries wait out their back-off. ``config`` is the store reloads go to: every
-        setting is read from it where it is used."""
-        self.store = store_of(config)
+        it, retries wait out their back-off. ``store`` is where reloads go: every setting is
+        read from it where it is used."""
+        self.store = store
         self.kube = kube
         self.health = health
         self.cache = cache

@@ -38,7 +38,7 @@ from webhook.admission.reviews import (
     quote,
     review,
 )
-from webhook.config.schema import Config, ConfigStore, store_of
+from webhook.config.store import ConfigStore
 from webhook.server.budget import Budget, BudgetExhausted, Held
 from webhook.server.connections import (
     HANDSHAKE_TIMEOUT,
@@ -308,7 +308,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 def create_webhook_app(
-    config: Config | ConfigStore,
+    store: ConfigStore,
     source: SecretSource,
     metrics: Metrics,
     state: ServerState,
@@ -316,7 +316,7 @@ def create_webhook_app(
 ) -> web.Application:
     # client_max_size is aiohttp's own cap; ours is enforced while streaming the body.
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    app[CONFIG] = store_of(config)
+    app[CONFIG] = store
     app[SOURCE] = source
     app[METRICS] = metrics
     app[STATE] = state
@@ -382,7 +382,7 @@ class RunningServer:
 
 
 async def start_server(
-    config: Config | ConfigStore,
+    store: ConfigStore,
     source: SecretSource,
     options: ServeOptions,
     metrics: Metrics | None = None,
@@ -408,7 +408,7 @@ async def start_server(
     tls = ReloadingTLS(options.cert_file, options.key_file, on_reload=on_reload)
     _publish_expiry(metrics, tls)
     hook = web.AppRunner(
-        create_webhook_app(config, source, metrics, state, guard),
+        create_webhook_app(store, source, metrics, state, guard),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         access_log=None,

@@ -34,7 +34,8 @@ from typing import Any, Literal, Protocol
 
 from webhook.admission.decision import Plan, plan
 from webhook.admission.reviews import AdmissionRequest
-from webhook.config.schema import Config, ConfigStore
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.kube.errors import ApiError, ConflictError, NotFoundError, TooManyRequestsError
 from webhook.kube.podstatus import failing_images, pull_failure_view
 from webhook.kube.rfc3339 import from_rfc3339

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 from webhook.admission.decision import NeedStatus
 from webhook.admission.needs import PullNeed
 from webhook.config.kinds import RegistryEntry
-from webhook.config.schema import Config, ConfigStore, store_of
+from webhook.config.schema import Config
+from webhook.config.store import ConfigStore
 from webhook.kube.errors import ApiError
 from webhook.kube.informer import Handler, Informer
 from webhook.pullsecrets.manager import CLAIM_SECONDS
@@ -92,7 +93,7 @@ class PassReport:
 class Refresher:
     def __init__(
         self,
-        config: Config | ConfigStore,
+        store: ConfigStore,
         manager: SecretBook,
         kube: UpkeepApi,
         holder: str,
@@ -102,13 +103,13 @@ class Refresher:
         healer: Healer | None = None,
         pace: Pace | None = None,
     ) -> None:
-        """``config`` may be the store the config file is reloaded into: each pass then
-        renews secrets by the registry entries in use at that time. ``on_leader`` hears
+        """``store`` is where the config file is reloaded into: each pass renews secrets by
+        the registry entries in use at that time. ``on_leader`` hears
         whether this replica leads after each try (for the leader metric). ``healer``,
         when given, follows the same pods watch and runs on every tick of the leader.
         ``pace`` bounds the rate of renewals (webhook.pullsecrets.renewals; tests give their
         own)."""
-        self.store = store_of(config)
+        self.store = store
         self.manager = manager
         self.kube = kube
         self.on_leader = on_leader

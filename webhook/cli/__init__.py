@@ -1,7 +1,7 @@
 """The command line: ``python -m webhook serve | validate | explain | doctor | certs | probe``.
 
-One module a command (``explain`` holds ``validate`` too); each adds its parser and the
-function that runs it, and turns its arguments into typed values before calling inward.
+One module a command; each adds its parser and the function that runs it, and turns its
+arguments into typed values before calling inward.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from webhook.cli import certs, doctor, explain, probe, serve
+from webhook.cli import certs, doctor, explain, probe, serve, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve.add_command(sub)
-    explain.add_commands(sub)
+    validate.add_command(sub)
+    explain.add_command(sub)
     doctor.add_command(sub)
     certs.add_command(sub)
     probe.add_command(sub)

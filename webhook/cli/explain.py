@@ -1,7 +1,5 @@
-"""``validate`` and ``explain``: what a config file says, without serving anything.
-
-``validate`` checks a file (exit 0 with a summary, or 2 listing every problem); ``explain``
-shows how images would be matched to registry entries and which secret each would get.
+"""``explain``: how images would be matched to registry entries and which secret each
+would get, from a config file, without serving anything.
 """
 
 from __future__ import annotations
@@ -18,13 +16,7 @@ from webhook.config.kinds import recognised_kind
 from webhook.config.schema import Config
 
 
-def add_commands(sub: Commands) -> None:
-    p = sub.add_parser(
-        "validate", help="check a config file; list every problem (exit 2) or say it is valid"
-    )
-    add_config_option(p)
-    p.set_defaults(func=run_validate)
-
+def add_command(sub: Commands) -> None:
     p = sub.add_parser("explain", help="show how images would be matched and named")
     add_config_option(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -117,14 +109,3 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         print("\n".join(explain_lines(config, matches)).rstrip(), file=out)
     return 1 if any(m.ref is None for m in matches) else 0
-
-
-def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Exit 0 and summarise a valid config; exit 2 listing every problem of a broken one."""
-    path = config_path(args.config)
-    config = load(path, err)
-    if config is None:
-        return 2
-    names = ", ".join(f"{e.name} ({e.kind})" for e in config.registries)
-    print(f"{path}: valid; {len(config.registries)} registry entries: {names}", file=out)
-    return 0

@@ -531,7 +531,7 @@ async def test_an_auth_provider_that_would_need_a_refresh_says_what_to_do_instea
 
 
 #: In a fresh interpreter: the whole command line imported, then the connection ``serve``
-#: makes (``kubeclient.load`` with or without --kubeconfig); prints which
+#: makes (``kube.client.load`` with or without --kubeconfig); prints which
 #: kubernetes_asyncio modules were imported.
 LOADS_AS_SERVE_DOES = """
 import asyncio, sys

@@ -19,7 +19,7 @@ per key) and writes the secret without ever reading one:
 
 Nothing is minted or written for a namespace that has not opted in, whoever
 sends the review. What an admission could not finish in time goes on in the
-background (``retries.py``); the Secret's shape is ``secretschema.py``'s.
+background (``retries.py``); the Secret's shape is ``secret.py``'s.
 """
 
 from __future__ import annotations

@@ -69,7 +69,15 @@ async def one_pass(records: int, due: int) -> dict[str, Any]:
     manager.namespaces.replace_all(opted_in(*namespaces))
     # The pass's own cost, unpaced (the leader's bucket, webhook.pullsecrets.renewals.Pace, would
     # spread 1,000 renewals over 100 s).
-    refresher = Refresher(store, manager, kube, "bench", pace=Pace(1e9, 10**9))
+    refresher = Refresher(
+        store,
+        manager,
+        kube,
+        "bench",
+        writer=manager.writer,
+        collector=manager.collector,
+        pace=Pace(1e9, 10**9),
+    )
     now = time.time()
     pods = []
     for i, ns in enumerate(namespaces):

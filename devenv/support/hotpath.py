@@ -14,8 +14,9 @@ from typing import Any, Literal, NoReturn
 from webhook.admission.needs import PullNeed
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
-from webhook.pullsecrets.manager import PullSecretManager, new_record
+from webhook.pullsecrets.manager import PullSecretManager
 from webhook.pullsecrets.records import ManagedSecret
+from webhook.pullsecrets.writer import new_record
 
 #: Every touch of a NoNetwork stand-in and every outbound connection attempt in this
 #: process, by what was called: the benchmark reports it and asserts it stays empty.

@@ -23,10 +23,8 @@ from devenv.processes import wait_for
 from devenv.stack import NAMESPACE, SERVICE_ACCOUNT, Replica, Stack
 from devenv.support.reviews import make_pod, make_review
 from tests.e2e.support import get_json, managed_secrets, ns_name, pod_manifest, record_of
-from webhook.pullsecrets.manager import (
-    EVENTS_PER_NAMESPACE_MINUTE,
-    NEW_SECRETS_PER_NAMESPACE_MINUTE,
-)
+from webhook.pullsecrets.notices import EVENTS_PER_NAMESPACE_MINUTE
+from webhook.pullsecrets.writer import NEW_SECRETS_PER_NAMESPACE_MINUTE
 
 pytestmark = pytest.mark.usefixtures("webhook_logs_on_failure")
 

@@ -315,7 +315,7 @@ def test_the_refresher_renews_by_the_entries_of_a_reloaded_config() -> None:
     store = ConfigStore(first)
     kube = MemKube()
     m = PullSecretManager(ConfigStore(first), kube, Minter())
-    refresher = Refresher(store, m, kube, "replica-0")
+    refresher = Refresher(store, m, kube, "replica-0", writer=m.writer, collector=m.collector)
     [need] = pull_needs(reloaded, make_pod(ACR))
     record = ManagedSecret(
         namespace="team-a",

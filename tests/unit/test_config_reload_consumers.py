@@ -28,7 +28,8 @@ from webhook.config.watch import ConfigWatcher
 from webhook.credentials.base import EXPIRY_MARGIN, Attempt, Credential
 from webhook.credentials.cache import CredentialCache
 from webhook.kube.rfc3339 import from_rfc3339
-from webhook.pullsecrets.manager import CLAIM_SECONDS, PullSecretManager
+from webhook.pullsecrets.manager import PullSecretManager
+from webhook.pullsecrets.records import CLAIM_SECONDS
 from webhook.pullsecrets.renewals import renew_at
 from webhook.upkeep import refresher as refresher_module
 from webhook.upkeep.refresher import Refresher
@@ -241,7 +242,7 @@ async def test_a_reloaded_gc_grace_applies_at_the_refreshers_next_pass() -> None
     m = manager(store, kube)
     [need] = pull_needs(config, make_pod(ACR))
     await m.ensure("team-a", [need], budget=2, dry_run=False)
-    refresher = Refresher(store, m, kube, "replica-0")
+    refresher = Refresher(store, m, kube, "replica-0", writer=m.writer, collector=m.collector)
     # No pod references the Secret: the first pass marks it, a later one past the grace
     # collects it.
     refresher.clock = lambda: time.time() + CLAIM_SECONDS
@@ -263,7 +264,7 @@ async def test_a_reloaded_refresh_interval_applies_to_the_refreshers_next_wait(
     store = ConfigStore(config)
     kube = MemKube()
     m = manager(store, kube)
-    refresher = Refresher(store, m, kube, "replica-0")
+    refresher = Refresher(store, m, kube, "replica-0", writer=m.writer, collector=m.collector)
     passes: list[float] = []
 
     async def counted() -> refresher_module.PassReport:

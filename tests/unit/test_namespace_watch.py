@@ -42,7 +42,7 @@ def test_events_follow_labels_added_removed_and_namespaces_deleted() -> None:
     index.apply("MODIFIED", namespace("team-a", label="enabled"))
     assert index.refusal("team-a") is None
     index.apply("MODIFIED", namespace("team-a"))
-    assert index.refusal("team-a") is not None and index.exists("team-a")
+    assert index.refusal("team-a") is not None and index.state("team-a") == "opted-out"
     index.apply("MODIFIED", namespace("team-a", label="enabled"))
     index.apply("DELETED", namespace("team-a", label="enabled"))
     assert index.refusal("team-a") == "namespace does not exist"

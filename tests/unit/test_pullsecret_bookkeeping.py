@@ -25,8 +25,8 @@ from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential
 from webhook.kube.errors import ApiError
-from webhook.pullsecrets.manager import CLAIM_SECONDS, MAX_NEEDS_PER_POD, PullSecretManager
-from webhook.pullsecrets.records import ManagedSecret, Markers
+from webhook.pullsecrets.manager import MAX_NEEDS_PER_POD, PullSecretManager
+from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret, Markers
 from webhook.pullsecrets.secret import ANN_EXPIRES, MANAGED_BY, MANAGER
 from webhook.upkeep.references import References
 from webhook.upkeep.refresher import PassReport, Refresher
@@ -82,7 +82,7 @@ async def test_a_planted_labelled_secret_is_never_adopted_changed_or_patched(
     assert kube.secrets[("team-a", need.secret_name)] == planted
     assert record_of(kube, "team-a", need)["status"]["state"] == "Foreign"
     # From then on the record answers without a call, and never says ready.
-    m.kube = NoNetwork()  # any call fails the test
+    m.writer.kube = m.collector.kube = m.notices.kube = NoNetwork()  # any call fails the test
     again = await m.ensure("team-a", [need], budget=5, dry_run=False)
     assert again.status(need.secret_name).state == "foreign"
 
@@ -96,8 +96,8 @@ async def test_a_secret_replaced_by_someone_else_becomes_foreign_and_is_left_alo
     planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
     record = m.records.get("team-a", need.secret_name)
     assert record is not None
-    m.clock = lambda: record.refresh_at + 1  # renewal due: the UID no longer matches
-    status = await m.refresh("team-a", need)
+    m.writer.clock = lambda: record.refresh_at + 1  # renewal due: the UID no longer matches
+    status = await m.writer.refresh("team-a", need)
     assert status.state == "foreign"
     assert kube.secrets[("team-a", need.secret_name)] == planted
 
@@ -126,8 +126,8 @@ async def test_a_renewal_refused_as_invalid_leaves_the_secret_alone_and_a_forbid
         raise ApiError(status, "Invalid" if status == 422 else "Forbidden", POLICY_DENIAL)
 
     kube.replace_secret = refused  # type: ignore[method-assign]
-    m.clock = lambda: record.refresh_at + 1  # renewal due
-    outcome = await m.refresh("team-a", need)
+    m.writer.clock = lambda: record.refresh_at + 1  # renewal due
+    outcome = await m.writer.refresh("team-a", need)
     assert outcome.state == state
     saved = record_of(kube, "team-a", need)["status"]["state"]
     assert saved == ("Foreign" if state == "foreign" else "Ready")
@@ -140,7 +140,9 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     m, need = await one_secret_made(config, kube)
     first_uid = kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     kube.reference("team-a", need.secret_name)
-    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
+    refresher = Refresher(
+        ConfigStore(config), m, kube, "replica-0", writer=m.writer, collector=m.collector
+    )
     refresher.references.replace_all(kube.pods)  # what the leader's watches hold
     m.markers.replace_all(list(kube.markers.values()))
     idle = await refresher.run_once()
@@ -161,9 +163,12 @@ async def test_a_pass_right_after_a_secret_was_made_waits_for_its_marker_without
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
     kube.reference("team-a", need.secret_name)
-    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
+    refresher = Refresher(
+        ConfigStore(config), m, kube, "replica-0", writer=m.writer, collector=m.collector
+    )
     refresher.references.replace_all(kube.pods)
-    m.markers = Markers()  # as on a leader whose watch has not shown the new marker yet
+    # As on a leader whose watch has not shown the new marker yet.
+    m.markers = m.writer.markers = Markers()
     calls = dict(kube.calls)
     assert await refresher.run_once() == PassReport()
     assert dict(kube.calls) == calls  # no check of the Secret, no marker made again
@@ -360,7 +365,9 @@ async def test_gc_deletes_only_what_its_records_say_it_created(config: Config) -
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
     kube.plant_secret("team-a", "app-database-credentials", labels={MANAGED_BY: MANAGER})
-    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
+    refresher = Refresher(
+        ConfigStore(config), m, kube, "replica-0", writer=m.writer, collector=m.collector
+    )
     refresher.clock = lambda: time.time() + CLAIM_SECONDS
     first = await refresher.run_once()
     assert first.marked == [f"team-a/{need.secret_name}"]
@@ -378,7 +385,9 @@ async def test_a_record_claimed_moments_ago_is_not_marked_before_its_pod_is_seen
     # Its pod is being admitted; the leader's pods watch may show it seconds later.
     kube = MemKube()
     m, need = await one_secret_made(config, kube)
-    refresher = Refresher(ConfigStore(config), m, kube, "replica-0")
+    refresher = Refresher(
+        ConfigStore(config), m, kube, "replica-0", writer=m.writer, collector=m.collector
+    )
     calls = dict(kube.calls)
     report = await refresher.run_once()
     assert report.marked == [] and report.collected == []
@@ -386,7 +395,9 @@ async def test_a_record_claimed_moments_ago_is_not_marked_before_its_pod_is_seen
     assert "unreferencedSince" not in record_of(kube, "team-a", need)["status"]
     # A grace shorter than the claim window bounds the wait instead.
     short = replace(config, refresh=replace(config.refresh, gc_grace_seconds=2.0))
-    refresher = Refresher(ConfigStore(short), m, kube, "replica-0")
+    refresher = Refresher(
+        ConfigStore(short), m, kube, "replica-0", writer=m.writer, collector=m.collector
+    )
     refresher.clock = lambda: time.time() + 2.5
     assert (await refresher.run_once()).marked == [f"team-a/{need.secret_name}"]
 

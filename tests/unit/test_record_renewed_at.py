@@ -56,7 +56,7 @@ async def test_renewed_at_is_when_the_secret_was_created_and_moves_with_each_ren
     # Once it is due (half its hour, plus its own place in the window) the leader renews it.
     clock.now = renewed_at = float(math.ceil(made.refresh_at))
     assert created_at + 1800 <= renewed_at < created_at + 3600
-    assert (await m.refresh("team-a", need)).state == "ready"
+    assert (await m.writer.refresh("team-a", need)).state == "ready"
     assert password(kube, "team-a", need.secret_name) == ["token-2"]
     status = record_of(kube, "team-a", need)["status"]
     assert status["renewedAt"] == to_rfc3339(renewed_at)

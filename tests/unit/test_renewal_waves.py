@@ -80,7 +80,7 @@ async def minted_together(config: Config, count: int) -> list[ManagedSecret]:
     m.namespaces.replace_all(opted_in(*namespaces))
     need = need_of(config)
     for ns in namespaces:
-        await m.refresh(ns, need)
+        await m.writer.refresh(ns, need)
     records = [m.records.get(ns, need.secret_name) for ns in namespaces]
     await m.close()
     return [r for r in records if r is not None and r.state == "Ready"]
@@ -152,7 +152,16 @@ async def due_secrets(
     namespaces = [f"ns-{i}" for i in range(len(expiries))]
     manager.namespaces.replace_all(opted_in(*namespaces))
     pace = Pace(RENEWALS_PER_SECOND, RENEWAL_BURST, clock=clock, sleep=clock.sleep)
-    refresher = Refresher(ConfigStore(config), manager, kube, "replica-0", clock=clock, pace=pace)
+    refresher = Refresher(
+        ConfigStore(config),
+        manager,
+        kube,
+        "replica-0",
+        writer=manager.writer,
+        collector=manager.collector,
+        clock=clock,
+        pace=pace,
+    )
     pods = []
     for ns, expires_at in zip(namespaces, expiries, strict=True):
         uid = kube.plant_secret(ns, need.secret_name)["metadata"]["uid"]

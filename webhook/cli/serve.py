@@ -302,6 +302,8 @@ async def start_manager(
         manager,
         kube,
         holder=pod_name or f"{socket.gethostname()}-{os.getpid()}",
+        writer=manager.writer,
+        collector=manager.collector,
         on_leader=lambda leader: metrics.leader.set(1 if leader else 0),
         healer=Healer(store, manager.opted_in, kube, metrics),
     )

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from webhook.kube.objects import INJECT_LABEL, INJECT_VALUE
+
+NamespaceState = Literal["gone", "opted-out", "opted-in"]
+"""gone: the namespace does not exist (its Secrets went with it); opted-out: nothing may
+be written there (not labelled, excluded, or terminating); opted-in: pull secrets are."""
 
 
 class NamespaceIndex:
@@ -54,8 +58,10 @@ class NamespaceIndex:
             return "namespace does not exist"
         return "namespace has not opted in (or is being deleted)"
 
-    def exists(self, namespace: str) -> bool:
-        return namespace in self._existing
+    def state(self, namespace: str) -> NamespaceState:
+        if namespace not in self._existing:
+            return "gone"
+        return "opted-in" if namespace in self else "opted-out"
 
     def __contains__(self, namespace: object) -> bool:
         return namespace in self._opted_in and namespace not in self._excluded()

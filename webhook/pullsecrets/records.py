@@ -30,6 +30,9 @@ from webhook.kube.rfc3339 import from_rfc3339, to_rfc3339
 
 State: TypeAlias = Literal["Claimed", "Ready", "Foreign"]
 STATES: tuple[State, ...] = ("Claimed", "Ready", "Foreign")
+#: How long a replica's claim on a name is honoured before another takes it over (the
+#: claimer creates the Secret right after claiming; a longer silence means it died).
+CLAIM_SECONDS = 30.0
 """Claimed: a replica reserved the name and is creating the Secret. Ready: the webhook
 created the Secret (UID recorded) and keeps it fresh. Foreign: a Secret of that name
 already existed when the webhook tried to create it; it is never used, changed or
@@ -69,6 +72,11 @@ class ManagedSecret:
     @property
     def object_name(self) -> str:
         return record_name(self.namespace, self.name)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, Secret name)."""
+        return self.namespace, self.name
 
     def usable(self, now: float) -> bool:
         return self.state == "Ready" and self.expires_at - EXPIRY_MARGIN > now
@@ -212,7 +220,7 @@ class Markers:
     one seen going says its Secret went."""
 
     #: How long a marker seen going is remembered: longer than a new Secret's grace for
-    #: its marker to arrive (pullsecrets.CLAIM_SECONDS).
+    #: its marker to arrive (CLAIM_SECONDS).
     LOST_SECONDS = 60.0
 
     def __init__(self) -> None:

@@ -39,6 +39,8 @@ from webhook.config.store import ConfigStore
 from webhook.kube.errors import ApiError, ConflictError, NotFoundError, TooManyRequestsError
 from webhook.kube.podstatus import failing_images, pull_failure_view
 from webhook.kube.rfc3339 import from_rfc3339
+from webhook.pullsecrets.notices import post_event
+from webhook.pullsecrets.protocols import EventApi
 from webhook.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -281,21 +283,10 @@ class RateLimit:
         return not self._times
 
 
-class HealingApi(Protocol):
+class HealingApi(EventApi, Protocol):
     """The calls healing makes (``webhook.kube.calls.Kube`` has them)."""
 
     async def evict_pod(self, namespace: str, name: str, uid: str) -> None: ...
-
-    async def create_event(
-        self,
-        namespace: str,
-        *,
-        involved: Mapping[str, str],
-        reason: str,
-        message: str,
-        event_type: str = "Warning",
-        component: str = "pull-secret-webhook",
-    ) -> None: ...
 
 
 Outcome = Literal["evicted", "blocked", "reported", "waiting", "gone", "failed"]
@@ -460,19 +451,11 @@ class Healer:
     async def _event(
         self, pod: StuckPod, reason: str, message: str, *, event_type: str = "Warning"
     ) -> None:
-        try:
-            await self.kube.create_event(
-                pod.namespace,
-                involved={
-                    "kind": "Pod",
-                    "apiVersion": "v1",
-                    "namespace": pod.namespace,
-                    "name": pod.name,
-                    "uid": pod.uid,
-                },
-                reason=reason,
-                message=message,
-                event_type=event_type,
-            )
-        except ApiError as e:
-            log.warning("cannot record Event on pod %s/%s: %s", pod.namespace, pod.name, e)
+        involved = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "uid": pod.uid,
+        }
+        await post_event(self.kube, pod.namespace, involved, reason, message, event_type=event_type)

@@ -22,16 +22,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from webhook.admission.decision import NeedStatus
 from webhook.admission.needs import PullNeed
 from webhook.config.kinds import RegistryEntry
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.kube.errors import ApiError
 from webhook.kube.informer import Handler, Informer
-from webhook.pullsecrets.manager import CLAIM_SECONDS
-from webhook.pullsecrets.records import ManagedSecret
+from webhook.pullsecrets.collector import Collecting
+from webhook.pullsecrets.namespaces import NamespaceState
+from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret
 from webhook.pullsecrets.renewals import Pace, urgent
+from webhook.pullsecrets.writer import Writing
 from webhook.upkeep.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, LeaseApi
 from webhook.upkeep.healing import Healer
 from webhook.upkeep.references import References
@@ -52,30 +53,14 @@ class UpkeepApi(LeaseApi, PodSource, Protocol):
 
 
 class SecretBook(Protocol):
-    """What the refresher reads and asks of the pull-secret manager: its records and
-    indexes (kept by watches) and the writes it makes under its race-safe rules."""
+    """What the refresher reads of the pull secrets (``PullSecretManager``): the records
+    and the namespaces, as the watches keep them."""
 
     def managed(self) -> Iterable[ManagedSecret]: ...
 
-    def namespace_exists(self, namespace: str) -> bool: ...
-
-    def opted_in(self, namespace: str) -> bool: ...
-
-    def marked(self, record: ManagedSecret) -> bool: ...
-
-    def just_made(self, record: ManagedSecret, now: float) -> bool: ...
+    def namespace_state(self, namespace: str) -> NamespaceState: ...
 
     async def wait_synced(self) -> None: ...
-
-    async def verify(self, record: ManagedSecret) -> bool: ...
-
-    async def refresh(self, namespace: str, need: PullNeed) -> NeedStatus: ...
-
-    async def mark(self, record: ManagedSecret, since: float | None) -> None: ...
-
-    async def collect(self, record: ManagedSecret) -> None: ...
-
-    async def forget(self, record: ManagedSecret) -> None: ...
 
 
 @dataclass
@@ -94,10 +79,12 @@ class Refresher:
     def __init__(
         self,
         store: ConfigStore,
-        manager: SecretBook,
+        book: SecretBook,
         kube: UpkeepApi,
         holder: str,
         *,
+        writer: Writing,
+        collector: Collecting,
         on_leader: Callable[[bool], None] = lambda leader: None,
         clock: Callable[[], float] = time.time,
         healer: Healer | None = None,
@@ -108,9 +95,12 @@ class Refresher:
         whether this replica leads after each try (for the leader metric). ``healer``,
         when given, follows the same pods watch and runs on every tick of the leader.
         ``pace`` bounds the rate of renewals (webhook.pullsecrets.renewals; tests give their
-        own)."""
+        own). ``book`` is what the pass reads; ``writer`` renews, re-creates and checks
+        secrets as admissions do, ``collector`` deletes what no pod uses."""
         self.store = store
-        self.manager = manager
+        self.book = book
+        self.writer = writer
+        self.collector = collector
         self.kube = kube
         self.on_leader = on_leader
         self.clock = clock
@@ -221,7 +211,7 @@ class Refresher:
             if self.healer is not None and self.leader and self._watches_synced():
                 # Every tick: with nothing stuck it makes no request (a local scan).
                 try:
-                    await self.manager.wait_synced()
+                    await self.book.wait_synced()
                     await self.healer.run_once()
                 except Exception:
                     log.exception("healing pass failed")
@@ -229,7 +219,7 @@ class Refresher:
 
     async def _one_pass(self) -> None:
         try:
-            await self.manager.wait_synced()
+            await self.book.wait_synced()
             report = await self.run_once()
             if report.refreshed or report.recreated or report.collected or report.failed:
                 log.info(
@@ -256,12 +246,13 @@ class Refresher:
         return need if need.secret_name == record.name else None
 
     def _settled(self, record: ManagedSecret, now: float) -> bool:
-        """In use, fresh, unmarked as unreferenced and its marker present."""
+        """In use, fresh, unmarked as unreferenced and its Secret there (its marker seen,
+        or on its way)."""
         return (
             record.state == "Ready"
             and record.unreferenced_since is None
             and now < record.refresh_at
-            and self.manager.marked(record)
+            and self.writer.present(record, now)
         )
 
     def _unmarked_seconds(self) -> float:
@@ -273,18 +264,18 @@ class Refresher:
     async def run_once(self) -> PassReport:
         report = PassReport()
         now = self.clock()
-        manager = self.manager
         due: list[ManagedSecret] = []
         by_namespace: dict[str, list[ManagedSecret]] = defaultdict(list)
-        for record in manager.managed():
+        for record in self.book.managed():
             by_namespace[record.namespace].append(record)
         for namespace, records in by_namespace.items():
-            if not manager.namespace_exists(namespace):
+            state = self.book.namespace_state(namespace)
+            if state == "gone":
                 # Gone, and its Secrets with it.
                 for record in records:
                     await self._guarded(record, report, self._forget)
                 continue
-            if not manager.opted_in(namespace):
+            if state == "opted-out":
                 # Opted out (or excluded since): nothing may be written there any more;
                 # the records wait in case it opts in again.
                 continue
@@ -333,22 +324,20 @@ class Refresher:
             report.failed.append(f"{record.namespace}/{record.name}")
 
     async def _forget(self, record: ManagedSecret, report: PassReport) -> None:
-        await self.manager.forget(record)
+        await self.collector.forget(record)
         report.forgotten.append(f"{record.namespace}/{record.name}")
 
     async def _keep(self, record: ManagedSecret, report: PassReport) -> None:
         if record.unreferenced_since is not None:
-            await self.manager.mark(record, None)
+            await self.collector.mark(record, None)
         if record.state != "Ready":
             return  # Foreign: never touched; Claimed: an admission is making it
         now = self.clock()
         due = now >= record.refresh_at
-        if not due and self.manager.marked(record):
-            return  # fresh, and its marker says the Secret is there: nothing to do
-        if not due and self.manager.just_made(record, now):
-            # Its marker is on its way (see PullSecretManager.just_made): checking now
-            # would cost calls for a Secret that is there; a later pass checks it if the
-            # marker never comes.
+        if not due and self.writer.present(record, now):
+            # Fresh, and its marker says the Secret is there, or is on its way (see
+            # SecretWriter.just_made): checking now would cost calls for a Secret that is
+            # there; a later pass checks it if the marker never comes.
             return
         where = f"{record.namespace}/{record.name}"
         need = self.need_for(record)
@@ -356,12 +345,12 @@ class Refresher:
             log.info("%s no longer matches the config; left to expire", where)
             return
         if not due:
-            if await self.manager.verify(record):
+            if await self.writer.verify(record):
                 return  # there, but was unmarked: verify marked it
-            status = await self.manager.refresh(record.namespace, need)
+            status = await self.writer.refresh(record.namespace, need)
             (report.recreated if status.state == "ready" else report.failed).append(where)
             return
-        status = await self.manager.refresh(record.namespace, need)
+        status = await self.writer.refresh(record.namespace, need)
         (report.refreshed if status.state == "ready" else report.failed).append(where)
 
     async def _collect(self, record: ManagedSecret, report: PassReport) -> None:
@@ -373,10 +362,10 @@ class Refresher:
                 # pods watch may not show yet: marking now would be cleared on the next
                 # pass, two writes for nothing.
                 return
-            await self.manager.mark(record, now)
+            await self.collector.mark(record, now)
             report.marked.append(where)
         elif now - record.unreferenced_since >= self.config.refresh.gc_grace_seconds:
-            await self.manager.collect(record)
+            await self.collector.collect(record)
             report.collected.append(where)
 
 

@@ -377,6 +377,13 @@ def test_every_shape_the_webhook_never_writes_is_refused_by_its_write_policy(
     for what, (method, path, body, content_type) in attempts.items():
         kw = {"content_type": content_type} if content_type else {}
         status, answer = _webhook(stack, method, path, body, **kw)
+        for _ in range(3):
+            # The leader's pass may move the record on meanwhile (it marks a record no pod
+            # references): the API server then answers 409 before any policy is asked.
+            if not (status == 409 and method == "PUT" and path.startswith(records)):
+                break
+            current = record_of(cp, ns, "psw-shape-a")
+            status, answer = _webhook(stack, method, path, _finalized(current), **kw)
         if not refused_by_policy(status, answer):
             let_through[what] = (status, str(answer)[:300])
     assert not let_through, let_through

@@ -16,7 +16,7 @@ import pytest
 
 from devenv.controlplane import Binaries, ControlPlane, MissingBinariesError, locate
 from devenv.node.build import MissingNodeBinariesError, NodeBinaries, locate_node
-from devenv.peers.fixtures import require_binaries
+from devenv.peers.fixtures import claim_gcp_metadata_host, require_binaries
 from devenv.peers.registry import REGISTRY_BINARY, SKOPEO_BINARY
 from devenv.stack import Stack, running_stack
 
@@ -47,6 +47,13 @@ def pytest_runtest_makereport(
 
 
 T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Points google-auth's metadata server client at a loopback port before anything
+    imports it (it reads GCE_METADATA_HOST once, at import): the ``gcp_emulator``
+    fixture serves there. A test process never reaches a real metadata server."""
+    claim_gcp_metadata_host()
 
 
 def _in_ci() -> bool:

@@ -21,8 +21,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
 from devenv.peers import jws
 from devenv.peers.directory import (
@@ -31,6 +29,7 @@ from devenv.peers.directory import (
     Directory,
     TokenRejected,
 )
+from devenv.peers.front import proxy, registry_error
 from devenv.peers.traffic import ACR_EXCHANGE, ACR_TOKEN, ACR_V2, parse_basic_auth
 
 ACR_ISSUER = "Azure Container Registry"
@@ -45,11 +44,6 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = {
     "Owner": frozenset({"pull", "push", "delete"}),
 }
 _ALL_ACTIONS = frozenset({"pull", "push", "delete"})
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
-    | {"proxy-authenticate", "proxy-authorization", "date", "server"}
-)
-_CHUNK = 64 * 1024  # proxy copy buffer: large enough for few writes, small enough to stream
 
 
 class Unauthorized(Exception):
@@ -108,13 +102,6 @@ class BasicUser:
 
 
 Grants = Callable[[str], frozenset[str]]
-
-
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    body = {"errors": [{"code": code, "message": message, "detail": None}]}
-    return web.json_response(body, status=status, headers=headers)
 
 
 class AcrRegistry:
@@ -236,17 +223,17 @@ class AcrRegistry:
 
     def _unauthorized(self, message: str) -> web.Response:
         challenge = f'Bearer realm="{self.realm}",service="{self.login_server}"'
-        return _error(401, "UNAUTHORIZED", message, {"Www-Authenticate": challenge})
+        return registry_error(401, "UNAUTHORIZED", message, {"Www-Authenticate": challenge})
 
     async def exchange(self, request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("grant_type") != "access_token":
-            return _error(400, "UNSUPPORTED", "grant_type must be access_token")
+            return registry_error(400, "UNSUPPORTED", "grant_type must be access_token")
         if form.get("service") != self.login_server:
-            return _error(400, "UNSUPPORTED", f"invalid service {form.get('service')!r}")
+            return registry_error(400, "UNSUPPORTED", f"invalid service {form.get('service')!r}")
         aad_token = str(form.get("access_token", ""))
         if not aad_token:
-            return _error(400, "UNSUPPORTED", "access_token is required")
+            return registry_error(400, "UNSUPPORTED", "access_token is required")
         try:
             claims = self.directory.validate_access_token(
                 aad_token, (CONTAINER_REGISTRY_RESOURCE, MANAGEMENT_RESOURCE)
@@ -273,9 +260,9 @@ class AcrRegistry:
             service, scope_values = request.query.get("service"), request.query.getall("scope", [])
             grant_type = None
         else:
-            return _error(405, "UNSUPPORTED", "method not allowed")
+            return registry_error(405, "UNSUPPORTED", "method not allowed")
         if service != self.login_server:
-            return _error(400, "UNSUPPORTED", f"invalid service {service!r}")
+            return registry_error(400, "UNSUPPORTED", f"invalid service {service!r}")
         scopes = Scope.parse_all(scope_values)
         try:
             if grant_type == "refresh_token":
@@ -284,7 +271,7 @@ class AcrRegistry:
                 username, password = str(form.get("username", "")), str(form.get("password", ""))
                 subject, grants = self._grants_for_password(username, password)
             elif grant_type is not None:
-                return _error(400, "UNSUPPORTED", f"unsupported grant_type {grant_type!r}")
+                return registry_error(400, "UNSUPPORTED", f"unsupported grant_type {grant_type!r}")
             else:
                 basic = parse_basic_auth(request.headers.get("Authorization", ""))
                 if basic is None:
@@ -309,30 +296,4 @@ class AcrRegistry:
         )
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
-        if self.upstream is None or self.proxy_session is None:
-            return _error(503, "UNAVAILABLE", "no registry is attached to this login server")
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
-        )
-        try:
-            upstream = await self.proxy_session.request(
-                request.method,
-                URL(self.upstream + request.raw_path, encoded=True),
-                headers=headers,
-                data=request.content if request.body_exists else None,
-                allow_redirects=False,
-            )
-        except aiohttp.ClientError as exc:
-            # What a login server answers when its storage backend is unreachable.
-            return _error(502, "UNAVAILABLE", f"backing registry unreachable: {exc}")
-        async with upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in _HOP_BY_HOP:
-                    response.headers.add(key, value)
-            await response.prepare(request)
-            if request.method != "HEAD":
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await proxy(request, self.proxy_session, self.upstream)

@@ -59,10 +59,11 @@ def _registry_error_body(status: int) -> dict[str, Any]:
     }
 
 
-def _bind_loopback() -> socket.socket:
+def bind_loopback(port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.1 (``port`` 0: any free one)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOOPBACK, 0))
+    sock.bind((LOOPBACK, port))
     return sock
 
 
@@ -116,7 +117,7 @@ class AzureEmulator:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        sock = _bind_loopback()
+        sock = bind_loopback()
         port = int(sock.getsockname()[1])
         ssl_context = self._server_cert.server_ssl_context() if tls else None
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()

@@ -32,7 +32,9 @@ from devenv.serve import free_port
 
 if TYPE_CHECKING:
     from devenv.peers.acr import AcrRegistry
+    from devenv.peers.artifactregistry import ArtifactRegistryHost
     from devenv.peers.azure import AzureEmulator
+    from devenv.peers.gcp import GcpEmulator
     from devenv.peers.oci import OciImage
 
 REGISTRY_BINARY = "docker-registry"
@@ -45,6 +47,8 @@ _STOP_TIMEOUT = 5.0
 # What the registry fixtures push, and the user name ECR credentials carry.
 SEED_REPOSITORY = "demo/hello"
 SEED_TAG = "v1"
+#: Artifact Registry image paths are PROJECT/REPOSITORY/IMAGE.
+GAR_SEED_REPOSITORY = "emulated-project/images/hello"
 ECR_USERNAME = "AWS"
 
 
@@ -244,3 +248,27 @@ class BasicRegistry:
         """Accept a different password from now on (e.g. the one moto's ECR issues)."""
         self.password = password
         self.registry.set_users({self.username: password})
+
+
+@dataclass
+class GarRegistry:
+    emulator: GcpEmulator
+    gar: ArtifactRegistryHost
+    registry: DockerRegistry
+    image: OciImage
+
+    @property
+    def host(self) -> str:
+        return self.gar.host
+
+    @property
+    def repository(self) -> str:
+        """``PROJECT/REPOSITORY`` of the seeded image (what IAM bindings name)."""
+        return "/".join(GAR_SEED_REPOSITORY.split("/")[:2])
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.gar.host}/{GAR_SEED_REPOSITORY}:{SEED_TAG}"
+
+    def allow_pull(self, member: str, role: str = "roles/artifactregistry.reader") -> None:
+        self.emulator.iam.grant(f"repository:{self.repository}", role, member)

@@ -27,15 +27,37 @@ IMDS_TOKEN = "imds.token"
 ACR_EXCHANGE = "acr.exchange"
 ACR_TOKEN = "acr.token"
 ACR_V2 = "acr.v2"
+GCP_METADATA = "gcp.metadata"
+GCP_STS_TOKEN = "gcp.sts"
+GCP_IAM_CREDENTIALS = "gcp.iamcredentials"
+GCP_OAUTH2_TOKEN = "gcp.oauth2"
+GAR_TOKEN = "gar.token"
+GAR_V2 = "gar.v2"
 UNROUTED = "unrouted"
 
 REDACTED = "<redacted>"
 _SECRET_FIELDS = frozenset(
-    {"client_secret", "client_assertion", "access_token", "refresh_token", "password"}
+    {
+        "client_secret",
+        "client_assertion",
+        "access_token",
+        "refresh_token",
+        "password",
+        "subject_token",
+        "assertion",
+    }
 )
-_JWT_FIELDS = frozenset({"client_assertion", "access_token", "refresh_token"})
+_JWT_FIELDS = frozenset(
+    {"client_assertion", "access_token", "refresh_token", "subject_token", "assertion"}
+)
 # Headers worth asserting on; none of them carries a credential.
-_KEPT_HEADERS = ("Metadata", "client-request-id", "User-Agent", "Content-Type")
+_KEPT_HEADERS = (
+    "Metadata",
+    "Metadata-Flavor",
+    "client-request-id",
+    "User-Agent",
+    "Content-Type",
+)
 
 ErrorBody = Callable[[int], Mapping[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

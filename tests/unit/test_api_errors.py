@@ -42,6 +42,7 @@ READS_STATUSES = {
     "webhook/credentials/acr.py": "the ACR token exchange's own answer",
     "webhook/credentials/entra.py": "Entra ID's own answer",
     "webhook/credentials/ecr_errors.py": "AWS's own answer",
+    "webhook/credentials/gar.py": "Google's and the Artifact Registry host's own answers",
     # The webhook's own answer to a malformed review (400, 405, 429), not a call's.
     "webhook/admission/reviews.py": "the status the webhook itself answers a bad review with",
 }

@@ -64,7 +64,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "registries[0].name: got 'Bad_Name'",
         "registries[0].auth: got {'mode': 'servicePrincipal'}, expected clientId and tenantId",
         "expected exactly one of clientSecretRef",
-        "registries[1].kind: got 'quay', expected one of acr, ecr, generic",
+        "registries[1].kind: got 'quay', expected one of acr, ecr, gar, generic",
         "registries[2].accounts: got '12', expected a 12-digit AWS account id",
         "registries[2].auth.roleArn: got 'not-an-arn'",
         "registries[3].hosts: got 'evil host'",

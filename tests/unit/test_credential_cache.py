@@ -385,3 +385,35 @@ def test_import_providers_imports_the_named_kinds_only() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['webhook.credentials.ecr']"  # the config names ECR only
+
+
+GOOGLE_FOOTPRINT_SCRIPT = """
+import sys
+from devenv.support.configs import sample_document
+from webhook.cli import doctor, explain, serve
+from webhook.config.load import parse_config
+from webhook.credentials.cache import import_providers
+
+document = sample_document()
+others = [r for r in document["registries"] if r["kind"] != "gar"]
+import_providers(parse_config(dict(document, registries=others)))  # every kind but gar
+before = sorted(m for m in sys.modules if m == "google" or m.startswith("google."))
+gar = {"name": "gar", "kind": "gar", "anyRegistry": True}
+import_providers(parse_config({"registries": [gar]}))
+print(before, "google.auth" in sys.modules, "webhook.credentials.gar" in sys.modules)
+"""
+
+
+def test_google_auth_is_imported_only_when_a_gar_entry_is_configured() -> None:
+    # A fresh interpreter, as above: the commands and every other kind's provider leave
+    # google-auth (and its requests transport) out of a replica's memory.
+    proc = subprocess.run(
+        [sys.executable, "-c", GOOGLE_FOOTPRINT_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[] True True"

@@ -8,7 +8,7 @@ credential provider. Loading the config, matching hosts, ``explain``, ``validate
 ``doctor`` and the credential cache all read this table; nothing else lists the kinds.
 
 The provider is named by its module, not imported: a kind's provider pulls in its cloud's
-SDK (azure-identity, boto3), which a replica loads only for the kinds its config uses
+SDK (azure-identity, boto3, google-auth), which a replica loads only for the kinds its config uses
 (``webhook.credentials.cache.import_providers``). Each provider module defines
 ``make(context) -> Provider[<its entry type>]``; the config layer never imports it.
 """
@@ -19,17 +19,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from webhook.config import acr, ecr, generic
+from webhook.config import acr, ecr, gar, generic
 from webhook.config.acr import AcrEntry
 from webhook.config.ecr import EcrEntry
 from webhook.config.entry import Entry
+from webhook.config.gar import GarEntry
 from webhook.config.generic import GenericEntry
 from webhook.config.hosts import Family, HostRule
 from webhook.config.reader import Reader
 
 #: One configured registry entry (match on the class to narrow). A new kind's entry type
 #: joins this union and gets a row in ``KINDS``.
-RegistryEntry: TypeAlias = AcrEntry | EcrEntry | GenericEntry
+RegistryEntry: TypeAlias = AcrEntry | EcrEntry | GarEntry | GenericEntry
 
 E = TypeVar("E", bound=Entry)
 
@@ -83,6 +84,15 @@ KINDS: tuple[Kind[Any], ...] = (
         recognises=ecr.recognises,
         example_host="ACCOUNT.dkr.ecr.REGION.amazonaws.com",
         provider="webhook.credentials.ecr",
+    ),
+    Kind(
+        GarEntry,
+        keys=gar.KEYS,
+        parse=gar.parse_entry,
+        family=gar.parse_family,
+        recognises=gar.recognises,
+        example_host="LOCATION-docker.pkg.dev",
+        provider="webhook.credentials.gar",
     ),
     Kind(
         GenericEntry,

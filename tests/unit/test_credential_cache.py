@@ -390,7 +390,7 @@ def test_import_providers_imports_the_named_kinds_only() -> None:
 GOOGLE_FOOTPRINT_SCRIPT = """
 import sys
 from devenv.support.configs import sample_document
-from webhook.cli import doctor, explain, serve
+from webhook.cli import doctor, explain, serve, validate
 from webhook.config.load import parse_config
 from webhook.credentials.cache import import_providers
 

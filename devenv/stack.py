@@ -1,7 +1,9 @@
 """The whole product on a real local control plane, for end-to-end tests and the playground.
 
 ``Stack`` starts, around a running ``ControlPlane``: the Azure emulator (Entra ID,
-an ACR login server in front of a real docker-registry with token auth), a
+an ACR login server in front of a real docker-registry with token auth), the Google
+Cloud emulator (a metadata server holding a service account, an Artifact Registry host
+in front of its own docker-registry), a
 docker-registry with basic auth standing in for an ECR registry, moto for the
 ECR API, the webhook's RBAC and MutatingWebhookConfiguration from
 ``manifests/`` (pointed at a local URL with its caBundle), and webhook replicas
@@ -34,8 +36,12 @@ from devenv.controlplane import ControlPlane
 from devenv.controlplane.cluster import SERVICE_ACCOUNT_ISSUER
 from devenv.node.images import seed_image
 from devenv.peers.acr import ACR_ISSUER, TOKEN_USERNAME, AcrRegistry
+from devenv.peers.artifactregistry import GAR_ISSUER, ArtifactRegistryHost
+from devenv.peers.artifactregistry import TOKEN_USERNAME as GAR_USERNAME
 from devenv.peers.aws import MotoServer, ThreadedMotoProxy, ecr_client
 from devenv.peers.azure import AzureEmulator, EmulatorThread
+from devenv.peers.gcp import GcpEmulator
+from devenv.peers.gcp_iam import CLOUD_PLATFORM_SCOPE
 from devenv.peers.oci import (
     OciImage,
     SkopeoResult,
@@ -46,6 +52,7 @@ from devenv.peers.oci import (
 )
 from devenv.peers.registry import (
     ECR_USERNAME,
+    GAR_SEED_REPOSITORY,
     SEED_REPOSITORY,
     SEED_TAG,
     DockerRegistry,
@@ -61,6 +68,8 @@ SERVICE_ACCOUNT = "pull-secret-webhook"
 WEBHOOK_CONFIGURATION = "pull-secret-webhook"
 INJECT_LABEL = "pull-secret-webhook/inject"
 ECR_REGION = "us-east-1"
+#: The Google service account the replicas' metadata server holds (GKE Workload Identity).
+GAR_READER = "puller@e2e-project.iam.gserviceaccount.com"
 RECORDS_CRD = "managedpullsecrets.pull-secret-webhook.io"
 #: Manifests kinds that make sense without a kubelet: identity, RBAC, the records' CRD,
 #: the policies that bound the webhook's writes, and registration.
@@ -258,7 +267,7 @@ class Stack:
     failure_policy: str = "Fail"
     heal_grace: float | None = None
     """healing.graceSeconds in the replicas' config (None: the default)."""
-    emulator_thread: EmulatorThread | None = None
+    emulator_thread: EmulatorThread[AzureEmulator] | None = None
     emulator: AzureEmulator | None = None
     acr: AcrRegistry | None = None
     acr_slow: AcrRegistry | None = None
@@ -266,6 +275,10 @@ class Stack:
     acr_denied: AcrRegistry | None = None
     acr_short: AcrRegistry | None = None
     acr_tenant: AcrRegistry | None = None
+    gcp_thread: EmulatorThread[GcpEmulator] | None = None
+    gcp: GcpEmulator | None = None
+    gar: ArtifactRegistryHost | None = None
+    """An Artifact Registry host the replicas read as the metadata server's account."""
     acr_backend: DockerRegistry | None = None
     acr_backends: list[DockerRegistry] = field(default_factory=list)
     ecr_registry: DockerRegistry | None = None
@@ -318,6 +331,13 @@ class Stack:
         # Let the emulator verify the federated tokens with the API server's own keys.
         jwks = self.controlplane.api("GET", "/openid/v1/jwks").body
         em.register_issuer_keys(SERVICE_ACCOUNT_ISSUER, jwks)
+        # Google Cloud beside it, on the same CA: the replicas' metadata server holds a
+        # service account (what GKE Workload Identity gives the webhook's pods).
+        self.gcp = GcpEmulator(self.workdir / "gcp", ca=ca)
+        self.gcp_thread = EmulatorThread(self.gcp)
+        self.gcp_thread.start()
+        self.gcp.iam.add_service_account(GAR_READER)
+        self.gcp.metadata.attach_service_account(GAR_READER)
 
     def _start_registries(self) -> None:
         assert self.emulator_thread is not None and self.emulator is not None
@@ -341,6 +361,7 @@ class Stack:
         self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
         self.acr_short.assign_role(self.object_id, "AcrPull")
         self.acr_tenant = self._acr_login_server("e2etenant", image)
+        self.gar = self._gar_host(image)
 
         self.moto = MotoServer()
         self.moto.start()
@@ -409,6 +430,43 @@ class Stack:
         assert pushed.ok, pushed.stderr
         return acr
 
+    def _gar_host(self, image: OciImage) -> ArtifactRegistryHost:
+        """An Artifact Registry host on the Google emulator in front of its own token-auth
+        registry, holding the seed image at ``GAR_SEED_REPOSITORY`` (pushed with a writer's
+        token, revoked after), readable by ``GAR_READER``."""
+        assert self.gcp_thread is not None and self.gcp is not None
+        gcp = self.gcp
+        gar = self.gcp_thread.call(gcp.add_registry("us"))
+        backend = DockerRegistry.token_auth(
+            self.workdir / "registry-gar",
+            realm=gar.realm,
+            service=gar.host,
+            issuer=GAR_ISSUER,
+            rootcertbundle=gcp.signing_cert_path,
+        )
+        backend.start()
+        self.acr_backends.append(backend)
+        gar.upstream = backend.url
+        repository = "repository:" + "/".join(GAR_SEED_REPOSITORY.split("/")[:2])
+        pusher = gcp.iam.add_service_account("seed-pusher@e2e.iam.gserviceaccount.com").member
+        gcp.iam.grant(repository, "roles/artifactregistry.writer", pusher)
+        token, _ = gcp.iam.issue(pusher, [CLOUD_PLATFORM_SCOPE], "seed")
+        auth = write_authfile(
+            self.workdir / "seed-gar.json", dockerconfigjson(gar.host, GAR_USERNAME, token)
+        )
+        pushed = asyncio.run(
+            skopeo_push(
+                image, f"{gar.host}/{GAR_SEED_REPOSITORY}:{SEED_TAG}", auth, cert_dir=gcp.cert_dir
+            )
+        )
+        gcp.iam.revoke(repository, "roles/artifactregistry.writer", pusher)
+        del gcp.iam.tokens[token]
+        auth.unlink()
+        assert pushed.ok, pushed.stderr
+        gcp.iam.grant(repository, "roles/artifactregistry.reader", f"serviceAccount:{GAR_READER}")
+        gcp.traffic.clear()
+        return gar
+
     def manifest_objects(self) -> list[dict[str, Any]]:
         """The install as an operator would make it: manifests/ plus the per-pod identity
         component (this stack's config has a podServiceAccount entry)."""
@@ -462,6 +520,13 @@ class Stack:
             "hosts": [self.acr_tenant.login_server],
             "auth": {"mode": "podServiceAccount", "authorityHost": self.emulator.authority_host},
         }
+        assert self.gar is not None
+        gar_entry = {
+            "name": "gar",
+            "kind": "gar",
+            "hosts": [self.gar.host],
+            "auth": {"mode": "metadataServer"},
+        }
         ecr_entry = {
             "name": "ecr",
             "kind": "ecr",
@@ -479,7 +544,7 @@ class Stack:
                 "gcGraceSeconds": self.gc_grace,
                 "fraction": self.refresh_fraction,
             },
-            "registries": [*acr_entries, per_pod, ecr_entry],
+            "registries": [*acr_entries, per_pod, ecr_entry, gar_entry],
         }
         if self.heal_grace is not None:
             config["healing"] = {"graceSeconds": self.heal_grace}
@@ -521,6 +586,8 @@ class Stack:
             "AWS_DEFAULT_REGION": ECR_REGION,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.gcp is not None:
+            self.webhook_env.update(self.gcp.environment())
         self._serving = (cert, key)
         self.replicas.extend(self._serving_replica() for _ in range(self.replicas_wanted))
         for replica in self.replicas:
@@ -739,6 +806,11 @@ class Stack:
         return f"{self.acr.login_server}/{SEED_REPOSITORY}:{SEED_TAG}"
 
     @property
+    def gar_image(self) -> str:
+        assert self.gar is not None
+        return f"{self.gar.host}/{GAR_SEED_REPOSITORY}:{SEED_TAG}"
+
+    @property
     def ecr_image(self) -> str:
         assert self.ecr_registry is not None
         return f"{self.ecr_registry.host}/{SEED_REPOSITORY}:{SEED_TAG}"
@@ -852,6 +924,9 @@ class Stack:
             self.moto.stop()
         if self.emulator_thread is not None:
             self.emulator_thread.stop()
+        if self.gcp_thread is not None:
+            self.gcp_thread.stop()
+            self.gcp_thread = None
 
 
 @contextlib.contextmanager

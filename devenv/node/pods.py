@@ -21,8 +21,9 @@ PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff"})
 
 
 def trust_stack_registries(node: Node, stack: Stack) -> None:
-    """Let the node's containerd reach every registry of the stack (the ACR login servers
-    over the emulator's TLS, the ECR-style registry over plain HTTP)."""
+    """Let the node's containerd reach every registry of the stack (the ACR login servers and
+    the Artifact Registry host over the emulators' TLS, the ECR-style registry over plain
+    HTTP)."""
     assert stack.emulator is not None and stack.ecr_registry is not None
     for registry in (
         stack.acr,
@@ -33,6 +34,8 @@ def trust_stack_registries(node: Node, stack: Stack) -> None:
     ):
         if registry is not None:
             node.trust_registry(registry.login_server, ca=stack.emulator.ca_path)
+    if stack.gar is not None:
+        node.trust_registry(stack.gar.host, ca=stack.emulator.ca_path)
     node.trust_registry(stack.ecr_registry.host, ca=None)
 
 

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -299,20 +299,32 @@ class AzureEmulator:
                 registry.add_basic_user(user["username"], user["password"])
 
 
-class EmulatorThread:
-    """Runs an emulator on its own event loop in a background thread, for sync callers."""
+class Emulator(Protocol):
+    """What ``EmulatorThread`` runs: an emulator started and stopped on its loop."""
 
-    def __init__(self, emulator: AzureEmulator) -> None:
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+E = TypeVar("E", bound=Emulator)
+
+
+class EmulatorThread(Generic[E]):
+    """Runs an emulator (Azure's, Google Cloud's) on its own event loop in a background
+    thread, for sync callers."""
+
+    def __init__(self, emulator: E) -> None:
         self.emulator = emulator
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="azure-emulator", daemon=True
+            target=self._loop.run_forever, name=f"{type(emulator).__name__}", daemon=True
         )
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def start(self) -> AzureEmulator:
+    def start(self) -> E:
         self._thread.start()
         self.call(self.emulator.start())
         return self.emulator
@@ -324,7 +336,7 @@ class EmulatorThread:
             self._thread.join()
         self._loop.close()
 
-    def __enter__(self) -> AzureEmulator:
+    def __enter__(self) -> E:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

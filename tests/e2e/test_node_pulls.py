@@ -75,6 +75,20 @@ def test_first_pod_of_a_fresh_namespace_runs_with_the_webhooks_acr_and_ecr_secre
     print(f"first pod Running {waited:.1f}s after admission")
 
 
+def test_a_pod_pulls_from_artifact_registry_with_the_webhooks_google_token_and_runs(
+    stack: Stack, node: Node
+) -> None:
+    cp = stack.controlplane
+    assert stack.gar is not None
+    ns = stack.labelled_namespace(ns_name("gar"))
+    apply(cp, ns, running_pod("p", {"gar": stack.gar_image}))
+    pod, waited = wait_for_pod(cp, ns, "p", timeout=60)
+    [secret] = pull_secrets(cp, ns, pod)
+    assert registries_in(secret) == [stack.gar.host]
+    assert wait_for_log(node, ns, "p", "gar") == ["gar: pulled 37 bytes of hello.txt"]
+    print(f"Artifact Registry pod Running {waited:.1f}s after admission")
+
+
 def test_pod_runs_with_its_own_service_accounts_identity(stack: Stack, node: Node) -> None:
     cp = stack.controlplane
     assert stack.acr_tenant is not None

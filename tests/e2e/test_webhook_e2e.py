@@ -14,7 +14,7 @@ import pytest
 
 from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
 from devenv.processes import wait_for
-from devenv.stack import Stack
+from devenv.stack import GAR_READER, Stack
 from tests.e2e.support import (
     admission_results,
     get_json,
@@ -384,6 +384,29 @@ def test_exactly_one_replica_holds_the_refresher_lease(stack: Stack) -> None:
     assert leaders == [holder]
 
 
+def test_a_pods_artifact_registry_image_gets_a_google_token_that_pulls_until_its_expiry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cp = stack.controlplane
+    assert stack.gcp is not None and stack.gar is not None
+    ns = stack.labelled_namespace(ns_name("gar"))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod_manifest("p", stack.gar_image)))
+    [secret] = managed_secrets(cp, ns)
+    assert pull_secret_names(get_json(cp, "pod", "p", "-n", ns)) == [secret["metadata"]["name"]]
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    [auth] = config["auths"].values()
+    assert list(config["auths"]) == [stack.gar.host]
+    assert auth["username"] == "oauth2accesstoken"
+    # The password is a token the metadata server issued to the replicas' service account.
+    issued = stack.gcp.iam.resolve(auth["password"])
+    assert issued is not None and issued.via == "metadata"
+    assert issued.member == f"serviceAccount:{GAR_READER}"
+    expires = from_rfc3339(secret["metadata"]["annotations"][ANN_EXPIRES])
+    assert expires is not None and abs(expires - issued.expires_at) <= 1  # read, not assumed
+    result = stack.pull_with_secret(secret, stack.gar_image, tmp_path)
+    assert result.ok, result.stderr
+
+
 def test_doctor_reports_each_registry_from_the_webhooks_own_identity(stack: Stack) -> None:
     assert stack.acr_tenant is not None and stack.acr_denied is not None
     ns = stack.labelled_namespace(ns_name("doctor"))
@@ -398,6 +421,7 @@ def test_doctor_reports_each_registry_from_the_webhooks_own_identity(stack: Stac
     assert lines["acr"].startswith("ok"), result.stdout
     assert lines["ecr"].startswith("ok"), result.stdout
     assert lines["acr-tenant"].startswith("ok"), result.stdout
+    assert lines["gar"].startswith("ok"), result.stdout
     denied = lines["acr-denied"]
     assert denied.startswith("FAIL") and "acr-exchange" in denied and "401" in denied, denied
     assert "AcrPull" in denied
@@ -412,4 +436,5 @@ def test_no_token_or_password_reaches_the_webhook_logs(stack: Stack) -> None:
     assert "created pull secret" in logs  # the logs are the real ones
     assert "eyJ" not in logs  # the start of every JWT (ACR and Entra tokens, SA tokens)
     assert "-auth-token" not in logs  # moto's ECR password
+    assert "ya29." not in logs  # the start of every Google access token
     assert ".dockerconfigjson" not in logs

@@ -5,6 +5,7 @@ client pulling from the emulated Artifact Registry host with what they made."""
 # ruff: noqa: F811 - tests take the imported fixtures as parameters
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from devenv.peers.registry import GarRegistry
 from devenv.peers.traffic import GCP_IAM_CREDENTIALS, GCP_OAUTH2_TOKEN, GCP_STS_TOKEN
 from tests.integration.conftest import CLUSTER_ISSUER, MemoryKube
 from webhook.admission.needs import PullNeed
+from webhook.cli import doctor
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
@@ -274,3 +276,33 @@ async def test_a_deleted_key_or_a_secret_without_a_key_fails_without_quoting_the
             await _get(config, kube, "gcr.io")
         assert (caught.value.step, caught.value.code) == (step, code)
         assert "PRIVATE KEY" not in str(caught.value) and '"x"' not in str(caught.value)
+
+
+async def test_doctor_checks_each_step_and_names_the_role_the_registry_wants(
+    gar_registry: GarRegistry, kube: MemoryKube
+) -> None:
+    gcp = gar_registry.emulator
+    account = gcp.iam.add_service_account(READER)
+    gcp.metadata.attach_service_account(READER)
+    config = _config(gcp, gar_registry.host)
+    repository = gar_registry.image_ref.split("/", 1)[1].rsplit(":", 1)[0]
+    hosts = {"gar": [gar_registry.host]}
+    repositories = {("gar", gar_registry.host): [repository]}
+
+    async def doctor_says() -> tuple[int, str]:
+        out = io.StringIO()
+        code = await doctor.run(config, out=out, hosts=hosts, repositories=repositories, kube=kube)
+        return code, out.getvalue()
+
+    code, text = await doctor_says()
+    assert code == 1, text
+    assert text.startswith("FAIL gar ") and "gar-pull: DENIED" in text, text
+    assert f"grant serviceAccount:{READER} roles/artifactregistry.reader" in text, text
+    gar_registry.allow_pull(account.member)
+    code, text = await doctor_says()
+    assert code == 0, text
+    assert text.startswith("ok   gar ") and f"reads {repository}" in text, text
+    assert "(gar metadataServer" in text and "ya29." not in text
+    gcp.metadata.detach()
+    code, text = await doctor_says()
+    assert code == 1 and "gcp-metadata: 404" in text and "iam.gke.io" in text, text

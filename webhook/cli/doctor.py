@@ -16,15 +16,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from webhook.admission.images import InvalidReference, parse_image
 from webhook.admission.needs import PullNeed
 from webhook.cli.common import Commands, add_config_option, config_path, load
 from webhook.config.acr import AcrEntry
 from webhook.config.ecr import EcrEntry, EcrFamily
+from webhook.config.gar import GarEntry
 from webhook.config.kinds import RegistryEntry, kind_of
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.credentials import CredentialCache, RegistryAuthError, RetryPolicy
 from webhook.credentials.base import (
+    Attempt,
     Credential,
     SecretReader,
     ServiceAccountTokens,
@@ -47,11 +50,19 @@ class KubeReads(SecretReader, ServiceAccountTokens, Protocol):
     """What doctor needs from Kubernetes: both credential interfaces."""
 
 
+#: One Google access token serves every Google registry host its identity may read: a
+#: ``gar`` family entry without a host is tried with this one (the exchange never
+#: contacts it; ``--image`` checks a repository on its own host).
+GAR_STAND_IN = "us-docker.pkg.dev"
+
+
 @dataclass(frozen=True)
 class Target:
     entry: RegistryEntry
     host: str
     """A concrete registry host, or ``*`` when only the identity step can be tried."""
+    repositories: tuple[str, ...] = ()
+    """Repositories on ``host`` to try reading with the credential (``--image``, gar)."""
 
 
 def duration(seconds: float) -> str:
@@ -65,9 +76,16 @@ def duration(seconds: float) -> str:
     return f"{minutes}m" if minutes else f"{secs}s"
 
 
-def targets(config: Config, hosts: Mapping[str, Sequence[str]]) -> list[Target]:
+def targets(
+    config: Config,
+    hosts: Mapping[str, Sequence[str]],
+    repositories: Mapping[tuple[str, str], Sequence[str]] | None = None,
+) -> list[Target]:
     """Each entry's exact hosts plus those given on the command line; a family entry
-    without any gets a stand-in (an ECR host in its region, else AWS_REGION's; or ``*``)."""
+    without any gets a stand-in (an ECR host in its region, else AWS_REGION's; a Google
+    registry host; or ``*``). ``repositories`` by (entry, host): what ``--image`` asks to
+    read there."""
+    repositories = repositories or {}
     found: list[Target] = []
     default_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
     for entry in config.registries:
@@ -80,8 +98,10 @@ def targets(config: Config, hosts: Mapping[str, Sequence[str]]) -> list[Target]:
             accounts = family.accounts if isinstance(family, EcrFamily) else frozenset()
             account = min(accounts) if accounts else "000000000000"
             names = [f"{account}.dkr.ecr.{region}.amazonaws.com"]
+        if not names and isinstance(entry, GarEntry):
+            names = [GAR_STAND_IN]
         for host in dict.fromkeys(names) or ["*"]:
-            found.append(Target(entry, host))
+            found.append(Target(entry, host, tuple(repositories.get((entry.name, host), ()))))
     return found
 
 
@@ -140,6 +160,8 @@ class Doctor:
                     need, namespace, deadline=time.monotonic() + self.timeout
                 )
                 text = self._ok_text(entry, credential)
+                if isinstance(entry, GarEntry):
+                    text += await self._reads(target, credential, who)
             elif isinstance(entry, AcrEntry):
                 acr_need = PullNeed.make(entry, "*", prefix="doctor", service_account=account)
                 text = await self._identity_only(acr_need, namespace)
@@ -173,6 +195,20 @@ class Doctor:
         skew = _skew_note(credential.password, credential.issued_at) if acr else ""
         return f"expires in {left} ({_describe(entry)}{skew})"
 
+    async def _reads(self, target: Target, credential: Credential, who: str) -> str:
+        """The registry step of a gar entry: each ``--image`` repository read with the
+        token (raises RegistryAuthError naming the role when the registry refuses)."""
+        if not target.repositories:
+            return f"; pass --image {target.host}/PROJECT/REPOSITORY/IMAGE to try a read"
+        from webhook.credentials.gar import GarProvider
+
+        provider = self.cache.provider(GarEntry)
+        assert isinstance(provider, GarProvider)
+        for repository in target.repositories:
+            attempt = Attempt(target.entry.name, who, time.monotonic() + self.timeout)
+            await provider.check_pull(credential, target.host, repository, attempt, who)
+        return f"; reads {', '.join(target.repositories)}"
+
     async def _identity_only(self, need: PullNeed[AcrEntry], namespace: str) -> str:
         """For an ACR family entry without a host: the Entra ID step alone."""
         entry = need.entry
@@ -197,6 +233,7 @@ async def run(
     *,
     out: TextIO,
     hosts: Mapping[str, Sequence[str]] | None = None,
+    repositories: Mapping[tuple[str, str], Sequence[str]] | None = None,
     service_account: str = "",
     kube: KubeReads | None = None,
     clock: Callable[[], float] = time.time,
@@ -212,7 +249,7 @@ async def run(
         exchange_budget=per_registry_seconds,
     ) as cache:
         doctor = Doctor(config, cache, out, service_account, clock, per_registry_seconds)
-        results = [await doctor.check(t) for t in targets(config, hosts or {})]
+        results = [await doctor.check(t) for t in targets(config, hosts or {}, repositories)]
     return 0 if all(results) else 1
 
 
@@ -233,9 +270,30 @@ def parse_hosts(config: Config, values: Sequence[str]) -> dict[str, list[str]]:
     return hosts
 
 
+def parse_images(
+    config: Config, values: Sequence[str]
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]:
+    """``--image IMAGE``: its host for the entry that covers it, and its repository to
+    read there (gar entries)."""
+    hosts: dict[str, list[str]] = {}
+    repositories: dict[tuple[str, str], list[str]] = {}
+    for value in values:
+        try:
+            image = parse_image(value)
+        except InvalidReference as e:
+            raise ValueError(f"--image {value}: {e}") from None
+        entry = config.entry_for(image.domain)
+        if not isinstance(entry, GarEntry):
+            raise ValueError(f"--image {value}: no gar registry entry covers {image.domain}")
+        hosts.setdefault(entry.name, []).append(image.domain)
+        repositories.setdefault((entry.name, image.domain), []).append(image.path)
+    return hosts, repositories
+
+
 async def _with_kube(
     config: Config,
     hosts: dict[str, list[str]],
+    repositories: dict[tuple[str, str], list[str]],
     service_account: str,
     kubeconfig: str | None,
     out: TextIO,
@@ -243,7 +301,13 @@ async def _with_kube(
 ) -> int:
     """Runs with Kubernetes access when a kubeconfig is given or we run in a cluster."""
     if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return await run(config, out=out, hosts=hosts, service_account=service_account)
+        return await run(
+            config,
+            out=out,
+            hosts=hosts,
+            repositories=repositories,
+            service_account=service_account,
+        )
     from webhook.kube.calls import Kube, connect
 
     try:
@@ -252,7 +316,14 @@ async def _with_kube(
         print(f"error: cannot reach Kubernetes: {type(e).__name__}: {e}", file=err)
         return 2
     try:
-        return await run(config, out=out, hosts=hosts, service_account=service_account, kube=kube)
+        return await run(
+            config,
+            out=out,
+            hosts=hosts,
+            repositories=repositories,
+            service_account=service_account,
+            kube=kube,
+        )
     finally:
         await kube.close()
 
@@ -267,6 +338,13 @@ def add_command(sub: Commands) -> None:
         help="ENTRY=HOST: a host to try for a family entry (repeatable)",
     )
     p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        help="an image of a gar entry whose repository the identity must be able to read "
+        "(repeatable)",
+    )
+    p.add_argument(
         "--service-account",
         default="",
         help="NAMESPACE/NAME whose token podServiceAccount entries use",
@@ -276,6 +354,7 @@ def add_command(sub: Commands) -> None:
         func=lambda args, out, err: main(
             config_path(args.config),
             hosts=args.host,
+            images=args.image,
             service_account=args.service_account,
             kubeconfig=args.kubeconfig,
             out=out,
@@ -288,6 +367,7 @@ def main(
     path: str,
     *,
     hosts: Sequence[str] = (),
+    images: Sequence[str] = (),
     service_account: str = "",
     kubeconfig: str | None = None,
     out: TextIO | None = None,
@@ -303,6 +383,9 @@ def main(
         return 2
     try:
         by_entry = parse_hosts(config, hosts)
+        image_hosts, repositories = parse_images(config, images)
+        for name, more in image_hosts.items():
+            by_entry.setdefault(name, []).extend(more)
     except ValueError as e:
         print(f"error: {e}", file=err)
         return 2
@@ -313,6 +396,8 @@ def main(
     level = quiet.level
     quiet.setLevel(max(level, logging.ERROR))
     try:
-        return asyncio.run(_with_kube(config, by_entry, service_account, kubeconfig, out, err))
+        return asyncio.run(
+            _with_kube(config, by_entry, repositories, service_account, kubeconfig, out, err)
+        )
     finally:
         quiet.setLevel(level)

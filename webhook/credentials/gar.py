@@ -68,6 +68,9 @@ SA_TOKEN_SECONDS = 600
 #: One Google token request rarely takes more than a second; 10 s leaves room for a
 #: slow region and still allows a retry inside the exchange budget.
 REQUEST_TIMEOUT = 10.0
+#: Tokens whose Google identity is remembered for hints: a few per entry and identity
+#: (per-pod identities make more); expired ones are dropped first.
+MEMBERS_KEPT = 1024
 #: A registry's answers to the pull check are small JSON documents; keep no more.
 MAX_BODY = 64 * 1024
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -147,6 +150,7 @@ class GarProvider:
         self._clock = clock
         self._timeout = request_timeout
         self._session = requests.Session()
+        self._members: dict[str, tuple[str, float]] = {}
         # HTTPS_PROXY / NO_PROXY are honoured, as for the other kinds.
         self._session.mount("https://", _TrustingAdapter(ssl_context(ca_file)))
 
@@ -193,14 +197,25 @@ class GarProvider:
         token, expiry = credentials.token, credentials.expiry
         if not isinstance(token, str) or not isinstance(expiry, datetime.datetime):
             raise attempt.error("bad-response", "no access token or expiry in the answer")
+        # google-auth keeps the expiry as a naive UTC datetime.
+        expires_at = expiry.replace(tzinfo=datetime.UTC).timestamp()
+        self._remember(token, _member(credentials, impersonate, caller), expires_at)
         return Credential(
             username=GAR_USERNAME,
             password=token,
             hosts=(need.host,),
-            # google-auth keeps the expiry as a naive UTC datetime.
-            expires_at=expiry.replace(tzinfo=datetime.UTC).timestamp(),
+            expires_at=expires_at,
             issued_at=self._clock(),
         )
+
+    def _remember(self, token: str, member: str, expires_at: float) -> None:
+        """Who a token stands for, as IAM names it (for ``check_pull``'s hint)."""
+        now = self._clock()
+        if len(self._members) >= MEMBERS_KEPT:
+            for old in [t for t, (_, until) in self._members.items() if until <= now]:
+                del self._members[old]
+        if member and len(self._members) < MEMBERS_KEPT:
+            self._members[token] = (member, expires_at)
 
     async def _key_credentials(
         self, entry: GarEntry, auth: ServiceAccountKey, attempt: Attempt
@@ -266,6 +281,7 @@ class GarProvider:
         status, body = answer
         if status == 200:
             return
+        who = self._members.get(credential.password, (who, 0.0))[0]
         code, message = _registry_error(body)
         hint = ""
         if status == 403:
@@ -348,6 +364,16 @@ def _registry_error(body: bytes) -> tuple[str, str]:
         return str(first.get("code", "")), str(first.get("message", ""))
     except (ValueError, AttributeError, IndexError, TypeError, KeyError):
         return "", body.decode("utf-8", "replace")
+
+
+def _member(credentials: Any, impersonate: str, caller: str) -> str:
+    """The IAM member a fresh token stands for."""
+    if impersonate:
+        return f"serviceAccount:{impersonate}"
+    if caller:
+        return caller
+    email = getattr(credentials, "service_account_email", "")
+    return f"serviceAccount:{email}" if isinstance(email, str) and "@" in email else ""
 
 
 def _pool_info(entry: GarEntry, audience: str, impersonate: str) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class ArtifactRegistryHost:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v2/token", self.token, name=GAR_TOKEN)
+        app.router.add_post("/v2/token", self.no_oauth_post, name=GAR_TOKEN + ".post")
         app.router.add_route("*", "/v2/{tail:.*}", self.proxy, name=GAR_V2)
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
@@ -113,6 +114,12 @@ class ArtifactRegistryHost:
         if token_scopes & WRITE_SCOPES and self.iam.has_role(resource, PUSH_ROLES, member):
             actions.add("push")
         return frozenset(actions)
+
+    async def no_oauth_post(self, request: web.Request) -> web.Response:
+        """Google's registries answer the OAuth 2.0 form POST to the realm with 404 (what
+        containerd's resolver notes of GCR, and why it then falls back to GET with HTTP
+        Basic, as docker does)."""
+        return registry_error(404, "NOT_FOUND", "the token service answers GET only")
 
     async def token(self, request: web.Request) -> web.Response:
         if request.query.get("service") != self.host:

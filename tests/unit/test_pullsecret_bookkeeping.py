@@ -468,3 +468,41 @@ async def test_one_review_cannot_fan_out_past_the_per_pod_limit() -> None:
     assert kube.calls["create_secret"] == MAX_NEEDS_PER_POD
     refused = [s for s in outcome.statuses.values() if "more than" in s.message]
     assert len(refused) == len(needs) - MAX_NEEDS_PER_POD
+
+
+async def test_a_secret_whose_ready_write_failed_is_recorded_later_never_made_foreign(
+    config: Config,
+) -> None:
+    """The Secret was created, then the API server failed the record's Ready write (a
+    500, a timeout): the replica still holds the Secret's UID, and its next attempt,
+    even after the claim's CLAIM_SECONDS, records that UID instead of taking its own
+    claim over, creating again, meeting its own Secret's 409 and calling it Foreign."""
+
+    class FailsOneReadyWrite(MemKube):
+        failed = False
+
+        async def replace_record(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
+            if not self.failed and body.get("status", {}).get("state") == "Ready":
+                self.failed = True
+                self.calls["replace_record"] += 1
+                raise ApiError(500, "InternalError", "etcdserver: request timed out")
+            return await super().replace_record(namespace, name, body)
+
+    kube = FailsOneReadyWrite()
+    now = [time.time()]
+    m = PullSecretManager(ConfigStore(config), kube, Minter(), clock=lambda: now[0])
+    m.namespaces.replace_all(opted_in("team-a"))
+    need = need_of(config)
+    first = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert first.statuses[need.secret_name].state == "pending"
+    secret = kube.secrets[("team-a", need.secret_name)]
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
+
+    now[0] += CLAIM_SECONDS + 1
+    second = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert dict(second.statuses) == {}
+    status = record_of(kube, "team-a", need)["status"]
+    assert status["state"] == "Ready"
+    assert status["secretUID"] == secret["metadata"]["uid"]
+    assert kube.calls["create_secret"] == 1
+    await m.close()

@@ -136,6 +136,11 @@ class SecretWriter:
         self.health = health
         self.new_secret_rate = NamespaceRate(NEW_SECRETS_PER_NAMESPACE_MINUTE)
         self._inflight: dict[tuple[str, str], asyncio.Task[NeedStatus]] = {}
+        #: Secrets this replica created whose record is not Ready yet (the API server
+        #: failed that write): the created Secret and its credential, so that the next
+        #: attempt records its UID. Creating again would meet the Secret's own 409 and
+        #: take the webhook's Secret for a planted one.
+        self._unrecorded: dict[tuple[str, str], tuple[dict[str, Any], Credential]] = {}
 
     # -- the Writing interface ---------------------------------------------------
 
@@ -234,6 +239,11 @@ class SecretWriter:
             now = self.clock()
             record = self.records.get(namespace, name)
             try:
+                made = self._unrecorded.get((namespace, name))
+                if made is not None:
+                    if record is not None and record.state == "Claimed":
+                        return await self._record_made(record, *made)
+                    del self._unrecorded[(namespace, name)]  # recorded, Foreign or gone
                 if record is None:
                     record = await self.save(new_record(namespace, need, now), create=True)
                     return await self._create(record, need, credential)
@@ -276,6 +286,13 @@ class SecretWriter:
             return NeedStatus("foreign")
         self.metrics.secret_writes.labels("create", "ok").inc()
         log.info("created pull secret %s/%s for %s", *record.key, need.host)
+        self._unrecorded[record.key] = (doc, credential)
+        return await self._record_made(record, doc, credential)
+
+    async def _record_made(
+        self, record: ManagedSecret, doc: dict[str, Any], credential: Credential
+    ) -> NeedStatus:
+        """Record the Secret this replica created as Ready, and make its marker."""
         # The record and the marker at once: neither needs the other, and an admission
         # waits for both.
         uid = str((doc.get("metadata") or {}).get("uid", ""))
@@ -283,6 +300,7 @@ class SecretWriter:
             self._save_ready(record, doc, credential),
             self.mark_secret(record.namespace, record.name, uid),
         )
+        self._unrecorded.pop(record.key, None)
         return NeedStatus("ready")
 
     async def _renew(

@@ -70,6 +70,23 @@ INJECT_LABEL = "pull-secret-webhook/inject"
 ECR_REGION = "us-east-1"
 #: The Google service account the replicas' metadata server holds (GKE Workload Identity).
 GAR_READER = "puller@e2e-project.iam.gserviceaccount.com"
+GAR_PROJECT_NUMBER = "123456789012"
+
+
+def gar_audience_patch(audience: str) -> dict[str, Any]:
+    """The kustomize patch docs/gcp-federation.md shows: the per-pod policy's audience
+    rule, with a gar entry's pool provider added."""
+    expression = (
+        "size(object.spec.audiences) > 0 && object.spec.audiences.all(a, a in "
+        f"['api://AzureADTokenExchange', 'sts.amazonaws.com', '{audience}'])"
+    )
+    operations = [{"op": "replace", "path": "/spec/validations/2/expression", "value": expression}]
+    return {
+        "target": {"kind": "ValidatingAdmissionPolicy", "name": "pull-secret-webhook-tokens"},
+        "patch": yaml.safe_dump(operations),
+    }
+
+
 RECORDS_CRD = "managedpullsecrets.pull-secret-webhook.io"
 #: Manifests kinds that make sense without a kubelet: identity, RBAC, the records' CRD,
 #: the policies that bound the webhook's writes, and registration.
@@ -279,6 +296,10 @@ class Stack:
     gcp: GcpEmulator | None = None
     gar: ArtifactRegistryHost | None = None
     """An Artifact Registry host the replicas read as the metadata server's account."""
+    gar_tenant: ArtifactRegistryHost | None = None
+    """An Artifact Registry host only pods' own ServiceAccounts read (federated)."""
+    gar_audience: str = ""
+    """The workload identity pool provider that trusts this cluster's tokens."""
     acr_backend: DockerRegistry | None = None
     acr_backends: list[DockerRegistry] = field(default_factory=list)
     ecr_registry: DockerRegistry | None = None
@@ -338,6 +359,9 @@ class Stack:
         self.gcp_thread.start()
         self.gcp.iam.add_service_account(GAR_READER)
         self.gcp.metadata.attach_service_account(GAR_READER)
+        self.gar_audience = self.gcp.iam.add_provider(
+            GAR_PROJECT_NUMBER, "clusters", "e2e-cluster", issuer=SERVICE_ACCOUNT_ISSUER, jwks=jwks
+        ).name
 
     def _start_registries(self) -> None:
         assert self.emulator_thread is not None and self.emulator is not None
@@ -361,7 +385,8 @@ class Stack:
         self.acr_short.refresh_token_lifetime = SHORT_TOKEN_SECONDS
         self.acr_short.assign_role(self.object_id, "AcrPull")
         self.acr_tenant = self._acr_login_server("e2etenant", image)
-        self.gar = self._gar_host(image)
+        self.gar = self._gar_host("us", image)
+        self.gar_tenant = self._gar_host("europe", image)
 
         self.moto = MotoServer()
         self.moto.start()
@@ -430,15 +455,15 @@ class Stack:
         assert pushed.ok, pushed.stderr
         return acr
 
-    def _gar_host(self, image: OciImage) -> ArtifactRegistryHost:
+    def _gar_host(self, location: str, image: OciImage) -> ArtifactRegistryHost:
         """An Artifact Registry host on the Google emulator in front of its own token-auth
         registry, holding the seed image at ``GAR_SEED_REPOSITORY`` (pushed with a writer's
         token, revoked after), readable by ``GAR_READER``."""
         assert self.gcp_thread is not None and self.gcp is not None
         gcp = self.gcp
-        gar = self.gcp_thread.call(gcp.add_registry("us"))
+        gar = self.gcp_thread.call(gcp.add_registry(location))
         backend = DockerRegistry.token_auth(
-            self.workdir / "registry-gar",
+            self.workdir / f"registry-gar-{location}",
             realm=gar.realm,
             service=gar.host,
             issuer=GAR_ISSUER,
@@ -452,7 +477,8 @@ class Stack:
         gcp.iam.grant(repository, "roles/artifactregistry.writer", pusher)
         token, _ = gcp.iam.issue(pusher, [CLOUD_PLATFORM_SCOPE], "seed")
         auth = write_authfile(
-            self.workdir / "seed-gar.json", dockerconfigjson(gar.host, GAR_USERNAME, token)
+            self.workdir / f"seed-gar-{location}.json",
+            dockerconfigjson(gar.host, GAR_USERNAME, token),
         )
         pushed = asyncio.run(
             skopeo_push(
@@ -480,6 +506,9 @@ class Stack:
                     "kind": "Kustomization",
                     "resources": [base],
                     "components": [f"{base}/components/pod-identity"],
+                    # What docs/gcp-federation.md has an operator add for a gar entry of
+                    # mode podServiceAccount: its pool provider's audience.
+                    "patches": [gar_audience_patch("https:" + self.gar_audience)],
                 }
             )
         )
@@ -520,12 +549,20 @@ class Stack:
             "hosts": [self.acr_tenant.login_server],
             "auth": {"mode": "podServiceAccount", "authorityHost": self.emulator.authority_host},
         }
-        assert self.gar is not None
+        assert self.gar is not None and self.gar_tenant is not None and self.gcp is not None
         gar_entry = {
             "name": "gar",
             "kind": "gar",
             "hosts": [self.gar.host],
             "auth": {"mode": "metadataServer"},
+        }
+        gar_per_pod = {
+            "name": "gar-tenant",
+            "kind": "gar",
+            "hosts": [self.gar_tenant.host],
+            "stsUrl": self.gcp.sts_url,
+            "iamCredentialsUrl": self.gcp.iam_credentials_url,
+            "auth": {"mode": "podServiceAccount", "audience": self.gar_audience},
         }
         ecr_entry = {
             "name": "ecr",
@@ -544,7 +581,7 @@ class Stack:
                 "gcGraceSeconds": self.gc_grace,
                 "fraction": self.refresh_fraction,
             },
-            "registries": [*acr_entries, per_pod, ecr_entry, gar_entry],
+            "registries": [*acr_entries, per_pod, ecr_entry, gar_entry, gar_per_pod],
         }
         if self.heal_grace is not None:
             config["healing"] = {"graceSeconds": self.heal_grace}
@@ -768,6 +805,27 @@ class Stack:
         self.controlplane.kubectl("apply", "-f", "-", input=json.dumps(config))
 
     # -- helpers for tests -------------------------------------------------------
+
+    def gar_tenant_service_account(self, namespace: str, name: str, *, allowed: bool) -> str:
+        """A ServiceAccount annotated with a Google service account that may read the seed
+        repository; ``allowed``: its principal may impersonate it
+        (``roles/iam.workloadIdentityUser``). Returns the Google account's email."""
+        assert self.gcp is not None
+        email = f"{name}-{namespace}"[:30].rstrip("-") + "@e2e-project.iam.gserviceaccount.com"
+        account = self.gcp.iam.add_service_account(email)
+        repository = "repository:" + "/".join(GAR_SEED_REPOSITORY.split("/")[:2])
+        self.gcp.iam.grant(repository, "roles/artifactregistry.reader", account.member)
+        if allowed:
+            principal = self.gcp.iam.providers[self.gar_audience].principal(
+                f"system:serviceaccount:{namespace}:{name}"
+            )
+            self.gcp.iam.grant(account.member, "roles/iam.workloadIdentityUser", principal)
+        self.controlplane.kubectl("create", "serviceaccount", name, "-n", namespace)
+        self.controlplane.kubectl(
+            "annotate", "serviceaccount", name, "-n", namespace,
+            f"iam.gke.io/gcp-service-account={email}",
+        )  # fmt: skip
+        return email
 
     def tenant_service_account(self, namespace: str, name: str) -> str:
         """A ServiceAccount with its own Entra app (federated with it, annotated as AKS

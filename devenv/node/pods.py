@@ -34,8 +34,9 @@ def trust_stack_registries(node: Node, stack: Stack) -> None:
     ):
         if registry is not None:
             node.trust_registry(registry.login_server, ca=stack.emulator.ca_path)
-    if stack.gar is not None:
-        node.trust_registry(stack.gar.host, ca=stack.emulator.ca_path)
+    for gar in (stack.gar, stack.gar_tenant):
+        if gar is not None:
+            node.trust_registry(gar.host, ca=stack.emulator.ca_path)
     node.trust_registry(stack.ecr_registry.host, ca=None)
 
 

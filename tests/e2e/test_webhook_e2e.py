@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN
+from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN, GCP_STS_TOKEN
 from devenv.processes import wait_for
 from devenv.stack import GAR_READER, Stack
 from tests.e2e.support import (
@@ -405,6 +405,41 @@ def test_a_pods_artifact_registry_image_gets_a_google_token_that_pulls_until_its
     assert expires is not None and abs(expires - issued.expires_at) <= 1  # read, not assumed
     result = stack.pull_with_secret(secret, stack.gar_image, tmp_path)
     assert result.ok, result.stderr
+
+
+def test_each_pod_pulls_from_artifact_registry_as_its_own_google_identity(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cp = stack.controlplane
+    assert stack.gcp is not None and stack.gar_tenant is not None
+    ns = stack.labelled_namespace(ns_name("gar-tenant"))
+    email = stack.gar_tenant_service_account(ns, "builder", allowed=True)
+    stack.gar_tenant_service_account(ns, "intruder", allowed=False)
+    image = f"{stack.gar_tenant.host}/emulated-project/images/hello:v1"
+    pod = pod_manifest("p", image)
+    pod["spec"]["serviceAccountName"] = "builder"
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
+    [secret] = managed_secrets(cp, ns)
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    issued = stack.gcp.iam.resolve(config["auths"][stack.gar_tenant.host]["password"])
+    assert issued is not None and issued.member == f"serviceAccount:{email}"
+    # STS saw a TokenRequest token of the pod's own ServiceAccount, with the provider's
+    # audience (which the shipped policy accepts only once the operator lists it).
+    exchanges = [r.token_claims["subject_token"] for r in stack.gcp.traffic.requests(GCP_STS_TOKEN)]
+    mine = [c for c in exchanges if c["sub"] == f"system:serviceaccount:{ns}:builder"]
+    assert mine and mine[-1]["aud"] == ["https:" + stack.gar_audience]
+    assert stack.pull_with_secret(secret, image, tmp_path).ok
+    # A ServiceAccount naming a Google account it may not impersonate gets nothing.
+    other = pod_manifest("q", image)
+    other["spec"]["serviceAccountName"] = "intruder"
+    result = cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(other))
+    assert "not ready (gcp-iam-credentials PERMISSION_DENIED)" in result.stderr
+    assert [s["metadata"]["name"] for s in managed_secrets(cp, ns)] == [secret["metadata"]["name"]]
+    # The replicas' log line names the principal and the role to grant it.
+    logs = "\n".join(r.log.read_text(errors="replace") for r in stack.replicas)
+    refusals = [line for line in logs.splitlines() if f"{ns}/intruder: gcp-iam-credentials" in line]
+    assert refusals and "roles/iam.workloadIdentityUser" in refusals[0]
+    assert f"system:serviceaccount:{ns}:intruder" in refusals[0]
 
 
 def test_doctor_reports_each_registry_from_the_webhooks_own_identity(stack: Stack) -> None:

@@ -95,6 +95,36 @@ def test_explain_suggests_any_registry_only_when_no_entry_covers_the_family(
     assert "it is an ECR host: add it to an ecr entry's hosts or set anyRegistry: true" in out
 
 
+def test_explain_gives_google_registry_images_the_gar_entry_and_spoofs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    gar = {"name": "google", "kind": "gar", "hosts": ["europe-west1-docker.pkg.dev", "gcr.io"]}
+    config.write_text(yaml.safe_dump({"registries": [gar]}))
+    code, out, _ = run_cli(
+        capsys,
+        "explain",
+        "--config",
+        str(config),
+        "europe-west1-docker.pkg.dev/my-project/images/app:1.0",
+        "gcr.io/my-project/app",
+        "us-docker.pkg.dev/my-project/images/app",
+        "europe-west1-docker.pkg.dev.evil.com/my-project/images/app",
+        "evil.com/gcr.io/my-project/app",
+    )
+    assert code == 0
+    assert "registry: google (kind gar; covers europe-west1-docker.pkg.dev, gcr.io)" in out
+    assert "identity: gce:default (auth mode metadataServer)" in out
+    assert "secret:   psw-europe-west1-docker-pkg-dev-" in out
+    assert "secret:   psw-gcr-io-" in out
+    assert (
+        "no registry entry matches us-docker.pkg.dev (it is a GAR host: add it to a gar "
+        "entry's hosts or set anyRegistry: true)" in out
+    )
+    assert "no registry entry matches europe-west1-docker.pkg.dev.evil.com\n" in out
+    assert "no registry entry matches evil.com\n" in out
+
+
 def test_explain_fails_on_an_invalid_reference(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -45,9 +45,10 @@ def why_unmatched(config: Config, host: str) -> str:
     kind = recognised_kind(host)
     if kind is None:
         return why
+    article = "an" if kind[0] in "aeiou" else "a"  # an ACR / an ECR / a GAR host
     return (
-        f"{why} (it is an {kind.upper()} host: add it to an {kind} entry's hosts "
-        "or set anyRegistry: true)"
+        f"{why} (it is {article} {kind.upper()} host: add it to {article} {kind} entry's "
+        "hosts or set anyRegistry: true)"
     )
 
 

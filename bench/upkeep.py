@@ -34,6 +34,7 @@ from devenv.support.memkube import MemKube
 from webhook.admission.needs import PullNeed, pull_needs
 from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential
+from webhook.kube.pods import ListedPods
 from webhook.pullsecrets.manager import PullSecretManager
 from webhook.pullsecrets.records import ManagedSecret, marker_object
 from webhook.pullsecrets.renewals import Pace
@@ -103,7 +104,7 @@ async def one_pass(records: int, due: int) -> dict[str, Any]:
                 "spec": {"imagePullSecrets": [{"name": need.secret_name}]},
             }
         )
-    refresher.references.replace_all(pods)
+    refresher.references.replace_all(ListedPods.of(pods))
     kube.calls.clear()
     started = time.perf_counter()
     report = await refresher.run_once()

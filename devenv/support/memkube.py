@@ -21,6 +21,7 @@ from typing import Any
 
 from webhook.kube.health import ApiHealth
 from webhook.kube.objects import KubeAPIError
+from webhook.kube.pods import ListedPods
 
 
 class MemKube:
@@ -228,9 +229,9 @@ class MemKube:
     def watch_namespaces(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._no_watch()
 
-    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+    async def list_pods(self) -> tuple[ListedPods, str]:
         self._count("list_pods")
-        return copy.deepcopy(self.pods), str(next(self._versions))
+        return ListedPods.of(copy.deepcopy(self.pods)), str(next(self._versions))
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         return self._no_watch()

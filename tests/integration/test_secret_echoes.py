@@ -25,6 +25,7 @@ from tests.support.aws import aws_env, clock, ecr_config, new_cache, pull_need
 from tests.support.azure import SECRET_NAMESPACE, Azure, azure, azure_env
 from webhook.admission.decision import Plan, plan, respond
 from webhook.admission.reviews import AdmissionResponse, decode_review
+from webhook.admission.verdicts import encode
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.credentials import RegistryAuthError
@@ -71,8 +72,8 @@ async def _admit(config: Config, cache: object, image: str) -> tuple[AdmissionRe
     assert isinstance(planned, Plan)
     outcome = await manager.ensure("team-a", planned.needs, budget=5, dry_run=False)
     await manager.close()
-    opened = respond(planned, outcome, fail_closed=False)
-    closed = respond(planned, outcome, fail_closed=True)
+    opened = encode(respond(planned, outcome, fail_closed=False))
+    closed = encode(respond(planned, outcome, fail_closed=True))
     return {**opened, "status": closed.get("status", {})}, kube
 
 

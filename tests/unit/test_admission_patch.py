@@ -13,6 +13,7 @@ from devenv.support.reviews import make_pod, make_review
 from webhook.admission import decision as admission
 from webhook.admission.decision import NeedStatus, Outcome, Plan, Skip
 from webhook.admission.reviews import AdmissionRequest, AdmissionResponse
+from webhook.admission.verdicts import Allowed, Denied, encode
 from webhook.config.schema import Config
 
 ACR = "contoso.azurecr.io/app:1"
@@ -28,6 +29,11 @@ def planned(config: Config, pod: dict[str, Any], **kw: Any) -> Plan:
     decision = admission.plan(request_for(pod, **kw), config)
     assert isinstance(decision, Plan), decision
     return decision
+
+
+def answered(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResponse:
+    """The response the server sends for this plan and outcome."""
+    return encode(admission.respond(plan, outcome, fail_closed=fail_closed))
 
 
 def patched(pod: dict[str, Any], response: AdmissionResponse) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def pull_secret_names(pod: dict[str, Any]) -> list[str]:
 def test_missing_list_is_created_with_one_secret_per_registry(config: Config) -> None:
     pod = make_pod(ACR, ECR, "nginx:1.27", generate_name="web-")
     plan = planned(config, pod)
-    out = patched(pod, admission.respond(plan, Outcome(), fail_closed=False))
+    out = patched(pod, answered(plan, Outcome(), fail_closed=False))
     names = pull_secret_names(out)
     assert names == [n.secret_name for n in plan.needs]
     assert len(names) == 2
@@ -58,7 +64,7 @@ def test_missing_list_is_created_with_one_secret_per_registry(config: Config) ->
 
 def test_existing_entries_stay_first_and_new_ones_are_appended(config: Config) -> None:
     pod = make_pod(ACR, pull_secrets=[{"name": "team-own"}])
-    out = patched(pod, admission.respond(planned(config, pod), Outcome(), fail_closed=False))
+    out = patched(pod, answered(planned(config, pod), Outcome(), fail_closed=False))
     names = pull_secret_names(out)
     assert names[0] == "team-own"
     assert len(names) == 2
@@ -68,7 +74,7 @@ def test_secret_already_listed_is_not_duplicated(config: Config) -> None:
     pod = make_pod(ACR)
     plan = planned(config, pod)
     pod["spec"]["imagePullSecrets"] = [{"name": plan.needs[0].secret_name}]
-    response = admission.respond(plan, Outcome(), fail_closed=False)
+    response = answered(plan, Outcome(), fail_closed=False)
     assert "patch" not in response
     assert "patchType" not in response
 
@@ -76,7 +82,7 @@ def test_secret_already_listed_is_not_duplicated(config: Config) -> None:
 def test_null_list_is_replaced(config: Config) -> None:
     pod = make_pod(ACR)
     pod["spec"]["imagePullSecrets"] = None
-    out = patched(pod, admission.respond(planned(config, pod), Outcome(), fail_closed=False))
+    out = patched(pod, answered(planned(config, pod), Outcome(), fail_closed=False))
     assert len(pull_secret_names(out)) == 1
 
 
@@ -161,13 +167,13 @@ def test_ephemeral_container_update_is_handled(config: Config) -> None:
 def test_ephemeral_update_warns_when_the_pod_lacks_the_secret(config: Config) -> None:
     pod = make_pod("nginx", ephemeral_images=(ACR,), name="web-0")
     plan = planned(config, pod, operation="UPDATE", sub_resource="ephemeralcontainers")
-    response = admission.respond(plan, Outcome(), fail_closed=False)
+    response = answered(plan, Outcome(), fail_closed=False)
     [warning] = response["warnings"]
     assert warning.startswith("pull-secret-webhook: an ephemeral container update cannot add")
     assert len(warning) <= 120
     # Once the pod lists it (say, for a regular container), there is nothing to add.
     pod["spec"]["imagePullSecrets"] = [{"name": plan.needs[0].secret_name}]
-    again = admission.respond(
+    again = answered(
         planned(config, pod, operation="UPDATE", sub_resource="ephemeralcontainers"),
         Outcome(),
         fail_closed=False,
@@ -192,7 +198,7 @@ def test_pending_secret_is_still_patched_with_a_warning(config: Config) -> None:
     plan = planned(config, pod)
     acr = plan.needs[0].secret_name
     outcome = Outcome({acr: NeedStatus("pending", "ACR 401 UNAUTHORIZED")})
-    response = admission.respond(plan, outcome, fail_closed=False)
+    response = answered(plan, outcome, fail_closed=False)
     assert len(pull_secret_names(patched(pod, response))) == 2
     [warning] = response["warnings"]
     assert "contoso.azurecr.io" in warning
@@ -204,7 +210,7 @@ def test_pending_secret_denies_when_fail_closed(config: Config) -> None:
     pod = make_pod(ACR)
     plan = planned(config, pod)
     outcome = Outcome({plan.needs[0].secret_name: NeedStatus("pending", "timed out")})
-    response = admission.respond(plan, outcome, fail_closed=True)
+    response = answered(plan, outcome, fail_closed=True)
     assert not response["allowed"]
     assert "contoso.azurecr.io (contoso): timed out" in response["status"]["message"]
 
@@ -213,7 +219,7 @@ def test_foreign_secret_of_the_same_name_is_not_used(config: Config) -> None:
     pod = make_pod(ACR)
     plan = planned(config, pod)
     name = plan.needs[0].secret_name
-    response = admission.respond(plan, Outcome({name: NeedStatus("foreign")}), fail_closed=True)
+    response = answered(plan, Outcome({name: NeedStatus("foreign")}), fail_closed=True)
     assert response["allowed"]
     assert "patch" not in response
     assert "not managed" in response["warnings"][0]
@@ -244,3 +250,32 @@ def test_written_patch_is_the_minimal_diff_jsonpatch_finds(config: Config, curre
 
 def names_of(names: list[str]) -> list[dict[str, str]]:
     return [{"name": n} for n in dict.fromkeys(names)]
+
+
+def test_each_verdict_carries_the_result_it_is_counted_as(config: Config) -> None:
+    pod = make_pod(ACR)
+    plan = planned(config, pod)
+    name = plan.needs[0].secret_name
+    pending = Outcome({name: NeedStatus("pending", "timed out")})
+
+    def verdict(outcome: Outcome, *, fail_closed: bool = False, on: Plan = plan) -> Any:
+        return admission.respond(on, outcome, fail_closed=fail_closed)
+
+    made = verdict(Outcome())
+    assert isinstance(made, Allowed) and made.result == "patched" and made.patch
+    assert not made.warnings
+    warned = verdict(pending)
+    assert isinstance(warned, Allowed) and warned.result == "warned" and warned.patch
+    refused = verdict(Outcome(refused="namespace has not opted in"))
+    assert isinstance(refused, Allowed) and refused.result == "refused" and not refused.patch
+    assert refused.why == "namespace has not opted in" and encode(refused) == {
+        "uid": plan.uid,
+        "allowed": True,
+    }
+    closed = verdict(pending, fail_closed=True)
+    assert isinstance(closed, Denied) and closed.result == "denied" and closed.code == 403
+    listed = make_pod(ACR)
+    listed["spec"]["imagePullSecrets"] = [{"name": name}]
+    unchanged = verdict(Outcome(), on=planned(config, listed))
+    assert isinstance(unchanged, Allowed) and unchanged.result == "unchanged"
+    assert "patch" not in encode(unchanged)

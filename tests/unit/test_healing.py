@@ -14,7 +14,7 @@ from webhook.admission.needs import match_image
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
-from webhook.kube.calls import PodRefs
+from webhook.kube.pods import ListedPods, PodRef
 from webhook.kube.podstatus import failing_images, pull_failure_view
 from webhook.kube.rfc3339 import to_rfc3339
 from webhook.telemetry.metrics import Metrics
@@ -103,7 +103,7 @@ def pod(
 
 def stuck(*pods: dict[str, Any], clock: Clock | None = None) -> StuckPods:
     index = StuckPods(clock or Clock())
-    index.replace_all(list(pods))
+    index.replace_all(ListedPods.of(pods))
     return index
 
 
@@ -149,15 +149,16 @@ def test_the_kept_view_of_a_failing_pod_is_small_and_decides_the_same() -> None:
     assert select(config, stuck(view).pods(), opted_in, clock.now) == []  # opted out, both
 
 
-def test_a_pod_list_keeps_failing_pods_for_healing_and_the_others_as_rows() -> None:
-    refs = PodRefs()
-    refs.add(pod("ok", waiting={}, secrets=("psw-x",)))
-    refs.add(pod("plain", waiting={}))  # no pull secret, not failing: not kept at all
-    refs.add(pod("stuck"))
-    assert len(refs) == 2
-    assert [p["metadata"]["name"] for p in refs] == ["ok", "stuck"]
-    assert refs[-1]["metadata"]["uid"] == "uid-team-a-stuck"
-    assert [p["metadata"]["name"] for p in refs[0:2]] == ["ok", "stuck"]
+def test_a_pod_list_keeps_failing_pods_for_healing_and_the_others_as_refs() -> None:
+    listed = ListedPods()
+    listed.add(pod("ok", waiting={}, secrets=("psw-x",)))
+    listed.add(pod("plain", waiting={}))  # no pull secret, not failing: not kept at all
+    listed.add(pod("stuck"))
+    assert len(listed) == 2
+    assert listed.refs == [PodRef("team-a", "ok", ("psw-x",))]
+    [failing] = listed.failing
+    assert failing["metadata"]["uid"] == "uid-team-a-stuck"
+    assert [r.name for r in listed.all_refs()] == ["ok", "stuck"]
 
 
 # -- since when ----------------------------------------------------------------------
@@ -170,7 +171,7 @@ def test_the_failure_is_timed_from_when_it_was_first_seen_through_updates_and_re
     clock.now += 40
     index.apply("MODIFIED", pod("p", waiting={"app": "ImagePullBackOff"}))
     clock.now += 40
-    index.replace_all([pod("p")])  # the watch was re-listed
+    index.replace_all(ListedPods.of([pod("p")]))  # the watch was re-listed
     [seen] = index.pods()
     assert seen.failing == {MANAGED: T0}
     index.apply("MODIFIED", pod("p", waiting={}))  # it pulled after all
@@ -277,7 +278,7 @@ def test_the_grace_counts_for_the_image_that_lacks_its_secret() -> None:
 def healer(*pods: dict[str, Any], **healing: Any) -> tuple[Healer, MemKube, Metrics, Clock]:
     kube, metrics, clock = MemKube(), Metrics(), Clock()
     h = Healer(ConfigStore(make_config(**healing)), opted_in, kube, metrics, clock=clock)
-    h.pods.replace_all(list(pods))
+    h.pods.replace_all(ListedPods.of(pods))
     clock.now += GRACE
     return h, kube, metrics, clock
 

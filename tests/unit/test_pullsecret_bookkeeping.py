@@ -25,6 +25,7 @@ from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential
 from webhook.kube.errors import ApiError
+from webhook.kube.pods import ListedPods
 from webhook.pullsecrets.manager import MAX_NEEDS_PER_POD, PullSecretManager
 from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret, Markers
 from webhook.pullsecrets.secret import ANN_EXPIRES, MANAGED_BY, MANAGER
@@ -143,7 +144,7 @@ async def test_a_deleted_secret_is_re_created_by_the_refresher_with_a_new_uid(
     refresher = Refresher(
         ConfigStore(config), m, kube, "replica-0", writer=m.writer, collector=m.collector
     )
-    refresher.references.replace_all(kube.pods)  # what the leader's watches hold
+    refresher.references.replace_all(ListedPods.of(kube.pods))  # the leader's watch
     m.markers.replace_all(list(kube.markers.values()))
     idle = await refresher.run_once()
     assert idle == PassReport() and kube.calls["check_secret"] == 0  # nothing asked
@@ -166,7 +167,7 @@ async def test_a_pass_right_after_a_secret_was_made_waits_for_its_marker_without
     refresher = Refresher(
         ConfigStore(config), m, kube, "replica-0", writer=m.writer, collector=m.collector
     )
-    refresher.references.replace_all(kube.pods)
+    refresher.references.replace_all(ListedPods.of(kube.pods))
     # As on a leader whose watch has not shown the new marker yet.
     m.markers = m.writer.markers = Markers()
     calls = dict(kube.calls)
@@ -408,7 +409,9 @@ def test_references_count_pods_per_secret_and_follow_updates_and_deletions() -> 
         "metadata": {"namespace": "team-a", "name": "web-1"},
         "spec": {"imagePullSecrets": [{"name": "psw-a"}, {"name": "mine"}]},
     }
-    refs.replace_all([pod, {**pod, "metadata": {"namespace": "team-a", "name": "web-2"}}])
+    refs.replace_all(
+        ListedPods.of([pod, {**pod, "metadata": {"namespace": "team-a", "name": "web-2"}}])
+    )
     assert refs.referenced("team-a", "psw-a") and not refs.referenced("team-a", "mine")
     refs.apply("DELETED", pod)
     assert refs.referenced("team-a", "psw-a")  # web-2 still lists it

@@ -19,6 +19,7 @@ from tests.support.bookkeeping import Minter, need_of
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.credentials.base import EXPIRY_MARGIN, Credential
+from webhook.kube.pods import ListedPods
 from webhook.pullsecrets.manager import PullSecretManager
 from webhook.pullsecrets.records import ManagedSecret, marker_object
 from webhook.pullsecrets.renewals import (
@@ -185,7 +186,7 @@ async def due_secrets(
                 "spec": {"imagePullSecrets": [{"name": need.secret_name}]},
             }
         )
-    refresher.references.replace_all(pods)
+    refresher.references.replace_all(ListedPods.of(pods))
     return kube, refresher
 
 

@@ -9,10 +9,11 @@ import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
-from webhook.kube.calls import LIST_PAGE, Kube, PodRefs, _marker_view
+from webhook.kube.calls import LIST_PAGE, Kube, _marker_view
 from webhook.kube.client import ApiClient
 from webhook.kube.informer import Informer
 from webhook.kube.objects import INJECT_LABEL
+from webhook.kube.pods import ListedPods, PodRef
 from webhook.pullsecrets.namespaces import NamespaceIndex
 from webhook.pullsecrets.records import Markers, marker_object
 from webhook.upkeep.references import References
@@ -89,7 +90,7 @@ def test_references_of_pods_with_several_secrets_are_counted_and_forgotten() -> 
         "metadata": {"namespace": "team-a", "name": "web-2"},
         "spec": {"imagePullSecrets": [{"name": "psw-a"}]},
     }
-    refs.replace_all([both, one])
+    refs.replace_all(ListedPods.of([both, one]))
     assert len(refs) == 2
     assert refs.referenced("team-a", "psw-a") and refs.referenced("team-a", "psw-b")
     refs.apply("DELETED", both)
@@ -99,8 +100,8 @@ def test_references_of_pods_with_several_secrets_are_counted_and_forgotten() -> 
     assert refs._pods == {}  # nothing left behind for a namespace without such pods
 
 
-def test_listed_pods_are_kept_as_rows_and_read_back_as_the_pods_references() -> None:
-    pods = PodRefs()
+def test_listed_pods_are_kept_as_refs_that_garbage_collection_reads_as_they_are() -> None:
+    pods = ListedPods()
     pods.add(
         {
             "metadata": {"namespace": "team-a", "name": "web-1", "uid": "u"},
@@ -115,14 +116,13 @@ def test_listed_pods_are_kept_as_rows_and_read_back_as_the_pods_references() -> 
         }
     )
     assert len(pods) == 2  # a pod without pull secrets is not kept
-    assert pods[0] == {
-        "metadata": {"namespace": "team-a", "name": "web-1"},
-        "spec": {"imagePullSecrets": [{"name": "psw-a"}, {"name": "psw-b"}]},
-    }
-    assert pods._rows[0][2] is pods._rows[1][2]  # equal name lists shared
+    assert pods.refs[0] == PodRef("team-a", "web-1", ("psw-a", "psw-b"))
+    assert pods.refs[0].secrets is pods.refs[1].secrets  # equal name lists shared
     refs = References("psw")
     refs.replace_all(pods)
     assert len(refs) == 2 and refs.referenced("team-a", "psw-b")
+    # Read as they are: the listed tuple itself, not a copy rebuilt from a pod object.
+    assert refs._pods["team-a"]["web-1"] is pods.refs[0].secrets
 
 
 class Listed(list[dict[str, Any]]):

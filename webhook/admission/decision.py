@@ -1,8 +1,8 @@
-"""The admission decision, as pure functions: review → plan → (secrets ensured) → response.
+"""The admission decision, as pure functions: review → plan → (secrets ensured) → verdict.
 
 ``plan`` says which pull secrets a pod needs (or why it is left alone);
-``respond`` turns the plan and the outcome of ensuring those secrets into an
-AdmissionResponse with a JSONPatch that touches only ``spec.imagePullSecrets``.
+``respond`` turns the plan and the outcome of ensuring those secrets into a typed
+verdict (``verdicts.py``) with a JSONPatch that touches only ``spec.imagePullSecrets``.
 Where secrets come from is the ``SecretSource`` protocol: the server passes one in.
 """
 
@@ -13,13 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from webhook.admission.needs import PullNeed, pull_needs
-from webhook.admission.reviews import (
-    AdmissionRequest,
-    AdmissionResponse,
-    allow,
-    allow_with_patch,
-    deny,
-)
+from webhook.admission.reviews import AdmissionRequest
+from webhook.admission.verdicts import Verdict, allowed, denied, left_alone
 from webhook.config.schema import Config
 
 OPT_OUT_LABEL = "pull-secret-webhook/inject"
@@ -177,10 +172,10 @@ def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> li
     ]
 
 
-def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResponse:
-    """The response for a planned pod, given what became of each needed secret."""
+def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> Verdict:
+    """The verdict on a planned pod, given what became of each needed secret."""
     if outcome.refused:
-        return allow(plan.uid)
+        return left_alone(plan.uid, "refused", outcome.refused)
     warnings: list[str] = []
     names: list[str] = []
     failed: list[str] = []
@@ -209,8 +204,8 @@ def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> AdmissionResp
                     f"secret {need.secret_name} for {need.host}"
                 )
     if failed and fail_closed:
-        return deny(
+        return denied(
             plan.uid,
             "pull-secret-webhook: cannot provide registry credentials for " + "; ".join(failed),
         )
-    return allow_with_patch(plan.uid, patch, warnings)
+    return allowed(plan.uid, patch, warnings)

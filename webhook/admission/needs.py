@@ -3,16 +3,15 @@
 Pure: no I/O. The same (entry, host, identity) always yields the same secret
 name, so every replica, every retry and the refresher agree on it without
 talking to each other. Because the answer for an image depends only on the config
-(and the pod's service account), it is memoised per config: a Deployment's pods
-repeat the same few images, and parsing, host matching and hashing them again
-cost more than the rest of an admission.
+(and the pod's service account), it is memoised on the config snapshot itself
+(``Config.memo``): a Deployment's pods repeat the same few images, and parsing, host
+matching and hashing them again cost more than the rest of an admission.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic
@@ -155,8 +154,7 @@ class _MatchCache:
     (image, service account), and ``pull_needs`` per (images, service account), since the
     pods of one workload repeat the same image list."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = weakref.ref(config)  # weak: the cache must not keep its config alive
+    def __init__(self) -> None:
         self.answers: dict[tuple[str, str], ImageMatch] = {}
         self.needs: dict[tuple[tuple[str, ...], str], tuple[PullNeed, ...]] = {}
 
@@ -185,16 +183,10 @@ def _remember(answers: dict[_K, _V], key: _K, value: _V) -> _V:
     return value
 
 
-# By id(): hashing a Config walks all of it, which would cost more than the lookup saves.
-# The entry goes when its config is collected (a reloaded config gets its own cache).
-_caches: dict[int, _MatchCache] = {}
-
-
 def _cache_for(config: Config) -> _MatchCache:
-    cache = _caches.get(id(config))
-    if cache is None or cache.config() is not config:
-        cache = _caches[id(config)] = _MatchCache(config)
-        weakref.finalize(config, _caches.pop, id(config), None)
+    cache = config.memo.get("needs")
+    if not isinstance(cache, _MatchCache):
+        cache = config.memo["needs"] = _MatchCache()
     return cache
 
 

@@ -7,7 +7,6 @@ or credential outcome is an allowed/denied ``AdmissionResponse``.
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -300,23 +299,6 @@ def _request_problems(request: dict[str, Any]) -> list[str]:
 
 def review(api_version: str, response: AdmissionResponse) -> AdmissionReview:
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
-
-
-def allow(uid: str, warnings: list[str] | None = None) -> AdmissionResponse:
-    response: AdmissionResponse = {"uid": uid, "allowed": True}
-    if warnings:
-        response["warnings"] = [clip_warning(w) for w in warnings]
-    return response
-
-
-def allow_with_patch(
-    uid: str, patch: list[dict[str, Any]], warnings: list[str] | None = None
-) -> AdmissionResponse:
-    response = allow(uid, warnings)
-    if patch:
-        response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(jsonio.dumps(patch)).decode()
-    return response
 
 
 def deny(uid: str, message: str, code: int = 403, reason: str = "Forbidden") -> AdmissionResponse:

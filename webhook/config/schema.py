@@ -92,6 +92,13 @@ class Config:
         return None
 
     @cached_property
+    def memo(self) -> dict[str, object]:
+        """Answers derived from this config alone, kept on it by the code that derives them
+        (``webhook.admission.needs`` keeps its image matches here, under ``"needs"``): they
+        live exactly as long as this snapshot, and a reload, a new Config, starts empty."""
+        return {}
+
+    @cached_property
     def never_injected(self) -> frozenset[str]:
         """Every namespace the webhook refuses to write in (asked on every admission, so
         computed once per config)."""

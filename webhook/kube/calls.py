@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import logging
-import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, overload
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -37,13 +36,13 @@ from webhook.kube.objects import (
     VERSION,
     SecretData,
 )
-from webhook.kube.podstatus import pull_failure_view
+from webhook.kube.pods import ListedPods
 from webhook.kube.rfc3339 import now_rfc3339
 from webhook.telemetry import redact
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LIST_PAGE", "WATCH_SECONDS", "Kube", "PodRefs", "connect"]
+__all__ = ["LIST_PAGE", "WATCH_SECONDS", "Kube", "connect"]
 
 #: A watch is re-opened at least this often (the API server ends it at a random time
 #: between its --min-request-timeout and twice that anyway; 300 s keeps it explicit).
@@ -60,63 +59,8 @@ LIST_PAGE = 100
 
 
 # What a LIST keeps of each item: only the fields its watch's handler reads, so that
-# a page's worth of full objects is all the memory a list of many objects needs.
-
-
-class PodRefs(Sequence[Mapping[str, Any]]):
-    """Listed pods as (namespace, name, pull secret names) rows, read back as minimal
-    pod objects: ~150 bytes a pod where even a reduced object takes ~1 KB, so that
-    listing 100,000 pods does not take 100 MB. Namespaces and secret names are interned,
-    equal name tuples shared. Pods that fail to pull an image are kept whole enough for
-    self-healing instead (``podstatus.pull_failure_view``): they are few, and read back
-    after the rows."""
-
-    def __init__(self) -> None:
-        self._rows: list[tuple[str, str, tuple[str, ...]]] = []
-        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._failing: list[dict[str, Any]] = []
-
-    def add(self, pod: Mapping[str, Any]) -> None:
-        failing = pull_failure_view(pod)
-        if failing is not None:
-            self._failing.append(failing)
-            return
-        meta = pod.get("metadata") or {}
-        refs = (pod.get("spec") or {}).get("imagePullSecrets") or []
-        names = tuple(
-            sorted({sys.intern(r["name"]) for r in refs if isinstance(r.get("name"), str)})
-        )
-        namespace, name = meta.get("namespace"), meta.get("name")
-        if names and isinstance(namespace, str) and isinstance(name, str):
-            names = self._shared.setdefault(names, names)
-            self._rows.append((sys.intern(namespace), name, names))
-
-    def __len__(self) -> int:
-        return len(self._rows) + len(self._failing)
-
-    @overload
-    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        rows = len(self._rows)
-        return self._pod(self._rows[index]) if index < rows else self._failing[index - rows]
-
-    @staticmethod
-    def _pod(row: tuple[str, str, tuple[str, ...]]) -> Mapping[str, Any]:
-        namespace, name, names = row
-        return {
-            "metadata": {"namespace": namespace, "name": name},
-            "spec": {"imagePullSecrets": [{"name": n} for n in names]},
-        }
+# a page's worth of full objects is all the memory a list of many objects needs
+# (pods: webhook.kube.pods.ListedPods).
 
 
 CORE = CORE_API
@@ -511,11 +455,11 @@ class Kube:
 
     # -- pods and events ---------------------------------------------------------
 
-    async def list_pods(self) -> tuple[PodRefs, str]:
+    async def list_pods(self) -> tuple[ListedPods, str]:
         """Every pod that lists pull secrets, reduced to what garbage collection reads
         (namespace, name, the secrets' names), and every pod that fails to pull an
         image, reduced to what self-healing reads."""
-        pods = PodRefs()
+        pods = ListedPods()
         version = await self._pages(
             "list_pod_for_all_namespaces", resource_path(CORE, "pods"), each=pods.add
         )

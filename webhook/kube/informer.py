@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from webhook.kube.errors import ApiError, GoneError
 from webhook.kube.health import ApiHealth, jittered
@@ -34,25 +34,34 @@ RETRY_MAX_SECONDS = 8.0
 RECOVERY_SPREAD_SECONDS = 0.5
 
 
-class Handler(Protocol):
-    def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None: ...
+Objects = Sequence[Mapping[str, Any]]
+"""What most lists hand their handler: the objects, each reduced to what it reads."""
+Listed = TypeVar("Listed")
+Taken = TypeVar("Taken", contravariant=True)
+
+
+class Handler(Protocol[Taken]):
+    """Takes a whole list (``replace_all``), then each watch event (``apply``)."""
+
+    def replace_all(self, listed: Taken) -> None: ...
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None: ...
 
 
-Lister = Callable[[], Awaitable[tuple[Sequence[Mapping[str, Any]], str]]]
 Watcher = Callable[[str], AsyncIterator[dict[str, Any]]]
 
 
-class Informer:
-    """Keeps ``handler`` in step with the objects ``lister``/``watcher`` return."""
+class Informer(Generic[Listed]):
+    """Keeps ``handler`` in step with what ``lister``/``watcher`` return; ``Listed`` is
+    what the list hands the handler (``Objects``, or a kept form such as
+    ``webhook.kube.pods.ListedPods``)."""
 
     def __init__(
         self,
         what: str,
-        lister: Lister,
+        lister: Callable[[], Awaitable[tuple[Listed, str]]],
         watcher: Watcher,
-        handler: Handler,
+        handler: Handler[Listed],
         *,
         on_change: Callable[[], None] = lambda: None,
         health: ApiHealth | None = None,

@@ -26,18 +26,16 @@ from webhook.admission.needs import PullNeed
 from webhook.admission.reviews import (
     MAX_VALUES,
     AdmissionRequest,
-    AdmissionResponse,
     BadReview,
-    allow,
     bad_request,
     clip,
     decode_review,
     decoded_string_bytes,
-    deny,
     estimate_values,
     quote,
     review,
 )
+from webhook.admission.verdicts import Denied, Verdict, encode, failed, left_alone
 from webhook.config.store import ConfigStore
 from webhook.server.budget import Budget, BudgetExhausted, Held
 from webhook.server.connections import (
@@ -234,48 +232,37 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
     uid = req["uid"]
     with log_context(uid=uid, op=req["operation"], namespace=req.get("namespace", "")):
         try:
-            response, result = await _admit(app, req)
+            verdict = await _admit(app, req)
         except Exception as e:  # a bug of ours must not turn into an API server error
             # One line at ERROR (no traceback: its frames may quote the request); the
             # traceback only at DEBUG, for whoever is chasing the bug.
             log.error("admission failed unexpectedly: %s", clip(repr(e), LOGGED_MESSAGE_MAX))
             log.debug("admission failure detail", exc_info=True)
-            fail_closed = app[CONFIG].current.admission.fail_closed
-            response = (
-                deny(uid, "pull-secret-webhook: internal error; see the webhook's logs")
-                if fail_closed
-                else allow(uid, ["pull-secret-webhook: internal error, pod admitted unchanged"])
-            )
-            result = "error"
-    metrics.count_admission(result, time.perf_counter() - started)
-    return _json(review(api_version, response))
+            verdict = failed(uid, fail_closed=app[CONFIG].current.admission.fail_closed)
+    metrics.count_admission(verdict.result, time.perf_counter() - started)
+    return _json(review(api_version, encode(verdict)))
 
 
-async def _admit(app: web.Application, req: AdmissionRequest) -> tuple[AdmissionResponse, str]:
+async def _admit(app: web.Application, req: AdmissionRequest) -> Verdict:
     config = app[CONFIG].current
     decision = admission.plan(req, config)
     if isinstance(decision, Skip):
         log.debug("allowed unchanged: %s", clip(decision.reason, LOGGED_MESSAGE_MAX))
-        return allow(req["uid"]), "skipped"
+        return left_alone(req["uid"], "skipped", decision.reason)
     plan: Plan = decision
     with log_context(pod=clip(plan.pod_name)):
         outcome = await _ensure(app, plan)
-        if outcome.refused:
-            log.debug("allowed unchanged: %s", clip(outcome.refused, LOGGED_MESSAGE_MAX))
-            return allow(req["uid"]), "refused"
-        response = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
-        if not response["allowed"]:
-            message = response.get("status", {}).get("message", "")
-            log.warning("denied: %s", clip(message, LOGGED_MESSAGE_MAX))
-            return response, "denied"
-        if response.get("warnings"):
-            for w in response["warnings"]:
+        verdict = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
+        if isinstance(verdict, Denied):
+            log.warning("denied: %s", clip(verdict.message, LOGGED_MESSAGE_MAX))
+        elif verdict.result == "refused":
+            log.debug("allowed unchanged: %s", clip(verdict.why, LOGGED_MESSAGE_MAX))
+        else:
+            for w in verdict.warnings:
                 log.warning("%s", w)
-            return response, "warned"
-        if "patch" in response:
-            log.debug("patched imagePullSecrets with %d secret(s)", len(plan.needs))
-            return response, "patched"
-        return response, "unchanged"
+            if verdict.result == "patched":
+                log.debug("patched imagePullSecrets with %d secret(s)", len(plan.needs))
+        return verdict
 
 
 async def _ensure(app: web.Application, plan: Plan) -> Outcome:

@@ -3,7 +3,7 @@
 With ``failurePolicy: Ignore`` a pod created while the webhook is down (or before its
 namespace opted in) starts without the secret the webhook would have added, and the
 kubelet retries its pull forever. The leader finds such pods in the pods watch it keeps
-anyway (``kube.PodRefs`` keeps those that fail to pull; no extra request), and for each
+anyway (``kube.pods.ListedPods`` keeps those that fail to pull; no extra request), and for each
 pod that
 
 - is in an opted-in namespace, and the admission decision (``admission.plan``, the same
@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -37,6 +37,7 @@ from webhook.admission.reviews import AdmissionRequest
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.kube.errors import ApiError, ConflictError, NotFoundError, TooManyRequestsError
+from webhook.kube.pods import ListedPods
 from webhook.kube.podstatus import failing_images, pull_failure_view
 from webhook.kube.rfc3339 import from_rfc3339
 from webhook.pullsecrets.notices import post_event
@@ -118,9 +119,9 @@ class StuckPods:
     def __len__(self) -> int:
         return len(self._pods)
 
-    def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+    def replace_all(self, listed: ListedPods) -> None:
         old, self._pods = self._pods, {}
-        for obj in objects:
+        for obj in listed.failing:
             self._add(obj, old)
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:

@@ -11,10 +11,11 @@ webhook's secrets, not all pods.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from webhook.kube.pods import ListedPods, PodRef, pod_ref
 
 #: What one pod references: one name (the common case) or several, sorted.
 Names = str | tuple[str, ...]
@@ -42,18 +43,20 @@ class References:
 
     # -- the informer's handler --------------------------------------------------
 
-    def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+    def replace_all(self, listed: ListedPods) -> None:
         self._pods = {}
         self._counts = Counter()
-        for pod in objects:
-            self.apply("ADDED", pod)
+        for ref in listed.all_refs():
+            self._put(ref, deleted=False)
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:
-        key = _pod_key(obj)
-        if key is None:
-            return
-        namespace, pod = key
-        names = None if event == "DELETED" else self._names(obj)
+        ref = pod_ref(obj)
+        if ref is not None:
+            self._put(ref, deleted=event == "DELETED")
+
+    def _put(self, ref: PodRef, *, deleted: bool) -> None:
+        namespace, pod = ref.namespace, ref.name
+        names = None if deleted else self._names(ref.secrets)
         pods = self._pods.get(namespace)
         old = pods.pop(pod, None) if pods is not None else None
         for name in _each(old):
@@ -61,7 +64,6 @@ class References:
             if self._counts[(namespace, name)] <= 0:
                 del self._counts[(namespace, name)]
         if names:
-            namespace = sys.intern(namespace)
             if pods is None:
                 pods = self._pods[namespace] = {}
             pods[pod] = names
@@ -70,36 +72,19 @@ class References:
         elif pods is not None and not pods:
             del self._pods[namespace]
 
-    def _names(self, pod: Mapping[str, Any]) -> Names | None:
-        spec = pod.get("spec")
-        refs = spec.get("imagePullSecrets") if isinstance(spec, Mapping) else None
-        if not isinstance(refs, list):
-            return None
-        names = sorted(
-            {
-                sys.intern(ref["name"])
-                for ref in refs
-                if isinstance(ref, Mapping)
-                and isinstance(ref.get("name"), str)
-                and ref["name"].startswith(self._prefix)
-            }
+    def _names(self, secrets: tuple[str, ...]) -> Names | None:
+        """Those of the webhook's prefix (``secrets`` are sorted and interned)."""
+        names = (
+            secrets  # the common case: kept as given, a tuple shared by the listed pods
+            if all(n.startswith(self._prefix) for n in secrets)
+            else tuple(n for n in secrets if n.startswith(self._prefix))
         )
         if not names:
             return None
-        return names[0] if len(names) == 1 else tuple(names)
+        return names[0] if len(names) == 1 else names
 
 
 def _each(names: Names | None) -> tuple[str, ...]:
     if names is None:
         return ()
     return (names,) if isinstance(names, str) else names
-
-
-def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str] | None:
-    meta = pod.get("metadata")
-    if not isinstance(meta, Mapping):
-        return None
-    namespace, name = meta.get("namespace"), meta.get("name")
-    if not isinstance(namespace, str) or not isinstance(name, str):
-        return None
-    return namespace, name

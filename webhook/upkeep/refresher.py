@@ -28,6 +28,7 @@ from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.kube.errors import ApiError
 from webhook.kube.informer import Handler, Informer
+from webhook.kube.pods import ListedPods
 from webhook.pullsecrets.collector import Collecting
 from webhook.pullsecrets.namespaces import NamespaceState
 from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 class PodSource(Protocol):
     """Where the leader learns which pull secrets pods reference (``webhook.kube.calls.Kube``)."""
 
-    async def list_pods(self) -> tuple[Sequence[Mapping[str, Any]], str]: ...
+    async def list_pods(self) -> tuple[ListedPods, str]: ...
 
     def watch_pods(self, resource_version: str) -> AsyncIterator[dict[str, Any]]: ...
 
@@ -114,7 +115,7 @@ class Refresher:
         self.pace = pace or Pace()
         self.leader = False
         self.references = References(start.secret_prefix)
-        self._watches: tuple[Informer, ...] = ()
+        self._watches: tuple[Informer[ListedPods], ...] = ()
         self.healer = healer
 
     @property
@@ -153,7 +154,7 @@ class Refresher:
         if on and not self._watches:
             kube = self.kube
             self.references = References(self.config.secret_prefix)
-            handlers: list[Handler] = [self.references]
+            handlers: list[Handler[ListedPods]] = [self.references]
             if self.healer is not None:
                 self.healer.idle()  # a fresh start: its pods come with the list
                 handlers.append(self.healer.pods)
@@ -372,12 +373,12 @@ class Refresher:
 class _Both:
     """One pods watch, several handlers (garbage collection's and healing's)."""
 
-    def __init__(self, handlers: Sequence[Handler]) -> None:
+    def __init__(self, handlers: Sequence[Handler[ListedPods]]) -> None:
         self.handlers = tuple(handlers)
 
-    def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+    def replace_all(self, listed: ListedPods) -> None:
         for handler in self.handlers:
-            handler.replace_all(objects)
+            handler.replace_all(listed)
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:
         for handler in self.handlers:

@@ -37,7 +37,7 @@ from cryptography import x509
 
 from devenv.peers import jws
 from devenv.peers.acr import AcrRegistry, TokenSigner
-from devenv.peers.directory import WORKLOAD_IDENTITY_AUDIENCE, Directory, Principal
+from devenv.peers.directory import Directory, Principal
 from devenv.peers.entra import EntraTokenEndpoint
 from devenv.peers.imds import ImdsHost
 from devenv.peers.tls import CertificateAuthority, cert_pem, new_ec_key, self_signed_certificate
@@ -216,18 +216,10 @@ class AzureEmulator:
             self.imds.attach(principal, system_assigned=system_assigned)
         return principal
 
-    def add_federated_credential(
-        self,
-        tenant_id: str,
-        client_id: str,
-        *,
-        issuer: str,
-        subject: str,
-        audiences: Iterable[str] = (WORKLOAD_IDENTITY_AUDIENCE,),
-    ) -> None:
-        self.directory.add_federated_credential(
-            tenant_id, client_id, issuer=issuer, subject=subject, audiences=audiences
-        )
+    def add_federated_credential(self, tenant_id: str, client_id: str, **kwargs: Any) -> None:
+        """See ``Directory.add_federated_credential`` (``issuer=``, ``subject=``,
+        ``audiences=``)."""
+        self.directory.add_federated_credential(tenant_id, client_id, **kwargs)
 
     def register_issuer_keys(self, issuer: str, keys: Mapping[str, Any] | Iterable[Any]) -> None:
         self.directory.register_issuer_keys(issuer, keys)

@@ -255,7 +255,6 @@ class MemKube:
         reason: str,
         message: str,
         event_type: str = "Warning",
-        component: str = "pull-secret-webhook",
     ) -> None:
         self._count("create_event")
         self.events.append(
@@ -265,7 +264,6 @@ class MemKube:
                 "reason": reason,
                 "message": message,
                 "event_type": event_type,
-                "component": component,
             }
         )
 

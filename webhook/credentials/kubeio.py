@@ -7,12 +7,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from webhook.config.entry import SecretRef
-from webhook.credentials.base import Attempt, SecretReader, ServiceAccountTokens
+from webhook.credentials.base import (
+    Attempt,
+    RegistryAuthError,
+    SecretReader,
+    ServiceAccountTokens,
+)
 from webhook.kube.errors import ApiError, ForbiddenError
 from webhook.kube.objects import SecretData
 from webhook.telemetry import redact
 
 _OUTSIDE = "run inside the cluster, or give doctor a kubeconfig"
+
+
+def _failed(attempt: Attempt, error: ApiError, doing: str, grant: str) -> RegistryAuthError:
+    """The failure of an API call ``doing`` something; a 403 hints at the ``grant`` missing."""
+    hint = f"grant the webhook {grant}" if isinstance(error, ForbiddenError) else ""
+    return attempt.error(error.code, doing, hint=hint, transient=error.transient)
 
 
 async def read_secret(
@@ -26,9 +37,7 @@ async def read_secret(
     try:
         secret = await secrets.read_secret(ref.namespace, ref.name)
     except ApiError as e:
-        code, transient = e.code, e.transient
-        hint = f"grant the webhook get on Secret {where}" if isinstance(e, ForbiddenError) else ""
-        raise attempt.error(code, f"reading Secret {where}", hint=hint, transient=transient) from e
+        raise _failed(attempt, e, f"reading Secret {where}", f"get on Secret {where}") from e
     if secret is None:
         raise attempt.error(
             "NotFound",
@@ -50,10 +59,8 @@ async def service_account_annotations(
     try:
         annotations = await tokens.service_account_annotations(namespace, name)
     except ApiError as e:
-        code, transient = e.code, e.transient
-        hint = "grant the webhook get on serviceaccounts" if isinstance(e, ForbiddenError) else ""
-        raise attempt.error(
-            code, f"reading ServiceAccount {where}", hint=hint, transient=transient
+        raise _failed(
+            attempt, e, f"reading ServiceAccount {where}", "get on serviceaccounts"
         ) from e
     if annotations is None:
         raise attempt.error("NotFound", f"ServiceAccount {where} does not exist")
@@ -76,9 +83,5 @@ async def service_account_token(
     try:
         return await tokens.token(namespace, name, audience, seconds)
     except ApiError as e:
-        code, transient = e.code, e.transient
-        forbidden = isinstance(e, ForbiddenError)
-        hint = "grant the webhook create on serviceaccounts/token" if forbidden else ""
-        raise attempt.error(
-            code, f"TokenRequest for {where}", hint=hint, transient=transient
-        ) from e
+        grant = "create on serviceaccounts/token"
+        raise _failed(attempt, e, f"TokenRequest for {where}", grant) from e

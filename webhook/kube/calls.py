@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
+from typing_extensions import Unpack
 
 from webhook.kube.client import (
     CORE_API,
-    JSON,
     MERGE_PATCH,
     TRANSPORT_ERRORS,
     ApiClient,
+    Payload,
     connect,
     raise_for_status,
     resource_path,
@@ -64,6 +65,8 @@ LIST_PAGE = 100
 
 
 CORE = CORE_API
+#: Who the webhook's Events say reported them (``kubectl describe`` shows it).
+EVENT_COMPONENT = "pull-secret-webhook"
 OWN = f"/apis/{GROUP}/{VERSION}"
 COORDINATION = "/apis/coordination.k8s.io/v1"
 
@@ -120,20 +123,11 @@ class Kube:
         await self.api.close()
 
     async def _call(
-        self,
-        name: str,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
+        self, name: str, method: str, path: str, **payload: Unpack[Payload]
     ) -> dict[str, Any]:
         self._on_request(name)
         try:
-            doc = await self.api.call(
-                method, path, params=params, body=body, content_type=content_type
-            )
+            doc = await self.api.call(method, path, **payload)
         except ApiError as e:
             self._failed(e)
             raise
@@ -160,9 +154,11 @@ class Kube:
             return False
         return True
 
-    async def _optional(self, name: str, method: str, path: str, **kwargs: Any) -> Any:
+    async def _optional(
+        self, name: str, method: str, path: str, **payload: Unpack[Payload]
+    ) -> dict[str, Any] | None:
         try:
-            return await self._call(name, method, path, **kwargs)
+            return await self._call(name, method, path, **payload)
         except NotFoundError:
             return None
 
@@ -497,7 +493,6 @@ class Kube:
         reason: str,
         message: str,
         event_type: str = "Warning",
-        component: str = "pull-secret-webhook",
     ) -> None:
         now = now_rfc3339()
         name = (involved.get("name") or "pod").rstrip("-")
@@ -509,11 +504,11 @@ class Kube:
             "reason": reason,
             "message": redact.scrub(message)[:1024],
             "type": event_type,
-            "source": {"component": component},
+            "source": {"component": EVENT_COMPONENT},
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
-            "reportingComponent": component,
+            "reportingComponent": EVENT_COMPONENT,
         }
         await self._call(
             "create_namespaced_event",

@@ -24,11 +24,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
+from typing_extensions import Unpack
 
 from webhook.kube.errors import BODY_LIMIT, ApiError, succeeded
 
@@ -180,6 +181,17 @@ def resource_path(api: str, resource: str, *, namespace: str | None = None, name
     return f"{api}{where}/{resource}" + (f"/{quote(name, safe='')}" if name else "")
 
 
+class Payload(TypedDict, total=False):
+    """What a call sends besides its method and path."""
+
+    params: Mapping[str, Any] | None
+    """The query (None values left out)."""
+    body: Any
+    """Sent as JSON when not None."""
+    content_type: str
+    """Of the body: JSON by default, or a patch type."""
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -258,20 +270,20 @@ class ApiClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
         accept: str = JSON,
         seconds: float = CALL_SECONDS,
+        **payload: Unpack[Payload],
     ) -> Response:
         """Any answer of the API server; ApiError (status 0) when none came."""
+        body = payload.get("body")
         try:
+            content_type = payload.get("content_type", JSON)
             headers = await self._headers(content_type if body is not None else None)
             headers["Accept"] = accept
             async with self._open().request(
                 method,
                 self.connection.server + path,
-                params=_query(params),
+                params=_query(payload.get("params")),
                 data=orjson.dumps(body) if body is not None else None,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=CONNECT_SECONDS),
@@ -281,19 +293,9 @@ class ApiClient:
         except TRANSPORT_ERRORS as e:
             raise transport_error(e) from e
 
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
-    ) -> dict[str, Any]:
+    async def call(self, method: str, path: str, **payload: Unpack[Payload]) -> dict[str, Any]:
         """A 2xx answer's JSON object; ApiError for any other answer or none."""
-        response = await self.request(
-            method, path, params=params, body=body, content_type=content_type
-        )
+        response = await self.request(method, path, **payload)
         raise_for_status(response)
         doc: dict[str, Any] = orjson.loads(response.body) if response.body else {}
         return doc

@@ -80,7 +80,6 @@ class EventApi(Protocol):
         reason: str,
         message: str,
         event_type: str = "Warning",
-        component: str = "pull-secret-webhook",
     ) -> None: ...
 
 

@@ -144,12 +144,21 @@ def test_the_webhook_identity_cannot_mint_tokens_it_does_not_need(
 
 def test_the_webhook_identity_mints_the_tokens_per_pod_identity_needs(stack: Stack) -> None:
     ns = stack.labelled_namespace(ns_name("tokok"))
-    for audience in ("api://AzureADTokenExchange", "sts.amazonaws.com"):
+    # The stack's policy lists its gar entry's pool provider, as docs/gcp-federation.md says.
+    google = "https:" + stack.gar_audience
+    for audience in ("api://AzureADTokenExchange", "sts.amazonaws.com", google):
         result = stack.as_webhook(
             "create", "token", "default", "-n", ns, f"--audience={audience}", "--duration=10m"
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.count(".") == 2  # a JWT
+    # Another pool's provider, never listed, is refused: adding a gar entry's audience
+    # opens that audience only.
+    other = google.replace("/providers/", "/providers/not-").replace("/clusters/", "/others/")
+    refused = stack.as_webhook(
+        "create", "token", "default", "-n", ns, f"--audience={other}", "--duration=10m"
+    )
+    assert denied(refused), refused.stdout[:40]
 
 
 def test_the_webhook_identity_writes_only_its_own_kind_of_secret_where_it_belongs(

@@ -295,3 +295,28 @@ def test_probe_help_names_its_defaults(
 
     assert "https://pull-secret-webhook.pull-secret-webhook.svc:443/mutate" in out
     assert "/etc/pull-secret-webhook/tls/ca.crt" in out
+
+
+def test_validate_and_doctor_know_the_gar_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webhook.cli import doctor
+    from webhook.config.load import load_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"registries": [{"name": "google", "kind": "gar", "anyRegistry": True}]})
+    )
+    code, out, _ = run_cli(capsys, "validate", "--config", str(config))
+    assert code == 0 and "google (gar)" in out
+    loaded = load_config(config)
+    # One Google token serves every Google host: a family entry is tried on a stand-in
+    # host, and --image adds the image's host with the repository to read there.
+    [target] = doctor.targets(loaded, {})
+    assert (target.host, target.repositories) == ("us-docker.pkg.dev", ())
+    hosts, repositories = doctor.parse_images(loaded, ["europe-docker.pkg.dev/p/r/app:1"])
+    assert hosts == {"google": ["europe-docker.pkg.dev"]}
+    [image_target] = doctor.targets(loaded, hosts, repositories)
+    assert (image_target.host, image_target.repositories) == ("europe-docker.pkg.dev", ("p/r/app",))
+    with pytest.raises(ValueError, match=r"no gar registry entry covers docker\.io"):
+        doctor.parse_images(loaded, ["nginx"])

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -73,18 +74,23 @@ GAR_READER = "puller@e2e-project.iam.gserviceaccount.com"
 GAR_PROJECT_NUMBER = "123456789012"
 
 
+#: The provider audience docs/gcp-federation.md's examples name.
+DOCUMENTED_GAR_AUDIENCE = (
+    "https://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/"
+    "clusters/providers/my-cluster"
+)
+
+
 def gar_audience_patch(audience: str) -> dict[str, Any]:
-    """The kustomize patch docs/gcp-federation.md shows: the per-pod policy's audience
-    rule, with a gar entry's pool provider added."""
-    expression = (
-        "size(object.spec.audiences) > 0 && object.spec.audiences.all(a, a in "
-        f"['api://AzureADTokenExchange', 'sts.amazonaws.com', '{audience}'])"
-    )
-    operations = [{"op": "replace", "path": "/spec/validations/2/expression", "value": expression}]
-    return {
-        "target": {"kind": "ValidatingAdmissionPolicy", "name": "pull-secret-webhook-tokens"},
-        "patch": yaml.safe_dump(operations),
-    }
+    """docs/gcp-federation.md's kustomize patch of the per-pod policy's audience rule, as
+    written there, with its example provider replaced by ``audience``."""
+    text = (REPO / "docs" / "gcp-federation.md").read_text()
+    for block in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M):
+        if "pull-secret-webhook-tokens" in block and DOCUMENTED_GAR_AUDIENCE in block:
+            [patch] = yaml.safe_load(block.replace(DOCUMENTED_GAR_AUDIENCE, audience))["patches"]
+            assert isinstance(patch, dict)
+            return patch
+    raise LookupError("docs/gcp-federation.md has no patch of pull-secret-webhook-tokens")
 
 
 RECORDS_CRD = "managedpullsecrets.pull-secret-webhook.io"
@@ -507,7 +513,8 @@ class Stack:
                     "resources": [base],
                     "components": [f"{base}/components/pod-identity"],
                     # What docs/gcp-federation.md has an operator add for a gar entry of
-                    # mode podServiceAccount: its pool provider's audience.
+                    # mode podServiceAccount (its patch, as written): the pool provider's
+                    # audience.
                     "patches": [gar_audience_patch("https:" + self.gar_audience)],
                 }
             )

@@ -21,53 +21,33 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-import aiohttp
-from aiohttp import web
 from cryptography import x509
 
 from devenv.peers import jws
-from devenv.peers.acr import AcrRegistry, TokenSigner
+from devenv.peers.acr import AcrRegistry
 from devenv.peers.directory import Directory, Principal
 from devenv.peers.entra import EntraTokenEndpoint
 from devenv.peers.imds import ImdsHost
-from devenv.peers.tls import CertificateAuthority, cert_pem, new_ec_key, self_signed_certificate
-from devenv.peers.traffic import Traffic
+from devenv.peers.loopback import (
+    LOOPBACK,
+    LoopbackEmulator,
+    oauth_error_body,
+    registry_error_body,
+)
+from devenv.peers.tls import CertificateAuthority
 
 T = TypeVar("T")
-LOOPBACK = "127.0.0.1"
 
 
-def _oauth_error_body(status: int) -> dict[str, Any]:
-    error = "temporarily_unavailable" if status in (429, 503) else "server_error"
-    return {"error": error, "error_description": f"injected failure (HTTP {status})"}
+class AzureEmulator(LoopbackEmulator):
+    NAME = "azure-emulator"
 
-
-def _registry_error_body(status: int) -> dict[str, Any]:
-    code = "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE"
-    return {
-        "errors": [{"code": code, "message": f"injected failure (HTTP {status})", "detail": None}]
-    }
-
-
-def bind_loopback(port: int = 0) -> socket.socket:
-    """A listening socket on 127.0.0.1 (``port`` 0: any free one)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOOPBACK, port))
-    return sock
-
-
-class AzureEmulator:
     def __init__(
         self,
         state_dir: Path | None = None,
@@ -75,90 +55,21 @@ class AzureEmulator:
         ca: CertificateAuthority | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._tempdir = None if state_dir else tempfile.TemporaryDirectory(prefix="azure-emulator-")
-        self.state_dir = state_dir or Path(self._tempdir.name)  # type: ignore[union-attr]
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.ca = ca or CertificateAuthority(self.state_dir / "tls")
-        # Unique file names: several emulators may share one CA directory.
-        self._server_cert = self.ca.issue_server_cert(f"azure-emulator-{uuid.uuid4().hex[:8]}")
+        super().__init__(state_dir, ca=ca, clock=clock)
         self.directory = Directory(clock)
         self.imds = ImdsHost(self.directory)
-        self.traffic = Traffic(clock)
-        acr_key = new_ec_key()
-        acr_cert = cert_pem(self_signed_certificate(acr_key, "acr-token-signer"))
-        self.acr_signer = TokenSigner(acr_key, acr_cert)
-        # docker-registry's token auth trusts this bundle (``rootcertbundle``).
-        self.acr_signing_cert_path = self.state_dir / "acr-token-signer.crt"
-        self.acr_signing_cert_path.write_bytes(acr_cert)
+        self.acr_signer, self.acr_signing_cert_path = self._token_signer("acr-token-signer")
         self.registries: dict[str, AcrRegistry] = {}
-        self._runners: list[web.AppRunner] = []
-        self._session: aiohttp.ClientSession | None = None
         self.authority_host = ""
         self.imds_host = ""
 
-    # --- lifecycle ----------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._session is not None
-
-    @property
-    def ca_path(self) -> Path:
-        return self.ca.ca_path
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.ca.cert_dir
-
-    def _new_app(self, error_body: Callable[[int], Mapping[str, Any]]) -> web.Application:
-        return web.Application(middlewares=[self.traffic.middleware(error_body)])
-
-    async def _serve(self, app: web.Application, *, tls: bool) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
-        sock = bind_loopback()
-        port = int(sock.getsockname()[1])
-        ssl_context = self._server_cert.server_ssl_context() if tls else None
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        return port
-
-    async def start(self) -> None:
-        if self.running:
-            return
-        # The proxy must pass bodies through untouched: no decompression, no cookies.
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
-        )
-        entra = self._new_app(_oauth_error_body)
+    async def _listen(self) -> None:
+        entra = self._new_app(oauth_error_body)
         EntraTokenEndpoint(self.directory).add_routes(entra)
         self.authority_host = f"https://{LOOPBACK}:{await self._serve(entra, tls=True)}"
-        imds = self._new_app(_oauth_error_body)
+        imds = self._new_app(oauth_error_body)
         self.imds.add_routes(imds)
         self.imds_host = f"http://{LOOPBACK}:{await self._serve(imds, tls=False)}"
-
-    async def stop(self) -> None:
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- registries ---------------------------------------------------------------
 
@@ -169,7 +80,7 @@ class AzureEmulator:
             raise RuntimeError("start the emulator before adding registries")
         if name in self.registries:
             raise ValueError(f"registry {name} exists")
-        app = self._new_app(_registry_error_body)
+        app = self._new_app(registry_error_body)
         registry = AcrRegistry(name, "", self.directory, self.acr_signer)
         registry.add_routes(app)
         port = await self._serve(app, tls=True)

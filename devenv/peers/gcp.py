@@ -16,20 +16,12 @@ Clients trust ``ca_path`` (or ``cert_dir`` for skopeo). Every request is recorde
 
 from __future__ import annotations
 
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import aiohttp
-from aiohttp import web
-
-from devenv.peers.acr import TokenSigner
 from devenv.peers.artifactregistry import ArtifactRegistryHost
-from devenv.peers.azure import LOOPBACK, bind_loopback
 from devenv.peers.gcp_endpoints import (
     IamCredentials,
     MetadataServer,
@@ -37,23 +29,18 @@ from devenv.peers.gcp_endpoints import (
     SecurityTokenService,
 )
 from devenv.peers.gcp_iam import GoogleIam
-from devenv.peers.tls import CertificateAuthority, cert_pem, new_ec_key, self_signed_certificate
-from devenv.peers.traffic import Traffic
+from devenv.peers.loopback import (
+    LOOPBACK,
+    LoopbackEmulator,
+    oauth_error_body,
+    registry_error_body,
+)
+from devenv.peers.tls import CertificateAuthority
 
 
-def _oauth_error_body(status: int) -> dict[str, Any]:
-    error = "temporarily_unavailable" if status in (429, 503) else "server_error"
-    return {"error": error, "error_description": f"injected failure (HTTP {status})"}
+class GcpEmulator(LoopbackEmulator):
+    NAME = "gcp-emulator"
 
-
-def _registry_error_body(status: int) -> dict[str, Any]:
-    code = "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE"
-    return {
-        "errors": [{"code": code, "message": f"injected failure (HTTP {status})", "detail": None}]
-    }
-
-
-class GcpEmulator:
     def __init__(
         self,
         state_dir: Path | None = None,
@@ -62,41 +49,17 @@ class GcpEmulator:
         clock: Callable[[], float] = time.time,
         metadata_port: int = 0,
     ) -> None:
-        self._tempdir = None if state_dir else tempfile.TemporaryDirectory(prefix="gcp-emulator-")
-        self.state_dir = state_dir or Path(self._tempdir.name)  # type: ignore[union-attr]
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.ca = ca or CertificateAuthority(self.state_dir / "tls")
-        self._server_cert = self.ca.issue_server_cert(f"gcp-emulator-{uuid.uuid4().hex[:8]}")
+        super().__init__(state_dir, ca=ca, clock=clock)
         self.iam = GoogleIam(clock)
         self.metadata = MetadataServer(self.iam)
         self.sts = SecurityTokenService(self.iam)
         self.iam_credentials = IamCredentials(self.iam)
         self.oauth2 = OAuth2TokenEndpoint(self.iam)
-        self.traffic = Traffic(clock)
-        signing_key = new_ec_key()
-        signing_cert = cert_pem(self_signed_certificate(signing_key, "gar-token-signer"))
-        self.signer = TokenSigner(signing_key, signing_cert)
-        # docker-registry's token auth trusts this bundle (``rootcertbundle``).
-        self.signing_cert_path = self.state_dir / "gar-token-signer.crt"
-        self.signing_cert_path.write_bytes(signing_cert)
+        self.signer, self.signing_cert_path = self._token_signer("gar-token-signer")
         self.registries: dict[str, ArtifactRegistryHost] = {}
         self._metadata_port = metadata_port
-        self._runners: list[web.AppRunner] = []
-        self._session: aiohttp.ClientSession | None = None
         self.metadata_host = ""
         self.apis_url = ""
-
-    @property
-    def running(self) -> bool:
-        return self._session is not None
-
-    @property
-    def ca_path(self) -> Path:
-        return self.ca.ca_path
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.ca.cert_dir
 
     @property
     def sts_url(self) -> str:
@@ -114,59 +77,17 @@ class GcpEmulator:
     def impersonation_url(self, email: str) -> str:
         return f"{self.apis_url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
 
-    async def _serve(self, app: web.Application, *, tls: bool, port: int = 0) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
-        sock = bind_loopback(port)
-        bound = int(sock.getsockname()[1])
-        ssl_context = self._server_cert.server_ssl_context() if tls else None
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        return bound
-
-    def _new_app(self, error_body: Callable[[int], Mapping[str, Any]]) -> web.Application:
-        return web.Application(middlewares=[self.traffic.middleware(error_body)])
-
-    async def start(self) -> None:
-        if self.running:
-            return
-        # The proxy must pass bodies through untouched: no decompression, no cookies.
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
-        )
-        metadata = self._new_app(_oauth_error_body)
+    async def _listen(self) -> None:
+        metadata = self._new_app(oauth_error_body)
         self.metadata.add_routes(metadata)
         port = await self._serve(metadata, tls=False, port=self._metadata_port)
         self.metadata_host = f"{LOOPBACK}:{port}"
-        apis = self._new_app(_oauth_error_body)
+        apis = self._new_app(oauth_error_body)
         self.sts.add_routes(apis)
         self.iam_credentials.add_routes(apis)
         self.oauth2.add_routes(apis)
         self.apis_url = f"https://{LOOPBACK}:{await self._serve(apis, tls=True)}"
         self.oauth2.url = self.oauth2_token_url
-
-    async def stop(self) -> None:
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def add_registry(
         self, location: str, upstream: str | None = None
@@ -175,7 +96,7 @@ class GcpEmulator:
         is), its ``/v2/`` proxied to ``upstream`` (or later ``host.upstream``)."""
         if not self.running:
             raise RuntimeError("start the emulator before adding registries")
-        app = self._new_app(_registry_error_body)
+        app = self._new_app(registry_error_body)
         registry = ArtifactRegistryHost(location, self.iam, self.signer)
         registry.add_routes(app)
         registry.host = f"{LOOPBACK}:{await self._serve(app, tls=True)}"

@@ -18,6 +18,7 @@ from tests.support.azure import APP_SECRET, Azure, azure, azure_env
 from webhook.config.acr import AcrEntry
 from webhook.credentials import RegistryAuthError
 from webhook.credentials.acr import ROLE_HINT, AcrProvider
+from webhook.credentials.base import ProviderContext
 from webhook.credentials.entra import IMDS_NOT_FOUND_HINT
 
 __all__ = ["azure", "azure_env"]
@@ -85,7 +86,9 @@ async def test_a_transient_failure_is_retried_and_then_succeeds(
     # status None: the endpoint stalls past the request timeout instead of failing.
     delay = 0.0 if status else 2 * STALL_TIMEOUT
     azure.emulator.traffic.inject_fault(endpoint, status=status, delay=delay, retry_after=0.01)
-    provider = AcrProvider(config.ca_file, azure.kube, azure.kube, request_timeout=STALL_TIMEOUT)
+    provider = AcrProvider(
+        ProviderContext(config.ca_file, azure.kube, azure.kube), request_timeout=STALL_TIMEOUT
+    )
     async with azure.cache(config, providers={AcrEntry: provider}) as cache:
         credential = await cache.get(azure.need(config), "team-a")
     assert credential.password

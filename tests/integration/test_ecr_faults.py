@@ -25,6 +25,7 @@ from tests.support.aws import (
 )
 from webhook.config.ecr import EcrEntry
 from webhook.credentials import RegistryAuthError
+from webhook.credentials.base import ProviderContext
 from webhook.credentials.cache import NEGATIVE_TTL_PERMANENT, NEGATIVE_TTL_TRANSIENT
 from webhook.credentials.ecr import EcrProvider
 
@@ -68,7 +69,7 @@ async def test_a_transient_ecr_failure_is_retried_and_then_succeeds(
     caplog.set_level(logging.INFO, logger="webhook.credentials")
     config = ecr_config(aws, {"mode": "default"})
     # A short read timeout so the slow answer counts as one.
-    provider = EcrProvider(kube, kube, clock=clock, read_timeout=0.5)
+    provider = EcrProvider(ProviderContext("", kube, kube, clock), read_timeout=0.5)
     inject(aws)
     async with new_cache(config, kube, clock, providers={EcrEntry: provider}) as cache:
         credential = await cache.get(pull_need(config), "team-a")

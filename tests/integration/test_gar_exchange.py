@@ -25,7 +25,7 @@ from webhook.config.load import parse_config
 from webhook.config.schema import Config
 from webhook.config.store import ConfigStore
 from webhook.credentials import Credential, CredentialCache, RegistryAuthError
-from webhook.credentials.base import Attempt
+from webhook.credentials.base import Attempt, ProviderContext
 from webhook.credentials.gar import GAR_USERNAME, GarProvider
 
 PROJECT_NUMBER = "123456789012"
@@ -225,7 +225,7 @@ async def test_a_pods_principal_without_the_reader_role_is_refused_by_the_regist
     principal = gcp.iam.providers[audience].principal("system:serviceaccount:team-a:builder")
     assert gcp.iam.resolve(credential.password).member == principal  # type: ignore[union-attr]
     assert not await _pulls(gar_registry, credential, tmp_path)
-    provider = GarProvider(str(gcp.ca_path))
+    provider = GarProvider(ProviderContext(str(gcp.ca_path)))
     attempt = Attempt("gar", principal, time.monotonic() + 10)
     repository = gar_registry.image_ref.split("/", 1)[1].rsplit(":", 1)[0]
     try:

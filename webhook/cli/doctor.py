@@ -300,21 +300,15 @@ async def _with_kube(
     err: TextIO,
 ) -> int:
     """Runs with Kubernetes access when a kubeconfig is given or we run in a cluster."""
-    if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return await run(
-            config,
-            out=out,
-            hosts=hosts,
-            repositories=repositories,
-            service_account=service_account,
-        )
-    from webhook.kube.calls import Kube, connect
+    kube = None
+    if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        from webhook.kube.calls import Kube, connect
 
-    try:
-        kube = Kube(await connect(kubeconfig))
-    except Exception as e:  # any kubeconfig or in-cluster setup problem
-        print(f"error: cannot reach Kubernetes: {type(e).__name__}: {e}", file=err)
-        return 2
+        try:
+            kube = Kube(await connect(kubeconfig))
+        except Exception as e:  # any kubeconfig or in-cluster setup problem
+            print(f"error: cannot reach Kubernetes: {type(e).__name__}: {e}", file=err)
+            return 2
     try:
         return await run(
             config,
@@ -325,7 +319,8 @@ async def _with_kube(
             kube=kube,
         )
     finally:
-        await kube.close()
+        if kube is not None:
+            await kube.close()
 
 
 def add_command(sub: Commands) -> None:

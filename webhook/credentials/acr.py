@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,8 +25,6 @@ from webhook.credentials.base import (
     Credential,
     Provider,
     ProviderContext,
-    SecretReader,
-    ServiceAccountTokens,
     jwt_claims,
     principal_for,
 )
@@ -59,7 +56,7 @@ def ssl_context(ca_file: str) -> ssl.SSLContext:
 
 def make(context: ProviderContext) -> Provider[AcrEntry]:
     """The ``acr`` kind's provider (``webhook.config.kinds``)."""
-    return AcrProvider(context.ca_file, context.secrets, context.tokens, clock=context.clock)
+    return AcrProvider(context)
 
 
 class AcrProvider:
@@ -68,19 +65,13 @@ class AcrProvider:
     recheck_seconds: float | None = None
 
     def __init__(
-        self,
-        ca_file: str = "",
-        secrets: SecretReader | None = None,
-        tokens: ServiceAccountTokens | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        request_timeout: float = REQUEST_TIMEOUT,
+        self, context: ProviderContext, *, request_timeout: float = REQUEST_TIMEOUT
     ) -> None:
-        self._ca_file = ca_file
+        self._ca_file = context.ca_file
         self._timeout = request_timeout
-        self._clock = clock
+        self._clock = context.clock
         self._session: aiohttp.ClientSession | None = None
-        self._entra = EntraTokens(secrets, tokens, self._transport)
+        self._entra = EntraTokens(context.secrets, context.tokens, self._transport)
 
     async def entra_token(
         self, need: PullNeed[AcrEntry], namespace: str, attempt: Attempt

@@ -198,10 +198,12 @@ class ProviderContext:
     """What a provider is made from (each provider module's ``make(context)``). A reload
     that changes ``ca_file`` makes every provider again."""
 
-    ca_file: str
+    ca_file: str = ""
     """Extra CA bundle to trust for outbound TLS (the config's ``caFile``), or empty."""
-    secrets: SecretReader | None
-    tokens: ServiceAccountTokens | None
+    secrets: SecretReader | None = None
+    """Where Secrets are read (None: nowhere, outside a cluster)."""
+    tokens: ServiceAccountTokens | None = None
+    """Where ServiceAccounts and their tokens are read (None: nowhere)."""
     clock: Callable[[], float] = time.time
 
 

@@ -13,8 +13,7 @@ import asyncio
 import base64
 import binascii
 import threading
-import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +35,6 @@ from webhook.credentials.base import (
     Credential,
     Provider,
     ProviderContext,
-    SecretReader,
-    ServiceAccountTokens,
     principal_for,
 )
 from webhook.credentials.ecr_errors import map_boto_error
@@ -93,7 +90,7 @@ class _ClientKey:
 
 def make(context: ProviderContext) -> Provider[EcrEntry]:
     """The ``ecr`` kind's provider (``webhook.config.kinds``)."""
-    return EcrProvider(context.secrets, context.tokens, clock=context.clock)
+    return EcrProvider(context)
 
 
 class EcrProvider:
@@ -101,22 +98,15 @@ class EcrProvider:
 
     recheck_seconds: float | None = None
 
-    def __init__(
-        self,
-        secrets: SecretReader | None = None,
-        tokens: ServiceAccountTokens | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        read_timeout: float = READ_TIMEOUT,
-    ) -> None:
+    def __init__(self, context: ProviderContext, *, read_timeout: float = READ_TIMEOUT) -> None:
         self._boto_config = BotoConfig(
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
         )
-        self._secrets = secrets
-        self._tokens = tokens
-        self._clock = clock
+        self._secrets = context.secrets
+        self._tokens = context.tokens
+        self._clock = context.clock
         self._lock = threading.Lock()
         # One client per (service, region, endpoint, principal); a principal's client is
         # replaced when its keys change (rotated static keys, new session credentials).

@@ -21,8 +21,7 @@ import json
 import os
 import re
 import ssl
-import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import google.auth.transport
@@ -46,8 +45,6 @@ from webhook.credentials.base import (
     Credential,
     Provider,
     ProviderContext,
-    SecretReader,
-    ServiceAccountTokens,
     jwt_claims,
     principal_for,
 )
@@ -128,7 +125,7 @@ class _Supplier(identity_pool.SubjectTokenSupplier):  # type: ignore[misc] # rea
 
 def make(context: ProviderContext) -> Provider[GarEntry]:
     """The ``gar`` kind's provider (``webhook.config.kinds``)."""
-    return GarProvider(context.ca_file, context.secrets, context.tokens, clock=context.clock)
+    return GarProvider(context)
 
 
 class GarProvider:
@@ -137,22 +134,16 @@ class GarProvider:
     recheck_seconds: float | None = None
 
     def __init__(
-        self,
-        ca_file: str = "",
-        secrets: SecretReader | None = None,
-        tokens: ServiceAccountTokens | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        request_timeout: float = REQUEST_TIMEOUT,
+        self, context: ProviderContext, *, request_timeout: float = REQUEST_TIMEOUT
     ) -> None:
-        self._secrets = secrets
-        self._tokens = tokens
-        self._clock = clock
+        self._secrets = context.secrets
+        self._tokens = context.tokens
+        self._clock = context.clock
         self._timeout = request_timeout
         self._session = requests.Session()
         self._members: dict[str, tuple[str, float]] = {}
         # HTTPS_PROXY / NO_PROXY are honoured, as for the other kinds.
-        self._session.mount("https://", _TrustingAdapter(ssl_context(ca_file)))
+        self._session.mount("https://", _TrustingAdapter(ssl_context(context.ca_file)))
 
     def cache_key(self, need: PullNeed[GarEntry], namespace: str) -> Hashable:
         return ("gar", need.entry.name, principal_for(need, namespace))

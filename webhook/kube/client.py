@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: A token file is read again after this long (client-go's cache time).
 TOKEN_REREAD_SECONDS = 60.0
-#: An exec plugin's token is asked for again this long before it says it expires.
-EXEC_EXPIRY_MARGIN_SECONDS = 60.0
-EXEC_TIMEOUT_SECONDS = 60.0
 #: Ordinary calls: connecting and the whole answer. A watch gets its own deadline.
 CONNECT_SECONDS = 10.0
 CALL_SECONDS = 30.0

@@ -119,11 +119,6 @@ class Redactor:
             if added:  # the pattern is built again only for a new value
                 self._pattern = None
 
-    def forget_all(self) -> None:
-        with self._lock:
-            self._values.clear()
-            self._pattern = None
-
     def _known(self) -> re.Pattern[str] | None:
         pattern = self._pattern
         if pattern is None:

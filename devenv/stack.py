@@ -82,7 +82,7 @@ DOCUMENTED_GAR_AUDIENCE = (
 
 
 def gar_audience_patch(audience: str) -> dict[str, Any]:
-    """docs/gcp-federation.md's kustomize patch of the per-pod policy's audience rule, as
+    """docs/gcp-federation.md's kustomize patch of the per-pod policy's audiences, as
     written there, with its example provider replaced by ``audience``."""
     text = (REPO / "docs" / "gcp-federation.md").read_text()
     for block in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M):

@@ -23,6 +23,7 @@ from tests.support.aws import (
     new_cache,
     pull_need,
 )
+from tests.support.refresh import assert_refreshes_at
 from webhook.credentials import RegistryAuthError
 
 #: Fixtures, used by name.
@@ -98,7 +99,14 @@ async def test_the_refresh_fraction_decides_when_a_new_token_is_fetched(
         await cache.get(need, "team-a")
         assert aws.count("GetAuthorizationToken") == 2
         # moto's expiry never moves, so the new token has less life left.
-        assert cache.fresh_until(need, "team-a") == clock.now + 0.5 * (MOTO_EXPIRES_AT - clock.now)
+        await assert_refreshes_at(
+            cache,
+            need,
+            "team-a",
+            clock,
+            lambda: aws.count("GetAuthorizationToken"),
+            clock.now + 0.5 * (MOTO_EXPIRES_AT - clock.now),
+        )
 
 
 async def test_static_keys_come_from_the_secret(

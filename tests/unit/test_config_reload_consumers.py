@@ -18,6 +18,7 @@ from devenv.support.configs import sample_config
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from devenv.support.reviews import make_pod
+from tests.support.refresh import assert_refreshes_at
 from webhook.admission.needs import PullNeed, pull_needs
 from webhook.config.acr import AcrEntry
 from webhook.config.generic import GenericEntry
@@ -97,25 +98,37 @@ async def test_the_credential_cache_renews_by_the_fraction_in_use_now() -> None:
     store = ConfigStore(config)
     [need] = pull_needs(config, make_pod("harbor.example.com/app:1"))
 
-    class Fixed:
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+
+    class Fresh:
         recheck_seconds: float | None = None
+        fetches = 0
 
         def cache_key(self, need: PullNeed, namespace: str) -> Hashable:
             return ("generic", need.entry.name, need.host)
 
         async def fetch(self, need: PullNeed, namespace: str, attempt: Attempt) -> Credential:
-            return Credential("u", "p", (need.host,), 1000.0 + LIFETIME, issued_at=1000.0)
+            self.fetches += 1
+            now = clock()
+            return Credential("u", "p", (need.host,), now + LIFETIME, issued_at=now)
 
         async def aclose(self) -> None:
             pass
 
-    async with CredentialCache(
-        store, clock=lambda: 1000.0, providers={GenericEntry: Fixed()}
-    ) as cache:
+    provider = Fresh()
+    async with CredentialCache(store, clock=clock, providers={GenericEntry: provider}) as cache:
         await cache.get(need, "team-a")
-        assert cache.fresh_until(need, "team-a") == 1000.0 + 0.5 * LIFETIME
+        fetches = lambda: provider.fetches  # noqa: E731
+        await assert_refreshes_at(cache, need, "team-a", clock, fetches, 1000.0 + 0.5 * LIFETIME)
+        # The credential just taken was dated under 0.5; the reload moves its due time.
         store.replace(dataclasses.replace(config, refresh=RefreshSettings(fraction=0.1)))
-        assert cache.fresh_until(need, "team-a") == 1000.0 + 0.1 * LIFETIME
+        await assert_refreshes_at(cache, need, "team-a", clock, fetches, clock.now + 0.1 * LIFETIME)
 
 
 async def test_a_reloaded_ca_file_gives_the_acr_provider_a_new_session(tmp_path: Path) -> None:

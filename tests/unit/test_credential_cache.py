@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import get_args
 import pytest
 
 from devenv.support.configs import sample_config
+from tests.support.refresh import assert_refreshes_at
 from webhook.admission.needs import PullNeed, match_images
 from webhook.config.acr import AcrEntry
 from webhook.config.ecr import EcrEntry
@@ -132,11 +134,17 @@ async def test_a_credential_is_reused_until_the_refresh_fraction_of_its_life(
         ConfigStore(config), clock=clock, fraction=fraction, providers={GenericEntry: provider}
     ) as cache:
         first = await cache.get(need(config), "team-a")
-        assert cache.fresh_until(need(config), "team-a") == first.issued_at + fraction * LIFETIME
         clock.now += fraction * LIFETIME - 1
         assert await cache.get(need(config), "team-a") == first
         assert provider.fetches == 1
-        clock.now += 2
+        await assert_refreshes_at(
+            cache,
+            need(config),
+            "team-a",
+            clock,
+            lambda: provider.fetches,
+            first.issued_at + fraction * LIFETIME,
+        )
         second = await cache.get(need(config), "team-a")
     assert provider.fetches == 2
     assert second.password == "password-2"
@@ -148,8 +156,13 @@ async def test_the_configured_refresh_fraction_is_the_default(
     config = sample_config()
     async with cache_for(config, clock, provider) as cache:
         first = await cache.get(need(config), "team-a")
-        assert cache.fresh_until(need(config), "team-a") == first.refresh_at(
-            config.refresh.fraction
+        await assert_refreshes_at(
+            cache,
+            need(config),
+            "team-a",
+            clock,
+            lambda: provider.fetches,
+            first.refresh_at(config.refresh.fraction),
         )
 
 
@@ -159,20 +172,25 @@ async def test_a_provider_recheck_interval_brings_the_refresh_forward(
     provider.recheck_seconds = 30.0
     async with cache_for(config, clock, provider) as cache:
         await cache.get(need(config), "team-a")
-        assert cache.fresh_until(need(config), "team-a") == clock.now + 30.0
+        await assert_refreshes_at(
+            cache, need(config), "team-a", clock, lambda: provider.fetches, clock.now + 30.0
+        )
 
 
-async def test_peek_and_fresh_until_never_exchange(
+async def test_a_failing_source_gets_the_old_credential_served_until_its_expiry_margin(
     config: Config, clock: Clock, provider: ScriptedProvider
 ) -> None:
     async with cache_for(config, clock, provider) as cache:
-        assert cache.peek(need(config), "team-a") is None
-        assert cache.fresh_until(need(config), "team-a") is None
         credential = await cache.get(need(config), "team-a")
-        assert cache.peek(need(config), "team-a") == credential
+        provider.outcomes = [failure(transient=True)] * FAST.max_attempts
+        clock.now = math.nextafter(credential.expires_at - EXPIRY_MARGIN, -math.inf)
+        assert await cache.get(need(config), "team-a") == credential
+        # Still inside the failure's negative TTL: no new exchange, and no longer usable.
         clock.now = credential.expires_at - EXPIRY_MARGIN
-        assert cache.peek(need(config), "team-a") is None
-    assert provider.fetches == 1
+        with pytest.raises(RegistryAuthError) as caught:
+            await cache.get(need(config), "team-a")
+    assert caught.value.code == "503"
+    assert provider.fetches == 1 + FAST.max_attempts
 
 
 async def test_a_transient_failure_is_retried_inside_one_get(
@@ -229,7 +247,11 @@ async def test_a_permanent_refresh_failure_stops_serving_the_old_credential(
         provider.outcomes = [failure(transient=False, code="401")]
         with pytest.raises(RegistryAuthError):
             await cache.get(need(config), "team-a")
-        assert cache.peek(need(config), "team-a") is None
+        # Within the failure's negative TTL a transient one would be answered with the
+        # old credential; a permanent one dropped it, so its error is all that is left.
+        with pytest.raises(RegistryAuthError) as again:
+            await cache.get(need(config), "team-a")
+    assert again.value.code == "401"
     assert provider.fetches == 2
 
 
@@ -338,9 +360,12 @@ async def test_keys_of_expired_credentials_are_pruned_as_exchanges_go_on(
         clock.now += LIFETIME
         for i in range(PRUNE_EVERY - 1):
             await cache.get(need(config), f"ns-{i}")
-        assert cache.peek(need(config), "ns-0") is not None
-        assert cache.fresh_until(need(config), "old-namespace") is None
+        # The 256th exchange pruned the expired key: nothing is left to prune...
         assert cache.prune() == 0
+        # ...and the live keys were kept: ns-0 is served without a new exchange.
+        fetched = provider.fetches
+        await cache.get(need(config), "ns-0")
+        assert provider.fetches == fetched == PRUNE_EVERY
 
 
 async def test_a_timeout_names_the_step_and_code_the_exchange_is_retrying(

@@ -194,19 +194,6 @@ class CredentialCache:
             return credential
         return None
 
-    def peek(self, need: PullNeed, namespace: str) -> Credential | None:
-        """The cached credential for ``need`` if it can still be used; no I/O."""
-        slot = self._slots.get(self._key(need, namespace))
-        usable = self._usable(slot.credential) if slot else None
-        return _for_host(usable, need) if usable else None
-
-    def fresh_until(self, need: PullNeed, namespace: str) -> float | None:
-        """When the cached credential for ``need`` is due for refresh (None: not cached)."""
-        slot = self._slots.get(self._key(need, namespace))
-        if slot is None or slot.credential is None:
-            return None
-        return self._refresh_at(slot)
-
     async def get(
         self, need: PullNeed, namespace: str, *, deadline: float | None = None
     ) -> Credential:

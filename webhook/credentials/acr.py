@@ -10,7 +10,6 @@ from the token's ``exp``, never assumed.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -21,18 +20,17 @@ from webhook.admission.needs import PullNeed
 from webhook.config.acr import AcrEntry
 from webhook.credentials.base import (
     ACR_USERNAME,
+    REQUEST_TIMEOUT,
     Attempt,
     Credential,
-    Provider,
+    HttpProvider,
     ProviderContext,
     jwt_claims,
     principal_for,
+    ssl_context,
 )
 from webhook.credentials.entra import EntraToken, EntraTokens
 
-#: One ACR token request rarely takes more than a second; 10 s leaves room for a
-#: slow region and still allows a retry inside the exchange budget.
-REQUEST_TIMEOUT = 10.0
 #: ACR's answers are a small JSON object; anything bigger is not ACR.
 MAX_BODY = 64 * 1024
 #: Which role grants pulls depends on the registry's permissions mode (its
@@ -46,30 +44,13 @@ ROLE_HINT = (
 )
 
 
-def ssl_context(ca_file: str) -> ssl.SSLContext:
-    """System CAs plus ``ca_file`` (an extra bundle, e.g. a TLS-inspecting proxy's CA)."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    return context
-
-
-def make(context: ProviderContext) -> Provider[AcrEntry]:
-    """The ``acr`` kind's provider (``webhook.config.kinds``)."""
-    return AcrProvider(context)
-
-
-class AcrProvider:
+class AcrProvider(HttpProvider):
     """Makes ACR credentials for ``acr`` entries."""
-
-    recheck_seconds: float | None = None
 
     def __init__(
         self, context: ProviderContext, *, request_timeout: float = REQUEST_TIMEOUT
     ) -> None:
-        self._ca_file = context.ca_file
-        self._timeout = request_timeout
-        self._clock = context.clock
+        super().__init__(context, request_timeout=request_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._entra = EntraTokens(context.secrets, context.tokens, self._transport)
 
@@ -131,9 +112,7 @@ class AcrProvider:
     async def _post(
         self, url: str, form: list[tuple[str, str]], field: str, attempt: Attempt
     ) -> str:
-        # A floor of 0.1 s: total=0 would mean "no timeout" to aiohttp, and the
-        # attempt's own deadline ends the request anyway.
-        timeout = aiohttp.ClientTimeout(total=min(self._timeout, max(attempt.remaining(), 0.1)))
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout(attempt))
         try:
             async with self._http().post(url, data=form, timeout=timeout) as response:
                 body = await response.content.read(MAX_BODY)
@@ -197,3 +176,7 @@ def _retry_after(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None  # an HTTP-date: fall back to our own backoff
+
+
+#: The ``acr`` kind's provider (``webhook.config.kinds``).
+make = AcrProvider.make

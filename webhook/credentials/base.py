@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import ssl
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from webhook.admission.needs import PullNeed
 from webhook.config.entry import Entry
@@ -229,6 +230,48 @@ class Provider(Protocol[EntryT_contra]):
         ...
 
     async def aclose(self) -> None: ...
+
+
+#: One token request rarely takes more than a second; 10 s leaves room for a slow
+#: region and still allows a retry inside the exchange budget.
+REQUEST_TIMEOUT = 10.0
+#: A request's timeout never goes below 0.1 s: 0 would mean "no timeout" to aiohttp,
+#: and the attempt's own deadline ends the request anyway.
+MIN_REQUEST_TIMEOUT = 0.1
+
+
+class HttpProvider:
+    """What the providers that make their own HTTPS requests (acr, gar) share: made
+    from the context alone (``make``, the kind's entry point), a timeout per request
+    cut to what the attempt has left, the context's clock and stores."""
+
+    recheck_seconds: float | None = None
+
+    def __init__(
+        self, context: ProviderContext, *, request_timeout: float = REQUEST_TIMEOUT
+    ) -> None:
+        self._ca_file = context.ca_file
+        self._secrets = context.secrets
+        self._tokens = context.tokens
+        self._clock = context.clock
+        self._timeout = request_timeout
+
+    @classmethod
+    def make(cls, context: ProviderContext) -> Self:
+        """The kind's provider (``webhook.config.kinds``): its module's ``make``."""
+        return cls(context)
+
+    def _request_timeout(self, attempt: Attempt) -> float:
+        """One request's timeout: the provider's, or what ``attempt`` has left if less."""
+        return min(self._timeout, max(attempt.remaining(), MIN_REQUEST_TIMEOUT))
+
+
+def ssl_context(ca_file: str) -> ssl.SSLContext:
+    """System CAs plus ``ca_file`` (an extra bundle, e.g. a TLS-inspecting proxy's CA)."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 def jwt_claims(token: str) -> dict[str, Any]:

@@ -39,14 +39,15 @@ from webhook.config.gar import (
     PodServiceAccount,
     ServiceAccountKey,
 )
-from webhook.credentials.acr import ssl_context
 from webhook.credentials.base import (
+    REQUEST_TIMEOUT,
     Attempt,
     Credential,
-    Provider,
+    HttpProvider,
     ProviderContext,
     jwt_claims,
     principal_for,
+    ssl_context,
 )
 from webhook.credentials.kubeio import (
     read_secret,
@@ -62,9 +63,6 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 GSA_ANNOTATION = "iam.gke.io/gcp-service-account"
 #: The pod's token is used once, right away; 600 s is TokenRequest's minimum.
 SA_TOKEN_SECONDS = 600
-#: One Google token request rarely takes more than a second; 10 s leaves room for a
-#: slow region and still allows a retry inside the exchange budget.
-REQUEST_TIMEOUT = 10.0
 #: Tokens whose Google identity is remembered for hints: a few per entry and identity
 #: (per-pod identities make more); expired ones are dropped first.
 MEMBERS_KEPT = 1024
@@ -123,23 +121,13 @@ class _Supplier(identity_pool.SubjectTokenSupplier):  # type: ignore[misc] # rea
         return self._token
 
 
-def make(context: ProviderContext) -> Provider[GarEntry]:
-    """The ``gar`` kind's provider (``webhook.config.kinds``)."""
-    return GarProvider(context)
-
-
-class GarProvider:
+class GarProvider(HttpProvider):
     """Makes Artifact Registry credentials for ``gar`` entries."""
-
-    recheck_seconds: float | None = None
 
     def __init__(
         self, context: ProviderContext, *, request_timeout: float = REQUEST_TIMEOUT
     ) -> None:
-        self._secrets = context.secrets
-        self._tokens = context.tokens
-        self._clock = context.clock
-        self._timeout = request_timeout
+        super().__init__(context, request_timeout=request_timeout)
         self._session = requests.Session()
         self._members: dict[str, tuple[str, float]] = {}
         # HTTPS_PROXY / NO_PROXY are honoured, as for the other kinds.
@@ -179,7 +167,7 @@ class GarProvider:
             caller = _principal(auth.audience, subject)
         request = _Bounded(
             google.auth.transport.requests.Request(self._session),
-            min(self._timeout, max(attempt.remaining(), 0.1)),
+            self._request_timeout(attempt),
         )
         try:
             await asyncio.to_thread(credentials.refresh, request)
@@ -265,7 +253,7 @@ class GarProvider:
         from its realm with user ``oauth2accesstoken``, then the repository's tag list.
         For ``doctor``: admissions never pay for it."""
         attempt.step = "gar-pull"
-        limit = min(self._timeout, max(attempt.remaining(), 0.1))
+        limit = self._request_timeout(attempt)
         answer = await asyncio.to_thread(
             _docker_read, self._session, credential, host, repository, limit
         )
@@ -510,3 +498,7 @@ def map_google_error(
         # e.g. an unreadable federated token file.
         return attempt.error(type(exc).__name__, text)
     return exc
+
+
+#: The ``gar`` kind's provider (``webhook.config.kinds``).
+make = GarProvider.make

@@ -9,11 +9,13 @@ import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
-from webhook.kube.calls import LIST_PAGE, Kube, _marker_view
+from webhook.kube.base import LIST_PAGE
+from webhook.kube.calls import Kube
 from webhook.kube.client import ApiClient
 from webhook.kube.informer import Informer
 from webhook.kube.objects import INJECT_LABEL
 from webhook.kube.pods import ListedPods, PodRef
+from webhook.kube.records import _marker_view
 from webhook.pullsecrets.namespaces import NamespaceIndex
 from webhook.pullsecrets.records import Markers, marker_object
 from webhook.upkeep.references import References

@@ -20,7 +20,9 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import ssl
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -58,6 +60,11 @@ NAMESPACE = "psw-node"
 FULLNAME = f"{RELEASE}-pull-secret-webhook"
 CERTS_JOB = f"{FULLNAME}-certs"
 TLS_SECRET = f"{FULLNAME}-tls"
+#: A workload identity pool provider's audience (the kind docs/gcp-federation.md names).
+GCP_AUDIENCE = (
+    "https://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/"
+    "clusters/providers/psw-node"
+)
 ADMISSIONS = "pull_secret_webhook_admissions_total"
 # The chart's certs Job waits on an image pull and two key generations; the webhook pod on
 # its pull and start. Measured here: 25-37 s for the whole install on 2 shared cores.
@@ -99,6 +106,9 @@ def runtime_values(node: Node, registry: Registry, https_port: int, health_port:
         "repository": node.pause_image.rsplit("/", 1)[0] + "/pull-secret-webhook",
         "tag": "dev",
     }
+    # docs/gcp-federation.md's mode federation: the kubelet mounts the webhook's own token
+    # for Google's STS (no STS here: the token itself is what is checked).
+    values["gcpFederation"] = {"enabled": True, "audience": GCP_AUDIENCE}
     return values
 
 
@@ -290,6 +300,43 @@ def test_the_installed_webhook_gives_pods_their_pull_secret_and_the_kubelet_pull
         assert wait_for_log(node, ns, "p", "ecr") == ["ecr: pulled 37 bytes of hello.txt"]
     finally:
         cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+def test_the_kubelet_mounts_the_webhook_token_for_google_sts_that_the_api_server_refuses(
+    controlplane: ControlPlane, node: Node, installed: Installed
+) -> None:
+    """gcpFederation: the token at the gar entry's tokenFile is the webhook's own, for the
+    pool provider's audience only: no Kubernetes credential."""
+    cp = controlplane
+    [pod] = get_json(cp, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=webhook")[
+        "items"
+    ]
+    volume = "volumes/kubernetes.io~projected/gcp-token/token"
+    path = node.workdir / "kubelet" / "pods" / pod["metadata"]["uid"] / volume
+    token = path.read_text().strip()
+
+    claims = jwt_claims(token)
+    assert claims["aud"] == [GCP_AUDIENCE]
+    assert claims["sub"] == f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
+    assert claims["exp"] - claims["iat"] == 3600  # the chart's tokenExpirationSeconds
+    assert claims["kubernetes.io"]["pod"]["name"] == pod["metadata"]["name"]
+    # The API server authenticates none of it: its audience is not the API server's.
+    context = ssl.create_default_context(cafile=str(cp.ca_cert))
+    assert cp.server.startswith("https://")
+    api = f"{cp.server}/api"
+    request = urllib.request.Request(api, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10, context=context)  # noqa: S310
+    refused.value.close()  # the error holds the response's socket
+    assert refused.value.code == 401
 
 
 def test_helm_uninstall_leaves_nothing_of_the_release_but_its_crds(

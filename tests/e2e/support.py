@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from devenv.controlplane import ControlPlane
+from devenv.peers.acr import AcrRegistry
 from webhook.pullsecrets.secret import MANAGED_SELECTOR
 
 RECORDS = "managedpullsecrets.pull-secret-webhook.io"
 WEBHOOK_NAMESPACE = "pull-secret-webhook"
+
+
+@contextmanager
+def refused(registry: AcrRegistry, principal: str) -> Iterator[None]:
+    """``registry`` grants ``principal`` no role inside the block, whatever tests before
+    granted it on the session's shared emulator (test_webhook_e2e grants AcrPull on
+    acr-denied to show recovery); the roles it had are given back after."""
+    had = set(registry.role_assignments.get(principal, set()))
+    registry.remove_role(principal)
+    try:
+        yield
+    finally:
+        for role in had:
+            registry.assign_role(principal, role)
 
 
 def ns_name(prefix: str) -> str:

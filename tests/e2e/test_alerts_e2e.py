@@ -27,7 +27,7 @@ from devenv.peers.traffic import ACR_EXCHANGE
 from devenv.processes import wait_for
 from devenv.stack import Replica, Stack
 from devenv.support.reviews import make_pod, make_review
-from tests.e2e.support import WEBHOOK_NAMESPACE, get_json, ns_name, pod_manifest
+from tests.e2e.support import WEBHOOK_NAMESPACE, get_json, ns_name, pod_manifest, refused
 from tests.support.alerting import Scrape, expect_alert, scrape, scrape_until, total
 from tests.support.alerts import promtool_binary
 
@@ -91,7 +91,13 @@ def alerting(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config = directory / "config.yaml"
     config.write_text(yaml.safe_dump(document))
     namespace = stack.labelled_namespace(ns_name("alerts"))
-    with stack.extra_replica(INSTANCE, config_path=config) as replica:
+    assert stack.acr_denied is not None and stack.object_id
+    # The refused-identity alerts need acr-denied to refuse the webhook's identity, as the
+    # stack made it, not as a module that ran before left it.
+    with (
+        refused(stack.acr_denied, stack.object_id),
+        stack.extra_replica(INSTANCE, config_path=config) as replica,
+    ):
         yield Alerting(stack, replica, config, document, namespace)
     stack.controlplane.kubectl(
         "delete", "lease", LEASE, "-n", WEBHOOK_NAMESPACE, "--ignore-not-found", check=False

@@ -28,7 +28,7 @@ import yaml
 from devenv.peers.traffic import ACR_EXCHANGE
 from devenv.stack import Replica, Stack
 from devenv.support.reviews import make_pod, make_review
-from tests.e2e.support import get_json, ns_name
+from tests.e2e.support import get_json, ns_name, refused
 from tests.support.alerting import scrape
 from webhook.credentials.base import EXPIRY_MARGIN, Credential
 from webhook.kube.rfc3339 import from_rfc3339
@@ -192,11 +192,14 @@ def test_refresh_fraction_the_next_secret_is_dated_by_the_new_fraction(
 
 
 def test_admission_fail_closed_the_next_pod_is_denied(restored: Reloading) -> None:
-    ns = restored.stack.labelled_namespace(ns_name("reload-fc"))
-    image = acr(restored.stack, "acr_denied")
-    assert restored.admit(ns, image)["allowed"]
-    restored.apply(lambda d: d["admission"].update(failClosed=True))
-    answer = restored.admit(ns, image)
+    stack = restored.stack
+    ns = stack.labelled_namespace(ns_name("reload-fc"))
+    image = acr(stack, "acr_denied")
+    assert stack.acr_denied is not None and stack.object_id
+    with refused(stack.acr_denied, stack.object_id):
+        assert restored.admit(ns, image)["allowed"]
+        restored.apply(lambda d: d["admission"].update(failClosed=True))
+        answer = restored.admit(ns, image)
     assert not answer["allowed"] and "acr-exchange 401" in answer["status"]["message"]
 
 

@@ -221,7 +221,14 @@ class Balancer:
                 with contextlib.suppress(OSError, RuntimeError):
                     dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            # The balancer is stopping: the connection ends here, closed (not left for the
+            # collector to find open), and the task ends quietly rather than "cancelled".
+            for end in (writer, up_writer):
+                with contextlib.suppress(OSError, RuntimeError):
+                    end.close()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -229,9 +236,11 @@ class Balancer:
 
             async def close() -> None:
                 server.close()
-                for task in asyncio.all_tasks():
-                    if task is not asyncio.current_task():
-                        task.cancel()
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                # Let each connection close its sockets before the loop stops.
+                await asyncio.gather(*tasks, return_exceptions=True)
 
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

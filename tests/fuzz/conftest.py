@@ -35,8 +35,11 @@ def count(name: str) -> None:
     CASES[name] = CASES.get(name, 0) + 1
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server() -> Iterator[ThreadedServer]:
+    # Module scope: the server sets the root logger to DEBUG and records every record while
+    # it runs; held for the session, that reached every later suite (their logs kept in
+    # memory for the rest of the run, and their DEBUG lines formatted and handled).
     with threaded_server() as s:
         yield s
 

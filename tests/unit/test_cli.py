@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,11 @@ def test_serve_imports_the_providers_before_it_forks_its_workers(
 
     monkeypatch.setattr(serve, "import_providers", lambda config: steps.append("providers"))
     monkeypatch.setattr(serve, "fork_workers", fork)
+    # serve sets up logging (a handler on this test's captured stderr, closed after it):
+    # the root logger gets its own handlers and level back when the test ends.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     with pytest.raises(Forked):
         run_cli(capsys, *serve_argv(config_file, tmp_path), "--kubeconfig", str(kubeconfig))
     assert steps == ["providers", "fork"]

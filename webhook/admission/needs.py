@@ -92,14 +92,16 @@ def pod_images(pod: Mapping[str, Any]) -> list[str]:
     """Every image of a pod's init, regular and ephemeral containers, in spec order."""
     spec = pod.get("spec")
     images: list[str] = []
-    if not isinstance(spec, Mapping):
+    # type() first: decoded JSON is dicts, and a Mapping check goes through the ABC's
+    # __instancecheck__ (a tenth of a microsecond per container, ten times a review).
+    if not (type(spec) is dict or isinstance(spec, Mapping)):
         return images
     for fld in CONTAINER_FIELDS:
         containers = spec.get(fld)
         if not isinstance(containers, list):
             continue
         for c in containers:
-            image = c.get("image") if isinstance(c, Mapping) else None
+            image = c.get("image") if type(c) is dict or isinstance(c, Mapping) else None
             if isinstance(image, str) and image:
                 images.append(image)
     return images
@@ -107,7 +109,7 @@ def pod_images(pod: Mapping[str, Any]) -> list[str]:
 
 def pod_service_account(pod: Mapping[str, Any]) -> str:
     spec = pod.get("spec")
-    if isinstance(spec, Mapping):
+    if type(spec) is dict or isinstance(spec, Mapping):
         for key in ("serviceAccountName", "serviceAccount"):
             sa = spec.get(key)
             if isinstance(sa, str) and sa:

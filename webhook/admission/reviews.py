@@ -8,7 +8,7 @@ or credential outcome is an allowed/denied ``AdmissionResponse``.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from webhook.admission import jsonio
 from webhook.telemetry import redact
@@ -130,7 +130,7 @@ def _check_depth(doc: dict[str, Any]) -> None:
     A level at a time over the containers only, so it cannot itself overflow the stack on
     the documents it refuses, and it skips the scalars a review is mostly made of. The
     value count needs no walk: ``estimate_values``, checked before decoding, is never below
-    it.
+    it. ``_shallow`` settles most reviews from their bytes first.
     """
     level: list[Any] = [doc]  # containers only, from here on
     for _ in range(MAX_DEPTH - 1):
@@ -161,6 +161,10 @@ def estimate_values(body: bytes | bytearray) -> int:
     raw = _separators(body) + 1
     if raw <= MAX_VALUES:
         return raw  # an upper bound, close enough for budgeting
+    return _values_outside_strings(body)
+
+
+def _values_outside_strings(body: bytes | bytearray) -> int:
     # Count only between strings, a gap at a time: a blanked copy of the body (re.sub)
     # would cost ~15x the body in transient memory, which a hostile client could repeat.
     values, last = 1, 0
@@ -172,6 +176,66 @@ def estimate_values(body: bytes | bytearray) -> int:
     else:
         values += _separators(body[last:])
     return values
+
+
+#: Keeps a body's quotes, brackets and separators, braces written as brackets (only the
+#: nesting matters), and drops every other byte: one ``bytes.translate`` pass.
+_BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{},:')
+#: A shape longer than this is not kept for the depth check (the walk decides instead):
+#: what is kept beside the body is not counted in the memory budget.
+SHAPE_KEPT_MAX = 64 * 1024
+
+
+class BodyScan(NamedTuple):
+    """What one pass over a body's bytes tells before it is decoded."""
+
+    values: int
+    """``estimate_values(body)``."""
+    shape: bytes | None
+    """The body's brackets and quotes (braces as brackets) with each ``""`` taken out, for
+    ``_shallow``; None for a body with a backslash or a shape over SHAPE_KEPT_MAX."""
+
+
+def scan_body(body: bytes | bytearray) -> BodyScan:
+    """The value estimate and the shape of ``body`` from one C pass over it (the estimate
+    and the depth check each made their own before)."""
+    structure = body.translate(_BRACES_AS_BRACKETS, _NOT_STRUCTURE)
+    # What is left besides quotes and closing brackets is the separators estimate_values
+    # counts (',', ':', and '[' or '{').
+    raw = len(structure) - structure.count(b'"') - structure.count(b"]") + 1
+    if raw > MAX_VALUES:
+        return BodyScan(_values_outside_strings(body), None)
+    shape: bytes | None = None
+    if b"\\" not in body:  # memchr; escapes are rare in pod reviews
+        shape = bytes(structure.translate(None, b",:").replace(b'""', b""))
+        if len(shape) > SHAPE_KEPT_MAX:
+            shape = None
+    return BodyScan(raw, shape)
+
+
+def _shallow(shape: bytes | None) -> bool:
+    """True when a document's containers provably nest at most MAX_DEPTH - 1 deep, so that
+    no value is deeper than MAX_DEPTH; False when undecided (``_check_depth`` then walks the
+    decoded document). ``shape`` is ``BodyScan.shape`` of a body that decoded as JSON.
+
+    Without a backslash in the body, a string is a quote, characters that are not quotes, a
+    quote. Of the quotes and brackets, every string becomes ``""`` if none holds a bracket;
+    taking those pairs out then leaves no quote, and only then are the brackets left exactly
+    the document's containers (a string holding a bracket always leaves a quote behind: in
+    a run of adjacent strings, the first one's opening quote has no quote to pair with on
+    its left). Each pass of taking out ``[]`` then removes the containers that hold no
+    container, so the document is gone after as many passes as its containers nest deep.
+    ~2.5x cheaper than the walk for the benchmark's review; the same refusals (unit tests
+    compare the two on random documents).
+    """
+    if shape is None or b'"' in shape:
+        return False
+    for _ in range(MAX_DEPTH - 1):
+        if not shape:
+            return True
+        shape = shape.replace(b"[]", b"")
+    return not shape
 
 
 #: UTF-8 lead bytes of a character Python stores in 4 bytes (beyond U+FFFF: F0-F4) and in
@@ -197,7 +261,8 @@ def decoded_string_bytes(body: bytes | bytearray) -> int:
     (nearly every review) is known in one C pass; otherwise a few more passes, none
     copying more than the non-ASCII bytes.
     """
-    escapes = b"\\u" in body
+    # A backslash first (memchr): a two-byte search over the body costs ~40x as much.
+    escapes = b"\\" in body and b"\\u" in body
     if body.isascii() and not escapes:
         return len(body)
     if body.translate(None, _NOT_LEAD4) or (escapes and _ESCAPE4.search(body)):
@@ -213,9 +278,7 @@ def _separators(chunk: bytes | bytearray) -> int:
     return len(chunk) - len(chunk.translate(None, b",:[{"))
 
 
-def _loads(body: bytes | bytearray, values: int | None) -> object:
-    if values is None:
-        values = estimate_values(body)
+def _loads(body: bytes | bytearray, values: int) -> object:
     if values > MAX_VALUES:
         raise BadReview(f"request body holds more than {MAX_VALUES} JSON values")
     try:
@@ -231,15 +294,17 @@ def _loads(body: bytes | bytearray, values: int | None) -> object:
 
 
 def decode_review(
-    body: bytes | bytearray, values: int | None = None
+    body: bytes | bytearray, scan: BodyScan | None = None
 ) -> tuple[str, AdmissionRequest]:
     """Decode and check a request body; return (apiVersion, request) or raise BadReview.
 
-    ``values`` is ``estimate_values(body)`` when the caller has already counted it.
+    ``scan`` is ``scan_body(body)`` when the caller has already made it.
     """
     if not body.strip():
         raise BadReview("empty request body; expected an AdmissionReview")
-    doc = _loads(body, values)
+    if scan is None:
+        scan = scan_body(body)
+    doc = _loads(body, scan.values)
     if not isinstance(doc, dict):
         raise BadReview("request body must be a JSON object (an AdmissionReview)")
     api_version = doc.get("apiVersion")
@@ -248,7 +313,8 @@ def decode_review(
     uid = request.get("uid", "") if isinstance(request, dict) else ""
     uid = uid if isinstance(uid, str) and len(uid) <= UID_MAX else ""
     try:
-        _check_depth(doc)
+        if not _shallow(scan.shape):
+            _check_depth(doc)
     except BadReview as e:
         raise BadReview(str(e), uid, echo) from None
     if doc.get("kind") != KIND:

@@ -31,9 +31,9 @@ from webhook.admission.reviews import (
     clip,
     decode_review,
     decoded_string_bytes,
-    estimate_values,
     quote,
     review,
+    scan_body,
 )
 from webhook.admission.verdicts import Denied, Verdict, encode, failed, left_alone
 from webhook.config.store import ConfigStore
@@ -137,7 +137,8 @@ async def _read_body(request: web.Request, held: Held) -> bytes | bytearray:
         # few KB has usually arrived with the headers; only the rest is waited for.
         head = request.content.read_nowait(length)
         if len(head) == length:
-            await held.take(length, BUDGET_WAIT)
+            if not held.take_now(length):
+                await held.take(length, BUDGET_WAIT)
             return head
         async with asyncio.timeout(BODY_READ_TIMEOUT):
             await held.take(length, BUDGET_WAIT)  # before the rest is buffered
@@ -183,30 +184,35 @@ async def _read_review(request: web.Request, held: Held) -> tuple[str, Admission
         raise BadReview(f"Content-Encoding {quote(encoding)} is not accepted; send plain JSON")
     try:
         body = await _read_body(request, held)
-        values = estimate_values(body)
+        scan = scan_body(body)
         # What decoding will allocate, paid before it happens: the containers of each value,
         # and the characters of its strings at the width Python will store them in (a 7 MiB
         # string ending in one astral character takes 28 MiB).
-        decoded = min(values, MAX_VALUES) * BYTES_PER_VALUE + decoded_string_bytes(body)
-        await held.take(decoded, BUDGET_WAIT)
+        decoded = min(scan.values, MAX_VALUES) * BYTES_PER_VALUE + decoded_string_bytes(body)
+        if not held.take_now(decoded):
+            await held.take(decoded, BUDGET_WAIT)
     except BudgetExhausted as e:
         raise BadReview(f"too many large reviews in flight; retry ({e})", status=429) from e
     except TimeoutError as e:
         raise BadReview("timed out reading the request body") from e
     except HttpProcessingError as e:  # a malformed chunked body and the like
         raise BadReview(f"cannot read the request body: {clip(str(e.message))}") from e
-    return decode_review(body, values)
+    return decode_review(body, scan)
 
 
 async def handle_mutate(request: web.Request) -> web.Response:
-    guard = request.app[GUARD]
+    app = request.app
+    guard = app[GUARD]
     guard.request_started(request)
     large = False
+    held = app[BUDGET].hold()
     try:
-        async with request.app[BUDGET].hold() as held:
-            response = await _mutate(request, held)
+        try:
+            response = await _mutate(request, app, held)
             large = held.amount >= LARGE_REVIEW_BYTES
-        if request.app[STATE].shutting_down:
+        finally:
+            held.release()  # what the request held, given back however it ended
+        if app[STATE].shutting_down:
             # Draining: no keep-alive. The API server's next admission then opens a new
             # connection, which the Service sends to a ready replica, instead of riding a
             # kept-alive one into this replica's exit.
@@ -216,8 +222,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
         guard.request_finished(request, large=large)
 
 
-async def _mutate(request: web.Request, held: Held) -> web.Response:
-    app = request.app
+async def _mutate(request: web.Request, app: web.Application, held: Held) -> web.Response:
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
@@ -230,9 +235,9 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
         return resp
 
     uid = req["uid"]
-    with log_context(uid=uid, op=req["operation"], namespace=req.get("namespace", "")):
+    with log_context(uid=uid, op=req["operation"], namespace=req.get("namespace", "")) as context:
         try:
-            verdict = await _admit(app, req)
+            verdict = await _admit(app, req, context)
         except Exception as e:  # a bug of ours must not turn into an API server error
             # One line at ERROR (no traceback: its frames may quote the request); the
             # traceback only at DEBUG, for whoever is chasing the bug.
@@ -243,30 +248,31 @@ async def _mutate(request: web.Request, held: Held) -> web.Response:
     return _json(review(api_version, encode(verdict)))
 
 
-async def _admit(app: web.Application, req: AdmissionRequest) -> Verdict:
+async def _admit(app: web.Application, req: AdmissionRequest, context: log_context) -> Verdict:
     config = app[CONFIG].current
     decision = admission.plan(req, config)
     if isinstance(decision, Skip):
-        log.debug("allowed unchanged: %s", clip(decision.reason, LOGGED_MESSAGE_MAX))
+        if log.isEnabledFor(logging.DEBUG):  # clip() is not free; most pods are skipped
+            log.debug("allowed unchanged: %s", clip(decision.reason, LOGGED_MESSAGE_MAX))
         return left_alone(req["uid"], "skipped", decision.reason)
     plan: Plan = decision
-    with log_context(pod=clip(plan.pod_name)):
-        outcome = await _ensure(app, plan)
-        verdict = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
-        if isinstance(verdict, Denied):
-            log.warning("denied: %s", clip(verdict.message, LOGGED_MESSAGE_MAX))
-        elif verdict.result == "refused":
+    context.add(pod=clip(plan.pod_name))
+    outcome = await _ensure(app, plan, config.admission.budget_seconds)
+    verdict = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
+    if isinstance(verdict, Denied):
+        log.warning("denied: %s", clip(verdict.message, LOGGED_MESSAGE_MAX))
+    elif verdict.result == "refused":
+        if log.isEnabledFor(logging.DEBUG):
             log.debug("allowed unchanged: %s", clip(verdict.why, LOGGED_MESSAGE_MAX))
-        else:
-            for w in verdict.warnings:
-                log.warning("%s", w)
-            if verdict.result == "patched":
-                log.debug("patched imagePullSecrets with %d secret(s)", len(plan.needs))
-        return verdict
+    else:
+        for w in verdict.warnings:
+            log.warning("%s", w)
+        if verdict.result == "patched":
+            log.debug("patched imagePullSecrets with %d secret(s)", len(plan.needs))
+    return verdict
 
 
-async def _ensure(app: web.Application, plan: Plan) -> Outcome:
-    budget = app[CONFIG].current.admission.budget_seconds
+async def _ensure(app: web.Application, plan: Plan, budget: float) -> Outcome:
     try:
         return await app[SOURCE].ensure(
             plan.namespace, plan.needs, budget=budget, dry_run=plan.dry_run

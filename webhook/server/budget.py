@@ -68,8 +68,21 @@ class Held:
         self.amount = 0
 
     async def take(self, n: int, wait: float) -> None:
-        await self._budget._take(n, wait)
-        self.amount += min(n, self._budget.capacity)
+        if not self.take_now(n):
+            await self._budget._take(n, wait)
+            self.amount += min(n, self._budget.capacity)
+
+    def take_now(self, n: int) -> bool:
+        """Take ``n`` if the budget has room now, without a coroutine or the lock; False
+        (nothing taken) otherwise, and the caller waits through ``take``. One event loop:
+        nothing runs between the check and the subtraction."""
+        budget = self._budget
+        n = min(n, budget.capacity)
+        if budget.available < n:
+            return False
+        budget.available -= n
+        self.amount += n
+        return True
 
     async def __aenter__(self) -> Held:
         return self
@@ -80,6 +93,10 @@ class Held:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give back all that was taken (synchronous: a cancelled request still gives back)."""
         if self.amount:
             amount, self.amount = self.amount, 0
-            self._budget._give(amount)  # synchronous: a cancelled request still gives back
+            self._budget._give(amount)

@@ -41,17 +41,29 @@ class log_context:
     here: they often come straight from a request.
     """
 
-    __slots__ = ("_fields", "_token")
+    __slots__ = ("_fields", "_merged", "_token")
 
     def __init__(self, **fields: str) -> None:
         self._fields = fields
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> log_context:
         merged = dict(_context.get())
         for key, value in self._fields.items():
             if value:
                 merged[key] = _safe(str(value))
+        self._merged = merged
         self._token = _context.set(merged)
+        return self
+
+    def add(self, **fields: str) -> None:
+        """More fields for the rest of this block (the admission's pod once it is known):
+        what a nested block would give, without a second enter and exit per admission."""
+        merged = dict(self._merged)
+        for key, value in fields.items():
+            if value:
+                merged[key] = _safe(str(value))
+        self._merged = merged
+        _context.set(merged)  # the block's exit still resets to what was before it
 
     def __exit__(self, *exc: object) -> None:
         _context.reset(self._token)

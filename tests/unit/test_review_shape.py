@@ -1,0 +1,113 @@
+"""The depth check from a body's bytes (``scan_body`` + ``_shallow``) refuses exactly what the
+walk of the decoded document refuses, and the scan's value estimate is ``estimate_values``'s."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from webhook.admission import jsonio
+from webhook.admission.reviews import (
+    MAX_DEPTH,
+    SHAPE_KEPT_MAX,
+    BadReview,
+    _check_depth,
+    _shallow,
+    decode_review,
+    estimate_values,
+    scan_body,
+)
+
+#: Strings that hold what the shape is made of: brackets, braces, quotes, backslashes.
+AWKWARD = ["", "a", "[", "]", "{", "}", '"', "\\", "x]y", "[[", "]]}", '"]', "é", "\u2028", "😀"]
+
+
+def _random_value(rnd: random.Random, depth: int, deepest: int) -> object:
+    if depth >= deepest or rnd.random() < 0.2:
+        return rnd.choice([1, None, True, 2.5, rnd.choice(AWKWARD), [], {}])
+    if rnd.random() < 0.5:
+        return [_random_value(rnd, depth + 1, deepest) for _ in range(rnd.randint(0, 2))]
+    return {
+        rnd.choice(AWKWARD) + str(i): _random_value(rnd, depth + 1, deepest)
+        for i in range(rnd.randint(0, 2))
+    }
+
+
+def _chain(levels: int, leaf: object, *, keyed: bool) -> object:
+    for _ in range(levels):
+        leaf = {"k": leaf} if keyed else [leaf]
+    return leaf
+
+
+def _documents() -> list[dict[str, object]]:
+    rnd = random.Random(24)
+    docs: list[dict[str, object]] = [
+        {"r": _random_value(rnd, 2, rnd.choice([5, 20, 62, 63, 64, 65, 66, 80]))}
+        for _ in range(1500)
+    ]
+    for levels in range(MAX_DEPTH - 6, MAX_DEPTH + 6):
+        for leaf in (1, "s", [], {}, [1], {"a": None}, "]]]", "[[["):
+            for keyed in (False, True):
+                chain = _chain(levels, leaf, keyed=keyed)
+                docs += [{"x": chain}, {"s": "]" * 70, "x": chain}, {"s": "[" * 70, "x": chain}]
+    return docs
+
+
+def _walk_refuses(doc: dict[str, object]) -> bool:
+    try:
+        _check_depth(doc)
+    except BadReview:
+        return True
+    return False
+
+
+def test_the_shape_refuses_exactly_what_the_walk_refuses() -> None:
+    decided = refused = 0
+    for doc in _documents():
+        for ensure_ascii in (True, False):
+            for indent in (None, 1):
+                body = json.dumps(doc, ensure_ascii=ensure_ascii, indent=indent).encode()
+                decoded = jsonio.loads(body)
+                scan = scan_body(body)
+                assert scan.values == estimate_values(body)
+                walk_refuses = _walk_refuses(decoded)
+                if _shallow(scan.shape):
+                    decided += 1
+                    assert not walk_refuses, body[:200]
+                refused += walk_refuses
+    # Both sides are exercised: many documents settled from the bytes, many refused.
+    assert decided > 1_000
+    assert refused > 100
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(json.dumps({"a": "x\\"}).encode(), id="backslash"),
+        pytest.param(json.dumps({"a": "]"}).encode(), id="bracket-in-a-string"),
+        pytest.param(json.dumps({"a": [[]] * (SHAPE_KEPT_MAX // 2)}).encode(), id="large-shape"),
+    ],
+)
+def test_the_walk_decides_what_the_shape_cannot(body: bytes) -> None:
+    assert not _shallow(scan_body(body).shape)
+
+
+def test_a_review_decoded_with_its_scan_is_the_review_decoded_alone() -> None:
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "object": {"spec": {"containers": [{"name": "a", "image": "x"}]}},
+        },
+    }
+    body = json.dumps(review).encode()
+    assert decode_review(body, scan_body(body)) == decode_review(body)
+    deep = json.dumps({**review, "x": _chain(MAX_DEPTH, 1, keyed=False)}).encode()
+    with pytest.raises(BadReview, match="nested deeper"):
+        decode_review(deep, scan_body(deep))

@@ -46,6 +46,7 @@ async def one_secret_made(
     m = manager(config, kube, minter)
     need = need_of(config)
     await m.ensure("team-a", [need], budget=5, dry_run=False)
+    await m.writer.drain()  # its record's Ready and its marker follow the admission
     return m, need
 
 
@@ -497,7 +498,11 @@ async def test_a_secret_whose_ready_write_failed_is_recorded_later_never_made_fo
     m.namespaces.replace_all(opted_in("team-a"))
     need = need_of(config)
     first = await m.ensure("team-a", [need], budget=5, dry_run=False)
-    assert first.statuses[need.secret_name].state == "pending"
+    # The Secret exists once its create answers: the admission is ready, and the failed
+    # Ready write, which it did not wait for, goes to the background retries.
+    assert dict(first.statuses) == {}
+    await m.writer.drain()
+    assert kube.failed and len(m.retries) == 1
     secret = kube.secrets[("team-a", need.secret_name)]
     assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
 
@@ -509,3 +514,151 @@ async def test_a_secret_whose_ready_write_failed_is_recorded_later_never_made_fo
     assert status["secretUID"] == secret["metadata"]["uid"]
     assert kube.calls["create_secret"] == 1
     await m.close()
+
+
+class SlowBooks(MemKube):
+    """The records endpoint and the markers' answer late (``hold`` until released, or
+    ``delay`` seconds): the bookkeeping after a Secret's create, not the create."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.delay = delay
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def _late(self) -> None:
+        await self.hold.wait()
+        await asyncio.sleep(self.delay)
+
+    async def replace_record(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
+        await self._late()
+        return await super().replace_record(namespace, name, body)
+
+    async def create_marker(self, namespace: str, body: Any) -> None:
+        await self._late()
+        await super().create_marker(namespace, body)
+
+
+async def test_a_new_secret_is_ready_once_created_without_waiting_for_its_bookkeeping(
+    config: Config,
+) -> None:
+    """After its credential, the admission waits for the claim and the Secret's create,
+    not for the record's Ready write or the marker; later admissions on the replica use
+    the Secret it made while those are on their way, without a call."""
+    kube = SlowBooks()
+    kube.hold.clear()  # the Ready write and the marker do not answer until released
+    m = manager(config, kube)
+    need = need_of(config)
+    first = await asyncio.wait_for(m.ensure("team-a", [need], budget=5, dry_run=False), 1)
+    assert dict(first.statuses) == {}
+    assert ("team-a", need.secret_name) in kube.secrets
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
+    assert ("team-a", need.secret_name) not in kube.markers
+    calls = dict(kube.calls)
+    second = await asyncio.wait_for(m.ensure("team-a", [need], budget=5, dry_run=False), 1)
+    assert dict(second.statuses) == {} and dict(kube.calls) == calls
+    kube.hold.set()
+    await m.writer.drain()
+    status = record_of(kube, "team-a", need)["status"]
+    assert status["state"] == "Ready"
+    assert status["secretUID"] == kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
+    assert ("team-a", need.secret_name) in kube.markers
+    assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
+    await m.close()
+
+
+async def test_two_replicas_racing_with_the_bookkeeping_delayed_write_each_secret_once(
+    config: Config,
+) -> None:
+    """The winner's Ready write and marker answer 0.5 s late: one Secret write, one record
+    turned Ready, one marker, and both replicas answer ready (the loser follows the claim
+    until the record turns Ready, without a write of its own)."""
+    kube = SlowBooks(delay=0.5)
+    a, b = manager(config, kube), manager(config, kube)
+
+    async def watches() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            for m in (a, b):
+                for record in list(kube.records.values()):
+                    m.records.apply("MODIFIED", record)
+                m.markers.replace_all(list(kube.markers.values()))
+
+    watching = asyncio.create_task(watches())
+    need = need_of(config)
+    try:
+        outcomes = await asyncio.gather(
+            a.ensure("team-a", [need], budget=5, dry_run=False),
+            b.ensure("team-a", [need], budget=5, dry_run=False),
+        )
+        await asyncio.gather(a.writer.drain(), b.writer.drain())
+    finally:
+        watching.cancel()
+    assert [dict(o.statuses) for o in outcomes] == [{}, {}]
+    assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
+    for call in ("replace_secret", "check_secret", "delete_marker"):
+        assert kube.calls[call] == 0, call
+    assert kube.calls["create_record"] == 2  # the claim: one wins, one gets 409
+    assert kube.calls["replace_record"] == 1  # the winner's Ready
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+    await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_replica_shutting_down_finishes_the_bookkeeping_of_secrets_it_just_made(
+    config: Config,
+) -> None:
+    """Cancelled, a Ready write would leave a claim that another replica takes over after
+    CLAIM_SECONDS and records as Foreign (the Secret's 409)."""
+    kube = SlowBooks(delay=0.2)
+    m = manager(config, kube)
+    need = need_of(config)
+    assert dict((await m.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
+    await m.close()
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+    assert ("team-a", need.secret_name) in kube.markers
+
+
+@pytest.mark.parametrize("watch", ["late", "silent"])
+async def test_the_waiting_replica_reads_the_record_only_when_its_watch_is_silent(
+    config: Config, watch: str
+) -> None:
+    """The winner's Ready write lands 1.5 s after its claim. A records watch that keeps
+    delivering other records' events is merely late: the waiting replica waits for it,
+    without a read (in a cold storm those reads were hundreds, ~0.8 s each). One that
+    says nothing at all may have stalled: the record is read after CLAIM_RELOAD_SECONDS."""
+    kube = SlowBooks(delay=1.5)
+    a, b = manager(config, kube), manager(config, kube)
+    need = need_of(config)
+    other = replace(
+        ManagedSecret("team-b", "psw-other", "acr", "contoso.azurecr.io", "webhook"),
+        resource_version="1",
+    )
+
+    async def b_watch() -> None:  # other records' events; this one's 0.3 s late
+        seen: dict[Any, Any] = {}
+        while True:
+            await asyncio.sleep(0.05)
+            b.records.apply("MODIFIED", other.to_object(HOME))
+            for key, record in list(kube.records.items()):
+                if key not in seen:
+                    seen[key] = time.monotonic()
+                if time.monotonic() - seen[key] > 0.3:
+                    b.records.apply("MODIFIED", record)
+
+    assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    claim = kube.records[(HOME, f"team-a.{need.secret_name}")]
+    b.records.apply("ADDED", claim)  # b sees a's claim, not yet its Ready
+    watching = asyncio.create_task(b_watch()) if watch == "late" else None
+    try:
+        outcome = await b.ensure("team-a", [need], budget=5, dry_run=False)
+    finally:
+        if watching is not None:
+            watching.cancel()
+    assert dict(outcome.statuses) == {}
+    assert kube.calls["create_secret"] == 1 and kube.calls["create_record"] == 1
+    if watch == "late":
+        assert kube.calls["get_record"] == 0
+    else:
+        assert kube.calls["get_record"] >= 1
+    await asyncio.gather(a.close(), b.close())

@@ -181,6 +181,7 @@ class PullSecretManager:
         return f"{' and '.join(waiting)} not listed yet" if waiting else None
 
     async def close(self) -> None:
+        await self.writer.drain()  # Ready writes and markers of Secrets just made
         for informer in self._informers:
             await informer.close()
         tasks = list(self._background)

@@ -291,6 +291,12 @@ class RecordIndex:
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], ManagedSecret] = {}
+        self._heard = -float("inf")
+        """When the watch last delivered anything (``time.monotonic``)."""
+
+    def silent_for(self) -> float:
+        """Seconds since the watch last delivered a list or an event (inf: never)."""
+        return time.monotonic() - self._heard
 
     def get(self, namespace: str, name: str) -> ManagedSecret | None:
         return self._records.get((namespace, name))
@@ -317,8 +323,10 @@ class RecordIndex:
     def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
         parsed = (ManagedSecret.from_object(o) for o in objects)
         self._records = {(r.namespace, r.name): r for r in parsed if r is not None}
+        self._heard = time.monotonic()
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+        self._heard = time.monotonic()
         record = ManagedSecret.from_object(obj)
         if record is None:
             return

@@ -11,7 +11,10 @@ the secret without ever reading one:
    deleted;
 3. record the Secret's UID and expiry, and make its marker. Every later write names that
    UID, so a Secret deleted since is re-created and one replaced by someone else is left
-   alone (Foreign).
+   alone (Foreign). This bookkeeping follows a new Secret's create without the admission
+   waiting for it: the Secret exists once its create answers, and this replica holds its
+   UID until the record says Ready (``_unrecorded``; a failed write is retried in the
+   background). Another replica still follows the claim until the record turns Ready.
 
 One write per (namespace, secret) runs at a time: an admission, a background retry and
 the refresher that need the same secret share it (``start``). The Secret's shape is
@@ -55,7 +58,10 @@ WRITE_ATTEMPTS = 5
 #: While another replica holds a fresh claim, look at its record (in the watch's copy)
 #: again this often.
 CLAIM_POLL_SECONDS = 0.05
-#: ... and asks the API server for it when the watch has said nothing for this long.
+#: ... and asks the API server for it when the records watch has said nothing at all for
+#: this long (it may have stalled). A watch that keeps delivering other records' events
+#: is merely late: a read would only add to the load that makes it late (in a cold
+#: storm, hundreds of reads of ~0.8 s each; bench/README.md).
 CLAIM_RELOAD_SECONDS = 1.0
 #: New pull secrets started per namespace per minute (each is a ServiceAccount read and,
 #: when it exists, a TokenRequest, a record, the Secret and its marker). A namespace
@@ -63,6 +69,12 @@ CLAIM_RELOAD_SECONDS = 1.0
 #: per-pod identity. Beyond it they are made by the background retries a minute later,
 #: and a forged flood of invented names costs the API server at most this much.
 NEW_SECRETS_PER_NAMESPACE_MINUTE = 30
+#: A replica shutting down waits this long for the bookkeeping of the Secrets it has just
+#: made (their Ready writes and markers) before cancelling it: a Ready write cut off
+#: leaves a claim that another replica takes over after CLAIM_SECONDS, meets the
+#: Secret's 409 and records as Foreign. A few round trips, well inside the Deployment's
+#: grace period (30 s, of which SHUTDOWN_DELAY and the admissions' drain take ~15 s).
+BOOKKEEPING_DRAIN_SECONDS = 5.0
 
 
 class Writing(Protocol):
@@ -141,6 +153,9 @@ class SecretWriter:
         #: attempt records its UID. Creating again would meet the Secret's own 409 and
         #: take the webhook's Secret for a planted one.
         self._unrecorded: dict[tuple[str, str], tuple[dict[str, Any], Credential]] = {}
+        #: The bookkeeping of Secrets just created (record Ready, marker), running after
+        #: the admission that made them was answered.
+        self._bookkeeping: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # -- the Writing interface ---------------------------------------------------
 
@@ -165,6 +180,7 @@ class SecretWriter:
             return True
         except NotFoundError:
             log.info("pull secret %s/%s was deleted; re-creating it", *record.key)
+            self._unrecorded.pop(record.key, None)  # what we made is gone with it
             self.records.put(record.claimed(0.0))  # locally: the claim is free to retake
             return False
         except (ConflictError, InvalidError):
@@ -242,7 +258,11 @@ class SecretWriter:
                 made = self._unrecorded.get((namespace, name))
                 if made is not None:
                     if record is not None and record.state == "Claimed":
-                        return await self._record_made(record, *made)
+                        if (namespace, name) in self._bookkeeping:
+                            # This replica made the Secret moments ago and is recording
+                            # it: it exists, and it is ours.
+                            return NeedStatus("ready")
+                        return await self._record_made(record, *made)  # a retry
                     del self._unrecorded[(namespace, name)]  # recorded, Foreign or gone
                 if record is None:
                     record = await self.save(new_record(namespace, need, now), create=True)
@@ -287,20 +307,60 @@ class SecretWriter:
         self.metrics.secret_writes.labels("create", "ok").inc()
         log.info("created pull secret %s/%s for %s", *record.key, need.host)
         self._unrecorded[record.key] = (doc, credential)
-        return await self._record_made(record, doc, credential)
+        self._keep_books(record, need, doc, credential)
+        return NeedStatus("ready")
+
+    def _keep_books(
+        self, record: ManagedSecret, need: PullNeed, doc: dict[str, Any], credential: Credential
+    ) -> None:
+        """Record the Secret just created as Ready and make its marker, in the background:
+        the admission that made it is answered at once."""
+        key = record.key
+        task = self.spawn(self._books(record, need, doc, credential))
+        self._bookkeeping[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._bookkeeping.get(key) is finished:
+                del self._bookkeeping[key]
+
+        task.add_done_callback(done)
+
+    async def _books(
+        self, record: ManagedSecret, need: PullNeed, doc: dict[str, Any], credential: Credential
+    ) -> None:
+        try:
+            await self._record_made(record, doc, credential)
+        except ApiError as e:
+            # The Secret stays this replica's (``_unrecorded``); the background retry
+            # records its UID (``write``), the claim's CLAIM_SECONDS notwithstanding.
+            self.metrics.secret_writes.labels("write", "error").inc()
+            log.warning("cannot record pull secret %s/%s: %s", *record.key, e)
+            status = NeedStatus(
+                "pending",
+                f"record write failed: {e.status} {e.reason}",
+                api_unavailable=self._api_down(e),
+            )
+            self.on_pending(record.namespace, need, status)
+
+    async def drain(self) -> None:
+        """Wait (at most BOOKKEEPING_DRAIN_SECONDS) for the bookkeeping of Secrets just
+        created."""
+        pending = list(self._bookkeeping.values())
+        if pending:
+            await asyncio.wait(pending, timeout=BOOKKEEPING_DRAIN_SECONDS)
 
     async def _record_made(
         self, record: ManagedSecret, doc: dict[str, Any], credential: Credential
     ) -> NeedStatus:
         """Record the Secret this replica created as Ready, and make its marker."""
-        # The record and the marker at once: neither needs the other, and an admission
-        # waits for both.
+        # The record and the marker at once: neither needs the other.
         uid = str((doc.get("metadata") or {}).get("uid", ""))
         await asyncio.gather(
             self._save_ready(record, doc, credential),
             self.mark_secret(record.namespace, record.name, uid),
         )
-        self._unrecorded.pop(record.key, None)
+        if self._unrecorded.get(record.key, (None,))[0] is doc:  # not a newer Secret's
+            del self._unrecorded[record.key]
         return NeedStatus("ready")
 
     async def _renew(
@@ -328,16 +388,17 @@ class SecretWriter:
     async def _claim_settles(self, claimed: ManagedSecret) -> None:
         """Wait until another replica's claim moves on (the record changes in the
         records watch's copy: a local look-up every CLAIM_POLL_SECONDS), asking the API
-        server only after CLAIM_RELOAD_SECONDS without news. (Asking at once, as every
-        waiting replica would for every name being made, adds reads to a cold start's
-        writes.)"""
+        server only after CLAIM_RELOAD_SECONDS without news, and only when the watch
+        delivered nothing else either. (Asking at once, as every waiting replica would
+        for every name being made, adds reads to a cold start's writes.)"""
         deadline = time.monotonic() + CLAIM_RELOAD_SECONDS
         while time.monotonic() < deadline:
             await asyncio.sleep(CLAIM_POLL_SECONDS)
             current = self.records.get(claimed.namespace, claimed.name)
             if current is None or current.resource_version != claimed.resource_version:
                 return
-        await self._reload(claimed.namespace, claimed.name)
+        if self.records.silent_for() >= CLAIM_RELOAD_SECONDS:
+            await self._reload(claimed.namespace, claimed.name)
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the

@@ -662,3 +662,31 @@ async def test_the_waiting_replica_reads_the_record_only_when_its_watch_is_silen
     else:
         assert kube.calls["get_record"] >= 1
     await asyncio.gather(a.close(), b.close())
+
+
+@pytest.mark.parametrize("watch", ["prompt", "silent"])
+async def test_a_refused_claim_waits_for_the_watch_and_reads_the_record_only_without_it(
+    config: Config, watch: str
+) -> None:
+    """The other replica's claim was made moments before ours, which the API server
+    refuses (409): its record's event is on its way in our watch, so the record is not
+    read, unless the watch brings nothing within CLAIM_RELOAD_SECONDS."""
+    kube = MemKube()
+    a, b = manager(config, kube), manager(config, kube)
+    need = need_of(config)
+    assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
+    await a.writer.drain()
+
+    async def b_watch() -> None:  # what b's records watch delivers, 0.1 s late
+        await asyncio.sleep(0.1)
+        for record in list(kube.records.values()):
+            b.records.apply("ADDED", record)
+
+    watching = asyncio.create_task(b_watch()) if watch == "prompt" else None
+    outcome = await b.ensure("team-a", [need], budget=5, dry_run=False)
+    if watching is not None:
+        await watching
+    assert dict(outcome.statuses) == {}
+    assert kube.calls["create_record"] == 2 and kube.calls["create_secret"] == 1
+    assert kube.calls["get_record"] == (0 if watch == "prompt" else 1)
+    await asyncio.gather(a.close(), b.close())

@@ -265,7 +265,11 @@ class SecretWriter:
                         return await self._record_made(record, *made)  # a retry
                     del self._unrecorded[(namespace, name)]  # recorded, Foreign or gone
                 if record is None:
-                    record = await self.save(new_record(namespace, need, now), create=True)
+                    try:
+                        record = await self.save(new_record(namespace, need, now), create=True)
+                    except ConflictError:
+                        await self._claimed_elsewhere(namespace, name)
+                        continue
                     return await self._create(record, need, credential)
                 if record.state == "Foreign":
                     return NeedStatus("foreign")
@@ -399,6 +403,19 @@ class SecretWriter:
                 return
         if self.records.silent_for() >= CLAIM_RELOAD_SECONDS:
             await self._reload(claimed.namespace, claimed.name)
+
+    async def _claimed_elsewhere(self, namespace: str, name: str) -> None:
+        """Our claim met a record this replica's watch has not shown yet (another replica
+        claimed the name moments ago): wait for the watch to bring it (its event is
+        already on its way: that create came before ours), and read it only if it has
+        not come within CLAIM_RELOAD_SECONDS. (Reading at once cost a read per Secret in
+        a cold storm, ~0.5 s each on a busy API server.)"""
+        deadline = time.monotonic() + CLAIM_RELOAD_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            if self.records.get(namespace, name) is not None:
+                return
+        await self._reload(namespace, name)
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the

@@ -280,11 +280,11 @@ async def test_a_reloaded_refresh_interval_applies_to_the_refreshers_next_wait(
     refresher = Refresher(store, m, kube, "replica-0", writer=m.writer, collector=m.collector)
     passes: list[float] = []
 
-    async def counted() -> refresher_module.PassReport:
+    async def counted(*, ahead: float = 0.0) -> refresher_module.PassReport:
         passes.append(time.monotonic())
         return refresher_module.PassReport()
 
-    monkeypatch.setattr(refresher, "run_once", counted)
+    monkeypatch.setattr(refresher, "scan", counted)  # what the leader's loop runs each pass
     m.records.replace_all([])  # the manager's watches, as listed
     for informer in m._informers:
         informer.synced.set()

@@ -7,6 +7,7 @@ the bucket's sleeps advance, so minutes of pacing take milliseconds."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Any
 from devenv.support.hotpath import opted_in
 from devenv.support.memkube import MemKube
 from tests.support.bookkeeping import Minter, need_of
-from webhook.config.schema import Config
+from webhook.config.schema import Config, RefreshSettings
 from webhook.config.store import ConfigStore
 from webhook.credentials.base import EXPIRY_MARGIN, Credential
 from webhook.kube.pods import ListedPods
@@ -30,7 +31,7 @@ from webhook.pullsecrets.renewals import (
     Pace,
     renew_at,
 )
-from webhook.upkeep.refresher import Refresher
+from webhook.upkeep.refresher import PassReport, Refresher
 
 #: ECR's token lifetime (12 h): one GetAuthorizationToken serves every namespace of a
 #: principal, so a storm's secrets really do share one credential and one issue time.
@@ -201,14 +202,20 @@ async def test_the_leaders_write_rate_never_exceeds_the_bound_when_all_fall_due_
     assert len(report.refreshed) == count
     times = sorted(t for t, _, _ in kube.writes)
     assert len(times) == 2 * count  # the Secret and its record, per renewal
-    # A token bucket: in any second, at most its burst plus one second's rate of
-    # renewals, two writes each.
-    # The documented bound (webhook.pullsecrets.renewals): 10 renewals a second after a burst of 10.
-    assert (RENEWALS_PER_SECOND, RENEWAL_BURST) == (10.0, 10)
+    # The documented bound (webhook.pullsecrets.renewals): 25 renewals a second, one at
+    # a time.
+    assert (RENEWALS_PER_SECOND, RENEWAL_BURST) == (25.0, 1)
+    # In any second, at most one second's rate of renewals plus the burst, two writes
+    # each...
     bound = 2 * (RENEWAL_BURST + RENEWALS_PER_SECOND)
     for i, t in enumerate(times):
         in_that_second = sum(1 for u in times[i:] if u < t + 1.0)
         assert in_that_second <= bound, (t - began, in_that_second)
+    # ... and never a batch: after the first, renewals are 1/rate apart (a burst of 10
+    # used to let ten through back to back).
+    secrets = sorted(t for t, kind, _ in kube.writes if kind == "secret")
+    gaps = [b - a for a, b in itertools.pairwise(secrets)]
+    assert min(gaps) >= 1 / RENEWALS_PER_SECOND - 1e-6
     # ... and paced, not merely slow: the pass took as long as the bound makes it.
     took = times[-1] - began
     expected = (count - RENEWAL_BURST) / RENEWALS_PER_SECOND
@@ -247,3 +254,156 @@ async def test_the_bound_never_holds_a_renewal_past_its_credentials_usable_end(
     assert sum(1 for t in written.values() if t == began) >= len(urgent)
     pace = refresher.pace
     assert max(written.values()) - began >= (3000 - len(urgent) - pace.burst) / pace.rate - 1
+
+
+class CacheMinter(Minter):
+    """The credential cache for one identity: one credential shared by every namespace,
+    exchanged again once ``fraction`` of its lifetime has passed on ``clock``."""
+
+    def __init__(self, clock: FakeTime, lifetime: float, fraction: float) -> None:
+        super().__init__(lifetime)
+        self.clock = clock
+        self.fraction = fraction
+        self.current: Credential | None = None
+
+    async def get(self, need: Any, namespace: str) -> Credential:
+        now = self.clock()
+        if self.current is None or now >= self.current.refresh_at(self.fraction):
+            self.calls += 1
+            self.current = Credential(
+                "00000000-0000-0000-0000-000000000000",
+                f"token-{self.calls}",
+                (need.host,),
+                expires_at=now + self.lifetime,
+                issued_at=now,
+            )
+        return self.current
+
+
+async def minted_leader(
+    config: Config, clock: FakeTime, count: int, lifetime: float
+) -> tuple[TimedKube, Refresher, list[ManagedSecret]]:
+    """A leader over ``count`` secrets minted in one instant from one shared credential
+    of ``lifetime`` seconds, each referenced by a pod, marked as its watch would show."""
+    kube = TimedKube(clock)
+    minter = CacheMinter(clock, lifetime, config.refresh.fraction)
+    manager = PullSecretManager(ConfigStore(config), kube, minter, clock=clock)
+    need = need_of(config)
+    namespaces = [f"ns-{i}" for i in range(count)]
+    manager.namespaces.replace_all(opted_in(*namespaces))
+    for ns in namespaces:
+        await manager.writer.refresh(ns, need)
+    records = [manager.records.get(ns, need.secret_name) for ns in namespaces]
+    ready = [r for r in records if r is not None and r.state == "Ready"]
+    for r in ready:
+        manager.markers.apply("ADDED", marker_object(r.namespace, r.name, r.secret_uid))
+    pace = Pace(RENEWALS_PER_SECOND, RENEWAL_BURST, clock=clock, sleep=clock.sleep)
+    refresher = Refresher(
+        ConfigStore(config),
+        manager,
+        kube,
+        "replica-0",
+        writer=manager.writer,
+        collector=manager.collector,
+        clock=clock,
+        pace=pace,
+        sleep=clock.sleep,
+    )
+    pods = [
+        {
+            "metadata": {"namespace": ns, "name": "p"},
+            "spec": {"imagePullSecrets": [{"name": need.secret_name}]},
+        }
+        for ns in namespaces
+    ]
+    refresher.references.replace_all(ListedPods.of(pods))
+    kube.writes.clear()
+    return kube, refresher, ready
+
+
+async def lead(refresher: Refresher, clock: FakeTime, until: float, interval: float) -> None:
+    """The leader's loop on the fake clock: a pass every ``interval`` that schedules what
+    falls due before the next, and the renewer between passes."""
+    report = PassReport()
+    while clock.now < until:
+        await refresher.scan(ahead=interval + 10)
+        await refresher.renew_until(clock.now + interval, report)
+
+
+async def test_a_wave_is_renewed_as_each_secret_falls_due_one_at_a_time(config: Config) -> None:
+    """The shortest tokens the webhook handles (1 hour), 1,000 secrets minted together,
+    passes a minute apart: every secret is renewed once, at its own time (within a
+    second of it: no pass gathers them into a batch), one at a time, before it expires."""
+    clock = FakeTime()
+    lifetime = 3600.0
+    kube, refresher, records = await minted_leader(config, clock, 1000, lifetime)
+    assert len(records) == 1000
+    issued = records[0].expires_at - lifetime
+    credential = Credential("AWS", "t", ("h",), issued + lifetime, issued)
+    due = {r.namespace: r.refresh_at for r in records}
+    spread_over_the_window(list(due.values()), credential, config.refresh.fraction)
+    first_wave_end = max(due.values()) + 1
+    await lead(refresher, clock, first_wave_end + 60, interval=60.0)
+    written = [(t, ns) for t, kind, ns in kube.writes if kind == "secret" and t < first_wave_end]
+    assert sorted(ns for _, ns in written) == sorted(due)  # each once
+    late = [t - due[ns] for t, ns in written]
+    assert min(late) >= 0 and max(late) <= 1.0, (min(late), max(late))
+    times = sorted(t for t, _ in written)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1 / RENEWALS_PER_SECOND - 1e-6
+    # Spread as their due times: renewals fall across the window like the due times.
+    spread_over_the_window(times, credential, config.refresh.fraction)
+    assert all(
+        t < r.expires_at - EXPIRY_MARGIN
+        for (t, _), r in zip(sorted(written), records, strict=False)
+    )
+
+
+def test_the_bound_renews_thirty_thousand_secrets_of_the_shortest_token_in_time() -> None:
+    """The bound's reason (webhook.pullsecrets.renewals): 30,000 secrets sharing a 1-hour
+    token (the shortest the webhook handles), minted in one storm, at the default
+    fraction: their steady state fits under it, and so does their first wave, all of
+    it between its first due time and the urgent line, with no help from the override."""
+    lifetime, fraction, count = 3600.0, RefreshSettings().fraction, 30_000
+    assert count / (fraction * lifetime) <= 0.8 * RENEWALS_PER_SECOND  # 16.7 a second
+    first_due = fraction * lifetime
+    urgent_line = lifetime - EXPIRY_MARGIN - URGENT_SECONDS
+    assert first_due + count / RENEWALS_PER_SECOND <= urgent_line - 120  # 2 min to spare
+
+
+async def test_all_due_at_once_are_paced_one_at_a_time_and_none_needs_the_override(
+    config: Config,
+) -> None:
+    """3,000 due at once, sharing one expiry a little further off than the bucket needs
+    to renew them all: written one at a time, 1/rate apart, none by the override (which
+    would write it at once) and each before its credential's usable end."""
+    clock = FakeTime()
+    count = 3000
+    began = clock.now
+    expires_at = began + EXPIRY_MARGIN + URGENT_SECONDS + count / RENEWALS_PER_SECOND + 10
+    kube, refresher = await due_secrets(config, clock, [expires_at] * count)
+    report = await refresher.run_once()
+    assert len(report.refreshed) == count
+    paced = sorted(t for t, kind, _ in kube.writes if kind == "secret")
+    assert paced[-1] < expires_at - EXPIRY_MARGIN - URGENT_SECONDS
+    gaps = [b - a for a, b in itertools.pairwise(paced)]
+    assert min(gaps) >= 1 / RENEWALS_PER_SECOND - 1e-6
+    assert abs(paced[-1] - began - (count - RENEWAL_BURST) / RENEWALS_PER_SECOND) <= 1
+
+
+async def test_a_scheduled_renewal_an_admission_made_first_is_not_written_again(
+    config: Config,
+) -> None:
+    clock = FakeTime()
+    kube, refresher, records = await minted_leader(config, clock, 50, 3600.0)
+    first = min(records, key=lambda r: r.refresh_at)
+    clock.now = first.refresh_at - 30
+    await refresher.scan(ahead=3600)
+    assert first.key in refresher.queue
+    # An admission in that namespace renews it before the renewer's turn comes.
+    clock.now = first.refresh_at
+    await refresher.writer.refresh(first.namespace, need_of(config))
+    renewed_by_admission = len(kube.writes)
+    assert renewed_by_admission == 2
+    await refresher.renew_until(clock.now + 1, PassReport())
+    assert [w for w in kube.writes if w[2] == first.namespace] == kube.writes[:2]

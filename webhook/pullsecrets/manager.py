@@ -159,6 +159,10 @@ class PullSecretManager:
         """Every record of a pull secret this install manages (from the watch)."""
         return self.records.records()
 
+    def record(self, namespace: str, name: str) -> ManagedSecret | None:
+        """The record of one pull secret, as the watch and this replica's writes keep it."""
+        return self.records.get(namespace, name)
+
     def namespace_state(self, namespace: str) -> NamespaceState:
         return self.namespaces.state(namespace)
 

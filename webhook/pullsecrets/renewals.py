@@ -8,9 +8,12 @@ server's other clients queue behind. Two things prevent that:
 
 - ``renew_at``: each secret's renewal time is moved by its own share of the refresh
   window, so renewals are spread across it whatever the mint times were;
-- ``Pace``: the leader's renewals go through one token bucket, soonest expiry first, so
-  its write rate stays under a bound even when many fall due together (a restart after
-  an outage, a refresh window shorter than the spread).
+- ``Pace`` and ``DueQueue``: the leader renews each secret when it falls due, one at
+  a time through a token bucket that lets one renewal through every ``1 / rate``
+  seconds (no batches: a pass schedules what falls due before the next one, and the
+  renewals go out at their own times), soonest expiry first when several wait, so its
+  write rate stays under a bound even when many fall due together (a restart after an
+  outage, a refresh window shorter than the spread).
 
 Pure (the clock and the sleep are given).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,21 +36,37 @@ from webhook.credentials.base import EXPIRY_MARGIN, Credential
 #: token's between 6 h and 9 h.
 JITTER_SHARE = 0.5
 
-#: The leader renews at most this many secrets per second (each renewal is two writes:
-#: the Secret, then its record; so 20 writes/s). Why this number: the webhook's
-#: requests are a ServiceAccount's, which API Priority and Fairness puts at the
-#: ``workload-low`` level, sharing the API server's default 600 seats
-#: (``--max-requests-inflight`` 400 + ``--max-mutating-requests-inflight`` 200) with
-#: every controller and user. A write takes 5-20 ms on a healthy API server, so 20
-#: writes/s holds under half a seat on average: well under 1% of the 200 mutating seats,
-#: and about the write rate of one busy controller (client-go's default client QPS is
-#: 5, burst 10; kube-controller-manager runs at 20 QPS). It renews 30,000 secrets in
-#: 50 minutes, inside the 45-minute-plus spread of a 3-hour token's window with its
-#: headroom; what does not fit is caught by ``URGENT_SECONDS``.
-RENEWALS_PER_SECOND = 10.0
+#: The leader renews at most this many secrets per second: each renewal is two writes
+#: (the Secret, then its record), so 50 writes/s. Why this number:
+#:
+#: - What 30,000 secrets need. A shared credential is renewed every ``fraction`` of its
+#:   lifetime, and each of its secrets once per renewal. The shortest tokens the webhook
+#:   handles live 1 hour (Artifact Registry access tokens, the ``generic`` kind's nominal
+#:   lifetime; an ACR scoped token lives about 75 minutes): at the default fraction 0.5,
+#:   30,000 of them need 16.7 renewals/s in steady state. Minted in one storm, they all
+#:   fall due from 30 minutes on (spread over the next 14.5) and must all be renewed
+#:   before the last 5 minutes (``URGENT_SECONDS``) of their usable 59: 24 minutes for
+#:   30,000, at least 20.8 a second. At 25 a second they take 20 minutes, with 4 to
+#:   spare; at 20 the last 1,200 would be left to the override, written unpaced.
+#:   (3-hour ACR tokens need 5.6 a second in steady state, 12-hour ECR tokens 1.4: the
+#:   bound only ever paces their first waves.)
+#: - What a small control plane can spare. The webhook's requests are a
+#:   ServiceAccount's, which API Priority and Fairness puts at the ``workload-low``
+#:   level, sharing the API server's default 600 seats (``--max-requests-inflight`` 400
+#:   + ``--max-mutating-requests-inflight`` 200) with every controller and user. A
+#:   renewal's write takes 5-20 ms, so 50 writes/s hold one seat on average, and with
+#:   the burst of one below never more than two at once. It is kube-scheduler's default
+#:   client rate (50 QPS), and a sixth or less of what a 2-core control plane writes
+#:   when it has to (170-390 pods created a second on the benchmark machine,
+#:   bench/README.md). ``bench/renewals.py`` measures what it costs other clients' reads
+#:   there, against a plain client writing as fast.
+RENEWALS_PER_SECOND = 25.0
 
-#: Renewals the bucket lets through back to back after a quiet spell: one second's worth.
-RENEWAL_BURST = 10
+#: Renewals the bucket lets through back to back after a quiet spell: one. Renewals
+#: go out one every ``1 / RENEWALS_PER_SECOND`` seconds even when hundreds are due, so
+#: the API server never sees a batch of them (a burst of 10 made the other clients'
+#: reads queue behind 20 writes at once).
+RENEWAL_BURST = 1
 
 #: A secret whose credential stops being usable (its expiry less EXPIRY_MARGIN) within
 #: this many seconds is renewed without waiting for the bucket: the bound never pushes
@@ -120,3 +140,53 @@ class Pace:
         expire soonest after it, for as long as the urgent ones took)."""
         self._fill()
         self._tokens = max(self._tokens - 1.0, 0.0)
+
+
+class DueQueue:
+    """The renewals the leader has scheduled, by key (``namespace``, ``name``): each
+    waits for its own due time, then, among those due, the soonest to expire goes first.
+
+    A pass of the refresher schedules what falls due before the next pass; the leader's
+    renewer takes them one at a time, so renewals go out when each falls due (spread as
+    ``renew_at`` placed them), not in a batch at the start of each pass."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[float, float, tuple[str, str]]] = []  # (due, expiry, key)
+        self._due: list[tuple[float, tuple[str, str]]] = []  # (expiry, key)
+        self._queued: dict[tuple[str, str], float] = {}  # key -> due
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._queued
+
+    def schedule(self, key: tuple[str, str], due: float, expires_at: float) -> None:
+        """Renew ``key`` at ``due``. A key already queued keeps its place (a later pass
+        sees the same record until it is renewed)."""
+        if key in self._queued:
+            return
+        self._queued[key] = due
+        heapq.heappush(self._waiting, (due, expires_at, key))
+
+    def next_due(self) -> float | None:
+        """When the next renewal falls due (now or earlier if one is due already)."""
+        if self._due:
+            return float("-inf")
+        return self._waiting[0][0] if self._waiting else None
+
+    def pop(self, now: float) -> tuple[str, str] | None:
+        """The due key that expires soonest, or None when none is due at ``now``."""
+        while self._waiting and self._waiting[0][0] <= now:
+            _, expires_at, key = heapq.heappop(self._waiting)
+            heapq.heappush(self._due, (expires_at, key))
+        if not self._due:
+            return None
+        _, key = heapq.heappop(self._due)
+        del self._queued[key]
+        return key
+
+    def clear(self) -> None:
+        self._waiting.clear()
+        self._due.clear()
+        self._queued.clear()

@@ -32,13 +32,17 @@ from webhook.kube.pods import ListedPods
 from webhook.pullsecrets.collector import Collecting
 from webhook.pullsecrets.namespaces import NamespaceState
 from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret
-from webhook.pullsecrets.renewals import Pace, urgent
+from webhook.pullsecrets.renewals import DueQueue, Pace, urgent
 from webhook.pullsecrets.writer import Writing
 from webhook.upkeep.election import RELEASE_SECONDS, RENEW_SECONDS, LeaderElector, LeaseApi
 from webhook.upkeep.healing import Healer
 from webhook.upkeep.references import References
 
 log = logging.getLogger(__name__)
+
+#: The longest the renewer sleeps with nothing due: a pass that schedules a renewal due
+#: at once is heard within this.
+RENEWER_POLL_SECONDS = 1.0
 
 
 class PodSource(Protocol):
@@ -58,6 +62,8 @@ class SecretBook(Protocol):
     and the namespaces, as the watches keep them."""
 
     def managed(self) -> Iterable[ManagedSecret]: ...
+
+    def record(self, namespace: str, name: str) -> ManagedSecret | None: ...
 
     def namespace_state(self, namespace: str) -> NamespaceState: ...
 
@@ -90,13 +96,15 @@ class Refresher:
         clock: Callable[[], float] = time.time,
         healer: Healer | None = None,
         pace: Pace | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``store`` is where the config file is reloaded into: each pass renews secrets by
         the registry entries in use at that time. ``on_leader`` hears
         whether this replica leads after each try (for the leader metric). ``healer``,
         when given, follows the same pods watch and runs on every tick of the leader.
         ``pace`` bounds the rate of renewals (webhook.pullsecrets.renewals; tests give their
-        own). ``book`` is what the pass reads; ``writer`` renews, re-creates and checks
+        own, and a ``sleep`` on their clock for the renewer's waits). ``book`` is what the
+        pass reads; ``writer`` renews, re-creates and checks
         secrets as admissions do, ``collector`` deletes what no pod uses."""
         self.store = store
         self.book = book
@@ -113,6 +121,11 @@ class Refresher:
         self._task: asyncio.Task[None] | None = None
         self._pass: asyncio.Task[None] | None = None
         self.pace = pace or Pace()
+        self.sleep = sleep
+        #: What the passes scheduled, renewed one at a time by the renewer task.
+        self.queue = DueQueue()
+        self._renewer: asyncio.Task[None] | None = None
+        self._renewed = PassReport()  # the renewer's, since the last pass logged them
         self.leader = False
         self.references = References(start.secret_prefix)
         self._watches: tuple[Informer[ListedPods], ...] = ()
@@ -135,7 +148,7 @@ class Refresher:
         self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
-        for task in (self._task, self._pass):
+        for task in (self._task, self._pass, self._renewer):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -193,11 +206,9 @@ class Refresher:
                 # A reload changed secretPrefix: the pods watch keeps only names with the
                 # old one, so it starts over (garbage collection waits for it to sync).
                 await self._follow(False)
-            if not self.leader and self._pass is not None:
+            if not self.leader:
                 # Another replica leads now: it does the upkeep from here.
-                self._pass.cancel()
-                await asyncio.gather(self._pass, return_exceptions=True)
-                self._pass = None
+                await self._stop_upkeep()
             await self._follow(self.leader)
             if (
                 self.leader
@@ -209,6 +220,10 @@ class Refresher:
                 # the Lease, which this loop keeps renewing meanwhile.
                 last_pass = time.monotonic()
                 self._pass = asyncio.create_task(self._one_pass())
+            if self.leader and self._watches_synced() and self._renewer is None:
+                # Renewals go out from here as each falls due, paced one at a time: not
+                # in batches on this loop's tick or at the start of a pass.
+                self._renewer = asyncio.create_task(self._renewing())
             if self.healer is not None and self.leader and self._watches_synced():
                 # Every tick: with nothing stuck it makes no request (a local scan).
                 try:
@@ -218,10 +233,38 @@ class Refresher:
                     log.exception("healing pass failed")
             await asyncio.sleep(RENEW_SECONDS)
 
+    async def _stop_upkeep(self) -> None:
+        for task in (self._pass, self._renewer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._pass = self._renewer = None
+        self.queue.clear()
+
+    async def _renewing(self) -> None:
+        """The leader's renewer: what the passes scheduled, each when it falls due."""
+        await self.book.wait_synced()
+        while True:
+            try:
+                await self.renew_until(None, self._renewed)
+            except Exception:
+                log.exception("renewal failed")
+                await self.sleep(RENEWER_POLL_SECONDS)
+
+    def _ahead(self) -> float:
+        """How far ahead a pass schedules renewals: until the next pass may start (a pass
+        starts on the Lease's tick once ``intervalSeconds`` have passed), with a tick to
+        spare."""
+        return self.config.refresh.interval_seconds + 2 * RENEW_SECONDS
+
     async def _one_pass(self) -> None:
         try:
             await self.book.wait_synced()
-            report = await self.run_once()
+            report = await self.scan(ahead=self._ahead())
+            renewed, self._renewed = self._renewed, PassReport()
+            report.refreshed += renewed.refreshed
+            report.recreated += renewed.recreated
+            report.failed += renewed.failed
             if report.refreshed or report.recreated or report.collected or report.failed:
                 log.info(
                     "refresher: %d refreshed, %d re-created, %d collected, %d failed",
@@ -263,9 +306,19 @@ class Refresher:
         return min(CLAIM_SECONDS, self.config.refresh.gc_grace_seconds)
 
     async def run_once(self) -> PassReport:
+        """One pass, renewals included: what is due now is renewed, paced, before it
+        returns (the leader's loop instead scans ahead and leaves the renewals to its
+        renewer, ``renew_until``)."""
+        report = await self.scan()
+        await self.renew_until(self.clock(), report)
+        return report
+
+    async def scan(self, *, ahead: float = 0.0) -> PassReport:
+        """Walk the records: schedule the renewal of each in-use secret falling due within
+        ``ahead`` seconds (``queue``, at its own time), re-create, mark, collect and forget
+        the rest as they need."""
         report = PassReport()
         now = self.clock()
-        due: list[ManagedSecret] = []
         by_namespace: dict[str, list[ManagedSecret]] = defaultdict(list)
         for record in self.book.managed():
             by_namespace[record.namespace].append(record)
@@ -282,13 +335,17 @@ class Refresher:
                 continue
             for record in records:
                 in_use = self.references.referenced(namespace, record.name)
+                if (
+                    in_use
+                    and self._due(record, now + ahead)
+                    and (record.refresh_at <= now or self.writer.present(record, now))
+                ):
+                    # Renewed by the renewer when it falls due, paced.
+                    self.queue.schedule(record.key, record.refresh_at, record.expires_at)
+                    continue
                 if in_use and self._settled(record, now):
                     continue  # the common case, decided without a call or an await
-                if in_use and self._due(record, now):
-                    due.append(record)  # renewed below, paced
-                    continue
                 await self._guarded(record, report, self._keep if in_use else self._collect)
-        await self._renew_due(due, report)
         return report
 
     @staticmethod
@@ -299,18 +356,56 @@ class Refresher:
             and now >= record.refresh_at
         )
 
-    async def _renew_due(self, due: list[ManagedSecret], report: PassReport) -> None:
-        """Renew what fell due, soonest expiry first, through the bucket (renewals.Pace):
-        many due at once (secrets minted together, a leader back after an outage) are
-        written at a bounded rate, never in one burst. One whose credential would stop
-        being usable before the bucket lets it through goes at once."""
-        due.sort(key=lambda r: r.expires_at)
-        for record in due:
-            if urgent(record.expires_at, self.clock()):
-                self.pace.spend()
-            else:
-                await self.pace.take()
-            await self._guarded(record, report, self._keep)
+    async def renew_until(self, until: float | None, report: PassReport) -> None:
+        """Renew what the passes scheduled as each falls due, until the clock reads
+        ``until`` and none due by then is left (None: for ever): soonest expiry first
+        among those due, one at a time through the bucket (renewals.Pace), so many due
+        at once (secrets minted together, a leader back after an outage) are written at
+        a bounded rate, never in a burst. One whose credential would stop being usable
+        before the bucket lets it through goes at once."""
+        while True:
+            if await self._renew_next(report, until):
+                continue
+            now = self.clock()
+            if until is not None and now >= until:
+                return  # nothing due by ``until`` is left
+            upcoming = self.queue.next_due()
+            target = now + RENEWER_POLL_SECONDS if upcoming is None else upcoming
+            if until is not None:
+                target = min(target, until)
+            await self.sleep(min(max(target - now, 0.0), RENEWER_POLL_SECONDS))
+
+    def _still_due(self, key: tuple[str, str], now: float) -> ManagedSecret | None:
+        """The record of a scheduled renewal, if it is still to be renewed: an admission
+        may have renewed it meanwhile, its namespace opted out or gone, its pods too."""
+        record = self.book.record(*key)
+        if (
+            record is None
+            or not self._due(record, now)
+            or self.book.namespace_state(record.namespace) != "opted-in"
+            or not self.references.referenced(record.namespace, record.name)
+        ):
+            return None
+        return record
+
+    async def _renew_next(self, report: PassReport, until: float | None) -> bool:
+        """Renew the next due secret, if there is one (False: none is due yet)."""
+        now = self.clock()
+        key = self.queue.pop(now if until is None else min(now, until))
+        if key is None:
+            return False
+        record = self._still_due(key, now)
+        if record is None:
+            return True
+        if urgent(record.expires_at, now):
+            self.pace.spend()
+        else:
+            await self.pace.take()
+            record = self._still_due(key, self.clock())
+            if record is None:
+                return True
+        await self._guarded(record, report, self._keep)
+        return True
 
     async def _guarded(
         self,

@@ -19,6 +19,7 @@ from tests.support.bookkeeping import (
     need_of,
     record_of,
 )
+from webhook.admission.decision import Outcome
 from webhook.admission.needs import PullNeed, pull_needs
 from webhook.config.load import parse_config
 from webhook.config.schema import Config
@@ -200,6 +201,38 @@ def test_markers_remember_which_went_including_while_no_watch_ran() -> None:
     assert not markers.lost(replace(record, secret_uid="uid-2"))  # another Secret of that name
 
 
+async def race(
+    kube: MemKube,
+    a: PullSecretManager,
+    b: PullSecretManager,
+    need: PullNeed,
+    *,
+    drain: bool = False,
+) -> list[Outcome]:
+    """Both replicas ensure ``need`` at once while each one's watches deliver what the API
+    holds, a moment later; ``drain``: then wait for their bookkeeping too."""
+
+    async def watches() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            for m in (a, b):
+                for record in list(kube.records.values()):
+                    m.records.apply("MODIFIED", record)
+                m.markers.replace_all(list(kube.markers.values()))
+
+    watching = asyncio.create_task(watches())
+    try:
+        outcomes = await asyncio.gather(
+            a.ensure("team-a", [need], budget=5, dry_run=False),
+            b.ensure("team-a", [need], budget=5, dry_run=False),
+        )
+        if drain:
+            await asyncio.gather(a.writer.drain(), b.writer.drain())
+    finally:
+        watching.cancel()
+    return list(outcomes)
+
+
 async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config) -> None:
     kube = MemKube()
     a, b = manager(config, kube), manager(config, kube)
@@ -222,23 +255,8 @@ async def test_the_replica_that_loses_the_race_follows_the_winner_without_a_writ
     kube = MemKube()
     a, b = manager(config, kube), manager(config, kube)
 
-    async def watches() -> None:  # what each replica's watches deliver, a moment later
-        while True:
-            await asyncio.sleep(0.01)
-            for m in (a, b):
-                for record in list(kube.records.values()):
-                    m.records.apply("MODIFIED", record)
-                m.markers.replace_all(list(kube.markers.values()))
-
-    watching = asyncio.create_task(watches())
     need = need_of(config)
-    try:
-        outcomes = await asyncio.gather(
-            a.ensure("team-a", [need], budget=5, dry_run=False),
-            b.ensure("team-a", [need], budget=5, dry_run=False),
-        )
-    finally:
-        watching.cancel()
+    outcomes = await race(kube, a, b, need)
     assert [dict(o.statuses) for o in outcomes] == [{}, {}]
     assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
     for call in ("replace_secret", "check_secret", "delete_marker"):
@@ -576,24 +594,8 @@ async def test_two_replicas_racing_with_the_bookkeeping_delayed_write_each_secre
     kube = SlowBooks(delay=0.5)
     a, b = manager(config, kube), manager(config, kube)
 
-    async def watches() -> None:
-        while True:
-            await asyncio.sleep(0.01)
-            for m in (a, b):
-                for record in list(kube.records.values()):
-                    m.records.apply("MODIFIED", record)
-                m.markers.replace_all(list(kube.markers.values()))
-
-    watching = asyncio.create_task(watches())
     need = need_of(config)
-    try:
-        outcomes = await asyncio.gather(
-            a.ensure("team-a", [need], budget=5, dry_run=False),
-            b.ensure("team-a", [need], budget=5, dry_run=False),
-        )
-        await asyncio.gather(a.writer.drain(), b.writer.drain())
-    finally:
-        watching.cancel()
+    outcomes = await race(kube, a, b, need, drain=True)
     assert [dict(o.statuses) for o in outcomes] == [{}, {}]
     assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
     for call in ("replace_secret", "check_secret", "delete_marker"):

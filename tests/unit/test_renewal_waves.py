@@ -143,6 +143,27 @@ def test_a_secret_keeps_its_place_in_the_window_from_one_renewal_to_the_next() -
     assert renew_at(first, 0.5, "team-a", "psw-x") != renew_at(first, 0.5, "team-b", "psw-x")
 
 
+def leader(
+    config: Config,
+    manager: PullSecretManager,
+    kube: TimedKube,
+    clock: FakeTime,
+    **options: Any,
+) -> Refresher:
+    """The leader's refresher over ``manager``, paced by the documented bucket on ``clock``."""
+    return Refresher(
+        ConfigStore(config),
+        manager,
+        kube,
+        "replica-0",
+        writer=manager.writer,
+        collector=manager.collector,
+        clock=clock,
+        pace=Pace(RENEWALS_PER_SECOND, RENEWAL_BURST, clock=clock, sleep=clock.sleep),
+        **options,
+    )
+
+
 async def due_secrets(
     config: Config, clock: FakeTime, expiries: list[float]
 ) -> tuple[TimedKube, Refresher]:
@@ -153,17 +174,7 @@ async def due_secrets(
     need = need_of(config)
     namespaces = [f"ns-{i}" for i in range(len(expiries))]
     manager.namespaces.replace_all(opted_in(*namespaces))
-    pace = Pace(RENEWALS_PER_SECOND, RENEWAL_BURST, clock=clock, sleep=clock.sleep)
-    refresher = Refresher(
-        ConfigStore(config),
-        manager,
-        kube,
-        "replica-0",
-        writer=manager.writer,
-        collector=manager.collector,
-        clock=clock,
-        pace=pace,
-    )
+    refresher = leader(config, manager, kube, clock)
     pods = []
     for ns, expires_at in zip(namespaces, expiries, strict=True):
         uid = kube.plant_secret(ns, need.secret_name)["metadata"]["uid"]
@@ -297,18 +308,7 @@ async def minted_leader(
     ready = [r for r in records if r is not None and r.state == "Ready"]
     for r in ready:
         manager.markers.apply("ADDED", marker_object(r.namespace, r.name, r.secret_uid))
-    pace = Pace(RENEWALS_PER_SECOND, RENEWAL_BURST, clock=clock, sleep=clock.sleep)
-    refresher = Refresher(
-        ConfigStore(config),
-        manager,
-        kube,
-        "replica-0",
-        writer=manager.writer,
-        collector=manager.collector,
-        clock=clock,
-        pace=pace,
-        sleep=clock.sleep,
-    )
+    refresher = leader(config, manager, kube, clock, sleep=clock.sleep)
     pods = [
         {
             "metadata": {"namespace": ns, "name": "p"},

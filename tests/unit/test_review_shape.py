@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from devenv.support.reviews import make_pod, make_review
 from webhook.admission import jsonio
 from webhook.admission.reviews import (
     MAX_DEPTH,
@@ -95,17 +96,7 @@ def test_the_walk_decides_what_the_shape_cannot(body: bytes) -> None:
 
 
 def test_a_review_decoded_with_its_scan_is_the_review_decoded_alone() -> None:
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "object": {"spec": {"containers": [{"name": "a", "image": "x"}]}},
-        },
-    }
+    review = make_review(make_pod("x"))
     body = json.dumps(review).encode()
     assert decode_review(body, scan_body(body)) == decode_review(body)
     deep = json.dumps({**review, "x": _chain(MAX_DEPTH, 1, keyed=False)}).encode()

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, TypeGuard
+from typing import Any, Literal, Protocol
 
+from webhook.admission.jsonio import is_object
 from webhook.admission.needs import PullNeed, pull_needs
 from webhook.admission.reviews import AdmissionRequest
 from webhook.admission.verdicts import Verdict, allowed, denied, left_alone
@@ -88,11 +89,6 @@ class SecretSource(Protocol):
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
-def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
-    """A dict (decoded JSON) without the ABC's ``__instancecheck__``, or another Mapping."""
-    return type(value) is dict or isinstance(value, Mapping)
-
-
 def pod_display_name(pod: Mapping[str, Any], request: AdmissionRequest) -> str:
     meta = pod.get("metadata") or {}
     name = meta.get("name") or request.get("name")
@@ -117,13 +113,13 @@ def plan(request: AdmissionRequest, config: Config) -> Skip | Plan:
     if not ((op == "CREATE" and not sub) or (op == "UPDATE" and sub == EPHEMERAL_SUBRESOURCE)):
         return Skip(f"operation {op}{'/' + sub if sub else ''} is not handled")
     pod = request.get("object")
-    if not _is_mapping(pod):
+    if not is_object(pod):
         return Skip("request has no pod object")
     meta = pod.get("metadata")
-    if not _is_mapping(meta):
+    if not is_object(meta):
         meta = _NO_METADATA
     labels = meta.get("labels")
-    if _is_mapping(labels) and labels.get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
+    if is_object(labels) and labels.get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
         return Skip("pod opted out")
     namespace = request.get("namespace") or meta.get("namespace", "")
     if not namespace:
@@ -144,10 +140,10 @@ def plan(request: AdmissionRequest, config: Config) -> Skip | Plan:
 
 def _listed_secrets(pod: Mapping[str, Any]) -> set[str]:
     spec = pod.get("spec")
-    current = spec.get("imagePullSecrets") if _is_mapping(spec) else None
+    current = spec.get("imagePullSecrets") if is_object(spec) else None
     if not isinstance(current, list):
         return set()
-    return {str(e.get("name")) for e in current if _is_mapping(e)}
+    return {str(e.get("name")) for e in current if is_object(e)}
 
 
 PULL_SECRETS_PATH = "/spec/imagePullSecrets"
@@ -162,7 +158,7 @@ def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> li
     written directly rather than diffed on every admission.
     """
     spec = pod.get("spec")
-    if not _is_mapping(spec):
+    if not is_object(spec):
         return []
     present = _listed_secrets(pod)
     missing = [n for n in dict.fromkeys(names) if n not in present]

@@ -8,7 +8,8 @@ and the benchmark's floor all use the same codec.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -23,3 +24,10 @@ def loads(data: bytes | bytearray) -> Any:
 def dumps(doc: Any) -> bytes:
     """Compact JSON (no spaces), as the API server itself writes it."""
     return orjson.dumps(doc)
+
+
+def is_object(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """A JSON object: a dict (what ``loads`` gives) or another Mapping. ``type()`` first: a
+    Mapping check goes through the ABC's ``__instancecheck__`` (a tenth of a microsecond,
+    several times per container of every review)."""
+    return type(value) is dict or isinstance(value, Mapping)

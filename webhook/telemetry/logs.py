@@ -33,6 +33,15 @@ def _safe(value: str) -> str:
     return value if len(value) <= CONTEXT_VALUE_MAX else value[: CONTEXT_VALUE_MAX - 1] + "…"
 
 
+def _merged(base: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
+    """``base`` with each non-empty field added, made safe to log."""
+    merged = dict(base)
+    for key, value in fields.items():
+        if value:
+            merged[key] = _safe(str(value))
+    return merged
+
+
 class log_context:
     """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
 
@@ -47,23 +56,15 @@ class log_context:
         self._fields = fields
 
     def __enter__(self) -> log_context:
-        merged = dict(_context.get())
-        for key, value in self._fields.items():
-            if value:
-                merged[key] = _safe(str(value))
-        self._merged = merged
-        self._token = _context.set(merged)
+        self._merged = _merged(_context.get(), self._fields)
+        self._token = _context.set(self._merged)
         return self
 
     def add(self, **fields: str) -> None:
         """More fields for the rest of this block (the admission's pod once it is known):
         what a nested block would give, without a second enter and exit per admission."""
-        merged = dict(self._merged)
-        for key, value in fields.items():
-            if value:
-                merged[key] = _safe(str(value))
-        self._merged = merged
-        _context.set(merged)  # the block's exit still resets to what was before it
+        self._merged = _merged(self._merged, fields)
+        _context.set(self._merged)  # the block's exit still resets to what was before it
 
     def __exit__(self, *exc: object) -> None:
         _context.reset(self._token)

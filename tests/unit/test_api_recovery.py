@@ -89,13 +89,13 @@ async def test_a_secret_unwritable_while_the_api_was_unreachable_is_made_as_it_r
     assert status.state == "pending" and status.api_unavailable
     assert kube.health.down
     await asyncio.sleep(1.0)
-    assert kube.calls["create_record"] == 1  # waiting, not retrying in a loop
+    assert kube.calls["create_secret"] == 1  # waiting, not retrying in a loop
     assert 1 <= kube.probes <= 2  # one cheap probe every 0.5-2 s
     kube.unreachable = False
     took = await wait_until(lambda: ("team-a", need.secret_name) in kube.secrets, NOTICED_WITHIN)
     assert took < NOTICED_WITHIN < RETRY_FIRST_SECONDS
     assert not kube.health.down
-    assert kube.calls["create_record"] == 2
+    assert kube.calls["create_secret"] == 2
     await m.close()
 
 
@@ -108,15 +108,15 @@ async def test_a_refusal_from_an_api_server_just_back_is_retried_on_its_cadence(
     kube = MemKube()
     m = manager(config, kube, Minter())
     [need] = pull_needs(config, make_pod(ACR))
-    create_record = kube.create_record
+    create_secret = kube.create_secret
     refusals = [KubeAPIError(403, "Forbidden", "cannot create resource")]
 
     async def settling(namespace: str, body: Any) -> dict[str, Any]:
         if not kube.unreachable and refusals:
             raise refusals.pop()
-        return await create_record(namespace, body)
+        return await create_secret(namespace, body)
 
-    kube.create_record = settling  # type: ignore[method-assign]
+    kube.create_secret = settling  # type: ignore[method-assign]
     kube.unreachable = True
     await m.ensure("team-a", [need], budget=2, dry_run=False)
     await asyncio.sleep(0.2)
@@ -138,13 +138,13 @@ async def test_retries_while_the_api_server_stays_away_back_off_from_a_second(
     m = manager(config, kube, Minter())
     [need] = pull_needs(config, make_pod(ACR))
     attempts: list[float] = []
-    create_record = kube.create_record
+    create_secret = kube.create_secret
 
     async def timed(namespace: str, body: Any) -> dict[str, Any]:
         attempts.append(time.monotonic())
-        return await create_record(namespace, body)
+        return await create_secret(namespace, body)
 
-    kube.create_record = timed  # type: ignore[method-assign]
+    kube.create_secret = timed  # type: ignore[method-assign]
     kube.unreachable = True  # and stays so: the probes find it down too
     await m.ensure("team-a", [need], budget=2, dry_run=False)
     await asyncio.sleep(RETRY_API_FIRST_SECONDS * 3 * (1 + JITTER) + 0.1)

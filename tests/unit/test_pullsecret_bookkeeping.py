@@ -27,6 +27,7 @@ from webhook.config.store import ConfigStore
 from webhook.credentials.base import Credential
 from webhook.kube.errors import ApiError
 from webhook.kube.pods import ListedPods
+from webhook.pullsecrets import writer as writer_module
 from webhook.pullsecrets.manager import MAX_NEEDS_PER_POD, PullSecretManager
 from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret, Markers
 from webhook.pullsecrets.secret import ANN_EXPIRES, MANAGED_BY, MANAGER
@@ -51,7 +52,7 @@ async def one_secret_made(
     return m, need
 
 
-async def test_first_need_claims_a_record_creates_the_secret_and_records_its_uid(
+async def test_first_need_creates_the_secret_then_records_its_uid(
     config: Config,
 ) -> None:
     kube = MemKube()
@@ -69,8 +70,9 @@ async def test_first_need_claims_a_record_creates_the_secret_and_records_its_uid
 
 
 async def test_a_planted_labelled_secret_is_never_adopted_changed_or_patched(
-    config: Config,
+    config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(writer_module, "FOLLOW_SECONDS", 1.0)  # inside the budget
     kube = MemKube()
     need = need_of(config)
     planted = kube.plant_secret(
@@ -242,27 +244,32 @@ async def test_two_replicas_racing_make_one_secret_and_both_admit(config: Config
         b.ensure("team-a", [need], budget=5, dry_run=False),
     )
     assert [dict(o.statuses) for o in outcomes] == [{}, {}]
-    assert kube.calls["create_secret"] == 1
-    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+    # Both create; the API server lets one through (the other's is refused, 409).
+    assert kube.calls["create_secret"] == 2 and kube.calls["replace_secret"] == 0
+    status = record_of(kube, "team-a", need)["status"]
+    assert status["state"] == "Ready"
+    assert status["secretUID"] == kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
 
 
 async def test_the_replica_that_loses_the_race_follows_the_winner_without_a_write(
     config: Config,
 ) -> None:
     """Both replicas get the same cold admission at once, each with a credential of its
-    own: one Secret write, one marker, and the loser asks nothing it can learn from its
-    watches (no check of the Secret, no marker made again, no renewal)."""
+    own: one Secret written, one record, one marker, and the loser, whose create the API
+    server refused, asks nothing it can learn from its watches (no check of the Secret,
+    no marker made again, no renewal, no record of its own)."""
     kube = MemKube()
     a, b = manager(config, kube), manager(config, kube)
 
     need = need_of(config)
     outcomes = await race(kube, a, b, need)
     assert [dict(o.statuses) for o in outcomes] == [{}, {}]
-    assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
-    for call in ("replace_secret", "check_secret", "delete_marker"):
+    assert kube.calls["create_secret"] == 2  # one made, one refused (409)
+    assert kube.calls["create_marker"] == 1
+    for call in ("replace_secret", "check_secret", "delete_marker", "replace_record"):
         assert kube.calls[call] == 0, call
-    assert kube.calls["create_record"] == 2  # the claim: one wins, one gets 409
-    assert kube.calls["replace_record"] == 1  # the winner's Ready
+    assert kube.calls["create_record"] == 1  # the winner's, Ready
+    assert kube.calls["get_record"] == 0  # the loser's watch brought it
 
 
 async def test_a_secret_made_while_this_replica_minted_is_not_written_again(
@@ -360,7 +367,10 @@ async def test_a_claim_left_by_a_dead_replica_is_taken_over(config: Config) -> N
     m = manager(config, kube)
     outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
     assert dict(outcome.statuses) == {}
+    await m.writer.drain()
     assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+    # Its Secret created straight away: no claim of its own written first.
+    assert kube.calls["create_secret"] == 1 and kube.calls["replace_record"] == 1
 
 
 @pytest.mark.parametrize(
@@ -495,20 +505,20 @@ async def test_one_review_cannot_fan_out_past_the_per_pod_limit() -> None:
 async def test_a_secret_whose_ready_write_failed_is_recorded_later_never_made_foreign(
     config: Config,
 ) -> None:
-    """The Secret was created, then the API server failed the record's Ready write (a
-    500, a timeout): the replica still holds the Secret's UID, and its next attempt,
-    even after the claim's CLAIM_SECONDS, records that UID instead of taking its own
-    claim over, creating again, meeting its own Secret's 409 and calling it Foreign."""
+    """The Secret was created, then the API server failed the record's write (a 500, a
+    timeout): the replica still holds the Secret's UID, and its next attempt, however
+    much later, records that UID instead of creating again, meeting its own Secret's 409
+    and calling it Foreign."""
 
     class FailsOneReadyWrite(MemKube):
         failed = False
 
-        async def replace_record(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
+        async def create_record(self, namespace: str, body: Any) -> dict[str, Any]:
             if not self.failed and body.get("status", {}).get("state") == "Ready":
                 self.failed = True
-                self.calls["replace_record"] += 1
+                self.calls["create_record"] += 1
                 raise ApiError(500, "InternalError", "etcdserver: request timed out")
-            return await super().replace_record(namespace, name, body)
+            return await super().create_record(namespace, body)
 
     kube = FailsOneReadyWrite()
     now = [time.time()]
@@ -522,7 +532,7 @@ async def test_a_secret_whose_ready_write_failed_is_recorded_later_never_made_fo
     await m.writer.drain()
     assert kube.failed and len(m.retries) == 1
     secret = kube.secrets[("team-a", need.secret_name)]
-    assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
+    assert (HOME, f"team-a.{need.secret_name}") not in kube.records
 
     now[0] += CLAIM_SECONDS + 1
     second = await m.ensure("team-a", [need], budget=5, dry_run=False)
@@ -548,6 +558,11 @@ class SlowBooks(MemKube):
         await self.hold.wait()
         await asyncio.sleep(self.delay)
 
+    async def create_record(self, namespace: str, body: Any) -> dict[str, Any]:
+        if body.get("status", {}).get("state") == "Ready":  # not a Foreign verdict
+            await self._late()
+        return await super().create_record(namespace, body)
+
     async def replace_record(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
         await self._late()
         return await super().replace_record(namespace, name, body)
@@ -560,9 +575,9 @@ class SlowBooks(MemKube):
 async def test_a_new_secret_is_ready_once_created_without_waiting_for_its_bookkeeping(
     config: Config,
 ) -> None:
-    """After its credential, the admission waits for the claim and the Secret's create,
-    not for the record's Ready write or the marker; later admissions on the replica use
-    the Secret it made while those are on their way, without a call."""
+    """After its credential, the admission waits for one write, the Secret's create, not
+    for the record or the marker; later admissions on the replica use the Secret it made
+    while those are on their way, without a call."""
     kube = SlowBooks()
     kube.hold.clear()  # the Ready write and the marker do not answer until released
     m = manager(config, kube)
@@ -570,7 +585,8 @@ async def test_a_new_secret_is_ready_once_created_without_waiting_for_its_bookke
     first = await asyncio.wait_for(m.ensure("team-a", [need], budget=5, dry_run=False), 1)
     assert dict(first.statuses) == {}
     assert ("team-a", need.secret_name) in kube.secrets
-    assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
+    assert kube.calls["create_secret"] == 1
+    assert (HOME, f"team-a.{need.secret_name}") not in kube.records
     assert ("team-a", need.secret_name) not in kube.markers
     calls = dict(kube.calls)
     second = await asyncio.wait_for(m.ensure("team-a", [need], budget=5, dry_run=False), 1)
@@ -582,53 +598,58 @@ async def test_a_new_secret_is_ready_once_created_without_waiting_for_its_bookke
     assert status["secretUID"] == kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     assert ("team-a", need.secret_name) in kube.markers
     assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
+    assert kube.calls["create_record"] == 1 and kube.calls["replace_record"] == 0
     await m.close()
 
 
 async def test_two_replicas_racing_with_the_bookkeeping_delayed_write_each_secret_once(
     config: Config,
 ) -> None:
-    """The winner's Ready write and marker answer 0.5 s late: one Secret write, one record
-    turned Ready, one marker, and both replicas answer ready (the loser follows the claim
-    until the record turns Ready, without a write of its own)."""
+    """The winner's record and marker answer 0.5 s late: one Secret written, one record,
+    one marker, and both replicas answer ready (the loser, whose create was refused,
+    follows the winner's record when it comes, without a write of its own)."""
     kube = SlowBooks(delay=0.5)
     a, b = manager(config, kube), manager(config, kube)
 
     need = need_of(config)
     outcomes = await race(kube, a, b, need, drain=True)
     assert [dict(o.statuses) for o in outcomes] == [{}, {}]
-    assert kube.calls["create_secret"] == 1 and kube.calls["create_marker"] == 1
-    for call in ("replace_secret", "check_secret", "delete_marker"):
+    assert kube.calls["create_secret"] == 2  # one made, one refused (409)
+    assert kube.calls["create_marker"] == 1
+    for call in ("replace_secret", "check_secret", "delete_marker", "replace_record"):
         assert kube.calls[call] == 0, call
-    assert kube.calls["create_record"] == 2  # the claim: one wins, one gets 409
-    assert kube.calls["replace_record"] == 1  # the winner's Ready
-    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
+    assert kube.calls["create_record"] == 1  # the winner's, Ready
+    status = record_of(kube, "team-a", need)["status"]
+    assert status["state"] == "Ready"
+    assert status["secretUID"] == kube.secrets[("team-a", need.secret_name)]["metadata"]["uid"]
     await asyncio.gather(a.close(), b.close())
 
 
 async def test_a_replica_shutting_down_finishes_the_bookkeeping_of_secrets_it_just_made(
     config: Config,
 ) -> None:
-    """Cancelled, a Ready write would leave a claim that another replica takes over after
-    CLAIM_SECONDS and records as Foreign (the Secret's 409)."""
+    """Cancelled, the record would never be written, and the next replica to need the
+    Secret would meet its 409 and, no record coming, call it Foreign."""
     kube = SlowBooks(delay=0.2)
     m = manager(config, kube)
     need = need_of(config)
     assert dict((await m.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
-    assert record_of(kube, "team-a", need)["status"]["state"] == "Claimed"
+    assert (HOME, f"team-a.{need.secret_name}") not in kube.records
     await m.close()
     assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
     assert ("team-a", need.secret_name) in kube.markers
 
 
 @pytest.mark.parametrize("watch", ["late", "silent"])
-async def test_the_waiting_replica_reads_the_record_only_when_its_watch_is_silent(
+async def test_the_replica_whose_create_was_refused_follows_the_record_when_it_comes(
     config: Config, watch: str
 ) -> None:
-    """The winner's Ready write lands 1.5 s after its claim. A records watch that keeps
-    delivering other records' events is merely late: the waiting replica waits for it,
-    without a read (in a cold storm those reads were hundreds, ~0.8 s each). One that
-    says nothing at all may have stalled: the record is read after CLAIM_RELOAD_SECONDS."""
+    """The winner's record lands 1.5 s after its Secret's create. A records watch that
+    keeps delivering other records' events is merely late: the other replica, whose
+    create met the Secret (409), waits for it without a read (in a cold storm those reads
+    were hundreds, ~0.8 s each). One that says nothing at all may have stalled: the record
+    is read each CLAIM_RELOAD_SECONDS until it is there. Either way the Secret is followed,
+    never called Foreign, and nothing else is written."""
     kube = SlowBooks(delay=1.5)
     a, b = manager(config, kube), manager(config, kube)
     need = need_of(config)
@@ -649,8 +670,6 @@ async def test_the_waiting_replica_reads_the_record_only_when_its_watch_is_silen
                     b.records.apply("MODIFIED", record)
 
     assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
-    claim = kube.records[(HOME, f"team-a.{need.secret_name}")]
-    b.records.apply("ADDED", claim)  # b sees a's claim, not yet its Ready
     watching = asyncio.create_task(b_watch()) if watch == "late" else None
     try:
         outcome = await b.ensure("team-a", [need], budget=5, dry_run=False)
@@ -658,37 +677,70 @@ async def test_the_waiting_replica_reads_the_record_only_when_its_watch_is_silen
         if watching is not None:
             watching.cancel()
     assert dict(outcome.statuses) == {}
-    assert kube.calls["create_secret"] == 1 and kube.calls["create_record"] == 1
+    assert kube.calls["create_secret"] == 2 and kube.calls["create_record"] == 1
+    assert kube.calls["replace_record"] == 0 and kube.calls["check_secret"] == 0
     if watch == "late":
         assert kube.calls["get_record"] == 0
     else:
         assert kube.calls["get_record"] >= 1
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Ready"
     await asyncio.gather(a.close(), b.close())
 
 
-@pytest.mark.parametrize("watch", ["prompt", "silent"])
-async def test_a_refused_claim_waits_for_the_watch_and_reads_the_record_only_without_it(
-    config: Config, watch: str
+async def test_a_secret_no_replica_records_is_never_named_and_turns_foreign(
+    config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The other replica's claim was made moments before ours, which the API server
-    refuses (409): its record's event is on its way in our watch, so the record is not
-    read, unless the watch brings nothing within CLAIM_RELOAD_SECONDS."""
+    """A Secret of the name, labelled as the webhook's, that no replica's record claims
+    (planted, or left by a replica that died before its record): while the writer waits
+    for a record, an admission out of budget leaves it out of the pod; when none comes
+    within FOLLOW_SECONDS the record says Foreign, and it is never written."""
+    monkeypatch.setattr(writer_module, "FOLLOW_SECONDS", 1.5)
     kube = MemKube()
+    m = manager(config, kube)
+    need = need_of(config)
+    planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
+    outcome = await m.ensure("team-a", [need], budget=0.5, dry_run=False)
+    status = outcome.status(need.secret_name)
+    assert status.state == "foreign" and "not known" in status.message
+    await asyncio.sleep(1.5)  # the writer's wait runs out
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Foreign"
+    outcome = await m.ensure("team-a", [need], budget=5, dry_run=False)
+    assert outcome.status(need.secret_name).state == "foreign"
+    assert kube.secrets[("team-a", need.secret_name)] == planted
+    assert kube.calls["replace_secret"] == 0 and kube.calls["create_marker"] == 0
+    await m.close()
+
+
+@pytest.mark.parametrize("meanwhile", ["kept", "replaced"])
+async def test_a_foreign_verdict_reached_before_the_makers_record_is_written_over_by_it(
+    config: Config, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """The maker's record is held back longer than the other replica waits: that one calls
+    the name Foreign. The maker, holding the 201 of the Secret there, checks by UID that
+    it is still there and records it Ready over the verdict; had someone deleted it and
+    planted another meanwhile, the check fails and the verdict stands."""
+    monkeypatch.setattr(writer_module, "FOLLOW_SECONDS", 0.3)
+    kube = SlowBooks()
+    kube.hold.clear()
     a, b = manager(config, kube), manager(config, kube)
     need = need_of(config)
     assert dict((await a.ensure("team-a", [need], budget=5, dry_run=False)).statuses) == {}
-    await a.writer.drain()
-
-    async def b_watch() -> None:  # what b's records watch delivers, 0.1 s late
-        await asyncio.sleep(0.1)
-        for record in list(kube.records.values()):
-            b.records.apply("ADDED", record)
-
-    watching = asyncio.create_task(b_watch()) if watch == "prompt" else None
+    made = kube.secrets[("team-a", need.secret_name)]
+    # b, out of patience, calls it Foreign (only the maker's Ready record is held back).
     outcome = await b.ensure("team-a", [need], budget=5, dry_run=False)
-    if watching is not None:
-        await watching
-    assert dict(outcome.statuses) == {}
-    assert kube.calls["create_record"] == 2 and kube.calls["create_secret"] == 1
-    assert kube.calls["get_record"] == (0 if watch == "prompt" else 1)
+    assert outcome.status(need.secret_name).state == "foreign"
+    assert record_of(kube, "team-a", need)["status"]["state"] == "Foreign"
+    if meanwhile == "replaced":
+        kube.delete_secret_as_someone_else("team-a", need.secret_name)
+        planted = kube.plant_secret("team-a", need.secret_name, labels={MANAGED_BY: MANAGER})
+    kube.hold.set()
+    await asyncio.gather(a.writer.drain(), b.writer.drain())
+    await asyncio.sleep(0.1)
+    status = record_of(kube, "team-a", need)["status"]
+    if meanwhile == "kept":
+        assert status["state"] == "Ready" and status["secretUID"] == made["metadata"]["uid"]
+    else:
+        assert status["state"] == "Foreign"
+        assert kube.secrets[("team-a", need.secret_name)] == planted
+    assert kube.calls["check_secret"] == 1 and kube.calls["replace_secret"] == 0
     await asyncio.gather(a.close(), b.close())

@@ -187,9 +187,10 @@ def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> Verdict:
     for need in plan.needs:
         status = outcome.status(need.secret_name)
         if status.state == "foreign":
+            why = f" ({status.message})" if status.message else ""
             warnings.append(
                 f"pull-secret-webhook: Secret {need.secret_name} exists but is not managed "
-                f"by the webhook; not used for {need.host}"
+                f"by the webhook{why}; not used for {need.host}"
             )
             continue
         names.append(need.secret_name)

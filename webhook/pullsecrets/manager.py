@@ -145,6 +145,10 @@ class PullSecretManager:
             for name, task in waiting.items():
                 if task in done:
                     status = task.result()
+                elif self.writer.unproven(namespace, name):
+                    # A Secret of that name exists and no record says the webhook made
+                    # it (yet): never name it in a pod on a guess.
+                    status = NeedStatus("foreign", "not known to be the webhook's yet")
                 else:
                     status = NeedStatus("pending", f"not ready within {budget:g}s")
                 if status.state != "ready":

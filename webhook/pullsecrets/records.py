@@ -30,13 +30,16 @@ from webhook.kube.rfc3339 import from_rfc3339, to_rfc3339
 
 State: TypeAlias = Literal["Claimed", "Ready", "Foreign"]
 STATES: tuple[State, ...] = ("Claimed", "Ready", "Foreign")
-#: How long a replica's claim on a name is honoured before another takes it over (the
-#: claimer creates the Secret right after claiming; a longer silence means it died).
+#: How long an earlier version's claim on a name is honoured before the Secret is made
+#: without it (that claimer created the Secret right after claiming; a longer silence
+#: means it died); also how long after its Secret was made (``claimed_at``) a record's
+#: missing marker is taken to be still on its way.
 CLAIM_SECONDS = 30.0
-"""Claimed: a replica reserved the name and is creating the Secret. Ready: the webhook
-created the Secret (UID recorded) and keeps it fresh. Foreign: a Secret of that name
-already existed when the webhook tried to create it; it is never used, changed or
-deleted."""
+"""Ready: the webhook created the Secret (UID recorded) and keeps it fresh; the record is
+created Ready by the replica whose create of the Secret succeeded. Foreign: a Secret of
+that name exists that no replica recorded making; it is never used, changed or deleted.
+Claimed: written only by earlier versions, which reserved the name before creating the
+Secret."""
 
 
 def record_name(namespace: str, secret: str) -> str:

@@ -2,19 +2,27 @@
 for a need is written here, by admissions and the refresher alike.
 
 It mints a credential (through the credential cache, single-flight per key) and writes
-the secret without ever reading one:
+the secret without ever reading one. A new Secret costs the admission one write:
 
-1. claim the name by creating its record (a second replica gets 409 and follows the
-   record instead);
-2. create the Secret; 409 AlreadyExists means the name is taken by a Secret the webhook
-   did not create: the record says Foreign and the Secret is never used, changed or
-   deleted;
-3. record the Secret's UID and expiry, and make its marker. Every later write names that
-   UID, so a Secret deleted since is re-created and one replaced by someone else is left
-   alone (Foreign). This bookkeeping follows a new Secret's create without the admission
-   waiting for it: the Secret exists once its create answers, and this replica holds its
-   UID until the record says Ready (``_unrecorded``; a failed write is retried in the
-   background). Another replica still follows the claim until the record turns Ready.
+1. create the Secret. The API server lets exactly one create of a name succeed, so the
+   create is the race between replicas: 201 makes the Secret this replica's, and the
+   admission is answered at once;
+2. then, without the admission waiting: record the Secret's UID and expiry (the record,
+   created Ready) and make its marker. Until the record says Ready, this replica holds the
+   UID (``_unrecorded``; a failed write is retried in the background). Every later write
+   names that UID, so a Secret deleted since is re-created and one replaced by someone
+   else is left alone (Foreign);
+3. 409 AlreadyExists: the name holds a Secret already, and only a record written by the
+   replica whose create succeeded can say it is the webhook's. The replica waits for that
+   record in its records watch (``_recorded_elsewhere``) and follows it; none coming, the
+   Secret is one the webhook did not create (planted, or left by a replica that died
+   before recording it): the record says Foreign and it is never used, changed or
+   deleted. While it waits, an admission that runs out of budget does not name the
+   Secret (``unproven``).
+
+A record that calls the name Foreign, or names another Secret, is written over only by a
+replica holding a 201 for the Secret now there (checked by UID first): a Secret of that
+name made later means this one was deleted before it.
 
 One write per (namespace, secret) runs at a time: an admission, a background retry and
 the refresher that need the same secret share it (``start``). The Secret's shape is
@@ -55,14 +63,20 @@ log = logging.getLogger(__name__)
 #: Attempts at a write that keeps losing races to other replicas before giving up
 #: for this admission (the background retry and the refresher carry on).
 WRITE_ATTEMPTS = 5
-#: While another replica holds a fresh claim, look at its record (in the watch's copy)
-#: again this often.
+#: While waiting for another replica's record (its claim, or the record of a Secret whose
+#: create beat ours), look at the records watch's copy this often.
 CLAIM_POLL_SECONDS = 0.05
 #: ... and asks the API server for it when the records watch has said nothing at all for
 #: this long (it may have stalled). A watch that keeps delivering other records' events
 #: is merely late: a read would only add to the load that makes it late (in a cold
 #: storm, hundreds of reads of ~0.8 s each; bench/README.md).
 CLAIM_RELOAD_SECONDS = 1.0
+#: After a 409 on a Secret's create, how long the record of whoever made it is waited for
+#: before the Secret is called Foreign. The replica that made it records it right after
+#: its create answers: tens of ms on a calm API server, ~1 s on average in a saturated
+#: one (bench/README.md). A Foreign verdict reached too early is written over by the
+#: replica that made the Secret, once its record lands; meanwhile no pod is given it.
+FOLLOW_SECONDS = 5.0
 #: New pull secrets started per namespace per minute (each is a ServiceAccount read and,
 #: when it exists, a TokenRequest, a record, the Secret and its marker). A namespace
 #: needs one per registry entry and identity its pods use: a handful, a few dozen with
@@ -95,6 +109,11 @@ class Writing(Protocol):
     def present(self, record: ManagedSecret, now: float) -> bool:
         """Is the record's Secret known to be there (its marker seen), or made so recently
         that its marker is still on its way?"""
+        ...
+
+    def unproven(self, namespace: str, name: str) -> bool:
+        """Does the name hold a Secret whose maker is not known yet (a 409 on its create,
+        no record so far)? An admission must not name it."""
         ...
 
 
@@ -156,6 +175,8 @@ class SecretWriter:
         #: The bookkeeping of Secrets just created (record Ready, marker), running after
         #: the admission that made them was answered.
         self._bookkeeping: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: Names whose create met 409 and whose record this replica is waiting for.
+        self._unproven: set[tuple[str, str]] = set()
 
     # -- the Writing interface ---------------------------------------------------
 
@@ -190,12 +211,15 @@ class SecretWriter:
     def present(self, record: ManagedSecret, now: float) -> bool:
         return self.markers.marked(record) or self.just_made(record, now)
 
+    def unproven(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._unproven
+
     def just_made(self, record: ManagedSecret, now: float) -> bool:
-        """A Ready record claimed less than CLAIM_SECONDS ago whose marker was not seen
-        going: its maker made the Secret before writing Ready and makes the marker right
-        after, so a marker missing from this replica's watch is still on its way, however
-        late a busy API server's watch brings it. Checking the Secret meanwhile would cost
-        a patch, and the marker deleted and made again."""
+        """A Ready record whose Secret was made (``claimed_at``) less than CLAIM_SECONDS
+        ago and whose marker was not seen going: its maker writes the record and the
+        marker at once after the create, so a marker missing from this replica's watch is
+        still on its way, however late a busy API server's watch brings it. Checking the
+        Secret meanwhile would cost a patch, and the marker deleted and made again."""
         return now - record.claimed_at < CLAIM_SECONDS and not self.markers.lost(record)
 
     # -- one write, from credential to record --------------------------------------
@@ -251,40 +275,38 @@ class SecretWriter:
     async def write(self, namespace: str, need: PullNeed, credential: Credential) -> NeedStatus:
         """Create or renew the secret unless the cluster already has one as fresh."""
         name = need.secret_name
+        key = (namespace, name)
         for _ in range(WRITE_ATTEMPTS):
             now = self.clock()
             record = self.records.get(namespace, name)
             try:
-                made = self._unrecorded.get((namespace, name))
+                made = self._unrecorded.get(key)
                 if made is not None:
-                    if record is not None and record.state == "Claimed":
-                        if (namespace, name) in self._bookkeeping:
+                    doc, made_with = made
+                    if not _records(record, _uid(doc)):
+                        if key in self._bookkeeping:
                             # This replica made the Secret moments ago and is recording
                             # it: it exists, and it is ours.
                             return NeedStatus("ready")
-                        return await self._record_made(record, *made)  # a retry
-                    del self._unrecorded[(namespace, name)]  # recorded, Foreign or gone
+                        status = await self._record_made(namespace, need, doc, made_with)
+                        if status is not None:  # a retry of the bookkeeping
+                            return status
+                        continue  # ours is gone: look again
+                    del self._unrecorded[key]  # recorded
                 if record is None:
-                    try:
-                        record = await self.save(new_record(namespace, need, now), create=True)
-                    except ConflictError:
-                        await self._claimed_elsewhere(namespace, name)
-                        continue
-                    return await self._create(record, need, credential)
-                if record.state == "Foreign":
+                    status = await self._create(namespace, need, credential, None)
+                elif record.state == "Foreign":
                     return NeedStatus("foreign")
-                if record.state == "Claimed":
-                    if now - record.claimed_at < CLAIM_SECONDS:
-                        await self._claim_settles(record)  # another replica is at it
-                        continue
-                    record = await self.save(record.claimed(now))  # its claimer died
-                    return await self._create(record, need, credential)
-                if not record.secret_uid:  # never write without a UID to hold it to
-                    record = await self.save(record.claimed(now))
-                    return await self._create(record, need, credential)
-                if not self.present(record, now) and not await self.verify(record):
+                elif record.state == "Claimed" and now - record.claimed_at < CLAIM_SECONDS:
+                    # A replica of an earlier version claims before it creates.
+                    await self._claim_settles(record)
+                    continue
+                elif record.state == "Claimed" or not record.secret_uid:
+                    # An abandoned claim, or a Secret found deleted (``verify``).
+                    status = await self._create(namespace, need, credential, record)
+                elif not self.present(record, now) and not await self.verify(record):
                     continue  # deleted (re-created next round) or replaced (Foreign)
-                if record.usable(now) and (
+                elif record.usable(now) and (
                     record.expires_at >= credential.expires_at or now < record.refresh_at
                 ):
                     # Fresh, whoever wrote it: another replica's credential a few ms older
@@ -292,35 +314,95 @@ class SecretWriter:
                     # second write. (A replica that began before that Secret was made, or
                     # after, minted its own; either way the Secret is renewed when due.)
                     return NeedStatus("ready")
-                return await self._renew(record, need, credential)
+                else:
+                    status = await self._renew(record, need, credential)
+                if status is not None:
+                    return status
             except ConflictError:
                 # A record changed under us (another replica): look again.
                 await self._reload(namespace, name)
         return NeedStatus("pending", "lost repeated write races")
 
     async def _create(
-        self, record: ManagedSecret, need: PullNeed, credential: Credential
-    ) -> NeedStatus:
+        self,
+        namespace: str,
+        need: PullNeed,
+        credential: Credential,
+        record: ManagedSecret | None,
+    ) -> NeedStatus | None:
+        """Create the Secret: the admission's one write. None: the name turned out to be
+        another replica's Secret, whose record has come (look again, and follow it)."""
         fraction = self.store.current.refresh.fraction
-        body = desired_secret(record.namespace, need, credential, fraction)
+        body = desired_secret(namespace, need, credential, fraction)
         try:
-            doc = await self.kube.create_secret(record.namespace, body)
+            doc = await self.kube.create_secret(namespace, body)
         except ConflictError:
-            await self._mark_foreign(record)
-            return NeedStatus("foreign")
+            return await self._taken(namespace, need, record)
         self.metrics.secret_writes.labels("create", "ok").inc()
-        log.info("created pull secret %s/%s for %s", *record.key, need.host)
-        self._unrecorded[record.key] = (doc, credential)
-        self._keep_books(record, need, doc, credential)
+        log.info("created pull secret %s/%s for %s", namespace, need.secret_name, need.host)
+        self._unrecorded[(namespace, need.secret_name)] = (doc, credential)
+        self._keep_books(namespace, need, doc, credential)
         return NeedStatus("ready")
 
+    async def _taken(
+        self, namespace: str, need: PullNeed, record: ManagedSecret | None
+    ) -> NeedStatus | None:
+        """Our create met a Secret of that name. Its maker, if a replica, records it right
+        after its create: follow that record when it comes (None: look again). Without
+        one, the Secret is not the webhook's: Foreign."""
+        key = (namespace, need.secret_name)
+        self._unproven.add(key)
+        try:
+            if await self._recorded_elsewhere(namespace, need.secret_name, record):
+                return None
+            # Unchanged: the record we knew (as the API server has it), or still none.
+            current = self.records.get(namespace, need.secret_name)
+            base = current if current is not None else new_record(namespace, need, self.clock())
+            if not await self._mark_foreign(base, create=current is None):
+                return None  # the record moved on meanwhile: look again
+            return NeedStatus("foreign")
+        finally:
+            self._unproven.discard(key)
+
+    async def _recorded_elsewhere(
+        self, namespace: str, name: str, known: ManagedSecret | None
+    ) -> bool:
+        """Wait up to FOLLOW_SECONDS for the name's record to change from ``known`` (None:
+        to appear), in the records watch's copy; read it from the API server only when
+        the watch has said nothing at all for CLAIM_RELOAD_SECONDS (it may have stalled;
+        one that keeps delivering other records' events is merely late), and once at the
+        end. Did it change?"""
+
+        def changed() -> bool:
+            current = self.records.get(namespace, name)
+            if known is None:
+                return current is not None
+            return current is None or current.resource_version != known.resource_version
+
+        begun = read = time.monotonic()
+        while time.monotonic() - begun < FOLLOW_SECONDS:
+            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            if changed():
+                return True
+            now = time.monotonic()
+            if (
+                now - read >= CLAIM_RELOAD_SECONDS
+                and self.records.silent_for() >= CLAIM_RELOAD_SECONDS
+            ):
+                read = now
+                await self._reload(namespace, name)
+                if changed():
+                    return True
+        await self._reload(namespace, name)
+        return changed()
+
     def _keep_books(
-        self, record: ManagedSecret, need: PullNeed, doc: dict[str, Any], credential: Credential
+        self, namespace: str, need: PullNeed, doc: dict[str, Any], credential: Credential
     ) -> None:
         """Record the Secret just created as Ready and make its marker, in the background:
         the admission that made it is answered at once."""
-        key = record.key
-        task = self.spawn(self._books(record, need, doc, credential))
+        key = (namespace, need.secret_name)
+        task = self.spawn(self._books(namespace, need, doc, credential))
         self._bookkeeping[key] = task
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -330,21 +412,21 @@ class SecretWriter:
         task.add_done_callback(done)
 
     async def _books(
-        self, record: ManagedSecret, need: PullNeed, doc: dict[str, Any], credential: Credential
+        self, namespace: str, need: PullNeed, doc: dict[str, Any], credential: Credential
     ) -> None:
         try:
-            await self._record_made(record, doc, credential)
+            await self._record_made(namespace, need, doc, credential)
         except ApiError as e:
             # The Secret stays this replica's (``_unrecorded``); the background retry
-            # records its UID (``write``), the claim's CLAIM_SECONDS notwithstanding.
+            # records its UID (``write``).
             self.metrics.secret_writes.labels("write", "error").inc()
-            log.warning("cannot record pull secret %s/%s: %s", *record.key, e)
+            log.warning("cannot record pull secret %s/%s: %s", namespace, need.secret_name, e)
             status = NeedStatus(
                 "pending",
                 f"record write failed: {e.status} {e.reason}",
                 api_unavailable=self._api_down(e),
             )
-            self.on_pending(record.namespace, need, status)
+            self.on_pending(namespace, need, status)
 
     async def drain(self) -> None:
         """Wait (at most BOOKKEEPING_DRAIN_SECONDS) for the bookkeeping of Secrets just
@@ -354,22 +436,67 @@ class SecretWriter:
             await asyncio.wait(pending, timeout=BOOKKEEPING_DRAIN_SECONDS)
 
     async def _record_made(
-        self, record: ManagedSecret, doc: dict[str, Any], credential: Credential
-    ) -> NeedStatus:
-        """Record the Secret this replica created as Ready, and make its marker."""
+        self, namespace: str, need: PullNeed, doc: dict[str, Any], credential: Credential
+    ) -> NeedStatus | None:
+        """Record the Secret this replica created as Ready, and make its marker. None: the
+        Secret is gone already (deleted, or replaced), so there is nothing to record."""
+        key = (namespace, need.secret_name)
+        uid = _uid(doc)
         # The record and the marker at once: neither needs the other.
-        uid = str((doc.get("metadata") or {}).get("uid", ""))
-        await asyncio.gather(
-            self._save_ready(record, doc, credential),
-            self.mark_secret(record.namespace, record.name, uid),
+        recorded, _ = await asyncio.gather(
+            self._record_new(namespace, need, uid, credential),
+            self.mark_secret(namespace, need.secret_name, uid),
         )
-        if self._unrecorded.get(record.key, (None,))[0] is doc:  # not a newer Secret's
-            del self._unrecorded[record.key]
-        return NeedStatus("ready")
+        if self._unrecorded.get(key, (None,))[0] is doc:  # not a newer Secret's
+            del self._unrecorded[key]
+        return NeedStatus("ready") if recorded else None
+
+    async def _record_new(
+        self, namespace: str, need: PullNeed, uid: str, credential: Credential
+    ) -> bool:
+        """Create the record of a Secret this replica made (``uid``), Ready; or write it
+        over a record of that name another replica left: an abandoned claim, a Secret
+        found deleted, or a Foreign verdict reached while this record was on its way. A
+        record that names another Secret, or says Foreign, is written over only once ours
+        is checked to be still there. False: ours is gone."""
+        name = need.secret_name
+        now = self.clock()
+        fraction = self.store.current.refresh.fraction
+        due = renew_at(credential, fraction, namespace, name)
+        current = self.records.get(namespace, name)
+        checked = False
+        for _ in range(WRITE_ATTEMPTS):
+            if _records(current, uid):
+                return True
+            if (
+                not checked
+                and current is not None
+                and (current.state == "Foreign" or current.secret_uid)
+            ):
+                if not await self._still_ours(namespace, name, uid):
+                    return False
+                checked = True
+            base = current or new_record(namespace, need, now)
+            ready = base.claimed(now).ready(uid, credential.expires_at, due, now)
+            try:
+                await self.save(ready, create=current is None)
+                return True
+            except ConflictError:
+                current = await self._reload(namespace, name)
+        raise ConflictError(409, "Conflict", f"record of {namespace}/{name} kept changing")
+
+    async def _still_ours(self, namespace: str, name: str, uid: str) -> bool:
+        """Is the Secret of that name still the one this replica created (``uid``)?"""
+        try:
+            await self.kube.check_secret(namespace, name, uid)
+            return True
+        except (NotFoundError, ConflictError, InvalidError):
+            log.info("pull secret %s/%s went before it was recorded", namespace, name)
+            return False
 
     async def _renew(
         self, record: ManagedSecret, need: PullNeed, credential: Credential
-    ) -> NeedStatus:
+    ) -> NeedStatus | None:
         fraction = self.store.current.refresh.fraction
         body = desired_secret(record.namespace, need, credential, fraction)
         body["metadata"]["uid"] = record.secret_uid  # only ever the Secret we created
@@ -377,7 +504,7 @@ class SecretWriter:
             doc = await self.kube.replace_secret(record.namespace, record.name, body)
         except NotFoundError:  # deleted by someone: make it again
             log.info("pull secret %s/%s was deleted; re-creating it", *record.key)
-            return await self._create(record, need, credential)
+            return await self._create(record.namespace, need, credential, record)
         except (ConflictError, InvalidError):
             # The name now holds somebody else's Secret, or someone took the label off
             # ours (the write policy then refuses it as Invalid, a 422, told apart from a
@@ -403,19 +530,6 @@ class SecretWriter:
                 return
         if self.records.silent_for() >= CLAIM_RELOAD_SECONDS:
             await self._reload(claimed.namespace, claimed.name)
-
-    async def _claimed_elsewhere(self, namespace: str, name: str) -> None:
-        """Our claim met a record this replica's watch has not shown yet (another replica
-        claimed the name moments ago): wait for the watch to bring it (its event is
-        already on its way: that create came before ours), and read it only if it has
-        not come within CLAIM_RELOAD_SECONDS. (Reading at once cost a read per Secret in
-        a cold storm, ~0.5 s each on a busy API server.)"""
-        deadline = time.monotonic() + CLAIM_RELOAD_SECONDS
-        while time.monotonic() < deadline:
-            await asyncio.sleep(CLAIM_POLL_SECONDS)
-            if self.records.get(namespace, name) is not None:
-                return
-        await self._reload(namespace, name)
 
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the
@@ -459,15 +573,18 @@ class SecretWriter:
                 ready = current.ready(uid, ready.expires_at, ready.refresh_at, ready.renewed_at)
         return uid
 
-    async def _mark_foreign(self, record: ManagedSecret) -> None:
+    async def _mark_foreign(self, record: ManagedSecret, *, create: bool = False) -> bool:
+        """Record the name as Foreign; False if the record changed meanwhile (reloaded)."""
         log.warning(
             "Secret %s/%s was not created by the webhook: it is left alone and not used",
             *record.key,
         )
         try:
-            await self.save(record.foreign())
+            await self.save(record.foreign(), create=create)
+            return True
         except ConflictError:
             await self._reload(record.namespace, record.name)
+            return False
 
     # -- records -----------------------------------------------------------------
 
@@ -495,3 +612,12 @@ class SecretWriter:
         else:
             self.records.put(record)
         return record
+
+
+def _uid(doc: dict[str, Any]) -> str:
+    return str((doc.get("metadata") or {}).get("uid", ""))
+
+
+def _records(record: ManagedSecret | None, uid: str) -> bool:
+    """Does ``record`` say Ready for the Secret ``uid``?"""
+    return record is not None and record.state == "Ready" and record.secret_uid == uid

@@ -29,7 +29,7 @@ from webhook.kube.errors import ApiError
 from webhook.kube.pods import ListedPods
 from webhook.pullsecrets import writer as writer_module
 from webhook.pullsecrets.manager import MAX_NEEDS_PER_POD, PullSecretManager
-from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret, Markers
+from webhook.pullsecrets.records import CLAIM_SECONDS, ManagedSecret, Markers, RecordIndex
 from webhook.pullsecrets.secret import ANN_EXPIRES, MANAGED_BY, MANAGER
 from webhook.upkeep.references import References
 from webhook.upkeep.refresher import PassReport, Refresher
@@ -744,3 +744,30 @@ async def test_a_foreign_verdict_reached_before_the_makers_record_is_written_ove
         assert kube.secrets[("team-a", need.secret_name)] == planted
     assert kube.calls["check_secret"] == 1 and kube.calls["replace_secret"] == 0
     await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_writer_waiting_for_a_record_wakes_as_the_watch_brings_it() -> None:
+    """``RecordIndex.wait_change``: a put or a removal of that record wakes the waiter at
+    once; other records' events do not; with nothing, it returns after its bound."""
+    index = RecordIndex()
+    mine = ManagedSecret("team-a", "psw-a", "acr", "contoso.azurecr.io", "webhook")
+    other = ManagedSecret("team-b", "psw-b", "acr", "contoso.azurecr.io", "webhook")
+
+    async def waited(change: Any) -> float:
+        began = time.monotonic()
+        waiting = asyncio.create_task(index.wait_change("team-a", "psw-a", 2.0))
+        await asyncio.sleep(0.05)
+        change()
+        await waiting
+        return time.monotonic() - began
+
+    assert await waited(lambda: index.put(mine)) < 0.5
+    assert await waited(lambda: index.remove("team-a", "psw-a")) < 0.5
+    began = time.monotonic()
+    watching = asyncio.create_task(index.wait_change("team-a", "psw-a", 0.3))
+    await asyncio.sleep(0.05)
+    index.put(other)
+    assert not watching.done()
+    await watching
+    assert time.monotonic() - began >= 0.3
+    assert index._waiters == {}

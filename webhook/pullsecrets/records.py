@@ -18,6 +18,7 @@ Pure: the objects are built and parsed here; ``kube`` sends them.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -296,6 +297,30 @@ class RecordIndex:
         self._records: dict[tuple[str, str], ManagedSecret] = {}
         self._heard = -float("inf")
         """When the watch last delivered anything (``time.monotonic``)."""
+        self._waiters: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        """Writers waiting for one record to change (``wait_change``)."""
+
+    async def wait_change(self, namespace: str, name: str, at_most: float) -> None:
+        """Return when the record of (namespace, name) is put or removed, or after
+        ``at_most`` seconds, whichever comes first."""
+        key = (namespace, name)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, set()).add(waiter)
+        try:
+            await asyncio.wait_for(waiter, at_most)
+        except TimeoutError:
+            pass
+        finally:
+            waiting = self._waiters.get(key)
+            if waiting is not None:
+                waiting.discard(waiter)
+                if not waiting:
+                    del self._waiters[key]
+
+    def _wake(self, key: tuple[str, str]) -> None:
+        for waiter in self._waiters.pop(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def silent_for(self) -> float:
         """Seconds since the watch last delivered a list or an event (inf: never)."""
@@ -311,9 +336,13 @@ class RecordIndex:
         if old and _rv(old.resource_version) > _rv(record.resource_version):
             return
         self._records[key] = record
+        if self._waiters:
+            self._wake(key)
 
     def remove(self, namespace: str, name: str) -> None:
         self._records.pop((namespace, name), None)
+        if self._waiters:
+            self._wake((namespace, name))
 
     def records(self) -> list[ManagedSecret]:
         return list(self._records.values())
@@ -327,6 +356,8 @@ class RecordIndex:
         parsed = (ManagedSecret.from_object(o) for o in objects)
         self._records = {(r.namespace, r.name): r for r in parsed if r is not None}
         self._heard = time.monotonic()
+        for key in list(self._waiters):
+            self._wake(key)
 
     def apply(self, event: str, obj: Mapping[str, Any]) -> None:
         self._heard = time.monotonic()

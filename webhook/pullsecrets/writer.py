@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 #: for this admission (the background retry and the refresher carry on).
 WRITE_ATTEMPTS = 5
 #: While waiting for another replica's record (its claim, or the record of a Secret whose
-#: create beat ours), look at the records watch's copy this often.
+#: create beat ours), the records watch wakes the writer as it brings that record; the
+#: writer also looks at least this often (for the watch's silence, its deadlines).
 CLAIM_POLL_SECONDS = 0.05
 #: ... and asks the API server for it when the records watch has said nothing at all for
 #: this long (it may have stalled). A watch that keeps delivering other records' events
@@ -381,7 +382,7 @@ class SecretWriter:
 
         begun = read = time.monotonic()
         while time.monotonic() - begun < FOLLOW_SECONDS:
-            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            await self.records.wait_change(namespace, name, CLAIM_POLL_SECONDS)
             if changed():
                 return True
             now = time.monotonic()
@@ -524,7 +525,7 @@ class SecretWriter:
         for every name being made, adds reads to a cold start's writes.)"""
         deadline = time.monotonic() + CLAIM_RELOAD_SECONDS
         while time.monotonic() < deadline:
-            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            await self.records.wait_change(claimed.namespace, claimed.name, CLAIM_POLL_SECONDS)
             current = self.records.get(claimed.namespace, claimed.name)
             if current is None or current.resource_version != claimed.resource_version:
                 return

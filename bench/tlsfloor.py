@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from devenv.controlplane.build import cache_root, go_env_dirs
@@ -64,9 +65,32 @@ def fixed_patch(secret_names: Sequence[str]) -> str:
     return json.dumps([{"op": "add", "path": "/spec/imagePullSecrets", "value": value}])
 
 
+@dataclass(frozen=True)
+class SecretMaking:
+    """What the server needs to make Secrets before it answers (its ``-apiserver`` mode):
+    the API server, its CA, a file with the bearer token to write with, and the names of
+    the Secrets to make in each namespace."""
+
+    server: str
+    ca: Path
+    token_file: Path
+    names: tuple[str, ...]
+
+    def flags(self) -> list[str]:
+        return [
+            f"-apiserver={self.server}",
+            f"-ca={self.ca}",
+            f"-token-file={self.token_file}",
+            f"-secrets={','.join(self.names)}",
+        ]
+
+
 @contextlib.contextmanager
-def serving(cert: Path, key: Path, patch: str, workdir: Path) -> Iterator[Replica]:
-    """The server on a loopback port, as a ``Replica`` the stack can route to."""
+def serving(
+    cert: Path, key: Path, patch: str, workdir: Path, making: SecretMaking | None = None
+) -> Iterator[Replica]:
+    """The server on a loopback port, as a ``Replica`` the stack can route to; with
+    ``making``, it makes each namespace's Secrets on that namespace's first review."""
     port, health = free_port(), free_port()
     log = workdir / "tlsfloor.log"
     with log.open("wb") as out:
@@ -78,6 +102,7 @@ def serving(cert: Path, key: Path, patch: str, workdir: Path) -> Iterator[Replic
                 f"-cert={cert}",
                 f"-key={key}",
                 f"-patch={patch}",
+                *(making.flags() if making is not None else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -5,11 +5,16 @@ over TLS with the stack's kind of serving certificate, and refuses what is not o
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import http.server
 import json
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +60,92 @@ def test_the_go_floor_answers_a_review_with_its_fixed_patch(tmp_path: Path) -> N
         }
     ]
     assert refused.value.code == 400
+
+
+@pytest.mark.timeout(600)
+def test_the_cold_floor_makes_each_namespaces_secrets_once_before_it_answers(
+    tmp_path: Path,
+) -> None:
+    """With ``-apiserver`` the floor makes the patch's Secrets in a namespace on its first
+    review (one POST each, with the token given), and every review of that namespace,
+    however many arrive at once, is answered after them without a write of its own."""
+    ca = make_ca()
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    make_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(cert, key)
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "token").write_text("floor-token\n")
+    posts: list[tuple[str, str, Any]] = []
+    lock = threading.Lock()
+
+    class ApiServer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(0.2)  # a write's round trip: reviews arriving meanwhile wait
+            with lock:
+                posts.append((self.path, self.headers["Authorization"], body))
+            self.send_response(201)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
+    serving_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving_context.load_cert_chain(cert, key)
+    api.socket = serving_context.wrap_socket(api.socket, server_side=True)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    making = tlsfloor.SecretMaking(
+        f"https://127.0.0.1:{api.server_address[1]}",
+        tmp_path / "ca.crt",
+        tmp_path / "token",
+        ("psw-a", "psw-b"),
+    )
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    def admit(namespace: str, uid: str) -> Any:
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": uid, "namespace": namespace, "object": {"kind": "Pod"}},
+        }
+        request = urllib.request.Request(
+            url, json.dumps(review).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:  # noqa: S310
+            answer = json.loads(r.read())
+        with lock:
+            made = sum(f"/namespaces/{namespace}/" in path for path, _, _ in posts)
+        return {**answer, "made_before": made}
+
+    try:
+        patch = tlsfloor.fixed_patch(["psw-a", "psw-b"])
+        with tlsfloor.serving(cert, key, patch, tmp_path, making) as server:
+            url = f"https://127.0.0.1:{server.port}/mutate"
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                answers = list(
+                    pool.map(admit, ["team-a"] * 5 + ["team-b"], [str(i) for i in range(6)])
+                )
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert sorted(p for p, _, _ in posts) == [
+        "/api/v1/namespaces/team-a/secrets",
+        "/api/v1/namespaces/team-a/secrets",
+        "/api/v1/namespaces/team-b/secrets",
+        "/api/v1/namespaces/team-b/secrets",
+    ]
+    assert {auth for _, auth, _ in posts} == {"Bearer floor-token"}
+    for _, _, body in posts:
+        assert body["type"] == "kubernetes.io/dockerconfigjson"
+        assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "pull-secret-webhook"}
+    assert sorted(body["metadata"]["name"] for _, _, body in posts) == [
+        "psw-a",
+        "psw-a",
+        "psw-b",
+        "psw-b",
+    ]
+    # Every answer came after its namespace's two Secrets were made.
+    assert [a["made_before"] for a in answers] == [2] * 6
+    assert all(a["response"]["allowed"] is True for a in answers)

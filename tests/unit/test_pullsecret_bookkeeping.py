@@ -270,6 +270,14 @@ async def test_the_replica_that_loses_the_race_follows_the_winner_without_a_writ
         assert kube.calls[call] == 0, call
     assert kube.calls["create_record"] == 1  # the winner's, Ready
     assert kube.calls["get_record"] == 0  # the loser's watch brought it
+    taken = [
+        m.metrics.registry.get_sample_value(
+            "pull_secret_webhook_secret_writes_total", {"operation": "create", "result": "taken"}
+        )
+        or 0.0
+        for m in (a, b)
+    ]
+    assert sorted(taken) == [0.0, 1.0]  # the loser's refused create, counted
 
 
 async def test_a_secret_made_while_this_replica_minted_is_not_written_again(

@@ -338,6 +338,7 @@ class SecretWriter:
         try:
             doc = await self.kube.create_secret(namespace, body)
         except ConflictError:
+            self.metrics.secret_writes.labels("create", "taken").inc()
             return await self._taken(namespace, need, record)
         self.metrics.secret_writes.labels("create", "ok").inc()
         log.info("created pull secret %s/%s for %s", namespace, need.secret_name, need.host)

@@ -14,7 +14,7 @@ the secret without ever reading one. A new Secret costs the admission one write:
    else is left alone (Foreign);
 3. 409 AlreadyExists: the name holds a Secret already, and only a record written by the
    replica whose create succeeded can say it is the webhook's. The replica waits for that
-   record in its records watch (``_recorded_elsewhere``) and follows it; none coming, the
+   record in its records watch (``_record_moves``) and follows it; none coming, the
    Secret is one the webhook did not create (planted, or left by a replica that died
    before recording it): the record says Foreign and it is never used, changed or
    deleted. While it waits, an admission that runs out of budget does not name the
@@ -299,8 +299,9 @@ class SecretWriter:
                 elif record.state == "Foreign":
                     return NeedStatus("foreign")
                 elif record.state == "Claimed" and now - record.claimed_at < CLAIM_SECONDS:
-                    # A replica of an earlier version claims before it creates.
-                    await self._claim_settles(record)
+                    # A replica of an earlier version claims before it creates: wait for
+                    # its record to move on (the loop asks again after the wait).
+                    await self._record_moves(namespace, name, record, CLAIM_RELOAD_SECONDS)
                     continue
                 elif record.state == "Claimed" or not record.secret_uid:
                     # An abandoned claim, or a Secret found deleted (``verify``).
@@ -355,10 +356,12 @@ class SecretWriter:
         key = (namespace, need.secret_name)
         self._unproven.add(key)
         try:
-            if await self._recorded_elsewhere(namespace, need.secret_name, record):
+            if await self._record_moves(namespace, need.secret_name, record, FOLLOW_SECONDS):
+                return None
+            current = await self._reload(namespace, need.secret_name)
+            if _moved(record, current):
                 return None
             # Unchanged: the record we knew (as the API server has it), or still none.
-            current = self.records.get(namespace, need.secret_name)
             base = current if current is not None else new_record(namespace, need, self.clock())
             if not await self._mark_foreign(base, create=current is None):
                 return None  # the record moved on meanwhile: look again
@@ -366,25 +369,19 @@ class SecretWriter:
         finally:
             self._unproven.discard(key)
 
-    async def _recorded_elsewhere(
-        self, namespace: str, name: str, known: ManagedSecret | None
+    async def _record_moves(
+        self, namespace: str, name: str, known: ManagedSecret | None, at_most: float
     ) -> bool:
-        """Wait up to FOLLOW_SECONDS for the name's record to change from ``known`` (None:
-        to appear), in the records watch's copy; read it from the API server only when
-        the watch has said nothing at all for CLAIM_RELOAD_SECONDS (it may have stalled;
-        one that keeps delivering other records' events is merely late), and once at the
-        end. Did it change?"""
-
-        def changed() -> bool:
-            current = self.records.get(namespace, name)
-            if known is None:
-                return current is not None
-            return current is None or current.resource_version != known.resource_version
-
+        """Wait up to ``at_most`` seconds for the name's record to move on from ``known``
+        (None: to appear) in the records watch's copy, woken as the watch brings it. The
+        API server is asked only when the watch has said nothing at all for
+        CLAIM_RELOAD_SECONDS (it may have stalled; one that keeps delivering other
+        records' events is merely late, and a read would only add to the load that makes
+        it late: in a cold storm, hundreds of reads of ~0.8 s each). Did it move?"""
         begun = read = time.monotonic()
-        while time.monotonic() - begun < FOLLOW_SECONDS:
+        while True:
             await self.records.wait_change(namespace, name, CLAIM_POLL_SECONDS)
-            if changed():
+            if _moved(known, self.records.get(namespace, name)):
                 return True
             now = time.monotonic()
             if (
@@ -392,11 +389,10 @@ class SecretWriter:
                 and self.records.silent_for() >= CLAIM_RELOAD_SECONDS
             ):
                 read = now
-                await self._reload(namespace, name)
-                if changed():
+                if _moved(known, await self._reload(namespace, name)):
                     return True
-        await self._reload(namespace, name)
-        return changed()
+            if now - begun >= at_most:
+                return False
 
     def _keep_books(
         self, namespace: str, need: PullNeed, doc: dict[str, Any], credential: Credential
@@ -518,21 +514,6 @@ class SecretWriter:
         await self._save_ready(record, doc, credential)
         return NeedStatus("ready")
 
-    async def _claim_settles(self, claimed: ManagedSecret) -> None:
-        """Wait until another replica's claim moves on (the record changes in the
-        records watch's copy: a local look-up every CLAIM_POLL_SECONDS), asking the API
-        server only after CLAIM_RELOAD_SECONDS without news, and only when the watch
-        delivered nothing else either. (Asking at once, as every waiting replica would
-        for every name being made, adds reads to a cold start's writes.)"""
-        deadline = time.monotonic() + CLAIM_RELOAD_SECONDS
-        while time.monotonic() < deadline:
-            await self.records.wait_change(claimed.namespace, claimed.name, CLAIM_POLL_SECONDS)
-            current = self.records.get(claimed.namespace, claimed.name)
-            if current is None or current.resource_version != claimed.resource_version:
-                return
-        if self.records.silent_for() >= CLAIM_RELOAD_SECONDS:
-            await self._reload(claimed.namespace, claimed.name)
-
     async def mark_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Create the marker the Secret owns (records.marker_object). Without one, the
         Secret is checked (one call) whenever it is needed, until one can be made."""
@@ -623,3 +604,10 @@ def _uid(doc: dict[str, Any]) -> str:
 def _records(record: ManagedSecret | None, uid: str) -> bool:
     """Does ``record`` say Ready for the Secret ``uid``?"""
     return record is not None and record.state == "Ready" and record.secret_uid == uid
+
+
+def _moved(known: ManagedSecret | None, current: ManagedSecret | None) -> bool:
+    """Is ``current`` another version of the record than ``known`` (None: none)?"""
+    if known is None or current is None:
+        return known is not current
+    return current.resource_version != known.resource_version

@@ -517,7 +517,7 @@ async def floor_storm(
         tlsfloor.serving(cert, key, patch, st.workdir, how) as go,
         st.routed_to([go], names[0]),
     ):
-        return await storm.create_at_once(
+        created = await storm.create_at_once(
             api,
             names,
             per_namespace,
@@ -525,6 +525,14 @@ async def floor_storm(
             "coldfloor" if making else "floor",
             clients=clients,
         )
+        made = tlsfloor.secrets_created(go) if making else 0
+    if making and made != len(secrets) * len(names):
+        # Writes that failed cost less than writes: such a floor would not be one.
+        raise RuntimeError(
+            f"the cold floor made {made} of {len(secrets) * len(names)} Secrets "
+            f"(its log: {st.workdir / 'tlsfloor.log'})"
+        )
+    return created
 
 
 def _finite(bounds: tuple[float, float]) -> tuple[float, float | None]:

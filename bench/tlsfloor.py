@@ -85,6 +85,14 @@ class SecretMaking:
         ]
 
 
+def secrets_created(server: Replica) -> int:
+    """How many Secrets the server in its ``-apiserver`` mode was answered 201 for."""
+    for line in server.metrics().splitlines():
+        if line.startswith("tlsfloor_secrets_created_total "):
+            return int(line.rpartition(" ")[2])
+    return 0
+
+
 @contextlib.contextmanager
 def serving(
     cert: Path, key: Path, patch: str, workdir: Path, making: SecretMaking | None = None

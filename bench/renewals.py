@@ -17,23 +17,29 @@ Then, with every record in the API server and before the first is due, a prober 
 unrelated reads (a GET of a namespace, a LIST of ConfigMaps, one every 50 ms, from a
 process of its own):
 
-1. idle for ``--idle`` seconds, then as long beside a plain client (not the webhook)
-   writing a Secret then a ConfigMap, one pair every ``1 / rate`` seconds at the rate
-   the wave is expected at (the due times', at most the leader's bound), then idle
-   again: what that write rate costs the reads with no webhook involved;
+1. idle for ``--idle`` seconds, then ``--plain`` seconds (as long as the wave by
+   default) beside a plain client (not the webhook) writing a Secret then a ConfigMap,
+   one pair every ``1 / rate`` seconds at the rate the wave is expected at (the due
+   times', at most the leader's bound), then idle again: what that write rate costs
+   the reads with no webhook involved;
 2. the wave: from the first due time for ``--wave`` seconds (or until every secret is
    renewed, or until the first credential is within ``URGENT_SECONDS`` of its end,
    where the override would let renewals through unpaced), the API server's own
    ``apiserver_request_total`` is read every second (the leader's renewal writes:
    PUTs of Secrets and of records);
 3. the replicas are stopped, and the reads run idle, then beside the plain client at
-   the leader's mean rate of the wave.
+   the leader's mean rate of the wave for ``--plain`` seconds.
+
+Through the plain client's phases and the wave, the CPU that etcd, kube-apiserver,
+each replica and the benchmark's own process used is sampled every second; each run
+of slow reads (over twice the idle p99, at least 20 ms) is reported with who was busy
+then, and the wave's reads are set against the plain client's, side by side.
 
 The records' due times (``refreshAt``, listed once they are made) give the spread the
 hash put the secrets at; the per-second samples give when they were renewed.
 
     .venv/bin/python -m bench.renewals [--storm] [--namespaces 10000] [--registries 3]
-        [--token-seconds 2400] [--fraction 0.5] [--idle 40] [--wave 360]
+        [--token-seconds 2400] [--fraction 0.5] [--idle 40] [--plain 360] [--wave 360]
 
 With the defaults (the default fraction, tokens of 40 minutes: a 3-hour token's
 window 4.5 times faster) the 30,000 fall due over 9.5 minutes, 53 a second, more than
@@ -120,6 +126,122 @@ def _prober(server: str, files: storm.Credentials, stop: Any, out: str) -> None:
     Path(out).write_text(json.dumps(got))
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, user + system clock ticks), of every process now."""
+    out: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+class CpuSampler:
+    """Once a second, the CPU each named process (with its children) used since the
+    last sample, as a share of one core: who was busy when the reads were slow."""
+
+    def __init__(self, named: dict[str, int]) -> None:
+        self.named = named
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._last: dict[str, int] | None = None
+        self._at = 0.0
+
+    def _totals(self) -> dict[str, int]:
+        ticks = _cpu_ticks()
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _) in ticks.items():
+            children.setdefault(parent, []).append(pid)
+        out: dict[str, int] = {}
+        for name, root in self.named.items():
+            total, todo = 0, [root]
+            while todo:
+                pid = todo.pop()
+                total += ticks.get(pid, (0, 0))[1]
+                todo.extend(children.get(pid, ()))
+            out[name] = total
+        return out
+
+    def sample(self) -> None:
+        now, totals = time.time(), self._totals()
+        if self._last is not None and now > self._at:
+            span = now - self._at
+            self.samples.append(
+                (
+                    round(now, 3),
+                    {
+                        name: round(
+                            max(totals[name] - self._last.get(name, 0), 0) / _TICK / span, 3
+                        )
+                        for name in totals
+                    },
+                )
+            )
+        self._last, self._at = totals, now
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Samples every second while the block runs."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.to_thread(self.sample)
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._last = None
+
+
+def slow_stretches(
+    reads: list[tuple[float, float]], over: float, gap: float = 2.0
+) -> list[tuple[float, float, int]]:
+    """(start, end, slow reads) of each run of reads slower than ``over`` seconds, runs
+    less than ``gap`` seconds apart joined."""
+    out: list[tuple[float, float, int]] = []
+    for t, d in sorted(reads):
+        if d <= over:
+            continue
+        if out and t - out[-1][1] <= gap:
+            start, _, n = out[-1]
+            out[-1] = (start, t, n + 1)
+        else:
+            out.append((t, t, 1))
+    return out
+
+
+def cpu_in(
+    samples: list[tuple[float, dict[str, float]]], start: float, end: float
+) -> dict[str, float]:
+    """Each process's mean share of a core over the samples in [start, end]."""
+    inside = [cpu for t, cpu in samples if start <= t <= end + 1.0]
+    if not inside:
+        return {}
+    return {
+        name: round(sum(c.get(name, 0.0) for c in inside) / len(inside), 2) for name in inside[0]
+    }
+
+
+def by_minute_p99(reads: list[tuple[float, float]], origin: float) -> dict[int, float]:
+    """The reads' p99 (ms) in each whole minute from ``origin``."""
+    minutes: dict[int, list[float]] = {}
+    for t, d in reads:
+        minutes.setdefault(int((t - origin) // 60), []).append(d)
+    return {m: round(storm.percentile(ds, 99) * 1e3, 2) for m, ds in sorted(minutes.items())}
+
+
 class Prober:
     """Unrelated reads from another process, started and stopped from here."""
 
@@ -153,10 +275,14 @@ class Prober:
 
     async def reads(self, seconds: float) -> list[float]:
         """The reads' durations over ``seconds``."""
+        return [d for _, d in await self.timed_reads(seconds)]
+
+    async def timed_reads(self, seconds: float) -> list[tuple[float, float]]:
+        """(when, seconds) of each read over ``seconds``."""
         out: list[tuple[float, float]] = []
         async with self.running(out):
             await asyncio.sleep(seconds)
-        return [d for _, d in out]
+        return out
 
 
 def renewal_writes(metrics: str) -> tuple[int, int]:
@@ -231,6 +357,8 @@ async def plain_writes(api: storm.Api, rate: float, seconds: float, ns: str) -> 
         ) as r:
             await r.read()
 
+    if rate <= 0:
+        return 0
     pending: set[asyncio.Task[None]] = set()
     start = time.monotonic()
     n = 0
@@ -327,6 +455,16 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
     api = storm.admin_api(st.controlplane, CONCURRENCY)
     names = [f"wave-{i}" for i in range(args.namespaces)]
     prober = Prober(st.controlplane, workdir)
+    named = {
+        name: pid
+        for name, pid in st.controlplane.pids().items()
+        if name != "kube-controller-manager"
+    }
+    named.update({r.name: r.process.pid for r in st.replicas})
+    # The benchmark's own process: the plain writer, and the stack's token services the
+    # renewals call.
+    named["benchmark"] = os.getpid()
+    cpu = CpuSampler(named)
     out: dict[str, Any] = {}
     try:
         started = time.time()
@@ -376,10 +514,14 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
         expected = min(len(due) / max(due[-1] - due[0], 1.0), RENEWALS_PER_SECOND)
         # (Shorter phases when the storm left less time than asked before the first due,
         # none when it left less than 40 s: then the idle reads after the wave stand in.)
-        phase = min(args.idle, (due[0] - time.time() - 10) / 3)
+        left = due[0] - time.time() - 10
+        phase = min(args.idle, left / 3)
+        plain_seconds = max(min(args.plain, left - 2 * phase), phase)
         out["phase_seconds"] = phase
+        out["plain_seconds"] = plain_seconds
         idle: list[float] = []
         plain_box: list[int] = []
+        plain_timed: list[tuple[float, float]] = []
 
         async def plain(rate: float, seconds: float) -> None:
             ns = f"plain-writer-{len(plain_box)}"
@@ -388,8 +530,10 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
         plain_reads: list[float] = []
         if phase >= 10:
             idle = await prober.reads(phase)
-            writer = asyncio.create_task(plain(expected, phase))
-            plain_reads = await prober.reads(phase)
+            writer = asyncio.create_task(plain(expected, plain_seconds))
+            async with cpu.running():
+                plain_timed = await prober.timed_reads(plain_seconds)
+            plain_reads = [d for _, d in plain_timed]
             await writer
             idle += await prober.reads(phase)
             out["plain_writer_before"] = {
@@ -400,7 +544,7 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
 
         # The wave.
         wave: list[tuple[float, float]] = []
-        async with prober.running(wave):
+        async with prober.running(wave), cpu.running():
             base_secrets, base_records = renewal_writes(await api.get("/metrics"))
             samples: list[tuple[float, int, int]] = [(time.time(), 0, 0)]
             until = min(max(due[0], time.time()) + args.wave, urgent_from)
@@ -421,8 +565,10 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
         mean_rate = (renewed + record_writes) / (last - first) if last > first else 0.0
         after = max(phase, args.idle)
         idle_after = await prober.reads(after)
-        writer = asyncio.create_task(plain(mean_rate / 2, after))
-        plain_after = await prober.reads(after)
+        writer = asyncio.create_task(plain(mean_rate / 2, plain_seconds))
+        async with cpu.running():
+            plain_after_timed = await prober.timed_reads(plain_seconds)
+        plain_after = [d for _, d in plain_after_timed]
         await writer
         out["plain_writer_after"] = {"renewals_per_second": mean_rate / 2, "pairs": plain_box[-1]}
     finally:
@@ -446,6 +592,29 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
             "ratio": round(pb / pa, 2) if pa else 0.0,
         }
 
+    # Where the reads were slow (over twice the pooled idle p99, at least 20 ms): when,
+    # how long, and who used the CPU then against the whole phase.
+    pooled = storm.percentile(idle + idle_after, 99)
+    over = max(2 * pooled, 0.02)
+    wave_in = [(t, d) for t, d in wave if first <= t <= last]
+
+    def stretches(reads: list[tuple[float, float]]) -> dict[str, Any]:
+        if not reads:
+            return {"stretches": [], "cpu_whole_phase": {}}
+        start, end = reads[0][0], reads[-1][0]
+        return {
+            "stretches": [
+                {
+                    "after_mint_s": [round(a - minted_at, 1), round(b - minted_at, 1)],
+                    "slow_reads": n,
+                    "cpu": cpu_in(cpu.samples, a - 1.0, b),
+                }
+                for a, b, n in slow_stretches(reads, over)
+            ],
+            "cpu_whole_phase": cpu_in(cpu.samples, start, end),
+            "p99_ms_by_minute": by_minute_p99(reads, start),
+        }
+
     out.update(
         {
             "namespaces": args.namespaces,
@@ -465,6 +634,17 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
             "probe_idle_after_vs_wave": ratio(idle_after, during),
             "probe_idle_vs_plain_writer_before": ratio(idle, plain_reads) if idle else None,
             "probe_idle_vs_plain_writer_after": ratio(idle_after, plain_after),
+            # Side by side at the same rate for as long: what the API server's writes cost
+            # the reads with no webhook involved, against what the wave cost them.
+            "probe_plain_writer_vs_wave": ratio(plain_reads + plain_after, during),
+            "probe_pooled_idle_vs_wave": ratio(idle + idle_after, during),
+            "probe_pooled_idle_vs_plain_writer": ratio(
+                idle + idle_after, plain_reads + plain_after
+            ),
+            "slow_over_ms": round(over * 1e3, 2),
+            "slow_wave": stretches(wave_in),
+            "slow_plain_writer_before": stretches(plain_timed),
+            "slow_plain_writer_after": stretches(plain_after_timed),
             "slowest_wave_reads_ms_at_seconds_after_mint": [
                 (round(d * 1e3, 1), round(t - minted_at, 1))
                 for t, d in sorted((x for x in wave if first <= x[0] <= last), key=lambda x: -x[1])[
@@ -473,13 +653,14 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
             ],
             "loadavg_end_of_wave": load_wave,
             "samples": samples,
+            "cpu_samples": cpu.samples,
             # Every read's duration (seconds), by phase, to take other statistics later.
             "reads": {
                 "idle_before": idle,
-                "plain_writer_before": plain_reads,
+                "plain_writer_before": [(round(t - minted_at, 3), d) for t, d in plain_timed],
                 "wave": [(round(t - minted_at, 3), d) for t, d in wave],
                 "idle_after": idle_after,
-                "plain_writer_after": plain_after,
+                "plain_writer_after": [(round(t - minted_at, 3), d) for t, d in plain_after_timed],
             },
         }
     )
@@ -492,6 +673,13 @@ def main() -> int:
     parser.add_argument("--registries", type=int, default=3, choices=(1, 2, 3))
     parser.add_argument("--idle", type=float, default=40.0, help="seconds of each probe phase")
     parser.add_argument("--wave", type=float, default=360.0, help="longest wave measured, s")
+    parser.add_argument(
+        "--plain",
+        type=float,
+        default=360.0,
+        help="seconds of each plain-client phase (as long as the wave: a stall that comes "
+        "every few minutes shows in both or neither)",
+    )
     parser.add_argument(
         "--token-seconds",
         type=int,
@@ -526,7 +714,12 @@ def main() -> int:
         "loadavg_end": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps({k: v for k, v in out.items() if k not in ("samples", "reads")}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in out.items() if k not in ("samples", "reads", "cpu_samples")},
+            indent=1,
+        )
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
     return 0 if out["renewed"] > 0 and out["pods_patched"] == args.namespaces else 1

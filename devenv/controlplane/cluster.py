@@ -339,6 +339,14 @@ class ControlPlane(Running["_Running"]):
     def logs(self) -> Mapping[str, Path]:
         return dict(self._state.logs)
 
+    def pids(self) -> dict[str, int]:
+        """Component name -> process id, of the components running now."""
+        return {
+            name: process.pid
+            for name, process in self._state.processes.items()
+            if process.poll() is None
+        }
+
     # --- lifecycle (``with`` starts and stops it: devenv.lifecycle.Component) ---
 
     def start(self) -> None:

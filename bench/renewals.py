@@ -145,11 +145,13 @@ def _cpu_ticks() -> dict[int, tuple[int, int]]:
 
 
 class CpuSampler:
-    """Once a second, the CPU each named process (with its children) used since the
-    last sample, as a share of one core: who was busy when the reads were slow."""
+    """Once a second, the CPU each named process (with its children, except those in
+    ``alone``) used since the last sample, as a share of one core: who was busy when
+    the reads were slow."""
 
-    def __init__(self, named: dict[str, int]) -> None:
+    def __init__(self, named: dict[str, int], alone: frozenset[str] = frozenset()) -> None:
         self.named = named
+        self.alone = alone
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._last: dict[str, int] | None = None
         self._at = 0.0
@@ -165,7 +167,8 @@ class CpuSampler:
             while todo:
                 pid = todo.pop()
                 total += ticks.get(pid, (0, 0))[1]
-                todo.extend(children.get(pid, ()))
+                if name not in self.alone:
+                    todo.extend(children.get(pid, ()))
             out[name] = total
         return out
 
@@ -461,10 +464,10 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
         if name != "kube-controller-manager"
     }
     named.update({r.name: r.process.pid for r in st.replicas})
-    # The benchmark's own process: the plain writer, and the stack's token services the
-    # renewals call.
+    # The benchmark's own process, not its children (the control plane and the replicas
+    # are those): the plain writer, and the stack's token services the renewals call.
     named["benchmark"] = os.getpid()
-    cpu = CpuSampler(named)
+    cpu = CpuSampler(named, alone=frozenset({"benchmark"}))
     out: dict[str, Any] = {}
     try:
         started = time.time()

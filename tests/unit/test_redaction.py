@@ -86,3 +86,41 @@ def test_a_value_in_use_is_kept_longest() -> None:
         redactor.remember(f"minted-number-{i:04d}")
         redactor.remember("static-secret-value")  # read again
     assert "static-secret-value" not in redactor.scrub("static-secret-value")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_request_s_context_values_are_logged_as_one_printable_cut_line(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Context values come straight from reviews (a pod's name, its namespace): each is
+    made printable and cut when a line is logged, in either format."""
+    import logging
+
+    from webhook.telemetry.logs import CONTEXT_VALUE_MAX, log_context, setup_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("info", fmt)
+        with log_context(uid="u-1", namespace="team\na") as context:
+            context.add(pod="web\r\x1b[2J\udc80" + "-web" * 100)
+            logging.getLogger("webhook.test").warning("one line")
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert "\x1b" not in line and "\r" not in line
+    fields = (
+        json.loads(line)
+        if fmt == "json"
+        else dict(part.split("=", 1) for part in line.split(" ") if "=" in part)
+    )
+    assert fields["uid"] == "u-1"
+    assert fields["namespace"] == "team\\na"
+    # Escaped (the rest, a long run, is the redactor's to hide), and cut.
+    assert fields["pod"].startswith("web\\r\\x1b[2J\\")
+    assert fields["pod"].endswith("…")
+    assert len(fields["pod"]) <= CONTEXT_VALUE_MAX

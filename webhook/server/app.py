@@ -174,14 +174,18 @@ async def _read_review(request: web.Request, held: Held) -> tuple[str, Admission
         raise BadReview(
             f"method {clip(request.method)} is not allowed; POST an AdmissionReview", status=405
         )
-    ctype = request.headers.get("Content-Type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
+    headers = request.headers
+    ctype = headers.get("Content-Type", "")
+    # (The API server's exact value first: the parse is for other clients' spellings.)
+    if ctype != "application/json" and ctype.split(";")[0].strip().lower() != "application/json":
         raise BadReview(f"Content-Type is {quote(ctype)}, expected application/json")
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity":
+    encoding = headers.get("Content-Encoding")  # the API server sends none
+    if encoding is not None and encoding.strip().lower() != "identity":
         # The API server never compresses webhook requests, and a compressed body could
         # expand a thousandfold past the size limit before it is counted.
-        raise BadReview(f"Content-Encoding {quote(encoding)} is not accepted; send plain JSON")
+        raise BadReview(
+            f"Content-Encoding {quote(encoding.strip().lower())} is not accepted; send plain JSON"
+        )
     try:
         body = await _read_body(request, held)
         scan = scan_body(body)
@@ -256,7 +260,7 @@ async def _admit(app: web.Application, req: AdmissionRequest, context: log_conte
             log.debug("allowed unchanged: %s", clip(decision.reason, LOGGED_MESSAGE_MAX))
         return left_alone(req["uid"], "skipped", decision.reason)
     plan: Plan = decision
-    context.add(pod=clip(plan.pod_name))
+    context.add(pod=plan.pod_name)  # made one printable line, cut, by log_context
     outcome = await _ensure(app, plan, config.admission.budget_seconds)
     verdict = admission.respond(plan, outcome, fail_closed=config.admission.fail_closed)
     if isinstance(verdict, Denied):

@@ -28,17 +28,18 @@ CONTEXT_VALUE_MAX = 253  # the longest valid Kubernetes object name
 def _safe(value: str) -> str:
     if value.isascii() and value.isprintable() and len(value) <= CONTEXT_VALUE_MAX:
         return value  # the usual case, at no cost
-    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    value = value.replace("\n", "\\n").replace("\r", "\\r")
+    # Every character that is not printable as its escape: line breaks, terminal control
+    # sequences, lone surrogates (they break log encoders).
+    value = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in value)
     return value if len(value) <= CONTEXT_VALUE_MAX else value[: CONTEXT_VALUE_MAX - 1] + "…"
 
 
 def _merged(base: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
-    """``base`` with each non-empty field added, made safe to log."""
+    """``base`` with each non-empty field added (made safe to log when a line is)."""
     merged = dict(base)
     for key, value in fields.items():
         if value:
-            merged[key] = _safe(str(value))
+            merged[key] = value
     return merged
 
 
@@ -46,8 +47,9 @@ class log_context:
     """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
 
     A plain class rather than a generator-based context manager: it is entered twice on
-    every admission, and this costs a third as much. Values are cut and made printable
-    here: they often come straight from a request.
+    every admission, and this costs a third as much. Values often come straight from a
+    request: each is cut and made printable when a line is logged (most admissions log
+    none), never written as given.
     """
 
     __slots__ = ("_fields", "_merged", "_token")
@@ -72,7 +74,7 @@ class log_context:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.ctx = dict(_context.get())
+        record.ctx = {key: _safe(str(value)) for key, value in _context.get().items()}
         return True
 
 

@@ -83,6 +83,7 @@ from webhook.kube.objects import (
     PLURAL,
     VERSION,
 )
+from webhook.kube.rfc3339 import to_rfc3339
 from webhook.pullsecrets.records import ManagedSecret, marker_object
 from webhook.pullsecrets.renewals import RENEWALS_PER_SECOND, URGENT_SECONDS, renew_at
 from webhook.pullsecrets.secret import MANAGED_BY, MANAGER
@@ -337,15 +338,32 @@ async def records(api: storm.Api) -> list[ManagedSecret]:
             return out
 
 
-async def plain_writes(api: storm.Api, rate: float, seconds: float, ns: str) -> int:
-    """A plain client's writes, as the leader's renewals: a Secret then a ConfigMap, one
-    pair every ``1 / rate`` seconds, in a namespace of its own. Returns the pairs written."""
+async def plain_writes(
+    api: storm.Api, rate: float, seconds: float, ns: str, second: str = "configmap"
+) -> int:
+    """A plain client's writes, as the leader's renewals: a Secret then a ConfigMap (or,
+    with ``second="record"``, a record of the webhook's kind in its namespace, state
+    ``Foreign`` for a namespace that is not opted in, which the replicas watch and leave
+    alone), one pair every ``1 / rate`` seconds, in a namespace of its own. Returns the
+    pairs written."""
     await api.create("/api/v1/namespaces", {"metadata": {"name": ns}})
     names = [f"w-{i}" for i in range(200)]
     payload = base64.b64encode(b'{"auths":{"x":{"auth":"' + b"a" * 900 + b'"}}}').decode()
+    records = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
+
+    def record(name: str) -> dict[str, Any]:
+        return ManagedSecret(ns, name, "plain", "plain.example", "none", state="Foreign").to_object(
+            NAMESPACE
+        )
+
+    versions: dict[str, str] = {}  # a custom resource is updated only at its version
     for name in names:
         await api.create(f"/api/v1/namespaces/{ns}/secrets", {"metadata": {"name": name}})
-        await api.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": name}})
+        if second == "record":
+            _, made = await api.create(records, record(name))
+            versions[name] = made["metadata"]["resourceVersion"]
+        else:
+            await api.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": name}})
 
     async def pair(n: int) -> None:
         name = names[n % len(names)]
@@ -354,11 +372,22 @@ async def plain_writes(api: storm.Api, rate: float, seconds: float, ns: str) -> 
             f"{api.server}/api/v1/namespaces/{ns}/secrets/{name}", json=secret
         ) as r:
             await r.read()
-        cm = {"metadata": {"name": name}, "data": {"renewedAt": str(time.time())}}
-        async with api.session.put(
-            f"{api.server}/api/v1/namespaces/{ns}/configmaps/{name}", json=cm
-        ) as r:
-            await r.read()
+            if r.status >= 300:  # a refused write costs less: it would flatter the peer
+                raise RuntimeError(f"plain writer: Secret PUT {r.status}")
+        if second == "record":
+            body = record(name)
+            body["metadata"]["resourceVersion"] = versions[name]
+            body["status"]["renewedAt"] = to_rfc3339(time.time())
+            url = f"{api.server}{records}/{ns}.{name}"
+        else:
+            body = {"metadata": {"name": name}, "data": {"renewedAt": str(time.time())}}
+            url = f"{api.server}/api/v1/namespaces/{ns}/configmaps/{name}"
+        async with api.session.put(url, json=body) as r:
+            answer = await r.read()
+            if r.status >= 300:
+                raise RuntimeError(f"plain writer: PUT {url}: {r.status}")
+        if second == "record":
+            versions[name] = json.loads(answer)["metadata"]["resourceVersion"]
 
     if rate <= 0:
         return 0
@@ -528,7 +557,7 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
 
         async def plain(rate: float, seconds: float) -> None:
             ns = f"plain-writer-{len(plain_box)}"
-            plain_box.append(await plain_writes(api, rate, seconds, ns))
+            plain_box.append(await plain_writes(api, rate, seconds, ns, args.plain_second))
 
         plain_reads: list[float] = []
         if phase >= 10:
@@ -690,6 +719,13 @@ def main() -> int:
         help="the registries' token lifetime (the window scales with it)",
     )
     parser.add_argument("--fraction", type=float, default=0.5, help="refresh.fraction")
+    parser.add_argument(
+        "--plain-second",
+        choices=("configmap", "record"),
+        default="configmap",
+        help="the plain client's second write: a ConfigMap, or a record of the webhook's "
+        "kind (a custom resource both replicas watch) in the webhook's namespace",
+    )
     parser.add_argument(
         "--storm",
         action="store_true",

@@ -215,6 +215,22 @@ def test_pending_secret_denies_when_fail_closed(config: Config) -> None:
     assert "contoso.azurecr.io (contoso): timed out" in response["status"]["message"]
 
 
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["warned", "denied"])
+def test_a_remote_answer_s_control_characters_reach_the_client_escaped(
+    config: Config, fail_closed: bool
+) -> None:
+    """kubectl prints warnings and denials to a terminal: a registry's error text quoted in
+    them cannot move its cursor or start a line of its own."""
+    pod = make_pod(ACR)
+    plan = planned(config, pod)
+    said = "ACR said \x1b[2J\x1b]0;owned\x07 no\rdone"
+    outcome = Outcome({plan.needs[0].secret_name: NeedStatus("pending", said)})
+    response = answered(plan, outcome, fail_closed=fail_closed)
+    shown = response["status"]["message"] if fail_closed else response["warnings"][0]
+    assert shown.isprintable(), shown
+    assert "\\x1b[2J" in shown
+
+
 def test_foreign_secret_of_the_same_name_is_not_used(config: Config) -> None:
     pod = make_pod(ACR)
     plan = planned(config, pod)

@@ -124,3 +124,39 @@ def test_a_request_s_context_values_are_logged_as_one_printable_cut_line(
     assert fields["pod"].startswith("web\\r\\x1b[2J\\")
     assert fields["pod"].endswith("…")
     assert len(fields["pod"]) <= CONTEXT_VALUE_MAX
+
+
+def test_a_text_line_s_message_and_traceback_are_printable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whatever a message quotes (a library's message, a remote answer in an exception) is
+    escaped in the text format: one line a message, the request's fields on it, and a
+    traceback's own lines kept as lines, none able to move a terminal's cursor."""
+    import logging
+
+    from webhook.telemetry.logs import log_context, setup_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("info", "text")
+        log = logging.getLogger("webhook.test")
+        with log_context(uid="u-2"):
+            log.warning("remote said: %s", "ok\nFORGED level=error\x1b[31m red")
+            try:
+                raise RuntimeError("boom\x1b]0;title\x07")
+            except RuntimeError:
+                log.exception("failed")
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = err.splitlines()
+    assert all(line.isprintable() for line in lines), lines
+    first = lines[0]
+    assert first.endswith("remote said: ok\\nFORGED level=error\\x1b[31m red uid=u-2"), first
+    assert not any(line.startswith("FORGED") for line in lines)
+    failed = next(i for i, line in enumerate(lines) if "failed" in line)
+    assert lines[failed].endswith("failed uid=u-2")
+    assert lines[failed + 1] == "Traceback (most recent call last):"
+    assert lines[-1] == "RuntimeError: boom\\x1b]0;title\\x07"

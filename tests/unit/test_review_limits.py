@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from webhook.admission.reviews import (
     MAX_DEPTH,
     MAX_VALUES,
+    WARNING_MAX,
     BadReview,
     clip,
+    clip_warning,
     decode_review,
     decoded_string_bytes,
     estimate_values,
@@ -117,6 +120,26 @@ def test_clip_keeps_one_line_and_no_lone_surrogates() -> None:
     assert "\n" not in text
     assert "\r" not in text
     text.encode("utf-8")
+
+
+@pytest.mark.parametrize("clipper", [clip, clip_warning], ids=["clip", "clip_warning"])
+def test_quoted_text_cannot_drive_a_terminal(clipper: Callable[[str], str]) -> None:
+    """Messages and warnings quote text from requests and remote answers; a terminal shows
+    them (kubectl, a log tail). Every unprintable character arrives as its escape."""
+    hostile = "a\x1b[2Jb\x9b31mc\x07d\u2028e\x00f\ud800"
+    text = clipper(hostile)
+    assert text.isprintable(), text
+    assert "\\x1b[2J" in text and "\\x9b" in text and "\\x07" in text and "\\x00" in text
+    text.encode("utf-8")
+    # Printable text, non-ASCII included, is kept as it is.
+    assert clipper("image 'registry.example/équipe/app:1' — 日本") == (
+        "image 'registry.example/équipe/app:1' — 日本"
+    )
+
+
+def test_clip_warning_stays_within_what_kubernetes_keeps() -> None:
+    text = clip_warning("\x1b" * 500)
+    assert len(text) == WARNING_MAX and text.endswith("…")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from webhook.admission import jsonio
 from webhook.telemetry import redact
+from webhook.telemetry.text import printable
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -118,9 +119,9 @@ def quote(value: object, limit: int = QUOTE_MAX) -> str:
 
 
 def clip(text: str, limit: int = QUOTE_MAX) -> str:
-    """One line, at most ``limit`` characters, no lone surrogates (they break log encoders)."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    """One printable line of at most ``limit`` characters: every unprintable character
+    (line breaks, terminal control sequences, lone surrogates) as its escape."""
+    text = printable(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -387,5 +388,6 @@ def bad_request(error: BadReview) -> AdmissionReview:
 
 
 def clip_warning(text: str) -> str:
-    text = " ".join(redact.scrub(text).split())
+    """A warning as kubectl prints it to a terminal: scrubbed, one printable line, cut."""
+    text = printable(" ".join(redact.scrub(text).split()))
     return text if len(text) <= WARNING_MAX else text[: WARNING_MAX - 1] + "…"

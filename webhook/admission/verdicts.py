@@ -17,6 +17,7 @@ from typing import Any, Literal
 from webhook.admission import jsonio
 from webhook.admission.reviews import AdmissionResponse, Status, clip_warning
 from webhook.telemetry import redact
+from webhook.telemetry.text import printable
 
 Result = Literal["skipped", "refused", "unchanged", "patched", "warned", "denied", "error"]
 """The admission counter's ``result`` label (docs/metrics.md): skipped, not a pod this
@@ -72,7 +73,8 @@ def allowed(uid: str, patch: Sequence[dict[str, Any]], warnings: Iterable[str] =
 
 
 def denied(uid: str, message: str) -> Denied:
-    return Denied(uid, redact.scrub(message))
+    """Refused with ``message`` (it may quote a remote answer): scrubbed, one printable line."""
+    return Denied(uid, printable(redact.scrub(message)))
 
 
 def failed(uid: str, *, fail_closed: bool) -> Verdict:

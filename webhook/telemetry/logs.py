@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from webhook.telemetry import redact
+from webhook.telemetry.text import printable
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
@@ -28,9 +29,7 @@ CONTEXT_VALUE_MAX = 253  # the longest valid Kubernetes object name
 def _safe(value: str) -> str:
     if value.isascii() and value.isprintable() and len(value) <= CONTEXT_VALUE_MAX:
         return value  # the usual case, at no cost
-    # Every character that is not printable as its escape: line breaks, terminal control
-    # sequences, lone surrogates (they break log encoders).
-    value = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in value)
+    value = printable(value)
     return value if len(value) <= CONTEXT_VALUE_MAX else value[: CONTEXT_VALUE_MAX - 1] + "…"
 
 
@@ -93,12 +92,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line a record (its traceback, if any, on the lines after it), every character
+    of it printable: whatever a message quotes, a library's included, cannot move a
+    terminal's cursor or forge a line. (JSON lines escape such characters already.)"""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # The message is one line (formatMessage), the request's fields end it; a
+        # traceback's lines follow, each made printable.
+        first, *rest = super().format(record).split("\n")
         ctx = getattr(record, "ctx", {})
         if ctx:
-            line += " " + " ".join(f"{k}={v}" for k, v in ctx.items())
-        return redact.scrub(line)
+            first += " " + " ".join(f"{k}={v}" for k, v in ctx.items())
+        return redact.scrub("\n".join([first, *(printable(part) for part in rest)]))
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:

@@ -107,6 +107,21 @@ def test_extra_args_env_volumes_and_mounts_reach_the_webhook_container(tmp_path:
     assert {"name": "corp-ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
 
 
+def test_the_documented_proxy_values_reach_the_webhook_container(tmp_path: Path) -> None:
+    """docs/install.md, "Behind an HTTP proxy": its values block, as written."""
+    text = (REPO / "docs" / "install.md").read_text()
+    marker = "# my-values.yaml (additions): behind a proxy"
+    block = text[text.index(marker) :].split("```", 1)[0]
+    values = tmp_path / "my-values.yaml"
+    values.write_text(block)
+
+    env = webhook_container(helm_template("-f", str(values)))["env"]
+
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy.corp.example:3128"} in env
+    no_proxy = next(e["value"] for e in env if e["name"] == "NO_PROXY")
+    assert no_proxy.split(",") == ["10.96.0.1", "169.254.169.254", "metadata.google.internal"]
+
+
 def test_extra_objects_are_rendered_with_tpl(tmp_path: Path) -> None:
     values = write_values(
         tmp_path,

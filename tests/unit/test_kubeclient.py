@@ -318,6 +318,31 @@ def test_in_cluster_reads_the_mounted_service_account(tmp_path: Path) -> None:
         load_in_cluster({}, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("no_proxy", "proxied"),
+    [
+        pytest.param("10.96.0.1,169.254.169.254,metadata.google.internal", False, id="listed"),
+        pytest.param("", True, id="not-listed"),
+        pytest.param("10.0.0.0/8", True, id="a-range-is-not-read"),
+    ],
+)
+def test_the_api_server_is_reached_through_https_proxy_unless_no_proxy_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_proxy: str, proxied: bool
+) -> None:
+    """docs/install.md, "Behind an HTTP proxy": the in-cluster API server goes through
+    HTTPS_PROXY unless NO_PROXY lists its address (a range is not read)."""
+    for name in ("https_proxy", "http_proxy", "no_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    (tmp_path / "token").write_text("t1")
+    (tmp_path / "ca.crt").write_bytes(pki.make_ca().cert_pem)
+    connection = load_in_cluster(
+        {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}, tmp_path
+    )
+    assert connection.proxy == ("http://proxy.corp.example:3128" if proxied else None)
+
+
 async def test_a_projected_token_is_read_again_every_minute(tmp_path: Path) -> None:
     now = [0.0]
     path = tmp_path / "token"

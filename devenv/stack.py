@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import urllib.request
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,8 @@ class Balancer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        #: Both ends of every connection made: stop() aborts whichever are still open.
+        self._transports: weakref.WeakSet[asyncio.WriteTransport] = weakref.WeakSet()
 
     def start(self) -> None:
         self._thread.start()
@@ -204,11 +207,13 @@ class Balancer:
             writer.close()
             return
         self.connections[backend.name] = self.connections.get(backend.name, 0) + 1
+        self._transports.add(writer.transport)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend.port)
         except OSError:
             writer.close()
             return
+        self._transports.add(up_writer.transport)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -224,11 +229,12 @@ class Balancer:
         try:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except asyncio.CancelledError:
-            # The balancer is stopping: the connection ends here, closed (not left for the
-            # collector to find open), and the task ends quietly rather than "cancelled".
+            # The balancer is stopping: the connection ends here, its sockets closed at once
+            # (a close() would wait for unsent bytes to drain, which a stopped loop never
+            # does, and leave the collector open sockets to find), and the task ends
+            # quietly rather than "cancelled".
             for end in (writer, up_writer):
-                with contextlib.suppress(OSError, RuntimeError):
-                    end.close()
+                end.transport.abort()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -239,8 +245,13 @@ class Balancer:
                 tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for task in tasks:
                     task.cancel()
-                # Let each connection close its sockets before the loop stops.
                 await asyncio.gather(*tasks, return_exceptions=True)
+                # A connection whose end was closed with bytes unsent is closed now too,
+                # and each closes its socket (a callback of the loop's) before it stops.
+                for transport in list(self._transports):
+                    transport.abort()
+                for _ in range(2):
+                    await asyncio.sleep(0)
 
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -30,6 +30,11 @@ process of its own):
 3. the replicas are stopped, and the reads run idle, then beside the plain client at
    the leader's mean rate of the wave for ``--plain`` seconds.
 
+Every phase reads the API server's /metrics once a second, as the wave's count of the
+leader's writes does, so none is spared that observer's cost. With ``--gctrace`` the
+control plane runs with ``GODEBUG=gctrace=1`` and kube-apiserver's garbage collections
+are set beside each stretch of slow reads.
+
 Through the plain client's phases and the wave, the CPU that etcd, kube-apiserver,
 each replica and the benchmark's own process used is sampled every second; each run
 of slow reads (over twice the idle p99, at least 20 ms) is reported with who was busy
@@ -40,6 +45,7 @@ hash put the secrets at; the per-second samples give when they were renewed.
 
     .venv/bin/python -m bench.renewals [--storm] [--namespaces 10000] [--registries 3]
         [--token-seconds 2400] [--fraction 0.5] [--idle 40] [--plain 360] [--wave 360]
+        [--plain-second configmap|record] [--gctrace]
 
 With the defaults (the default fraction, tokens of 40 minutes: a 3-hour token's
 window 4.5 times faster) the 30,000 fall due over 9.5 minutes, 53 a second, more than
@@ -59,6 +65,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import time
@@ -244,6 +251,77 @@ def by_minute_p99(reads: list[tuple[float, float]], origin: float) -> dict[int, 
     for t, d in reads:
         minutes.setdefault(int((t - origin) // 60), []).append(d)
     return {m: round(storm.percentile(ds, 99) * 1e3, 2) for m, ds in sorted(minutes.items())}
+
+
+@contextlib.asynccontextmanager
+async def scraping(api: storm.Api) -> AsyncIterator[None]:
+    """The API server's /metrics read once a second while the block runs, as the wave's
+    own count of the leader's writes reads it: every phase carries that observer's cost
+    (a few MB of text a second for the API server to make), not only the wave."""
+
+    async def loop() -> None:
+        while True:
+            started = time.monotonic()
+            await api.get("/metrics")
+            await asyncio.sleep(max(1.0 - (time.monotonic() - started), 0.0))
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+#: One line of a Go program's GODEBUG=gctrace=1 output: the cycle's start (seconds since
+#: the program started), its wall-clock phases (ms), and the heap (MB) before, after and
+#: live, and the goal.
+_GCTRACE = re.compile(
+    r"gc \d+ @(?P<at>[\d.]+)s \d+%: (?P<stw1>[\d.]+)\+(?P<mark>[\d.]+)\+(?P<stw2>[\d.]+) ms clock,"
+    r".*? (?P<before>\d+)->(?P<after>\d+)->(?P<live>\d+) MB, (?P<goal>\d+) MB goal"
+)
+
+
+def process_start(pid: int) -> float:
+    """When process ``pid`` started (epoch seconds, to the clock tick)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+    boot = next(
+        float(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime ")
+    )
+    return boot + ticks / _TICK
+
+
+def gc_cycles(log: str, started: float) -> list[dict[str, float]]:
+    """The garbage collections a Go program's gctrace lines in ``log`` report: when each
+    began (epoch seconds), its concurrent mark's wall time and the heap's sizes."""
+    cycles = []
+    for m in _GCTRACE.finditer(log):
+        cycles.append(
+            {
+                "at": round(started + float(m["at"]), 3),
+                "mark_ms": float(m["mark"]),
+                "wall_ms": float(m["stw1"]) + float(m["mark"]) + float(m["stw2"]),
+                "heap_before_mb": int(m["before"]),
+                "heap_live_mb": int(m["live"]),
+                "goal_mb": int(m["goal"]),
+            }
+        )
+    return cycles
+
+
+def gc_during(
+    cycles: list[dict[str, float]], start: float, end: float, origin: float
+) -> list[dict[str, float]]:
+    """The cycles whose wall time overlaps [start, end], their start from ``origin``."""
+    return [
+        {**c, "at": round(c["at"] - origin, 1)}
+        for c in cycles
+        if c["at"] <= end and c["at"] + c["wall_ms"] / 1e3 >= start
+    ]
 
 
 class Prober:
@@ -561,13 +639,14 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
 
         plain_reads: list[float] = []
         if phase >= 10:
-            idle = await prober.reads(phase)
-            writer = asyncio.create_task(plain(expected, plain_seconds))
-            async with cpu.running():
-                plain_timed = await prober.timed_reads(plain_seconds)
-            plain_reads = [d for _, d in plain_timed]
-            await writer
-            idle += await prober.reads(phase)
+            async with scraping(api):
+                idle = await prober.reads(phase)
+                writer = asyncio.create_task(plain(expected, plain_seconds))
+                async with cpu.running():
+                    plain_timed = await prober.timed_reads(plain_seconds)
+                plain_reads = [d for _, d in plain_timed]
+                await writer
+                idle += await prober.reads(phase)
             out["plain_writer_before"] = {
                 "renewals_per_second": expected,
                 "pairs": plain_box[-1],
@@ -596,12 +675,13 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
         renewed, record_writes = samples[-1][1], samples[-1][2]
         mean_rate = (renewed + record_writes) / (last - first) if last > first else 0.0
         after = max(phase, args.idle)
-        idle_after = await prober.reads(after)
-        writer = asyncio.create_task(plain(mean_rate / 2, plain_seconds))
-        async with cpu.running():
-            plain_after_timed = await prober.timed_reads(plain_seconds)
-        plain_after = [d for _, d in plain_after_timed]
-        await writer
+        async with scraping(api):
+            idle_after = await prober.reads(after)
+            writer = asyncio.create_task(plain(mean_rate / 2, plain_seconds))
+            async with cpu.running():
+                plain_after_timed = await prober.timed_reads(plain_seconds)
+            plain_after = [d for _, d in plain_after_timed]
+            await writer
         out["plain_writer_after"] = {"renewals_per_second": mean_rate / 2, "pairs": plain_box[-1]}
     finally:
         await api.close()
@@ -699,6 +779,42 @@ async def measure(st: Stack, args: argparse.Namespace, workdir: Path) -> dict[st
     return out
 
 
+def apiserver_gc(cp: ControlPlane, out: dict[str, Any]) -> dict[str, Any]:
+    """kube-apiserver's garbage collections (its gctrace lines) in each timed phase, and
+    beside each of its stretches of slow reads."""
+    pid = cp.pids()["kube-apiserver"]
+    cycles = gc_cycles(cp.logs["kube-apiserver"].read_text(errors="replace"), process_start(pid))
+    minted = out["minted_at"]
+    report: dict[str, Any] = {"cycles": len(cycles)}
+    for phase, key in (
+        ("plain_writer_before", "slow_plain_writer_before"),
+        ("wave", "slow_wave"),
+        ("plain_writer_after", "slow_plain_writer_after"),
+    ):
+        reads = out["reads"].get(phase) or []
+        if not reads:
+            continue
+        start, end = minted + reads[0][0], minted + reads[-1][0]
+        inside = gc_during(cycles, start, end, minted)
+        stretches = out.get(key, {}).get("stretches", [])
+        for stretch in stretches:
+            a, b = stretch["after_mint_s"]
+            stretch["gc"] = gc_during(cycles, minted + a - 1.0, minted + b, minted)
+        big = [x for x in stretches if x["slow_reads"] >= 5]
+        report[phase] = {
+            "seconds": round(end - start, 1),
+            "cycles": len(inside),
+            "mark_seconds": round(sum(c["wall_ms"] for c in inside) / 1e3, 1),
+            "heap_live_mb": [
+                min((c["heap_live_mb"] for c in inside), default=0),
+                max((c["heap_live_mb"] for c in inside), default=0),
+            ],
+            "stretches_of_5_or_more": len(big),
+            "of_them_beside_a_collection": sum(1 for x in big if x["gc"]),
+        }
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--namespaces", type=int, default=10_000)
@@ -732,8 +848,16 @@ def main() -> int:
         help="mint every secret through the webhook (one pod per namespace, all at once) "
         "instead of making what such a storm leaves",
     )
+    parser.add_argument(
+        "--gctrace",
+        action="store_true",
+        help="run the control plane with GODEBUG=gctrace=1 and set kube-apiserver's "
+        "garbage collections beside each stretch of slow reads",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/renewals.json"))
     args = parser.parse_args()
+    if args.gctrace:
+        os.environ["GODEBUG"] = "gctrace=1"  # the Go programs the stack starts inherit it
     load_start = os.getloadavg()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -747,6 +871,8 @@ def main() -> int:
         ) as st,
     ):
         out = asyncio.run(measure(st, args, Path(tmp)))
+        if args.gctrace:
+            out["apiserver_gc"] = apiserver_gc(cp, out)
     out["machine"] = {
         "cpus": os.cpu_count(),
         "loadavg_start": load_start,

@@ -785,7 +785,7 @@ def apiserver_gc(cp: ControlPlane, out: dict[str, Any]) -> dict[str, Any]:
     pid = cp.pids()["kube-apiserver"]
     cycles = gc_cycles(cp.logs["kube-apiserver"].read_text(errors="replace"), process_start(pid))
     minted = out["minted_at"]
-    report: dict[str, Any] = {"cycles": len(cycles)}
+    report: dict[str, Any] = {"cycles": gc_during(cycles, minted, float("inf"), minted)}
     for phase, key in (
         ("plain_writer_before", "slow_plain_writer_before"),
         ("wave", "slow_wave"),
@@ -801,10 +801,20 @@ def apiserver_gc(cp: ControlPlane, out: dict[str, Any]) -> dict[str, Any]:
             a, b = stretch["after_mint_s"]
             stretch["gc"] = gc_during(cycles, minted + a - 1.0, minted + b, minted)
         big = [x for x in stretches if x["slow_reads"] >= 5]
+        # Are slow reads (over 20 ms) found in collections more than time spent in them
+        # would put there by chance?
+        windows = [(c["at"], c["at"] + c["wall_ms"] / 1e3) for c in inside]  # after mint
+        slow = [t for t, d in reads if d > 0.02]
+        in_gc = sum(1 for t in slow if any(a <= t <= b for a, b in windows))
         report[phase] = {
             "seconds": round(end - start, 1),
             "cycles": len(inside),
             "mark_seconds": round(sum(c["wall_ms"] for c in inside) / 1e3, 1),
+            "share_of_time_in_collections": round(
+                sum(b - a for a, b in windows) / max(end - start, 1e-9), 3
+            ),
+            "slow_reads_over_20ms": len(slow),
+            "share_of_them_in_collections": round(in_gc / len(slow), 3) if slow else None,
             "heap_live_mb": [
                 min((c["heap_live_mb"] for c in inside), default=0),
                 max((c["heap_live_mb"] for c in inside), default=0),

@@ -68,6 +68,19 @@ def test_a_remembered_value_is_hidden_in_every_form_it_travels_in() -> None:
     assert Redactor().scrub(f"echo: {password} end") == f"echo: {password} end"
 
 
+def test_a_value_with_control_characters_is_hidden_once_escaped_for_a_line() -> None:
+    """Text is escaped (``printable``) before some lines are scrubbed (a clipped message,
+    a context field): a password holding a tab or ESC is hidden in that form too."""
+    from webhook.telemetry.text import printable
+
+    redactor = Redactor()
+    password = "correct\thorse\x1bbattery staple"
+    redactor.remember(password)
+    for form in (password, printable(password)):
+        out = redactor.scrub(f"echo: {form} end")
+        assert form not in out and out == f"echo: {REDACTED} end", out
+
+
 def test_short_values_are_not_remembered_and_the_list_is_bounded() -> None:
     redactor = Redactor(capacity=8)
     redactor.remember("admin")

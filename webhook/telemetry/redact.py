@@ -26,6 +26,8 @@ import threading
 import urllib.parse
 from collections import OrderedDict
 
+from webhook.telemetry.text import printable
+
 #: What a redacted value becomes.
 REDACTED = "<redacted>"
 #: What a JWT becomes (the kind is worth knowing when reading an error).
@@ -102,6 +104,7 @@ class Redactor:
             urllib.parse.quote(value, safe=""),
             urllib.parse.quote_plus(value),
             json.dumps(value)[1:-1],
+            printable(value),  # as a text log line, a warning or a message shows it
             base64.b64encode(value.encode()).decode().rstrip("="),
             base64.urlsafe_b64encode(value.encode()).decode().rstrip("="),
         }

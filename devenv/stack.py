@@ -226,15 +226,10 @@ class Balancer:
                 with contextlib.suppress(OSError, RuntimeError):
                     dst.close()
 
-        try:
+        # Cancelled: the balancer is stopping, and aborts both ends (stop); the task ends
+        # quietly rather than "cancelled".
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        except asyncio.CancelledError:
-            # The balancer is stopping: the connection ends here, its sockets closed at once
-            # (a close() would wait for unsent bytes to drain, which a stopped loop never
-            # does, and leave the collector open sockets to find), and the task ends
-            # quietly rather than "cancelled".
-            for end in (writer, up_writer):
-                end.transport.abort()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -246,8 +241,10 @@ class Balancer:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                # A connection whose end was closed with bytes unsent is closed now too,
-                # and each closes its socket (a callback of the loop's) before it stops.
+                # Every end still open is aborted, not closed: a close() waits for unsent
+                # bytes to drain, which a stopped loop never does, and would leave the
+                # collector open sockets to find. Each closes its socket (a callback of
+                # the loop's) before the loop stops.
                 for transport in list(self._transports):
                     transport.abort()
                 for _ in range(2):

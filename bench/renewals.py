@@ -70,7 +70,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,20 +200,30 @@ class CpuSampler:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Samples every second while the block runs."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.to_thread(self.sample)
-                await asyncio.sleep(1.0)
-
-        task = asyncio.create_task(loop())
         try:
-            yield
+            async with each_second(lambda: asyncio.to_thread(self.sample)):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self._last = None
+
+
+@contextlib.asynccontextmanager
+async def each_second(step: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """``step`` once a second (start to start) in a task of its own while the block runs."""
+
+    async def loop() -> None:
+        while True:
+            started = time.monotonic()
+            await step()
+            await asyncio.sleep(max(1.0 - (time.monotonic() - started), 0.0))
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def slow_stretches(
@@ -253,25 +263,11 @@ def by_minute_p99(reads: list[tuple[float, float]], origin: float) -> dict[int, 
     return {m: round(storm.percentile(ds, 99) * 1e3, 2) for m, ds in sorted(minutes.items())}
 
 
-@contextlib.asynccontextmanager
-async def scraping(api: storm.Api) -> AsyncIterator[None]:
+def scraping(api: storm.Api) -> contextlib.AbstractAsyncContextManager[None]:
     """The API server's /metrics read once a second while the block runs, as the wave's
     own count of the leader's writes reads it: every phase carries that observer's cost
     (a few MB of text a second for the API server to make), not only the wave."""
-
-    async def loop() -> None:
-        while True:
-            started = time.monotonic()
-            await api.get("/metrics")
-            await asyncio.sleep(max(1.0 - (time.monotonic() - started), 0.0))
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return each_second(lambda: api.get("/metrics"))
 
 
 #: One line of a Go program's GODEBUG=gctrace=1 output: the cycle's start (seconds since

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN, GCP_STS_TOKEN
+from devenv.peers.traffic import ACR_EXCHANGE, ENTRA_TOKEN, GCP_STS_TOKEN, RecordedRequest
 from devenv.processes import wait_for
 from devenv.stack import GAR_READER, Stack
 from tests.e2e.support import (
@@ -41,15 +41,21 @@ def secret_for(secrets: list[dict[str, Any]], host: str) -> dict[str, Any]:
 ACR_EXCHANGES_OK = 'pull_secret_webhook_credential_exchanges_total{entry="acr",result="ok"} '
 
 
+def acr_exchange_requests(stack: Stack) -> list[RecordedRequest]:
+    """The ACR exchanges the emulator saw for the stack's registry. (The stack's other ACR
+    registries, denied, stalling, ..., are other modules' failures to provoke.)"""
+    assert stack.emulator is not None and stack.acr is not None
+    return [
+        r
+        for r in stack.emulator.traffic.requests(ACR_EXCHANGE)
+        if r.listener == stack.acr.login_server
+    ]
+
+
 def acr_exchanges(stack: Stack) -> tuple[int, float]:
     """ACR exchanges for the stack's registry: those the emulator answered 200, and those
     the running replicas count as ok."""
-    assert stack.emulator is not None and stack.acr is not None
-    answered = [
-        r
-        for r in stack.emulator.traffic.requests(ACR_EXCHANGE)
-        if r.listener == stack.acr.login_server and r.status == 200
-    ]
+    answered = [r for r in acr_exchange_requests(stack) if r.status == 200]
     counted = sum(
         float(line.removeprefix(ACR_EXCHANGES_OK))
         for replica in stack.replicas
@@ -118,14 +124,8 @@ def test_deployment_pods_get_both_pull_secrets_and_the_secrets_really_pull(
         assert entra.token_claims["client_assertion"]["sub"] == (
             "system:serviceaccount:pull-secret-webhook:pull-secret-webhook"
         )
-    # The stack's other ACR registries (denied, stalling, ...) are other modules' failures
-    # to provoke: only this registry's exchanges are this test's to judge.
-    assert stack.acr is not None
-    exchanges = [
-        r
-        for r in stack.emulator.traffic.requests(ACR_EXCHANGE)
-        if r.listener == stack.acr.login_server
-    ]
+    # Only this registry's exchanges are this test's to judge.
+    exchanges = acr_exchange_requests(stack)
     assert exchanges and all(r.status == 200 for r in exchanges)
 
     # ... and the replicas count what they did: every exchange answered during this test,

@@ -10,6 +10,7 @@ import urllib.parse
 import pytest
 
 from webhook.telemetry.redact import REDACTED, Redactor
+from webhook.telemetry.text import printable
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE9q"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
@@ -71,8 +72,6 @@ def test_a_remembered_value_is_hidden_in_every_form_it_travels_in() -> None:
 def test_a_value_with_control_characters_is_hidden_once_escaped_for_a_line() -> None:
     """Text is escaped (``printable``) before some lines are scrubbed (a clipped message,
     a context field): a password holding a tab or ESC is hidden in that form too."""
-    from webhook.telemetry.text import printable
-
     redactor = Redactor()
     password = "correct\thorse\x1bbattery staple"
     redactor.remember(password)

@@ -172,3 +172,37 @@ def test_a_text_line_s_message_and_traceback_are_printable(
     assert lines[failed].endswith("failed uid=u-2")
     assert lines[failed + 1] == "Traceback (most recent call last):"
     assert lines[-1] == "RuntimeError: boom\\x1b]0;title\\x07"
+
+
+def test_log_context_blocks_nest_override_and_end() -> None:
+    """A block's fields join those around it (its own win, an empty value adds nothing),
+    ``add`` extends the block, its exit restores what was before, and a task started
+    inside keeps the fields it was started with."""
+    import asyncio
+
+    from webhook.telemetry.logs import context_fields, log_context
+
+    assert context_fields() == {}
+    with log_context(uid="u-1", namespace="team-a", op="CREATE") as outer:
+        with log_context(namespace="team-b", op=""):
+            assert context_fields() == {"uid": "u-1", "namespace": "team-b", "op": "CREATE"}
+        assert context_fields() == {"uid": "u-1", "namespace": "team-a", "op": "CREATE"}
+        outer.add(pod="web-1")
+
+        async def started_here() -> dict[str, str]:
+            await asyncio.sleep(0)
+            return context_fields()
+
+        async def run() -> dict[str, str]:
+            task = asyncio.create_task(started_here())
+            outer.add(pod="changed-after-the-task-started")
+            return await task
+
+        assert asyncio.run(run()) == {
+            "uid": "u-1",
+            "namespace": "team-a",
+            "op": "CREATE",
+            "pod": "web-1",
+        }
+        assert context_fields()["pod"] == "web-1"  # asyncio.run ran in a copy of the context
+    assert context_fields() == {}

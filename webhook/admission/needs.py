@@ -100,7 +100,10 @@ def pod_images(pod: Mapping[str, Any]) -> list[str]:
         if not isinstance(containers, list):
             continue
         for c in containers:
-            image = c.get("image") if is_object(c) else None
+            # is_object inlined: a call per container of every pod
+            if type(c) is not dict and not isinstance(c, Mapping):
+                continue
+            image = c.get("image")
             if isinstance(image, str) and image:
                 images.append(image)
     return images
@@ -173,7 +176,13 @@ class _MatchCache:
         found = self.needs.get(key)
         if found is None:
             matches = [self.get(config, image, service_account) for image in images]
-            found = _remember(self.needs, key, _merge(matches))
+            needs = _merge(matches)
+            if not valid_service_account_name(service_account):
+                # No ServiceAccount can have this name (the API server refuses such a pod
+                # after admission): a forged review naming "kube-system:x" or "../x" gets
+                # no per-pod identity, and no such name ever reaches an API path.
+                needs = tuple(n for n in needs if not n.identity.service_account)
+            found = _remember(self.needs, key, needs)
         return found
 
 
@@ -201,15 +210,14 @@ def match_images(
 
 def pull_needs(config: Config, pod: Mapping[str, Any]) -> list[PullNeed]:
     """The distinct secrets a pod needs, in first-seen image order."""
+    return list(pod_needs(config, pod))
+
+
+def pod_needs(config: Config, pod: Mapping[str, Any]) -> tuple[PullNeed, ...]:
+    """``pull_needs`` as the admission path keeps it: the remembered answer itself (pods
+    of one workload repeat the same images and service account)."""
     images = tuple(pod_images(pod))
-    service_account = pod_service_account(pod)
-    needs = _cache_for(config).pull_needs(config, images, service_account)
-    if not valid_service_account_name(service_account):
-        # No ServiceAccount can have this name (the API server refuses such a pod after
-        # admission): a forged review naming "kube-system:x" or "../x" gets no per-pod
-        # identity, and no such name ever reaches an API path.
-        return [n for n in needs if not n.identity.service_account]
-    return list(needs)
+    return _cache_for(config).pull_needs(config, images, pod_service_account(pod))
 
 
 #: A ServiceAccount's name is a DNS subdomain (RFC 1123; Kubernetes' ValidateServiceAccountName).

@@ -343,10 +343,14 @@ def _request_problems(request: dict[str, Any]) -> list[str]:
     """Type errors in the fields the webhook reads, each with the path and what was expected."""
     problems = []
     for key in ("kind", "resource"):
-        if not isinstance(request.get(key), dict):
+        group = request.get(key)
+        if not isinstance(group, dict):
             problems.append(f"request.{key} is missing or not an object")
-        elif not all(isinstance(v, str) for v in request[key].values()):
-            problems.append(f"request.{key} has a value that is not a string")
+            continue
+        for value in group.values():  # a loop, not all() over a generator: on every review
+            if not isinstance(value, str):
+                problems.append(f"request.{key} has a value that is not a string")
+                break
     if request.get("operation") not in OPERATIONS:
         problems.append(
             f"request.operation is {quote(request.get('operation'))}, "

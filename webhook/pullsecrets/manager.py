@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
-from webhook.admission.decision import NeedStatus, Outcome
+from webhook.admission.decision import ALL_READY, NeedStatus, Outcome
 from webhook.admission.needs import PullNeed
 from webhook.config.store import ConfigStore
 from webhook.kube.health import ApiHealth
@@ -155,7 +155,7 @@ class PullSecretManager:
                     statuses[name] = status
                 if status.state == "pending":
                     self.notices.not_ready(namespace, name, status.message)
-        return Outcome(statuses)
+        return Outcome(statuses) if statuses else ALL_READY
 
     # -- what the background upkeep reads (webhook.upkeep.refresher.SecretBook) ---------
 

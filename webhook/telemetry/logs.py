@@ -10,15 +10,17 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeAlias
 
 from webhook.telemetry import redact
 from webhook.telemetry.text import printable
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "pull_secret_webhook_log_context", default=_EMPTY
+#: The fields of the ``log_context`` blocks being run, innermost last: each block adds a
+#: link (the chain around it, its own fields). Merged only when a line is logged: most
+#: admissions log none, and a link costs less than a merged copy.
+_Chain: TypeAlias = tuple["_Chain", Mapping[str, str]] | None
+_context: contextvars.ContextVar[_Chain] = contextvars.ContextVar(
+    "pull_secret_webhook_log_context", default=None
 )
 
 
@@ -33,39 +35,44 @@ def _safe(value: str) -> str:
     return value if len(value) <= CONTEXT_VALUE_MAX else value[: CONTEXT_VALUE_MAX - 1] + "…"
 
 
-def _merged(base: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
-    """``base`` with each non-empty field added (made safe to log when a line is)."""
-    merged = dict(base)
-    for key, value in fields.items():
-        if value:
-            merged[key] = value
+def context_fields() -> dict[str, str]:
+    """The fields of the blocks being run, outermost first: a block's field replaces the
+    same field of a block around it; an empty value adds nothing."""
+    layers: list[Mapping[str, str]] = []
+    chain = _context.get()
+    while chain is not None:
+        chain, fields = chain
+        layers.append(fields)
+    merged: dict[str, str] = {}
+    for fields in reversed(layers):
+        for key, value in fields.items():
+            if value:
+                merged[key] = value
     return merged
 
 
 class log_context:
     """Attach fields (e.g. uid, namespace, pod) to every record logged inside the block.
 
-    A plain class rather than a generator-based context manager: it is entered twice on
-    every admission, and this costs a third as much. Values often come straight from a
+    A plain class rather than a generator-based context manager: it is entered on every
+    admission, and this costs a third as much. Values often come straight from a
     request: each is cut and made printable when a line is logged (most admissions log
     none), never written as given.
     """
 
-    __slots__ = ("_fields", "_merged", "_token")
+    __slots__ = ("_fields", "_token")
 
     def __init__(self, **fields: str) -> None:
         self._fields = fields
 
     def __enter__(self) -> log_context:
-        self._merged = _merged(_context.get(), self._fields)
-        self._token = _context.set(self._merged)
+        self._token = _context.set((_context.get(), self._fields))
         return self
 
     def add(self, **fields: str) -> None:
         """More fields for the rest of this block (the admission's pod once it is known):
         what a nested block would give, without a second enter and exit per admission."""
-        self._merged = _merged(self._merged, fields)
-        _context.set(self._merged)  # the block's exit still resets to what was before it
+        _context.set((_context.get(), fields))  # the block's exit still resets to before it
 
     def __exit__(self, *exc: object) -> None:
         _context.reset(self._token)
@@ -73,7 +80,7 @@ class log_context:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.ctx = {key: _safe(str(value)) for key, value in _context.get().items()}
+        record.ctx = {key: _safe(str(value)) for key, value in context_fields().items()}
         return True
 
 

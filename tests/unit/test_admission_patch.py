@@ -295,3 +295,20 @@ def test_each_verdict_carries_the_result_it_is_counted_as(config: Config) -> Non
     unchanged = verdict(Outcome(), on=planned(config, listed))
     assert isinstance(unchanged, Allowed) and unchanged.result == "unchanged"
     assert "patch" not in encode(unchanged)
+
+
+@pytest.mark.parametrize("forged", ["../x", "kube-system:x", "Builder"])
+def test_a_service_account_name_no_account_can_have_gets_no_per_pod_identity(
+    config: Config, forged: str
+) -> None:
+    """Checked when the answer for (images, service account) is remembered: the first
+    review and every later one from the same workload get the same answer."""
+    per_pod = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/app"
+    for _ in range(2):
+        alone = admission.plan(request_for(make_pod(per_pod, service_account=forged)), config)
+        assert isinstance(alone, Skip)
+        plan = planned(config, make_pod(ACR, per_pod, service_account=forged))
+        assert [n.entry.name for n in plan.needs] == ["contoso"]
+        assert not any(n.identity.service_account for n in plan.needs)
+    valid = planned(config, make_pod(per_pod, service_account="builder")).needs
+    assert [n.identity.service_account for n in valid] == ["builder"]

@@ -100,10 +100,7 @@ def pod_images(pod: Mapping[str, Any]) -> list[str]:
         if not isinstance(containers, list):
             continue
         for c in containers:
-            # is_object inlined: a call per container of every pod
-            if type(c) is not dict and not isinstance(c, Mapping):
-                continue
-            image = c.get("image")
+            image = c.get("image") if is_object(c) else None
             if isinstance(image, str) and image:
                 images.append(image)
     return images

@@ -101,12 +101,7 @@ async def serve(
             _say(f"ready {os.getpid()}")
             await stopping.wait()
             await running.stop()
-    results = {
-        sample.labels["result"]: int(sample.value)
-        for family in metrics.admissions.collect()
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    results = metrics.admissions.by_result()
     return {
         "kind": kind,
         "worker": worker.index,

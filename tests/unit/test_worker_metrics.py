@@ -93,3 +93,67 @@ async def test_a_secondarys_counts_reach_the_primary_over_its_socket_pair(
         push.cancel()
         await asyncio.gather(push, return_exceptions=True)
     await asyncio.wait_for(follow, 5)  # the secondary's end closed: the primary stops reading
+
+
+def test_admission_counts_expose_what_prometheus_clients_counter_and_histogram_would() -> None:
+    """The admission counter and histogram are counted without prometheus_client's locks;
+    their exposition is the one its Counter and Histogram give for the same reviews,
+    bucket edges included (a review of exactly 1 ms counts under le="0.001")."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from webhook.telemetry.metrics import _LATENCY_BUCKETS, AdmissionCounts
+
+    reference = CollectorRegistry()
+    counter = Counter(
+        AdmissionCounts.COUNTER, AdmissionCounts.COUNTER_HELP, ["result"], registry=reference
+    )
+    histogram = Histogram(
+        AdmissionCounts.HISTOGRAM,
+        AdmissionCounts.HISTOGRAM_HELP,
+        buckets=_LATENCY_BUCKETS,
+        registry=reference,
+    )
+    ours = Metrics()
+    reviews = [
+        ("patched", 0.0003),
+        ("patched", 0.001),
+        ("skipped", 0.0),
+        ("denied", 29.9),
+        ("error", 31.0),
+        ("patched", 0.00051),
+        ("bad_request", 2.5),
+    ]
+    for result, seconds in reviews:
+        counter.labels(result).inc()
+        histogram.observe(seconds)
+        ours.count_admission(result, seconds)
+
+    def exposed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("pull_secret_webhook_admission")
+            and "timeout" not in s.name
+            and not s.name.endswith("_created")  # a time, the families' own
+        }
+
+    want = exposed(generate_latest(reference).decode())
+    got = exposed(ours.render().decode())
+    assert got == want
+    assert got[(AdmissionCounts.HISTOGRAM + "_bucket", (("le", "0.001"),))] == 4
+    assert got[(AdmissionCounts.HISTOGRAM + "_bucket", (("le", "30.0"),))] == 6
+    assert ours.admissions.by_result() == {
+        "patched": 3,
+        "skipped": 1,
+        "denied": 1,
+        "error": 1,
+        "bad_request": 1,
+    }
+    created = {
+        s.name
+        for family in text_string_to_metric_families(ours.render().decode())
+        for s in family.samples
+        if s.name.endswith("_created") and "admission" in s.name
+    }
+    assert created == {AdmissionCounts.COUNTER + "_created", AdmissionCounts.HISTOGRAM + "_created"}

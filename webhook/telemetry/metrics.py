@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -9,7 +12,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -54,20 +56,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.admissions = Counter(
-            "pull_secret_webhook_admissions",
-            "Admission reviews answered, by result "
-            "(patched, unchanged, skipped, refused, warned, denied, bad_request, error); "
-            "refused: the namespace has not opted in, does not exist or is excluded.",
-            ["result"],
-            registry=r,
-        )
-        self.admission_seconds = Histogram(
-            "pull_secret_webhook_admission_duration_seconds",
-            "Time to answer an admission review.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.admissions = AdmissionCounts(r)
         self.exchanges = Counter(
             "pull_secret_webhook_credential_exchanges",
             "Registry credential exchanges, by registry entry and result (ok, error).",
@@ -164,16 +153,10 @@ class Metrics:
             "count; 0 on the other replicas).",
             registry=r,
         )
-        # Label children bound once: looking one up takes a lock and validates the labels.
-        self._admission_results: dict[str, Counter] = {}
 
     def count_admission(self, result: str, seconds: float) -> None:
         """One answered review: its result and how long it took (the request path's call)."""
-        child = self._admission_results.get(result)
-        if child is None:
-            child = self._admission_results[result] = self.admissions.labels(result)
-        child.inc()
-        self.admission_seconds.observe(seconds)
+        self.admissions.count(result, seconds)
 
     def totals(self) -> Totals:
         """This process's counts, for the primary to add up (see ``peers``)."""
@@ -189,6 +172,86 @@ class Metrics:
         if self.peers is None:
             return generate_latest(self.registry)
         return generate_latest(_Replica(self.registry, self.peers()))
+
+
+#: The buckets' ``le`` labels as prometheus_client writes them (a unit test compares).
+_BUCKET_LABELS = (*(repr(float(b)) for b in _LATENCY_BUCKETS), "+Inf")
+#: prometheus_client's switch for the ``_created`` series, honoured here as its own metrics do.
+_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in (
+    "true",
+    "1",
+    "t",
+)
+
+
+class AdmissionCounts:
+    """The admission counter (``pull_secret_webhook_admissions``, by result) and latency
+    histogram (``pull_secret_webhook_admission_duration_seconds``), exposed as
+    prometheus_client's Counter and Histogram would expose them, ``_created`` included.
+
+    Counted without prometheus_client's locks: a labelled Counter and a Histogram take
+    three locks per review (~1.5 µs measured alone, ~4 µs in the admission path). Only the
+    event loop's thread counts, and a scrape reads whole numbers.
+    """
+
+    COUNTER = "pull_secret_webhook_admissions"
+    COUNTER_HELP = (
+        "Admission reviews answered, by result "
+        "(patched, unchanged, skipped, refused, warned, denied, bad_request, error); "
+        "refused: the namespace has not opted in, does not exist or is excluded."
+    )
+    HISTOGRAM = "pull_secret_webhook_admission_duration_seconds"
+    HISTOGRAM_HELP = "Time to answer an admission review."
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.created = time.time()
+        self.results: dict[str, int] = {}
+        self.results_created: dict[str, float] = {}
+        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        """Reviews per bucket, not cumulative; the last is +Inf."""
+        self.seconds = 0.0
+        registry.register(self)
+
+    def count(self, result: str, seconds: float) -> None:
+        results = self.results
+        if result in results:
+            results[result] += 1
+        else:
+            results[result] = 1
+            self.results_created[result] = time.time()
+        # bisect_left: the first bound >= seconds, the bucket whose le holds it.
+        self.buckets[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+    def by_result(self) -> dict[str, int]:
+        return dict(self.results)
+
+    def describe(self) -> list[Metric]:
+        return [
+            Metric(self.COUNTER, self.COUNTER_HELP, "counter"),
+            Metric(self.HISTOGRAM, self.HISTOGRAM_HELP, "histogram"),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        counter = Metric(self.COUNTER, self.COUNTER_HELP, "counter")
+        for result, n in list(self.results.items()):
+            counter.add_sample(self.COUNTER + "_total", {"result": result}, float(n))
+            counter.add_sample(
+                self.COUNTER + "_created", {"result": result}, self.results_created[result]
+            )
+        if not _CREATED:
+            counter.samples = [x for x in counter.samples if not x.name.endswith("_created")]
+        yield counter
+        histogram = Metric(self.HISTOGRAM, self.HISTOGRAM_HELP, "histogram")
+        cumulative = 0
+        for le, n in zip(_BUCKET_LABELS, list(self.buckets), strict=True):
+            cumulative += n
+            histogram.add_sample(self.HISTOGRAM + "_bucket", {"le": le}, float(cumulative))
+        histogram.add_sample(self.HISTOGRAM + "_count", {}, float(cumulative))
+        histogram.add_sample(self.HISTOGRAM + "_sum", {}, self.seconds)
+        if _CREATED:
+            histogram.add_sample(self.HISTOGRAM + "_created", {}, self.created)
+        yield histogram
 
 
 def _summed(family: Metric) -> bool:

@@ -312,3 +312,69 @@ def test_a_service_account_name_no_account_can_have_gets_no_per_pod_identity(
         assert not any(n.identity.service_account for n in plan.needs)
     valid = planned(config, make_pod(per_pod, service_account="builder")).needs
     assert [n.identity.service_account for n in valid] == ["builder"]
+
+
+@pytest.mark.parametrize(
+    ("pull_secrets", "update"),
+    [
+        pytest.param(None, False, id="no-list"),
+        pytest.param([], False, id="empty-list"),
+        pytest.param([{"name": "team-own"}], False, id="own-entry"),
+        pytest.param(None, True, id="ephemeral-update"),
+    ],
+)
+def test_the_all_ready_answer_is_the_one_worked_out_in_full(
+    config: Config, pull_secrets: list[dict[str, str]] | None, update: bool
+) -> None:
+    """``respond`` answers a pod whose secrets are all ready (``ALL_READY``) from a patch
+    made once per set of names when the pod lists none of its own; the verdict, and what
+    is sent, are those of the full path, which an equal but distinct outcome takes."""
+    kw: dict[str, Any] = {}
+    if pull_secrets is not None:
+        kw["pull_secrets"] = pull_secrets
+    if update:
+        pod = make_pod("nginx", ephemeral_images=(ACR, ECR), name="web-0", **kw)
+        plan = planned(config, pod, operation="UPDATE", sub_resource="ephemeralcontainers")
+    else:
+        pod = make_pod(ACR, ECR, ACR, generate_name="web-", **kw)
+        plan = planned(config, pod)
+    full_path_outcome = Outcome()
+    assert full_path_outcome == admission.ALL_READY and full_path_outcome is not admission.ALL_READY
+    for _ in range(2):  # made, then remembered
+        quick = admission.respond(plan, admission.ALL_READY, fail_closed=False)
+        full = admission.respond(plan, full_path_outcome, fail_closed=False)
+        assert isinstance(quick, Allowed) and isinstance(full, Allowed)
+        assert (quick.uid, quick.result, quick.patch, quick.warnings, quick.why) == (
+            full.uid,
+            full.result,
+            full.patch,
+            full.warnings,
+            full.why,
+        )
+        assert encode(quick) == encode(full)
+    assert isinstance(quick, Allowed)
+    names = [n.secret_name for n in plan.needs]
+    assert list(quick.patch) == admission.image_pull_secrets_patch(pod, names)
+    if pull_secrets is None and not update:
+        assert quick.encoded_patch  # the remembered patch was used
+        assert pull_secret_names(patched(pod, encode(quick))) == names
+    else:
+        assert not quick.encoded_patch
+
+
+def test_remembered_patches_are_bounded() -> None:
+    admission._ADDED_LISTS.clear()
+    for i in range(admission.ADDED_LISTS_MAX + 10):
+        admission._added_list((f"psw-{i}",))
+    assert len(admission._ADDED_LISTS) == admission.ADDED_LISTS_MAX
+    assert ("psw-0",) not in admission._ADDED_LISTS  # the oldest went first
+    patch, encoded = admission._added_list(("psw-a", "psw-b"))
+    assert json.loads(base64.b64decode(encoded)) == patch
+    assert patch == [
+        {
+            "op": "add",
+            "path": "/spec/imagePullSecrets",
+            "value": [{"name": "psw-a"}, {"name": "psw-b"}],
+        }
+    ]
+    admission._ADDED_LISTS.clear()

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from webhook.admission.jsonio import is_object
 from webhook.admission.needs import PullNeed, pod_needs
 from webhook.admission.reviews import AdmissionRequest
-from webhook.admission.verdicts import Verdict, allowed, denied, left_alone
+from webhook.admission.verdicts import Allowed, Verdict, allowed, denied, encode_patch, left_alone
 from webhook.config.schema import Config
 
 OPT_OUT_LABEL = "pull-secret-webhook/inject"
@@ -182,8 +182,34 @@ def image_pull_secrets_patch(pod: Mapping[str, Any], names: Sequence[str]) -> li
     ]
 
 
+#: The patch, and its encoding, of a pod that lists no pull secret of its own, by the
+#: names added: the pods of one workload need the same secrets, so most admissions
+#: answered from memory reuse one (``respond``). Bounded; the oldest is forgotten first.
+_ADDED_LISTS: dict[tuple[str, ...], tuple[list[dict[str, Any]], str]] = {}
+ADDED_LISTS_MAX = 4096
+
+
+def _added_list(names: tuple[str, ...]) -> tuple[list[dict[str, Any]], str]:
+    """``image_pull_secrets_patch`` of a pod whose spec has no ``imagePullSecrets``, for
+    distinct ``names``, with its encoding. Shared between verdicts: never changed."""
+    found = _ADDED_LISTS.get(names)
+    if found is None:
+        patch = [{"op": "add", "path": PULL_SECRETS_PATH, "value": [{"name": n} for n in names]}]
+        if len(_ADDED_LISTS) >= ADDED_LISTS_MAX:
+            del _ADDED_LISTS[next(iter(_ADDED_LISTS))]
+        found = _ADDED_LISTS[names] = (patch, encode_patch(patch))
+    return found
+
+
 def respond(plan: Plan, outcome: Outcome, *, fail_closed: bool) -> Verdict:
     """The verdict on a planned pod, given what became of each needed secret."""
+    if outcome is ALL_READY and not plan.ephemeral_update:
+        spec = plan.pod.get("spec")
+        if type(spec) is dict and "imagePullSecrets" not in spec:
+            # Most admissions: every secret ready, none listed by the pod. The same verdict
+            # as below (a unit test compares them).
+            patch, encoded = _added_list(tuple(dict.fromkeys([n.secret_name for n in plan.needs])))
+            return Allowed(plan.uid, "patched", patch, encoded_patch=encoded)
     if outcome.refused:
         return left_alone(plan.uid, "refused", outcome.refused)
     warnings: list[str] = []

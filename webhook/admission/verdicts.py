@@ -41,6 +41,9 @@ class Allowed:
     """Scrubbed and clipped (``allowed``)."""
     why: str = ""
     """Why the pod was left alone (skipped, refused): for the log, never sent."""
+    encoded_patch: str = ""
+    """``patch`` as the AdmissionResponse carries it (``encode_patch``), when the verdict
+    comes with it already made; otherwise ``encode`` makes it."""
 
 
 @dataclass(slots=True)
@@ -61,6 +64,11 @@ Verdict = Allowed | Denied
 def left_alone(uid: str, result: Literal["skipped", "refused"], why: str) -> Allowed:
     """Admitted as sent: the request is not ours to change (``why``)."""
     return Allowed(uid, result, why=why)
+
+
+def encode_patch(patch: Sequence[dict[str, Any]]) -> str:
+    """JSONPatch operations as an AdmissionResponse's ``patch``: base64 of their JSON."""
+    return base64.b64encode(jsonio.dumps(patch)).decode()
 
 
 def allowed(uid: str, patch: Sequence[dict[str, Any]], warnings: Iterable[str] = ()) -> Allowed:
@@ -100,5 +108,5 @@ def encode(verdict: Verdict) -> AdmissionResponse:
         response["warnings"] = list(verdict.warnings)
     if verdict.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(jsonio.dumps(verdict.patch)).decode()
+        response["patch"] = verdict.encoded_patch or encode_patch(verdict.patch)
     return response

@@ -9,12 +9,15 @@ import random
 import pytest
 
 from devenv.support.reviews import make_pod, make_review
-from webhook.admission import jsonio
+from webhook.admission import jsonio, reviews
 from webhook.admission.reviews import (
     MAX_DEPTH,
+    SETTLED_SHAPE_BYTES_MAX,
+    SETTLED_SHAPES_MAX,
     SHAPE_KEPT_MAX,
     BadReview,
     _check_depth,
+    _settle,
     _shallow,
     decode_review,
     estimate_values,
@@ -123,3 +126,26 @@ def test_a_review_decoded_with_its_scan_is_the_review_decoded_alone() -> None:
     deep = json.dumps({**review, "x": _chain(MAX_DEPTH, 1, keyed=False)}).encode()
     with pytest.raises(BadReview, match="nested deeper"):
         decode_review(deep, scan_body(deep))
+
+
+def test_a_remembered_shape_is_settled_as_it_was_the_first_time() -> None:
+    """Shapes are remembered (the pods of one workload share one): a shape the first review
+    settled, or left to the walk, is answered the same when it comes again; at most
+    SETTLED_SHAPES_MAX of them, none longer than SETTLED_SHAPE_BYTES_MAX, oldest first out."""
+    reviews._SETTLED.clear()
+    shallow = b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1)
+    deep = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    for _ in range(2):
+        assert _shallow(shallow) is True
+        assert _shallow(deep) is False
+    assert dict(reviews._SETTLED) == {shallow: True, deep: False}
+    # A walk, not the memo, decides an open shape, whatever was settled before.
+    assert _shallow(None) is False
+    long = b"[]" * (SETTLED_SHAPE_BYTES_MAX // 2 + 1)
+    assert _shallow(long) is _settle(long) is True
+    assert long not in reviews._SETTLED
+    for i in range(SETTLED_SHAPES_MAX):
+        _shallow(b"[]" * (i + 1) + b"[[]]")
+    assert len(reviews._SETTLED) == SETTLED_SHAPES_MAX
+    assert shallow not in reviews._SETTLED and deep not in reviews._SETTLED
+    reviews._SETTLED.clear()

@@ -221,7 +221,28 @@ def scan_body(body: bytes | bytearray) -> BodyScan:
     return BodyScan(raw, shape)
 
 
+#: Shapes already settled, and how: the pods of one workload share one shape, so most
+#: reviews find theirs here. At most SETTLED_SHAPES_MAX shapes of at most
+#: SETTLED_SHAPE_BYTES_MAX bytes each (1 MiB in all); the oldest is forgotten first.
+_SETTLED: dict[bytes, bool] = {}
+SETTLED_SHAPES_MAX = 128
+SETTLED_SHAPE_BYTES_MAX = 8 * 1024
+
+
 def _shallow(shape: bytes | None) -> bool:
+    """``_settle``, remembered for shapes of up to SETTLED_SHAPE_BYTES_MAX bytes."""
+    if shape is None or len(shape) > SETTLED_SHAPE_BYTES_MAX:
+        return _settle(shape)
+    settled = _SETTLED.get(shape)
+    if settled is None:
+        settled = _settle(shape)
+        if len(_SETTLED) >= SETTLED_SHAPES_MAX:
+            del _SETTLED[next(iter(_SETTLED))]
+        _SETTLED[shape] = settled
+    return settled
+
+
+def _settle(shape: bytes | None) -> bool:
     """True when a document's containers provably nest at most MAX_DEPTH - 1 deep, so that
     no value is deeper than MAX_DEPTH; False when undecided (``_check_depth`` then walks the
     decoded document). ``shape`` is ``BodyScan.shape`` of a body that decoded as JSON.

@@ -12,6 +12,8 @@ from devenv.support.reviews import make_pod, make_review
 from webhook.admission import jsonio, reviews
 from webhook.admission.reviews import (
     MAX_DEPTH,
+    SCANNED_MARKS_BYTES_MAX,
+    SCANNED_MARKS_MAX,
     SETTLED_SHAPE_BYTES_MAX,
     SETTLED_SHAPES_MAX,
     SHAPE_KEPT_MAX,
@@ -149,3 +151,31 @@ def test_a_remembered_shape_is_settled_as_it_was_the_first_time() -> None:
     assert len(reviews._SETTLED) == SETTLED_SHAPES_MAX
     assert shallow not in reviews._SETTLED and deep not in reviews._SETTLED
     reviews._SETTLED.clear()
+
+
+def test_a_remembered_scan_is_the_scan_made_afresh() -> None:
+    """The marks of a body (its quotes and brackets) are remembered with what they tell:
+    a body whose marks came before gets the scan it would get alone, its own backslash
+    and value count included, read as bytes or as a bytearray; bounded, oldest first out."""
+    reviews._SCANNED.clear()
+    plain = json.dumps({"a": ["b", {"c": "d,e:f"}]}).encode()
+    escaped = json.dumps({"a": ["b\\x", {"c": "d"}]}).encode()  # the same marks
+    alone = {}
+    for body in (plain, escaped):
+        reviews._SCANNED.clear()
+        alone[body] = scan_body(body)
+    assert alone[plain].shape is not None and alone[escaped].shape is None
+    assert alone[plain].values != alone[escaped].values  # "d,e:f" counts, wrongly but safely
+    for order in ((plain, escaped), (escaped, plain)):
+        reviews._SCANNED.clear()
+        for body in (*order, *order):
+            assert scan_body(body) == alone[body]
+            assert scan_body(bytearray(body)) == alone[body]
+        assert len(reviews._SCANNED) == 1
+    long = json.dumps([[]] * (SCANNED_MARKS_BYTES_MAX // 2)).encode()
+    assert scan_body(long).values == estimate_values(long)
+    assert len(reviews._SCANNED) == 1  # marks over the limit are not kept
+    for i in range(SCANNED_MARKS_MAX):
+        scan_body(json.dumps([[]] * (i + 1)).encode())
+    assert len(reviews._SCANNED) == SCANNED_MARKS_MAX
+    reviews._SCANNED.clear()

@@ -198,27 +198,56 @@ class BodyScan(NamedTuple):
     backslash, a string holding a bracket, or a shape over SHAPE_KEPT_MAX."""
 
 
+#: What the marks (quotes and brackets) of a body tell, by the marks: the pods of one
+#: workload share them, so most reviews find theirs here. At most SCANNED_MARKS_MAX
+#: entries, for marks of up to SCANNED_MARKS_BYTES_MAX bytes (2 MiB in all, with their
+#: shapes); the oldest is forgotten first.
+_SCANNED: dict[bytes, tuple[int, bytes | None]] = {}
+SCANNED_MARKS_MAX = 128
+SCANNED_MARKS_BYTES_MAX = 8 * 1024
+
+
 def scan_body(body: bytes | bytearray) -> BodyScan:
     """The value estimate and the shape of ``body`` from one C pass over it (the estimate
     and the depth check each made their own before)."""
     structure = body.translate(_BRACES_AS_BRACKETS, _NOT_STRUCTURE)
-    marks = structure.translate(None, b",:")  # brackets and quotes: a quarter shorter
-    quotes = marks.count(b'"')
+    marks = bytes(structure.translate(None, b",:"))  # brackets and quotes (a bytearray's:
+    # a body read in pieces; copied to be a key, a quarter of the structure's length)
+    if len(marks) > SCANNED_MARKS_BYTES_MAX:
+        quotes_and_closes, paired_shape = _read_marks(marks)
+    else:
+        known = _SCANNED.get(marks)
+        if known is None:
+            known = _read_marks(marks)
+            if len(_SCANNED) >= SCANNED_MARKS_MAX:
+                del _SCANNED[next(iter(_SCANNED))]
+            _SCANNED[marks] = known
+        quotes_and_closes, paired_shape = known
     # What is left besides quotes and closing brackets is the separators estimate_values
     # counts (',', ':', and '[' or '{').
-    raw = len(structure) - quotes - marks.count(b"]") + 1
+    raw = len(structure) - quotes_and_closes + 1
     if raw > MAX_VALUES:
         return BodyScan(_values_outside_strings(body), None)
-    shape: bytes | None = None
     # Without a backslash (memchr; escapes are rare in pod reviews) the quotes alternate,
-    # opening and closing strings. Counted from the left without overlaps, the ``""``
-    # pairs cover every quote exactly when each string's two quotes are adjacent among
-    # the marks, so no string holds a bracket: the brackets left are the document's.
-    if b"\\" not in body and 2 * marks.count(b'""') == quotes:
-        shape = bytes(marks.translate(None, b'"'))
-        if len(shape) > SHAPE_KEPT_MAX:
-            shape = None
-    return BodyScan(raw, shape)
+    # opening and closing strings, and the marks' pairing (``_read_marks``) holds.
+    return BodyScan(raw, paired_shape if b"\\" not in body else None)
+
+
+def _read_marks(marks: bytes) -> tuple[int, bytes | None]:
+    """From a body's quotes and brackets: how many quotes and closing brackets there are,
+    and the shape (the brackets) when no string holds a bracket, assuming the body has no
+    backslash (``scan_body`` checks).
+
+    Counted from the left without overlaps, the ``""`` pairs cover every quote exactly
+    when each string's two quotes are adjacent among the marks, so no string holds a
+    bracket: the brackets left are the document's. A shape over SHAPE_KEPT_MAX is not kept.
+    """
+    quotes = marks.count(b'"')
+    counted = quotes + marks.count(b"]")
+    if 2 * marks.count(b'""') != quotes:
+        return counted, None
+    shape = marks.translate(None, b'"')
+    return counted, shape if len(shape) <= SHAPE_KEPT_MAX else None
 
 
 #: Shapes already settled, and how: the pods of one workload share one shape, so most

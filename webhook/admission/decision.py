@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from webhook.admission.jsonio import is_object
+from webhook.admission.memo import remember
 from webhook.admission.needs import PullNeed, pod_needs
 from webhook.admission.reviews import AdmissionRequest
 from webhook.admission.verdicts import Allowed, Verdict, allowed, denied, encode_patch, left_alone
@@ -195,9 +196,7 @@ def _added_list(names: tuple[str, ...]) -> tuple[list[dict[str, Any]], str]:
     found = _ADDED_LISTS.get(names)
     if found is None:
         patch = [{"op": "add", "path": PULL_SECRETS_PATH, "value": [{"name": n} for n in names]}]
-        if len(_ADDED_LISTS) >= ADDED_LISTS_MAX:
-            del _ADDED_LISTS[next(iter(_ADDED_LISTS))]
-        found = _ADDED_LISTS[names] = (patch, encode_patch(patch))
+        found = remember(_ADDED_LISTS, names, (patch, encode_patch(patch)), ADDED_LISTS_MAX)
     return found
 
 

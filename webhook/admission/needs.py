@@ -20,6 +20,7 @@ from typing_extensions import TypeVar
 
 from webhook.admission.images import ImageRef, InvalidReference, parse_image
 from webhook.admission.jsonio import is_object
+from webhook.admission.memo import remember
 from webhook.config.entry import Entry
 from webhook.config.kinds import RegistryEntry
 from webhook.config.schema import Config
@@ -33,9 +34,6 @@ _HASH_LEN = 10
 #: few hundred distinct images; 4096 answers take about 2 MiB. When full, the oldest
 #: answers are forgotten first (they are recomputed on demand, never wrong).
 MATCH_CACHE_SIZE = 4096
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,9 @@ class _MatchCache:
         key = (image, service_account)
         found = self.answers.get(key)
         if found is None:
-            found = _remember(self.answers, key, match_image(config, image, service_account))
+            found = remember(
+                self.answers, key, match_image(config, image, service_account), MATCH_CACHE_SIZE
+            )
         return found
 
     def pull_needs(
@@ -179,15 +179,8 @@ class _MatchCache:
                 # after admission): a forged review naming "kube-system:x" or "../x" gets
                 # no per-pod identity, and no such name ever reaches an API path.
                 needs = tuple(n for n in needs if not n.identity.service_account)
-            found = _remember(self.needs, key, needs)
+            found = remember(self.needs, key, needs, MATCH_CACHE_SIZE)
         return found
-
-
-def _remember(answers: dict[_K, _V], key: _K, value: _V) -> _V:
-    if len(answers) >= MATCH_CACHE_SIZE:
-        del answers[next(iter(answers))]
-    answers[key] = value
-    return value
 
 
 def _cache_for(config: Config) -> _MatchCache:

@@ -11,6 +11,7 @@ import re
 from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from webhook.admission import jsonio
+from webhook.admission.memo import remember
 from webhook.telemetry import redact
 from webhook.telemetry.text import printable
 
@@ -218,10 +219,7 @@ def scan_body(body: bytes | bytearray) -> BodyScan:
     else:
         known = _SCANNED.get(marks)
         if known is None:
-            known = _read_marks(marks)
-            if len(_SCANNED) >= SCANNED_MARKS_MAX:
-                del _SCANNED[next(iter(_SCANNED))]
-            _SCANNED[marks] = known
+            known = remember(_SCANNED, marks, _read_marks(marks), SCANNED_MARKS_MAX)
         quotes_and_closes, paired_shape = known
     # What is left besides quotes and closing brackets is the separators estimate_values
     # counts (',', ':', and '[' or '{').
@@ -264,10 +262,7 @@ def _shallow(shape: bytes | None) -> bool:
         return _settle(shape)
     settled = _SETTLED.get(shape)
     if settled is None:
-        settled = _settle(shape)
-        if len(_SETTLED) >= SETTLED_SHAPES_MAX:
-            del _SETTLED[next(iter(_SETTLED))]
-        _SETTLED[shape] = settled
+        settled = remember(_SETTLED, shape, _settle(shape), SETTLED_SHAPES_MAX)
     return settled
 
 

@@ -1,8 +1,9 @@
 """The request handler alone, in process: the webhook's ``handle_mutate`` against the floor's.
 
-No socket, no TLS, no wrk: each handler is called on aiohttp's mocked requests carrying
-the benchmark's review (``bench/workload.py``), the webhook's with its manager's records
-filled as ``make bench`` fills them, so every review is answered ``patched`` from memory.
+No socket, no TLS, no wrk: each handler is called on aiohttp requests built in memory
+(no mocks) carrying the benchmark's review (``bench/workload.py``), the webhook's with
+its manager's records filled as ``make bench`` fills them, so every review is answered
+``patched`` from memory.
 What is left is the handler's own CPU: reading the body, decoding and checking it, the
 decision, the answer. Steady to a microsecond or two where wrk's figures move by 5%, so
 it is the tool for steps of a few microseconds (bench/README.md).

@@ -236,11 +236,9 @@ class AdmissionCounts:
         counter = Metric(self.COUNTER, self.COUNTER_HELP, "counter")
         for result, n in list(self.results.items()):
             counter.add_sample(self.COUNTER + "_total", {"result": result}, float(n))
-            counter.add_sample(
-                self.COUNTER + "_created", {"result": result}, self.results_created[result]
-            )
-        if not _CREATED:
-            counter.samples = [x for x in counter.samples if not x.name.endswith("_created")]
+            if _CREATED:
+                created = self.results_created[result]
+                counter.add_sample(self.COUNTER + "_created", {"result": result}, created)
         yield counter
         histogram = Metric(self.HISTOGRAM, self.HISTOGRAM_HELP, "histogram")
         cumulative = 0

@@ -308,6 +308,10 @@ class Stack:
     failure_policy: str = "Fail"
     heal_grace: float | None = None
     """healing.graceSeconds in the replicas' config (None: the default)."""
+    no_prefetch: tuple[str, ...] = ("acr-slow", "acr-stall")
+    """Entries written with ``prefetch: false``: the registries whose exchanges tests
+    slow down or stall, so that the pod a test makes is the one that exchanges (the
+    benchmarks, which provoke nothing, pass ``()``: every entry as installed)."""
     emulator_thread: EmulatorThread[AzureEmulator] | None = None
     emulator: AzureEmulator | None = None
     acr: AcrRegistry | None = None
@@ -559,7 +563,13 @@ class Stack:
             "authorityHost": self.emulator.authority_host,
         }
         acr_entries = [
-            {"name": name, "kind": "acr", "hosts": [registry.login_server], "auth": azure_auth}
+            {
+                "name": name,
+                "kind": "acr",
+                "hosts": [registry.login_server],
+                "auth": azure_auth,
+                **({"prefetch": False} if name in self.no_prefetch else {}),
+            }
             for name, registry in (
                 ("acr", self.acr),
                 ("acr-slow", self.acr_slow),

@@ -54,6 +54,8 @@ class Created:
     seconds: float
     pull_secrets: tuple[str, ...]
     message: str = ""
+    #: Seconds from the storm's start to this create's request (the creator's clock).
+    began: float = 0.0
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Api:
             doc: dict[str, Any] = json.loads(raw) if raw.startswith(b"{") else {}
             return r.status, doc
 
-    async def create_pod(self, namespace: str, pod: dict[str, Any]) -> Created:
+    async def create_pod(self, namespace: str, pod: dict[str, Any], origin: float = 0.0) -> Created:
         started = time.perf_counter()
         status, doc = await self.create(f"/api/v1/namespaces/{namespace}/pods", pod)
         took = time.perf_counter() - started
@@ -157,6 +159,7 @@ class Api:
             took,
             tuple(sorted(r["name"] for r in refs)),
             "" if status == 201 else str(doc.get("message", ""))[:300],
+            started - origin if origin else 0.0,
         )
 
     async def resource_version(self, path: str) -> str:
@@ -560,17 +563,18 @@ async def _create_all(spec: dict[str, Any]) -> None:
             await api.warm()
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
+        origin = time.perf_counter()
         if clients:
-            created = await _by_clients(api, jobs, clients)
+            created = await _by_clients(api, jobs, clients, origin)
         else:
-            created = await asyncio.gather(*(api.create_pod(ns, body) for ns, body in jobs))
+            created = await asyncio.gather(*(api.create_pod(ns, body, origin) for ns, body in jobs))
         print(json.dumps([asdict(c) for c in created]), flush=True)
     finally:
         await api.close()
 
 
 async def _by_clients(
-    api: Api, jobs: Sequence[tuple[str, dict[str, Any]]], clients: int
+    api: Api, jobs: Sequence[tuple[str, dict[str, Any]]], clients: int, origin: float
 ) -> list[Created]:
     """Each of ``clients`` takes the next pod when its last one is created."""
     pending = iter(enumerate(jobs))
@@ -578,7 +582,7 @@ async def _by_clients(
 
     async def client() -> None:
         for i, (ns, body) in pending:
-            out[i] = await api.create_pod(ns, body)
+            out[i] = await api.create_pod(ns, body, origin)
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return [c for c in out if c is not None]

@@ -282,6 +282,7 @@ async def start_manager(
         ).inc(),
     )
     stack.push_async_callback(cache.aclose)
+    cache.start()  # prefetch: the first pods need not wait for the identity round trips
     manager = PullSecretManager(store, kube, cache, metrics, health=kube.health)
     await manager.start()
     stack.push_async_callback(manager.close)

@@ -197,6 +197,8 @@ class AcrEntry(Entry):
     auth: AcrAuth
     scope: str = ""
     """Space-separated ``repository:NAME:pull`` list for a scoped token. Default: none."""
+    prefetch: bool = True
+    """Exchange this entry's credential ahead of need (``prefetch``). Default true."""
 
 
 # -- reading it from the config file -----------------------------------------------

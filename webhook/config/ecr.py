@@ -151,6 +151,8 @@ class EcrEntry(Entry):
     """ECR API endpoint override (VPC endpoints, tests). Default: AWS's."""
     sts_endpoint_url: str = ""
     """STS endpoint override. Default: AWS's regional endpoint."""
+    prefetch: bool = True
+    """Exchange this entry's credential ahead of need (``prefetch``). Default true."""
 
 
 # -- reading it from the config file -----------------------------------------------

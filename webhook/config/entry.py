@@ -54,6 +54,10 @@ class Entry:
     """Which image hosts this entry serves (exact hosts and/or the kind's family)."""
     auth: Auth
     """How credentials are obtained."""
+    prefetch: bool
+    """Exchange the credential of each of ``rule.hosts`` when the webhook starts and again
+    before it is due, so that no admission waits for the identity round trips (entries
+    minted as the webhook's own identity only)."""
 
     @property
     def per_pod_identity(self) -> bool:

@@ -159,6 +159,8 @@ class GarEntry(Entry):
     oauth2_token_url: str = GOOGLE_OAUTH2_TOKEN_URL
     """Where a key's signed JWT is exchanged (a key file's own ``token_uri`` is never
     followed). Default https://oauth2.googleapis.com/token."""
+    prefetch: bool = True
+    """Exchange this entry's credential ahead of need (``prefetch``). Default true."""
 
 
 # -- reading it from the config file -----------------------------------------------

@@ -39,6 +39,8 @@ class GenericEntry(Entry):
     name: str
     rule: HostRule
     auth: SecretCredentials
+    prefetch: bool = True
+    """Exchange this entry's credential ahead of need (``prefetch``). Default true."""
 
 
 #: The keys a ``generic`` entry has besides the common ones.

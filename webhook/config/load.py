@@ -7,6 +7,7 @@ bounds of ``webhook.config.files`` (no alias bombs, no FIFOs, no huge numbers).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import ssl
 from collections.abc import Mapping, Sequence
@@ -213,11 +214,21 @@ class _Validator(Reader):
         if kind is None:
             self.bad(f"{where}.kind", m.get("kind"), f"one of {', '.join(kinds.names())}")
             return None
-        self.unknown(m, where, ("name", "kind", "hosts", "anyRegistry", "auth", *kind.keys))
+        self.unknown(
+            m, where, ("name", "kind", "hosts", "anyRegistry", "auth", "prefetch", *kind.keys)
+        )
         entry: RegistryEntry | None = kind.parse(
             self, m, where, name, self.host_rule(m, where, kind)
         )
-        return entry
+        prefetch = self.boolean(m, "prefetch", where, True)
+        if entry is None:
+            return None
+        if entry.per_pod_identity:
+            # Each pod's own identity is exchanged when its pod comes, never ahead.
+            if m.get("prefetch") is True:
+                self.bad(f"{where}.prefetch", True, "false or absent with a per-pod identity")
+            prefetch = False
+        return dataclasses.replace(entry, prefetch=prefetch)
 
     def host_rule(self, m: Mapping[str, Any], where: str, kind: Kind[Any]) -> HostRule | None:
         hosts = [h.lower() for h in self.string_list(m, "hosts", where)]

@@ -57,6 +57,10 @@ EXCHANGE_BUDGET = 30.0
 #: exchanges, keys whose credential has expired and whose failure is forgotten are
 #: dropped, so the cache follows the live workloads instead of all past ones.
 PRUNE_EVERY = 256
+#: How often ``keep_ahead`` looks for work: the hosts of ``prefetch`` entries of a
+#: configuration it has not seen yet, and credentials in use whose refresh point came.
+#: A refresh point is a fraction of a lifetime of an hour or more, so 5 s late is nothing.
+AHEAD_SECONDS = 5.0
 
 
 E = TypeVar("E", bound=Entry)
@@ -86,6 +90,12 @@ class _Slot:
     task: asyncio.Task[Credential | RegistryAuthError] | None = None
     retrying: RegistryAuthError | None = None
     """The in-flight exchange's last transient failure (for timeout messages)."""
+    need: PullNeed | None = None
+    """The latest need of the webhook's own identity this key served: what a refresh
+    ahead exchanges for (never set for per-pod identities)."""
+    used: bool = False
+    """Asked for since the last exchange ahead began: a credential no admission and no
+    renewal asks for is not exchanged ahead again."""
 
 
 class CredentialCache:
@@ -126,6 +136,7 @@ class CredentialCache:
         self._closed = False
         self._on_exchange = on_exchange
         """Told (entry name, succeeded) after each exchange, for metrics."""
+        self._ahead: asyncio.Task[None] | None = None
         self.exchanges = 0
         """Exchanges started (successful or not), for metrics and tests."""
 
@@ -205,6 +216,8 @@ class CredentialCache:
             raise RuntimeError("CredentialCache is closed")
         key = self._key(need, namespace)
         slot = self._slots.setdefault(key, _Slot())
+        if not need.identity.service_account:
+            slot.need, slot.used = need, True
         now = self._clock()
         if slot.credential is not None and now < self._refresh_at(slot):
             return _for_host(slot.credential, need)
@@ -227,6 +240,72 @@ class CredentialCache:
                 return _for_host(fallback, need)
             raise result.copy()
         return _for_host(result, need)
+
+    # -- ahead of need -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Keep credentials ahead of need from now on (``keep_ahead``), until ``aclose``."""
+        if self._ahead is None:
+            self._ahead = asyncio.get_running_loop().create_task(self.keep_ahead())
+
+    async def keep_ahead(self, period: float = AHEAD_SECONDS) -> None:
+        """Exchange credentials before an admission has to wait for them.
+
+        - **Prefetch:** each host of each entry with ``prefetch`` (the default for
+          entries minted as the webhook's own identity), once per configuration: at
+          start, and for what a reload adds or changes. The first pods of a new
+          namespace then wait for their Secret's create, not for the identity round
+          trips (Entra ID then ACR, STS then ECR: 0.1-1 s each in the clouds).
+        - **Refresh ahead:** a credential of the webhook's own identity that was asked
+          for since its last exchange is exchanged again when its refresh point comes,
+          in the background; until then admissions are served from it. One that nobody
+          asked for lapses (the next need exchanges it, as without this).
+
+        A failure is remembered as any other (the next admission gets it until its short
+        memory passes, then tries itself); it is not retried ahead until asked for again,
+        so an identity endpoint that is down sees no more calls from here than from
+        admissions. Per-pod identities are only ever exchanged for their pods."""
+        seen: Config | None = None
+        while not self._closed:
+            config = self._store.current
+            if config is not seen:
+                seen = config
+                for need in prefetched(config):
+                    self._ahead_of(need, used=False)
+            self._refresh_due(config, 2 * period)
+            await asyncio.sleep(period)
+
+    def _ahead_of(self, need: PullNeed, *, used: bool, lead: float = 0.0) -> None:
+        """Start ``need``'s exchange in the background unless its credential stays fresh
+        for ``lead`` seconds more, an exchange is already under way, or a failure is
+        still remembered."""
+        slot = self._slots.setdefault(self._key(need, ""), _Slot())
+        slot.need, slot.used = need, used
+        now = self._clock()
+        if slot.task is not None or (
+            slot.credential is not None and now < self._refresh_at(slot) - lead
+        ):
+            return
+        if slot.error is not None and now < slot.error_until:
+            return
+        slot.task = asyncio.create_task(self._exchange(slot, need, ""))
+
+    def _refresh_due(self, config: Config, lead: float) -> None:
+        """Exchange again, ``lead`` seconds before its refresh point (so that admissions
+        are served from the old one meanwhile), each credential asked for since its last
+        exchange ahead; a quarter of the way to the point at most, for short lifetimes."""
+        now = self._clock()
+        entries = config.registries
+        for slot in list(self._slots.values()):
+            need, credential = slot.need, slot.credential
+            if need is None or not slot.used or credential is None:
+                continue
+            if need.entry not in entries:  # one a reload removed or changed
+                continue
+            point = self._refresh_at(slot)
+            early = min(lead, max(point - credential.issued_at, 0.0) / 4)
+            if now >= point - early:
+                self._ahead_of(need, used=False, lead=early)
 
     # -- exchanging --------------------------------------------------------------
 
@@ -308,6 +387,9 @@ class CredentialCache:
     async def aclose(self) -> None:
         """Stop in-flight exchanges and close every provider's sessions."""
         self._closed = True
+        if self._ahead is not None:
+            self._ahead.cancel()
+            await asyncio.gather(self._ahead, return_exceptions=True)
         tasks = [s.task for s in self._slots.values() if s.task is not None]
         for task in tasks:
             task.cancel()
@@ -318,6 +400,18 @@ class CredentialCache:
         await asyncio.gather(*retiring, return_exceptions=True)
         for provider in self._providers.values():
             await provider.aclose()
+
+
+def prefetched(config: Config) -> list[PullNeed]:
+    """The needs ``keep_ahead`` exchanges before any pod asks: each listed host of each
+    entry with ``prefetch`` (per-pod identities never have it; an ``anyRegistry`` family's
+    hosts are not known before a pod names one)."""
+    return [
+        PullNeed.make(entry, host, prefix=config.secret_prefix)
+        for entry in config.registries
+        if entry.prefetch and not entry.per_pod_identity
+        for host in sorted(entry.rule.hosts)
+    ]
 
 
 def _timeout(need: PullNeed, namespace: str, last: RegistryAuthError | None) -> RegistryAuthError:

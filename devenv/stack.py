@@ -308,10 +308,11 @@ class Stack:
     failure_policy: str = "Fail"
     heal_grace: float | None = None
     """healing.graceSeconds in the replicas' config (None: the default)."""
-    no_prefetch: tuple[str, ...] = ("acr-slow", "acr-stall")
+    no_prefetch: tuple[str, ...] = ("acr-slow", "acr-stall", "acr-denied")
     """Entries written with ``prefetch: false``: the registries whose exchanges tests
-    slow down or stall, so that the pod a test makes is the one that exchanges (the
-    benchmarks, which provoke nothing, pass ``()``: every entry as installed)."""
+    slow down, stall or refuse (by taking the role away), so that the pod a test makes is
+    the one that exchanges, under the test's conditions rather than those of the replica's
+    start (the benchmarks, which provoke nothing, pass ``()``: every entry as installed)."""
     emulator_thread: EmulatorThread[AzureEmulator] | None = None
     emulator: AzureEmulator | None = None
     acr: AcrRegistry | None = None

@@ -617,7 +617,15 @@ class Stack:
                 "gcGraceSeconds": self.gc_grace,
                 "fraction": self.refresh_fraction,
             },
-            "registries": [*acr_entries, per_pod, ecr_entry, gar_entry, gar_per_pod],
+            "registries": [
+                *acr_entries,
+                per_pod,
+                *(
+                    {**entry, "prefetch": False} if entry["name"] in self.no_prefetch else entry
+                    for entry in (ecr_entry, gar_entry)
+                ),
+                gar_per_pod,
+            ],
         }
         if self.heal_grace is not None:
             config["healing"] = {"graceSeconds": self.heal_grace}

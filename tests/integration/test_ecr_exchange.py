@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ from tests.support.aws import (
     pull_need,
 )
 from tests.support.refresh import assert_refreshes_at
+from webhook.config.ecr import EcrEntry
 from webhook.credentials import RegistryAuthError
+from webhook.credentials.ecr import EcrProvider, PlainJsonFiles
 
 #: Fixtures, used by name.
 __all__ = ["aws_env", "clock"]
@@ -284,3 +287,28 @@ async def test_secrets_never_reach_errors_or_logs(
     for text in (caplog.text, str(caught.value), repr(credential)):
         assert credential.password not in text
         assert secret_key not in text
+
+
+async def test_every_principals_clients_share_one_loader_that_reads_plain_dicts(
+    aws: MotoProxy, kube: MemoryKube, clock: Clock
+) -> None:
+    # Assume-role: an STS client with the base keys, then an ECR client with the role's.
+    config = ecr_config(
+        aws, {"mode": "assumeRole", "roleArn": ROLE_ARN, "sessionName": "psw-shared"}
+    )
+    async with new_cache(config, kube, clock) as cache:
+        await cache.get(pull_need(config), "team-a")
+        provider = cache.provider(EcrEntry)
+        assert isinstance(provider, EcrProvider)
+        clients = [client for _, client in provider._clients.values()]
+        assert sorted(c.meta.service_model.service_name for c in clients) == ["ecr", "sts"]
+        # One loader for both (each data file read once per replica, not per principal),
+        # reading plain dicts, not botocore's OrderedDicts (a third more memory).
+        [loader] = {id(c._loader): c._loader for c in clients}.values()
+        assert isinstance(loader.file_loader, PlainJsonFiles)
+        for data in (
+            loader.load_service_model("ecr", "service-2"),
+            loader.load_data("endpoints"),
+        ):
+            assert type(data) is dict
+            assert all(type(v) is not OrderedDict for v in data.values())

@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gzip
+import json
+import os
 import threading
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
@@ -93,6 +98,42 @@ def make(context: ProviderContext) -> Provider[EcrEntry]:
     return EcrProvider(context)
 
 
+class PlainJsonFiles:
+    """botocore's data files (service models, endpoint rules, the endpoint table) read as
+    plain dicts. botocore reads them into OrderedDicts, which hold the same data (a
+    dict keeps its order too) in a third more memory: an ECR and an STS client cost a
+    replica 7.8 MiB instead of 11.2. A ``file_loader`` of ``botocore.loaders.Loader``."""
+
+    def exists(self, file_path: str) -> bool:
+        return os.path.isfile(file_path + ".json") or os.path.isfile(file_path + ".json.gz")
+
+    def load_file(self, file_path: str) -> Any:
+        """The file's data, or None; ``.json`` first, then ``.json.gz``, as botocore's own
+        file loader tries them."""
+        if os.path.isfile(file_path + ".json"):
+            with open(file_path + ".json", "rb") as fp:
+                raw = fp.read()
+        elif os.path.isfile(file_path + ".json.gz"):
+            with gzip.open(file_path + ".json.gz", "rb") as fp:
+                raw = fp.read()
+        else:
+            return None
+        return json.loads(raw.decode("utf-8"))
+
+
+def _shared_session() -> boto3.session.Session:
+    """The one session the provider's clients are made from: its loader reads each data
+    file once for all of them (a session of its own per client read the endpoint table
+    and the models again: ~10 MiB per principal), and holds no credentials of its own
+    (each client is given its principal's keys, or finds the default chain's)."""
+    core = botocore.session.Session()
+    # botocore's own loader (AWS_DATA_PATH's extra models included), reading plain dicts.
+    loader = botocore.loaders.create_loader(core.get_config_variable("data_path"))
+    loader.file_loader = PlainJsonFiles()
+    core.register_component("data_loader", loader)
+    return boto3.session.Session(botocore_session=core)
+
+
 class EcrProvider:
     """Makes ECR credentials for ``ecr`` entries."""
 
@@ -108,6 +149,7 @@ class EcrProvider:
         self._tokens = context.tokens
         self._clock = context.clock
         self._lock = threading.Lock()
+        self._session: boto3.session.Session | None = None
         # One client per (service, region, endpoint, principal); a principal's client is
         # replaced when its keys change (rotated static keys, new session credentials).
         self._clients: dict[Hashable, tuple[_Keys | None, Any]] = {}
@@ -185,18 +227,22 @@ class EcrProvider:
                 return cached[1]
             if cached is not None:
                 cached[1].close()  # superseded keys: release its connection pool
-            session = boto3.session.Session(
-                aws_access_key_id=keys.access_key_id if keys else None,
-                aws_secret_access_key=keys.secret_access_key if keys else None,
-                aws_session_token=keys.session_token if keys else None,
-                region_name=target.region,
-            )
+            if self._session is None:
+                self._session = _shared_session()
             config = self._boto_config
             if c.unsigned:
                 config = config.merge(BotoConfig(signature_version=UNSIGNED))
             if target.fips and not endpoint_url:
                 config = config.merge(BotoConfig(use_fips_endpoint=True))
-            client = session.client(c.service, endpoint_url=endpoint_url or None, config=config)
+            client = self._session.client(
+                c.service,
+                region_name=target.region,
+                endpoint_url=endpoint_url or None,
+                config=config,
+                aws_access_key_id=keys.access_key_id if keys else None,
+                aws_secret_access_key=keys.secret_access_key if keys else None,
+                aws_session_token=keys.session_token if keys else None,
+            )
             self._clients[key] = (keys, client)
             return client
 

@@ -27,7 +27,7 @@ from tests.support.aws import (
 from tests.support.refresh import assert_refreshes_at
 from webhook.config.ecr import EcrEntry
 from webhook.credentials import RegistryAuthError
-from webhook.credentials.ecr import EcrProvider, PlainJsonFiles
+from webhook.credentials.ecr import ENDPOINT_PREFIXES, EcrProvider, PlainJsonFiles
 
 #: Fixtures, used by name.
 __all__ = ["aws_env", "clock"]
@@ -306,9 +306,15 @@ async def test_every_principals_clients_share_one_loader_that_reads_plain_dicts(
         # reading plain dicts, not botocore's OrderedDicts (a third more memory).
         [loader] = {id(c._loader): c._loader for c in clients}.values()
         assert isinstance(loader.file_loader, PlainJsonFiles)
-        for data in (
-            loader.load_service_model("ecr", "service-2"),
-            loader.load_data("endpoints"),
-        ):
+        model = loader.load_service_model("ecr", "service-2")
+        table = loader.load_data("endpoints")
+        for data in (model, table):
             assert type(data) is dict
             assert all(type(v) is not OrderedDict for v in data.values())
+        # Lean: the service models without their documentation, the endpoint table with
+        # only the services called here, in every partition (aws, aws-cn, aws-us-gov, ...).
+        assert "documentation" not in model["operations"]["GetAuthorizationToken"]
+        partitions = {p["partition"]: set(p["services"]) for p in table["partitions"]}
+        assert {"aws", "aws-cn", "aws-us-gov"} <= set(partitions)
+        assert partitions["aws"] == {"api.ecr", "api.ecr-public", "sts"}
+        assert all(services <= ENDPOINT_PREFIXES for services in partitions.values())

@@ -9,6 +9,9 @@ import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
+import pytest
+
+from webhook.kube import informer as informer_module
 from webhook.kube.base import LIST_PAGE
 from webhook.kube.calls import Kube
 from webhook.kube.client import ApiClient
@@ -18,6 +21,7 @@ from webhook.kube.pods import ListedPods, PodRef
 from webhook.kube.records import _marker_view
 from webhook.pullsecrets.namespaces import NamespaceIndex
 from webhook.pullsecrets.records import Markers, marker_object
+from webhook.telemetry import memory
 from webhook.upkeep.references import References
 
 
@@ -163,3 +167,43 @@ async def test_an_informer_does_not_hold_its_list_while_it_watches() -> None:
         assert gone() is None, "the listed objects are still held while the watch runs"
     finally:
         await informer.close()
+
+
+async def test_an_informer_gives_what_its_list_cost_back_to_the_system_once_handled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order: list[str] = []
+    watching = asyncio.Event()
+
+    class Handler:
+        def replace_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
+            order.append("handled")
+
+        def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+            raise AssertionError("no event is sent")
+
+    async def lister() -> tuple[Sequence[Mapping[str, Any]], str]:
+        return [{"metadata": {"name": "ns-0"}}], "1"
+
+    async def watcher(version: str) -> AsyncIterator[dict[str, Any]]:
+        order.append("watching")
+        watching.set()
+        await asyncio.Event().wait()
+        yield {}
+
+    monkeypatch.setattr(informer_module, "release_freed", lambda: order.append("released"))
+    informer = Informer("namespaces", lister, watcher, Handler())
+    informer.start()
+    try:
+        await asyncio.wait_for(watching.wait(), 5)
+        assert order == ["handled", "released", "watching"]
+    finally:
+        await informer.close()
+
+
+def test_freed_memory_is_given_back_where_glibc_can() -> None:
+    # This machine's libc is glibc: malloc_trim is found and answers (1: memory was
+    # released, 0: there was none to release).
+    assert memory.MALLOC_TRIM is not None
+    assert memory.MALLOC_TRIM(0) in (0, 1)
+    memory.release_freed()

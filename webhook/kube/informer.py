@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from webhook.kube.errors import ApiError, GoneError
 from webhook.kube.health import ApiHealth, jittered
+from webhook.telemetry.memory import release_freed
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class Informer(Generic[Listed]):
                 # The handler kept what it needs. Not held while the watch runs (for
                 # years): a listed copy of every pod would double what the watches keep.
                 del items
+                # Nor what the pages cost to read (their bodies, the parsed objects):
+                # freed, but resident until given back.
+                release_freed()
                 self._on_change()
                 self.synced.set()
                 delay = RETRY_SECONDS

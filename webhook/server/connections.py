@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
-import ctypes
-import ctypes.util
 import itertools
 import logging
 import socket
@@ -36,6 +34,8 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+
+from webhook.telemetry.memory import MALLOC_TRIM
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +86,7 @@ def limit_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
     asyncio.sslproto.SSLProtocol.max_size = size
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None (musl, macOS): nothing to trim there."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
+_MALLOC_TRIM = MALLOC_TRIM
 
 #: How many waiting connections with bytes already sent a new connection's room may pass
 #: over (one non-blocking peek each) before the oldest goes whatever it sent.

@@ -17,6 +17,7 @@ from typing import get_args
 import pytest
 
 from devenv.support.configs import sample_config
+from tests.support.clock import Clock
 from tests.support.refresh import assert_refreshes_at
 from webhook.admission.needs import PullNeed, match_images
 from webhook.config.acr import AcrEntry
@@ -39,14 +40,6 @@ from webhook.credentials.generic import GenericProvider
 FAST = RetryPolicy(first_delay=0.001, max_delay=0.005)
 LIFETIME = 3600.0
 HOST = "harbor.example.com"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

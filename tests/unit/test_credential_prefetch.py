@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from devenv.support.configs import sample_document
+from tests.support.clock import Clock
 from webhook.admission.needs import PullNeed, match_images
 from webhook.config.generic import GenericEntry
 from webhook.config.load import ConfigError, parse_config
@@ -30,14 +31,6 @@ FRACTION = 0.5
 #: ``keep_ahead``'s period here: its checks come every 10 ms of real time; the clock the
 #: cache reads only moves when a test moves it.
 PERIOD = 0.01
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

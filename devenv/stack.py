@@ -564,13 +564,7 @@ class Stack:
             "authorityHost": self.emulator.authority_host,
         }
         acr_entries = [
-            {
-                "name": name,
-                "kind": "acr",
-                "hosts": [registry.login_server],
-                "auth": azure_auth,
-                **({"prefetch": False} if name in self.no_prefetch else {}),
-            }
+            {"name": name, "kind": "acr", "hosts": [registry.login_server], "auth": azure_auth}
             for name, registry in (
                 ("acr", self.acr),
                 ("acr-slow", self.acr_slow),
@@ -608,6 +602,7 @@ class Stack:
             "endpointUrl": self.ecr_api.endpoint_url,
             "stsEndpointUrl": self.ecr_api.endpoint_url,
         }
+        entries: list[dict[str, Any]] = [*acr_entries, per_pod, ecr_entry, gar_entry, gar_per_pod]
         config = {
             "namespace": NAMESPACE,
             "caFile": str(self.emulator.ca_path),
@@ -618,13 +613,8 @@ class Stack:
                 "fraction": self.refresh_fraction,
             },
             "registries": [
-                *acr_entries,
-                per_pod,
-                *(
-                    {**entry, "prefetch": False} if entry["name"] in self.no_prefetch else entry
-                    for entry in (ecr_entry, gar_entry)
-                ),
-                gar_per_pod,
+                {**entry, "prefetch": False} if entry["name"] in self.no_prefetch else entry
+                for entry in entries
             ],
         }
         if self.heal_grace is not None:

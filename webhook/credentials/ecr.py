@@ -100,7 +100,7 @@ def make(context: ProviderContext) -> Provider[EcrEntry]:
 
 #: The services this provider makes clients of, by their endpoint prefixes in botocore's
 #: endpoint table (ECR, ECR Public, STS): the rest of the table is never read here.
-ENDPOINT_PREFIXES = frozenset({"api.ecr", "api.ecr-public", "ecr", "ecr-public", "sts"})
+ENDPOINT_PREFIXES = frozenset({"api.ecr", "api.ecr-public", "sts"})
 #: Keys of a service model that only docstrings read.
 DOCUMENTATION_KEYS = ("documentation", "documentationUrl")
 

@@ -86,8 +86,6 @@ def limit_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
     asyncio.sslproto.SSLProtocol.max_size = size
 
 
-_MALLOC_TRIM = MALLOC_TRIM
-
 #: How many waiting connections with bytes already sent a new connection's room may pass
 #: over (one non-blocking peek each) before the oldest goes whatever it sent.
 IDLE_LOOKAHEAD = 16
@@ -263,10 +261,10 @@ class ConnectionGuard:
             self._on_close(reason)
 
     def _maybe_trim(self, now: float) -> None:
-        if _MALLOC_TRIM is None or now - self._last_trim < TRIM_MIN_INTERVAL:
+        if MALLOC_TRIM is None or now - self._last_trim < TRIM_MIN_INTERVAL:
             return
         if self._trim_wanted or self._changes_since_trim >= TRIM_AFTER_CHANGES:
-            _MALLOC_TRIM(0)
+            MALLOC_TRIM(0)
             self._last_trim = now
             self._changes_since_trim = 0
             self._trim_wanted = False

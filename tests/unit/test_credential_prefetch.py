@@ -265,3 +265,18 @@ async def test_a_per_pod_identity_is_never_exchanged_ahead() -> None:
         clock.now = first.refresh_at(FRACTION) + 1
         await ticks()
         assert len(provider.fetches) == 1  # its pod's namespace is all that knows it
+
+
+async def test_a_credential_in_use_is_still_renewed_ahead_after_a_reload() -> None:
+    clock = Clock()
+    provider = Provider(clock)
+    store = ConfigStore(parse_config(document(hosts=["harbor.example.com"])))
+    async with ahead(store, clock, provider) as cache:
+        await until("the prefetch", lambda: len(provider.fetches) == 1)
+        first = await cache.get(need(store.current, "harbor.example.com"), "team-a")
+        # A reload that prefetches again finds this credential fresh and in use: it is
+        # left as it is, and still renewed ahead when its refresh point comes.
+        store.replace(parse_config(document(hosts=["harbor.example.com", "two.example.com"])))
+        await until("the added host", lambda: len(provider.fetches) == 2)
+        clock.now = first.refresh_at(FRACTION) - PERIOD
+        await until("the renewal ahead", lambda: provider.fetches.count("harbor.example.com") == 2)

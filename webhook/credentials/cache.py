@@ -271,16 +271,16 @@ class CredentialCache:
             if config is not seen:
                 seen = config
                 for need in prefetched(config):
-                    self._ahead_of(need, used=False)
+                    self._ahead_of(need)
             self._refresh_due(config, 2 * period)
             await asyncio.sleep(period)
 
-    def _ahead_of(self, need: PullNeed, *, used: bool, lead: float = 0.0) -> None:
+    def _ahead_of(self, need: PullNeed, lead: float = 0.0) -> None:
         """Start ``need``'s exchange in the background unless its credential stays fresh
         for ``lead`` seconds more, an exchange is already under way, or a failure is
         still remembered."""
         slot = self._slots.setdefault(self._key(need, ""), _Slot())
-        slot.need, slot.used = need, used
+        slot.need = need
         now = self._clock()
         if slot.task is not None or (
             slot.credential is not None and now < self._refresh_at(slot) - lead
@@ -288,6 +288,7 @@ class CredentialCache:
             return
         if slot.error is not None and now < slot.error_until:
             return
+        slot.used = False  # from here on, asked for again or left to lapse
         slot.task = asyncio.create_task(self._exchange(slot, need, ""))
 
     def _refresh_due(self, config: Config, lead: float) -> None:
@@ -305,7 +306,7 @@ class CredentialCache:
             point = self._refresh_at(slot)
             early = min(lead, max(point - credential.issued_at, 0.0) / 4)
             if now >= point - early:
-                self._ahead_of(need, used=False, lead=early)
+                self._ahead_of(need, lead=early)
 
     # -- exchanging --------------------------------------------------------------
 
